@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ForestsConfig(AppConfig):
+    name = "forests"
+    verbose_name = "Forests"

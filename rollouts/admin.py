@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.utils import timezone
+
+from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
+
+
+class ProcessRewardLabelInline(admin.TabularInline):
+    model = ProcessRewardLabel
+    extra = 0
+    fields = ["prm_version", "worker", "prm_output", "created_at"]
+    readonly_fields = ["created_at"]
+    show_change_link = True
+
+
+@admin.register(Rollout)
+class RolloutAdmin(admin.ModelAdmin):
+    list_display = ["id", "model", "worker", "prediction", "ground_truth", "correct", "forest", "created_at"]
+    list_filter = ["model", "worker", ("forest", admin.RelatedOnlyFieldListFilter), "created_at"]
+    search_fields = ["=id", "example", "worker", "model"]
+    list_select_related = ["forest"]
+    raw_id_fields = ["forest", "node"]
+    readonly_fields = ["created_at"]
+    date_hierarchy = "created_at"
+    inlines = [ProcessRewardLabelInline]
+    show_full_result_count = False
+
+    @admin.display(boolean=True, description="correct")
+    def correct(self, obj: Rollout) -> bool:
+        return obj.is_correct
+
+
+@admin.register(ProcessRewardLabel)
+class ProcessRewardLabelAdmin(admin.ModelAdmin):
+    list_display = ["id", "rollout", "prm_version", "worker", "steps", "created_at"]
+    list_filter = ["prm_version", "worker", "created_at"]
+    search_fields = ["=id", "=rollout__id", "prm_version", "worker"]
+    raw_id_fields = ["rollout"]
+    readonly_fields = ["created_at"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    @admin.display(description="steps")
+    def steps(self, obj: ProcessRewardLabel) -> int:
+        return len(obj.prm_output) if isinstance(obj.prm_output, list) else 0
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "lease"
+    parameter_name = "live"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "live"), ("no", "expired")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(expires_at__gt=now)
+        if self.value() == "no":
+            return queryset.filter(expires_at__lte=now)
+        return queryset
+
+
+@admin.register(RolloutCheckout)
+class RolloutCheckoutAdmin(admin.ModelAdmin):
+    list_display = ["id", "rollout", "prm_version", "claimed_by", "expires_at", "live"]
+    list_filter = [LiveFilter, "prm_version"]
+    search_fields = ["=rollout__id", "prm_version", "claimed_by"]
+    raw_id_fields = ["rollout"]
+    readonly_fields = ["created_at"]
+
+    @admin.display(boolean=True, description="live")
+    def live(self, obj: RolloutCheckout) -> bool:
+        return obj.expires_at > timezone.now()
