@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 admin.site.site_header = "prmsite administration"
@@ -9,4 +9,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The active-learning API sits at the server root, with the paths of spec/active-learning-webserver.md.
+    path("", include("rollouts.urls")),
+    path("", include("adapters.urls")),
+    # Last: forests own /forests/… and the catch-all /<forest_name> redirect of the specification.
+    path("", include("forests.urls")),
 ]

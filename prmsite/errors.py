@@ -1,0 +1,33 @@
+"""Domain errors. Services raise these; the API's exception handler turns them into a 4xx with a JSON body, and
+management commands into a one-line ``CommandError``. Services never raise HTTP exceptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    """Bad input or a request the current state cannot satisfy. ``status_code`` is the HTTP status it maps to."""
+
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404
+    code = "not_found"
+
+
+class ConflictError(ApplicationError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLargeError(ApplicationError):
+    status_code = 413
+    code = "too_large"
