@@ -224,6 +224,10 @@ PRM_CHECKOUT_TIMEOUT_S = env_int("PRM_CHECKOUT_TIMEOUT_S", 600)
 PRM_ADAPTER_MAX_BYTES = env_int("PRM_ADAPTER_MAX_BYTES", 512 * 1024 * 1024)
 # Extra folders holding experiment-config modules (colon-separated, like PATH).
 EXPERIMENT_CONFIG_DIRS = [p for p in os.environ.get("EXPERIMENT_CONFIG_DIRS", "").split(os.pathsep) if p.strip()]
+# The forest pages are the team's data: logged-in users only, through the admin's login page.
+LOGIN_URL = "admin:login"
+# Most nodes a tree page lays out at once; a node whose subtree did not fit links to a page of its own.
+FOREST_TREE_MAX_NODES = env_int("FOREST_TREE_MAX_NODES", 2000)
 
 LOGGING = {
     "version": 1,

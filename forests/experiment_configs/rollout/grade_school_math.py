@@ -1,5 +1,7 @@
 """GSM8K-style arithmetic word problems (https://huggingface.co/datasets/openai/gsm8k, subset ``main``).
 
+The module is called ``grade_school_math`` (what GSM stands for) since config names are ``[a-z_]+``: no digits.
+
 Items have a ``question`` and an ``answer`` whose last line is ``#### <number>``; the label is that integer
 (thousands separators removed). Set ``GSM8K_DATASET`` (or pass ``--dataset_name``) to read another copy: a hub
 name, a ``save_to_disk`` folder, or a jsonl/csv/parquet file (``{split}`` in the path picks one file per split).
