@@ -138,7 +138,8 @@ def tree_stats_many(*, root_ids: Iterable[int]) -> dict[int, TreeStats]:
         )
     )
     for row in rows:
-        stats[row.pop("tree_id")] = TreeStats(**row)
+        root_id = row.pop("tree_id")
+        stats[root_id] = TreeStats(**row)
     return stats
 
 

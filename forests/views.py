@@ -7,8 +7,9 @@ import json
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
+from django.urls import is_valid_path
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
@@ -112,9 +113,13 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
 def forest_redirect(request: HttpRequest, forest_name: str) -> HttpResponse:
     """``/<forest_name>``, as the specification writes a forest's address, goes to its page.
 
-    Anything that is not a forest's name is a 404, so CommonMiddleware's APPEND_SLASH still sends ``/admin`` to
-    ``/admin/``.
+    This route matches every one-segment path, so CommonMiddleware's APPEND_SLASH cannot see that ``/admin`` has a
+    page at ``/admin/``: when no forest has the name, this view does what APPEND_SLASH would, and 404s otherwise.
     """
-    if not Forest.objects.filter(name=forest_name).exists():
-        raise Http404(f"No forest named {forest_name!r}.")
-    return redirect("forests:detail", forest_name=forest_name)
+    if Forest.objects.filter(name=forest_name).exists():
+        return redirect("forests:detail", forest_name=forest_name)
+    with_slash = request.path_info + "/"
+    if settings.APPEND_SLASH and is_valid_path(with_slash, getattr(request, "urlconf", None)):
+        query = request.META.get("QUERY_STRING", "")
+        return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+    raise Http404(f"No forest named {forest_name!r}.")
