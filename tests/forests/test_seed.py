@@ -40,9 +40,15 @@ def git(folder: Path, *args: str) -> str:
 
 def test_seed_forest_creates_one_root_per_item_and_prints_the_forest_name(liar_file):
     summary, _ = seed(
-        "--dataset_config_name", "liar", "--dataset_split", "test", "--forest_name_suffix", "t1",
-        "--dataset_name", str(liar_file),
-    )  # fmt: skip
+        "--dataset_config_name",
+        "liar",
+        "--dataset_split",
+        "test",
+        "--forest_name_suffix",
+        "t1",
+        "--dataset_name",
+        str(liar_file),
+    )
     assert summary["forest_name"] == "liar-test-t1"
     assert summary["trees"] == 5
     forest = Forest.objects.get(name="liar-test-t1")
@@ -56,8 +62,16 @@ def test_seed_forest_creates_one_root_per_item_and_prints_the_forest_name(liar_f
 
 
 def test_the_forest_keeps_the_generation_settings_a_worker_needs(liar_file):
-    seed("--dataset_config_name", "liar", "--dataset_split", "test", "--forest_name_suffix", "g", "--dataset_name",
-         str(liar_file))  # fmt: skip
+    seed(
+        "--dataset_config_name",
+        "liar",
+        "--dataset_split",
+        "test",
+        "--forest_name_suffix",
+        "g",
+        "--dataset_name",
+        str(liar_file),
+    )
     forest = Forest.objects.get(name="liar-test-g")
     config = config_load("liar")
     assert forest.config_name == "liar"
@@ -70,8 +84,16 @@ def test_the_forest_keeps_the_generation_settings_a_worker_needs(liar_file):
 
 
 def test_the_forest_records_the_config_source_and_its_hash(liar_file):
-    seed("--dataset_config_name", "liar", "--dataset_split", "test", "--forest_name_suffix", "p", "--dataset_name",
-         str(liar_file))  # fmt: skip
+    seed(
+        "--dataset_config_name",
+        "liar",
+        "--dataset_split",
+        "test",
+        "--forest_name_suffix",
+        "p",
+        "--dataset_name",
+        str(liar_file),
+    )
     forest = Forest.objects.get(name="liar-test-p")
     source = Path(config_load("liar").source_path).read_text()
     assert forest.config_source == source
@@ -79,8 +101,9 @@ def test_the_forest_records_the_config_source_and_its_hash(liar_file):
 
 
 def test_limit_seeds_only_the_first_items(liar_file):
-    summary, _ = seed("--dataset_config_name", "liar", "--dataset_split", "test", "--limit", "2", "--dataset_name",
-                      str(liar_file))  # fmt: skip
+    summary, _ = seed(
+        "--dataset_config_name", "liar", "--dataset_split", "test", "--limit", "2", "--dataset_name", str(liar_file)
+    )
     roots = Node.objects.filter(forest__name=summary["forest_name"]).order_by("id")
     assert [root.serialized_item["id"] for root in roots] == ["a", "b"]
 
@@ -99,8 +122,16 @@ def test_a_suffix_that_would_break_the_forest_url_is_refused(suffix):
 
 
 def test_a_name_collision_is_a_clear_error_and_changes_nothing(liar_file):
-    args = ["--dataset_config_name", "liar", "--dataset_split", "test", "--forest_name_suffix", "same",
-            "--dataset_name", str(liar_file)]  # fmt: skip
+    args = [
+        "--dataset_config_name",
+        "liar",
+        "--dataset_split",
+        "test",
+        "--forest_name_suffix",
+        "same",
+        "--dataset_name",
+        str(liar_file),
+    ]
     seed(*args)
     with pytest.raises(CommandError, match="already exists"):
         seed(*args)
@@ -108,8 +139,17 @@ def test_a_name_collision_is_a_clear_error_and_changes_nothing(liar_file):
 
 
 def test_exist_ok_makes_a_second_seed_a_no_op(liar_file):
-    args = ["--dataset_config_name", "liar", "--dataset_split", "test", "--forest_name_suffix", "demo",
-            "--dataset_name", str(liar_file), "--exist_ok"]  # fmt: skip
+    args = [
+        "--dataset_config_name",
+        "liar",
+        "--dataset_split",
+        "test",
+        "--forest_name_suffix",
+        "demo",
+        "--dataset_name",
+        str(liar_file),
+        "--exist_ok",
+    ]
     first, _ = seed(*args)
     second, err = seed(*args)
     assert first["created"] is True and second["created"] is False
@@ -194,8 +234,16 @@ def test_a_template_json_seeds_a_forest(tmp_path, liar_file):
 
     path = tmp_path / "templates" / "example-20231018a2.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({**TEMPLATE_JSON, "dataset_name": str(liar_file), "label_field": "id",
-                                "label_map": {k: i for i, k in enumerate("abcde")}}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                **TEMPLATE_JSON,
+                "dataset_name": str(liar_file),
+                "label_field": "id",
+                "label_map": {k: i for i, k in enumerate("abcde")},
+            }
+        )
+    )
     summary, _ = seed("--dataset_config_name", str(path), "--dataset_split", "test", "--forest_name_suffix", "j")
     assert summary["forest_name"] == "example-20231018a2-test-j"
     forest = Forest.objects.get(name=summary["forest_name"])

@@ -30,22 +30,39 @@ def test_it_prints_the_item_prompt_label_steps_and_prediction(liar_file, monkeyp
 
 
 def test_it_shows_as_many_items_as_asked(liar_file):
-    out, _ = verify("--config_name", "liar", "--dataset_split", "test", "--num_examples", "3",
-                    "--dataset_name", str(liar_file))  # fmt: skip
+    out, _ = verify(
+        "--config_name", "liar", "--dataset_split", "test", "--num_examples", "3", "--dataset_name", str(liar_file)
+    )
     assert "Item #2: label" in out and "Item #3" not in out
 
 
 def test_a_sample_response_can_be_given(gsm8k_file):
-    out, _ = verify("--config_name", "grade_school_math", "--dataset_split", "test", "--dataset_name",
-                    str(gsm8k_file), "--sample_response", "3 + 4 = 7\nso 7\n#### 7")  # fmt: skip
+    out, _ = verify(
+        "--config_name",
+        "grade_school_math",
+        "--dataset_split",
+        "test",
+        "--dataset_name",
+        str(gsm8k_file),
+        "--sample_response",
+        "3 + 4 = 7\nso 7\n#### 7",
+    )
     assert "Item #0: label\n7\n" in out
     assert "[1] '3 + 4 = 7'\n[2] '\\nso 7'\n[3] '\\n#### 7'" in out
     assert "Prediction (prediction_pattern)\n7\n" in out
 
 
 def test_a_response_without_a_verdict_warns(liar_file):
-    out, err = verify("--config_name", "liar", "--dataset_split", "test", "--dataset_name", str(liar_file),
-                      "--sample_response", "no verdict at all")  # fmt: skip
+    out, err = verify(
+        "--config_name",
+        "liar",
+        "--dataset_split",
+        "test",
+        "--dataset_name",
+        str(liar_file),
+        "--sample_response",
+        "no verdict at all",
+    )
     assert "Prediction (prediction_pattern)\nNone\n" in out
     assert "finds no integer label" in err
 
