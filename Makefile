@@ -26,6 +26,9 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(BIN)/python manage.py migrate --noinput
+	# The demo forest (20 invented LIAR-style statements), seeded once: --exist_ok makes later runs a no-op.
+	HF_HUB_OFFLINE=1 $(BIN)/python manage.py seed_forest --dataset_config_name liar_demo --dataset_split test \
+		--forest_name_suffix demo --exist_ok
 	$(BIN)/python manage.py bootstrap_admin --url http://$(HOST):$(PORT)/admin/
 	WEBSERVER_HOST=$(HOST) WEBSERVER_PORT=$(PORT) $(BIN)/python -m prmsite.wsgi
 
