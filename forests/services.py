@@ -8,6 +8,7 @@ be run again. There is no resume: a forest that exists is complete.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ def forest_seed(
     provenance = provenance_of(config.source_path)
     warnings = []
     if provenance.git_dirty:
-        folder = config.source_path.rsplit("/", 1)[0]
+        folder = os.path.dirname(config.source_path)
         warnings.append(WARNING_DIRTY.format(config=config.config_name, folder=folder, commit=provenance.git_commit))
     items = _call(config.get_dataset_iterator, dataset_split, what="get_dataset_iterator")
     total = _size(items)

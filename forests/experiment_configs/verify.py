@@ -13,6 +13,7 @@ from forests.experiment_configs.interfaces import (
     check_label,
     check_serialized,
     parse_prediction,
+    template_fields,
 )
 from forests.steps import split_steps
 
@@ -76,6 +77,14 @@ def _verify_item(config: RolloutConfig, item: Any, index: int) -> VerifiedExampl
             return getattr(config, method_name)(item)
         except ConfigError as exc:
             raise ConfigError(f"item #{index}: {method_name}: {exc.message}") from exc
+        except KeyError as exc:
+            missing = _missing_template_fields(config, item) if method_name == "get_root_prompt" else []
+            if missing:
+                raise ConfigError(
+                    f"item #{index}: {method_name}: template names field(s) {', '.join(map(repr, missing))} that the "
+                    f"item lacks (item fields: {', '.join(sorted(map(str, item)))})"
+                ) from exc
+            raise ConfigError(f"item #{index}: {method_name} raised KeyError: {exc}") from exc
         except Exception as exc:
             raise ConfigError(f"item #{index}: {method_name} raised {type(exc).__name__}: {exc}") from exc
 
@@ -89,3 +98,10 @@ def _verify_item(config: RolloutConfig, item: Any, index: int) -> VerifiedExampl
     except ConfigError as exc:
         raise ConfigError(exc.message if exc.message.startswith("item #") else f"item #{index}: {exc.message}") from exc
     return VerifiedExample(index=index, serialized_item=serialized, root_prompt=prompt, label=label)
+
+
+def _missing_template_fields(config: RolloutConfig, item: Any) -> list[str]:
+    try:
+        return [field for field in template_fields(config.template) if field not in item]
+    except (ConfigError, TypeError):
+        return []

@@ -98,6 +98,13 @@ def test_a_template_naming_a_field_the_item_lacks_is_named(liar_file, tmp_path):
         verify("--config_name", str(path), "--dataset_split", "test", "--dataset_name", str(liar_file))
 
 
+def test_a_config_formatting_its_template_itself_gets_the_missing_field_named(config_dir):
+    message = broken(config_dir, TEAM_CONFIG.replace('template = "Q: {q}"', 'template = "Q: {q} from {source}"'))
+    assert "item #0: get_root_prompt: template names field(s) 'source' that the item lacks (item fields: a, q)" in (
+        message
+    )
+
+
 @pytest.mark.parametrize(
     ("setting", "pattern"),
     [("reasoning_delimiter_pattern", "Step(("), ("prediction_pattern", "code: ([-0-1]+")],
