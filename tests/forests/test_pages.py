@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from forests.models import Node
@@ -196,3 +197,11 @@ def test_the_redirect_does_not_swallow_other_routes(client):
     assert admin.status_code == 301 and admin["Location"] == "/admin/"
     forests = client.get("/forests")
     assert forests.status_code == 301 and forests["Location"] == "/forests/"
+
+
+def test_only_users_who_may_add_forests_see_the_seed_link(user_client, staff_user):
+    seed_url = reverse("admin:forests_forest_add")
+    assert seed_url not in user_client.get(reverse("forests:list")).content.decode()
+    staff = Client()
+    staff.force_login(staff_user)
+    assert seed_url in staff.get(reverse("forests:list")).content.decode()
