@@ -97,6 +97,11 @@ class ForestAdmin(admin.ModelAdmin):
     ]
     seed_template = "forests/admin_seed_form.html"
 
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the forest's identity: workers post rollouts to it and its pages live under it.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "name", "config_name", "dataset_split"] if obj is not None else fields
+
     def get_queryset(self, request):
         from rollouts.models import Rollout
 

@@ -137,3 +137,13 @@ def test_the_bulk_delete_action_uses_the_same_delete(staff_client, forest_with_r
     assert set(Forest.objects.values_list("name", flat=True)) == {"keeper"}
     assert Node.objects.count() == 2
     assert Rollout.objects.filter(pk=rollout.pk, forest__isnull=True, node__isnull=True).exists()
+
+
+def test_a_forests_name_cannot_be_changed_in_the_admin(staff_client):
+    forest = make_forest("fixed-name", config_name="liar", dataset_split="test")
+    url = reverse("admin:forests_forest_change", args=[forest.pk])
+    response = staff_client.post(url, {"name": "other/name", "rollout_config": "{}", "attributes": '{"k": 1}'})
+    assert response.status_code == 302
+    forest.refresh_from_db()
+    assert forest.name == "fixed-name"
+    assert forest.attributes == {"k": 1}
