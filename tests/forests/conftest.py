@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ def offline_hub(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     for name in ("LIAR_DATASET", "GSM8K_DATASET"):
         monkeypatch.delenv(name, raising=False)
+    # The libraries read these at import time: patch them too when another test imported them first.
+    if "huggingface_hub.constants" in sys.modules:
+        monkeypatch.setattr(sys.modules["huggingface_hub.constants"], "HF_HUB_OFFLINE", True)
+    if "datasets.config" in sys.modules:
+        config = sys.modules["datasets.config"]
+        monkeypatch.setattr(config, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(config, "HF_DATASETS_OFFLINE", True)
+        monkeypatch.setattr(config, "HF_DATASETS_CACHE", hf_home / "datasets")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
