@@ -53,6 +53,11 @@ class ProcessRewardLabel(models.Model):
     )
     explanations = models.JSONField(null=True, blank=True, help_text="Optional list of strings, one per step.")
     worker = models.CharField(max_length=200, help_text="Worker identifier, as the worker gave it.")
+    final_reward = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="prm_output's last value, kept apart so active learning can rank rollouts by it in SQL.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
