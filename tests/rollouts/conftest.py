@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+import requests
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -35,3 +45,71 @@ def rollout_body(**fields) -> dict:
     }
     body.update(fields)
     return body
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the database this test run uses, for a server started in a subprocess."""
+    from django.db import connection
+
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    user = settings.get("USER") or "postgres"
+    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+    host = f"{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}"
+    return f"postgres://{user}{password}@{host}/{settings['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def wsgi_server(transactional_db):
+    """``python -m prmsite.wsgi`` (gunicorn, 3 worker processes of 4 threads) on a free port, on the test database."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "WEBSERVER_HOST": "127.0.0.1",
+        "WEBSERVER_PORT": str(port),
+        "WEBSERVER_WORKERS": "3",
+        "WEBSERVER_THREADS": "4",
+        "DJANGO_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prmsite.wsgi"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+            try:
+                if requests.get(f"{base}/rollout", timeout=2).status_code == 401:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not answer within 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stderr.close()

@@ -140,3 +140,14 @@ def test_without_active_learning_the_oldest_come_first():
     agree = scored(1, 1, 0.9)
     disagree = scored(1, 1, 0.2)
     assert claim(now, "lab") == [agree, disagree]
+
+
+@pytest.mark.requires_postgres
+def test_on_postgresql_candidates_are_locked_with_skip_locked():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    make_rollout()
+    with CaptureQueriesContext(connection) as queries:
+        assert len(claim(timezone.now())) == 1
+    assert any("FOR NO KEY UPDATE" in q["sql"] and "SKIP LOCKED" in q["sql"] for q in queries.captured_queries)
