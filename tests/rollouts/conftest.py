@@ -113,3 +113,21 @@ def wsgi_server(transactional_db):
             process.kill()
             process.wait()
         process.stderr.close()
+
+
+@pytest.fixture
+def live_api_server(transactional_db, live_server):
+    """pytest-django's live server, its request threads closing their database connection after every request.
+
+    The live server keeps HTTP connections alive, and with persistent database connections (CONN_MAX_AGE) a request
+    thread would hold its session open after the test, so the test database could not be dropped at the end.
+    """
+    from django.db import connections
+
+    settings_dict = connections.settings["default"]
+    previous = settings_dict["CONN_MAX_AGE"]
+    settings_dict["CONN_MAX_AGE"] = 0
+    try:
+        yield live_server
+    finally:
+        settings_dict["CONN_MAX_AGE"] = previous

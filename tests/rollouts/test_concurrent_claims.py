@@ -70,9 +70,9 @@ def assert_each_labelled_exactly_once(rollout_ids: list[int], handed: list[int])
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_claimers_on_the_live_server_label_every_rollout_exactly_once(live_server):
+def test_concurrent_claimers_on_the_live_server_label_every_rollout_exactly_once(live_api_server):
     rollout_ids = [make_rollout(reasoning=["a", "b", "c"]).pk for _ in range(120)]
-    handed = claim_and_label_everything(live_server.url, new_token("claimer"), claimers=12, limit=3)
+    handed = claim_and_label_everything(live_api_server.url, new_token("claimer"), claimers=12, limit=3)
     assert_each_labelled_exactly_once(rollout_ids, handed)
 
 
