@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from adapters import selectors, services
+from adapters.models import PRMAdapter
 from adapters.serializers import (
     PRMAdapterSerializer,
     PRMAdapterUploadQuerySerializer,
@@ -39,11 +40,22 @@ class AdapterBytesRenderer(BaseRenderer):
         return data
 
 
+class RawBodyBrowsableAPIRenderer(BrowsableAPIRenderer):
+    """The browsable API without POST forms: an adapter upload is a raw zip body, which no HTML form can send."""
+
+    def get_rendered_html_form(self, data, view, method, request):
+        return None
+
+    def get_raw_data_form(self, data, view, method, request):
+        return None
+
+
 class PRMAdapterListView(GenericAPIView):
     """Every PRM adapter uploaded so far, oldest first (`GET /prm_adapters`)."""
 
     permission_classes = [IsWorkerOrStaff]
     serializer_class = PRMAdapterSerializer
+    queryset = PRMAdapter.objects.all()  # for the browsable API only
     pagination_class = None
 
     @extend_schema(operation_id="prm_adapter_list", responses={200: PRMAdapterSerializer(many=True), **ERROR_RESPONSES})
@@ -60,7 +72,7 @@ class PRMAdapterView(GenericAPIView):
     """
 
     permission_classes = [IsWorkerOrStaff]
-    renderer_classes = [AdapterBytesRenderer, JSONRenderer, BrowsableAPIRenderer]
+    renderer_classes = [AdapterBytesRenderer, JSONRenderer, RawBodyBrowsableAPIRenderer]
     parser_classes: list = []  # the body is read raw by POST, never parsed
 
     def finalize_response(self, request, response, *args, **kwargs):

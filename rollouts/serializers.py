@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from rollouts.models import ProcessRewardLabel, Rollout
@@ -59,6 +60,7 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "number", "description": "A float from a PRM, or 0/1/2 from an AI labeller."})
 class RewardField(serializers.Field):
     """One per-step value: a float from a PRM, 0/1/2 (not preferred/preferred/neutral) from an AI labeller."""
 

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from prmsite.api import BoundedJSONParser, IsWorkerOrStaff
 from rollouts import selectors, services
+from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.serializers import (
     ProcessRewardLabelCreateSerializer,
     ProcessRewardLabelIdsQuerySerializer,
@@ -42,6 +43,7 @@ class RolloutView(ApiView):
     """
 
     serializer_class = RolloutCreateSerializer
+    queryset = Rollout.objects.all()  # the browsable API's filter form asks for one; requests never use it
 
     @extend_schema(
         operation_id="rollout_create",
@@ -105,6 +107,7 @@ class ProcessRewardLabelView(ApiView):
     """
 
     serializer_class = ProcessRewardLabelCreateSerializer
+    queryset = ProcessRewardLabel.objects.all()  # for the browsable API only
 
     @extend_schema(
         operation_id="process_reward_label_create",
@@ -164,6 +167,8 @@ class ProcessRewardLabelView(ApiView):
 
 class ProcessRewardLabelIdsView(ApiView):
     """Ids of the process reward labels of one prm_version (`GET /process_reward_labels?prm_version=V`)."""
+
+    queryset = ProcessRewardLabel.objects.all()  # for the browsable API only
 
     @extend_schema(
         operation_id="process_reward_label_ids",
