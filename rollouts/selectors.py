@@ -9,7 +9,7 @@ from django.db.models import Case, Exists, F, FloatField, IntegerField, OuterRef
 from django.db.models.functions import Abs
 
 from prmsite.errors import NotFoundError
-from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 
 LABELS_NOT_FOUND = "No process reward label with id {ids}."
 
@@ -22,11 +22,45 @@ RANK_UNSCORED = 1
 RANK_AGREES = 2
 
 
-def rollout_claimable(*, prm_version: str, now: datetime) -> QuerySet[Rollout]:
-    """Rollouts with no label for ``prm_version`` and no live checkout for it at ``now``."""
+def rollout_claimable(*, prm_version: str, now: datetime, above_id: int = 0) -> QuerySet[Rollout]:
+    """Rollouts with no label for ``prm_version`` and no live checkout for it at ``now``, from id ``above_id`` on.
+
+    The exclusions are ``NOT IN`` subqueries restricted to ids from ``above_id`` on: each is evaluated once per query
+    (PostgreSQL hashes it, SQLite builds a temporary index), whatever the table statistics say, instead of a join
+    whose plan can turn quadratic while the statistics of a fast-growing table are stale.
+    """
+    labelled = ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout_id__gte=above_id)
+    leased = RolloutCheckout.objects.filter(prm_version=prm_version, expires_at__gt=now, rollout_id__gte=above_id)
+    return (
+        Rollout.objects.filter(pk__gte=above_id)
+        .exclude(pk__in=labelled.values("rollout_id"))
+        .exclude(pk__in=leased.values("rollout_id"))
+    )
+
+
+def queue_cursor_floor(*, prm_version: str) -> int:
+    """The id below which every rollout is labelled for ``prm_version`` (0 when nothing is known)."""
+    return (
+        RolloutQueueCursor.objects.filter(prm_version=prm_version).values_list("labelled_below", flat=True).first() or 0
+    )
+
+
+def queue_cursor_candidate(*, prm_version: str, floor: int, settled_before: datetime) -> int | None:
+    """How far the cursor of ``prm_version`` may move from ``floor``: the id of the first rollout from ``floor`` on
+    that is unlabelled or created at or after ``settled_before``; ``None`` when there is none (then one past the last
+    rollout, if any). Walks only the rollouts labelled since the cursor last moved."""
     labelled = ProcessRewardLabel.objects.filter(rollout=OuterRef("pk"), prm_version=prm_version)
-    leased = RolloutCheckout.objects.filter(rollout=OuterRef("pk"), prm_version=prm_version, expires_at__gt=now)
-    return Rollout.objects.filter(~Exists(labelled), ~Exists(leased))
+    first_open = (
+        Rollout.objects.filter(pk__gte=floor)
+        .filter(~Exists(labelled) | Q(created_at__gte=settled_before))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if first_open is not None:
+        return first_open
+    last = Rollout.objects.filter(pk__gte=floor).order_by("-pk").values_list("pk", flat=True).first()
+    return None if last is None else last + 1
 
 
 def reference_prm_version_default(*, prm_version: str) -> str | None:

@@ -16,8 +16,14 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from prmsite.errors import ApplicationError, ConflictError, NotFoundError
-from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
-from rollouts.selectors import reference_prm_version_default, rollout_active_learning_order, rollout_claimable
+from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
+from rollouts.selectors import (
+    queue_cursor_candidate,
+    queue_cursor_floor,
+    reference_prm_version_default,
+    rollout_active_learning_order,
+    rollout_claimable,
+)
 
 ROLLOUT_NOT_FOUND = "No rollout with id {rollout_id}."
 ROOT_ID_WITHOUT_FOREST = "root_id names a tree of a forest: send forest_name with it."
@@ -37,6 +43,9 @@ CLAIM_LIMIT_DEFAULT = 16
 CLAIM_LIMIT_MAX = 1000
 # Seconds between two claim attempts while a long-poll waits.
 CLAIM_POLL_INTERVAL_S = 0.5
+# The queue cursor never passes a rollout younger than this: a transaction inserting a rollout with a smaller id
+# (ids are allocated before commit on PostgreSQL) has long committed by then.
+QUEUE_CURSOR_SETTLE = timedelta(minutes=5)
 # Rounds of a claim on PostgreSQL when rollouts it selected were leased by a concurrent claim meanwhile.
 _CLAIM_ROUNDS = 3
 
@@ -146,9 +155,10 @@ def checkout_claim(
     """
     if active_learning and reference_prm_version is None:
         reference_prm_version = reference_prm_version_default(prm_version=prm_version)
+    floor = queue_cursor_advance(prm_version=prm_version, now=now)
 
     def candidates():
-        queryset = rollout_claimable(prm_version=prm_version, now=now)
+        queryset = rollout_claimable(prm_version=prm_version, now=now, above_id=floor)
         if active_learning:
             return rollout_active_learning_order(queryset=queryset, reference_prm_version=reference_prm_version)
         return queryset.order_by("id")
@@ -173,6 +183,50 @@ def checkout_claim(
                 break
     by_id = Rollout.objects.select_related("forest", "node").in_bulk(claimed)
     return [by_id[i] for i in claimed]
+
+
+def queue_cursor_advance(*, prm_version: str, now: datetime) -> int:
+    """Move the queue cursor of ``prm_version`` past the rollouts labelled since it last moved; return where it is.
+
+    Only forward (concurrent advances keep the largest), and never past a rollout created less than
+    ``QUEUE_CURSOR_SETTLE`` before ``now``. Autocommit statements, outside any claim transaction.
+    """
+    floor = queue_cursor_floor(prm_version=prm_version)
+    target = queue_cursor_candidate(prm_version=prm_version, floor=floor, settled_before=now - QUEUE_CURSOR_SETTLE)
+    if target is None or target <= floor:
+        return floor
+    updated = RolloutQueueCursor.objects.filter(prm_version=prm_version, labelled_below__lt=target).update(
+        labelled_below=target, updated_at=now
+    )
+    if not updated and floor == 0:
+        try:
+            with transaction.atomic():
+                RolloutQueueCursor.objects.create(prm_version=prm_version, labelled_below=target)
+        except IntegrityError:  # a concurrent claim created it: move it forward instead
+            RolloutQueueCursor.objects.filter(prm_version=prm_version, labelled_below__lt=target).update(
+                labelled_below=target, updated_at=now
+            )
+    return target
+
+
+def queue_cursor_rewind(*, prm_version: str, rollout_id: int) -> None:
+    """Put the cursor of ``prm_version`` back to ``rollout_id`` at most: call it when a label of that rollout is
+    deleted, so the rollout is handed out again."""
+    RolloutQueueCursor.objects.filter(prm_version=prm_version, labelled_below__gt=rollout_id).update(
+        labelled_below=rollout_id
+    )
+
+
+def label_delete_many(*, labels: Sequence[ProcessRewardLabel]) -> int:
+    """Delete labels and rewind the queue cursors they were behind; answer how many were deleted."""
+    with transaction.atomic():
+        lowest: dict[str, int] = {}
+        for label in labels:
+            lowest[label.prm_version] = min(lowest.get(label.prm_version, label.rollout_id), label.rollout_id)
+        deleted, _ = ProcessRewardLabel.objects.filter(pk__in=[label.pk for label in labels]).delete()
+        for prm_version, rollout_id in lowest.items():
+            queue_cursor_rewind(prm_version=prm_version, rollout_id=rollout_id)
+    return deleted
 
 
 def checkout_claim_wait(
