@@ -192,6 +192,8 @@ class RolloutClaimQuerySerializer(serializers.Serializer):
     )
 
     def validate_wait(self, value: float) -> float:
+        if not math.isfinite(value):
+            raise serializers.ValidationError(NOT_A_NUMBER)
         if value > settings.PRM_CHECKOUT_WAIT_MAX_S:
             raise serializers.ValidationError(f"Ensure this value is at most {settings.PRM_CHECKOUT_WAIT_MAX_S}.")
         return value

@@ -32,6 +32,7 @@ OUTPUT_LENGTH_MISMATCH = (
     "prm_output has {given} values but rollout {rollout_id} has {steps} reasoning steps; send one value per step."
 )
 OUTPUT_NOT_FINITE = "prm_output must hold finite numbers (floats from a PRM, 0/1/2 from a labeller)."
+WAIT_NOT_FINITE = "wait must be a finite number of seconds."
 EXPLANATIONS_NOT_TEXT = "explanations must be a list of strings."
 LABEL_CONFLICT = (
     "Worker {worker!r} already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id}) "
@@ -240,6 +241,8 @@ def checkout_claim_wait(
     """``checkout_claim`` retried every ``poll_interval_s`` until it hands something out or ``wait_s`` seconds have
     passed; then ``[]``. Never waits longer than ``wait_s`` (plus one claim). ``claim`` is passed on, without ``now``:
     every attempt claims at the current time."""
+    if not math.isfinite(wait_s):
+        raise ApplicationError(WAIT_NOT_FINITE)
     deadline = clock() + max(0.0, wait_s)
     while True:
         claimed = checkout_claim(now=timezone.now(), **claim)

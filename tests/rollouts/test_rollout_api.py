@@ -183,6 +183,8 @@ def test_limit_defaults_to_sixteen(api):
         {"prm_version": "v", "limit": 1001},
         {"prm_version": "v", "wait": -1},
         {"prm_version": "v", "wait": 61},
+        {"prm_version": "v", "wait": "nan"},
+        {"prm_version": "v", "wait": "inf"},
         {"prm_version": "v", "active_learning": "maybe"},
     ],
 )
