@@ -24,8 +24,11 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The demo forest (20 invented LIAR-style statements) is seeded once: --exist_ok makes later runs a no-op.
 run: install
 	$(BIN)/python manage.py migrate --noinput
+	HF_HUB_OFFLINE=1 $(BIN)/python manage.py seed_forest --dataset_config_name liar_demo --dataset_split test \
+		--forest_name_suffix demo --exist_ok
 	$(BIN)/python manage.py bootstrap_admin --url http://$(HOST):$(PORT)/admin/
 	WEBSERVER_HOST=$(HOST) WEBSERVER_PORT=$(PORT) $(BIN)/python -m prmsite.wsgi
 

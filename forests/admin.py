@@ -1,11 +1,25 @@
+"""Admin for forests: seeding a forest from a config ("Add forest"), its progress and pages, and a delete that scales.
+
+Seeding from the admin runs in the request (all or nothing, like the command): fine for the thousands of items a
+forest usually has; for a very large split use ``python manage.py seed_forest``, which shows a progress bar.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
+from forests.experiment_configs.loader import config_discover, config_load
 from forests.models import Forest, Node
-from forests.selectors import forest_counts
+from forests.selectors import forest_counts, forest_progress
+from forests.services import forest_delete, forest_seed
+from prmsite.errors import ApplicationError
 
 
 def _count_subquery(model, **filters):
@@ -21,14 +35,49 @@ def _count_subquery(model, **filters):
     )
 
 
+def _config_choices() -> list[tuple[str, str]]:
+    choices = []
+    for location in config_discover():
+        where = "built-in" if location.builtin else str(location.path.parent)
+        kind = "" if location.kind == "module" else ", template JSON"
+        choices.append((location.name, f"{location.name} ({where}{kind})"))
+    return choices
+
+
+class ForestSeedForm(forms.Form):
+    config_name = forms.ChoiceField(
+        label="Experiment config",
+        help_text="Built-in configs and those found in EXPERIMENT_CONFIG_DIRS.",
+    )
+    dataset_split = forms.CharField(max_length=100, initial="test", help_text="Dataset split, e.g. test or train.")
+    forest_name_suffix = forms.RegexField(
+        regex=r"^[A-Za-z0-9_.-]*$",
+        required=False,
+        max_length=80,
+        help_text="Last part of the forest name <config>-<split>-<suffix>; a UTC timestamp when empty.",
+    )
+    limit = forms.IntegerField(required=False, min_value=1, help_text="Seed only the first N items.")
+    dataset_name = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Read the items from here instead (hub name, save_to_disk folder, or jsonl/csv/parquet file).",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["config_name"].choices = _config_choices()
+
+
 @admin.register(Forest)
 class ForestAdmin(admin.ModelAdmin):
-    list_display = ["name", "config_name", "dataset_split", "tree_count", "rollout_count", "created_at"]
+    list_display = ["name", "config_name", "dataset_split", "tree_count", "rollout_count", "pages", "created_at"]
     list_filter = ["config_name", "dataset_split", "created_at"]
     search_fields = ["name", "config_name"]
     date_hierarchy = "created_at"
     readonly_fields = [
         "counts",
+        "progress",
+        "pages",
         "created_at",
         "config_sha256",
         "config_git_commit",
@@ -36,7 +85,7 @@ class ForestAdmin(admin.ModelAdmin):
         "config_source",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "config_name", "dataset_split", "counts", "created_at"]}),
+        (None, {"fields": ["name", "config_name", "dataset_split", "counts", "progress", "pages", "created_at"]}),
         ("Generation settings", {"fields": ["rollout_config", "attributes"]}),
         (
             "Provenance",
@@ -46,6 +95,12 @@ class ForestAdmin(admin.ModelAdmin):
             },
         ),
     ]
+    seed_template = "forests/admin_seed_form.html"
+
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the forest's identity: workers post rollouts to it and its pages live under it.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "name", "config_name", "dataset_split"] if obj is not None else fields
 
     def get_queryset(self, request):
         from rollouts.models import Rollout
@@ -54,7 +109,7 @@ class ForestAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                _tree_count=_count_subquery(Node, parent__isnull=True),
+                _tree_count=_count_subquery(Node, depth=0),
                 _rollout_count=_count_subquery(Rollout),
             )
         )
@@ -73,6 +128,87 @@ class ForestAdmin(admin.ModelAdmin):
             return "-"
         c = forest_counts(forest=obj)
         return f"{c.trees} trees, {c.nodes} nodes, {c.leaves} leaves, {c.rollouts} rollouts"
+
+    @admin.display(description="progress")
+    def progress(self, obj: Forest) -> str:
+        if obj.pk is None:
+            return "-"
+        p = forest_progress(forest=obj)
+        accuracy = f"{p.accuracy:.3f} ({p.correct_leaves}/{p.leaves} leaves correct)" if p.accuracy is not None else "-"
+        return f"{p.trees_with_leaves} of {p.trees} trees have rollouts; accuracy so far {accuracy}"
+
+    @admin.display(description="pages")
+    def pages(self, obj: Forest) -> str:
+        if obj.pk is None:
+            return "-"
+        return format_html('<a href="{}">forest page</a>', obj.get_absolute_url())
+
+    # --- Adding a forest is seeding one -------------------------------------------------------------------------
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            return super().add_view(request, form_url, extra_context)  # the admin's own refusal
+        form = ForestSeedForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                config = config_load(data["config_name"], dataset_name=data["dataset_name"] or None)
+                result = forest_seed(
+                    config=config,
+                    dataset_split=data["dataset_split"],
+                    forest_name_suffix=data["forest_name_suffix"],
+                    limit=data["limit"],
+                )
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+            else:
+                self.log_addition(request, result.forest, [{"added": {}}])
+                for warning in result.warnings:
+                    messages.warning(request, warning)
+                messages.success(request, f"Seeded forest {result.forest.name} with {result.trees} trees.")
+                return HttpResponseRedirect(reverse("admin:forests_forest_change", args=[result.forest.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Seed a forest",
+            "form": form,
+            "add": True,
+            "has_view_permission": self.has_view_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.seed_template, context)
+
+    # --- Deleting without collecting a million nodes in Python --------------------------------------------------
+
+    def get_deleted_objects(self, objs, request):
+        """A summary for the confirmation page (one count per model) instead of the list of every node."""
+        from rollouts.models import Rollout
+
+        forests = list(objs)
+        ids = [forest.pk for forest in forests]
+        nodes = Node.objects.filter(forest_id__in=ids).count()
+        rollouts = Rollout.objects.filter(forest_id__in=ids).count()
+        summary = [
+            format_html(
+                '{}: <a href="{}">{}</a>', Forest._meta.verbose_name.capitalize(), forest.get_absolute_url(), forest
+            )
+            for forest in forests
+        ]
+        summary.append(f"{nodes} nodes of {'these forests' if len(forests) > 1 else 'this forest'}")
+        if rollouts:
+            summary.append(f"{rollouts} rollouts are kept, detached from the forest")
+        model_count = {Forest._meta.verbose_name_plural: len(forests), Node._meta.verbose_name_plural: nodes}
+        perms_needed = set()
+        if nodes and not request.user.has_perm(f"{Node._meta.app_label}.delete_{Node._meta.model_name}"):
+            perms_needed.add(Node._meta.verbose_name)
+        return summary, model_count, perms_needed, []
+
+    def delete_model(self, request, obj: Forest) -> None:
+        forest_delete(forest=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for forest in queryset:
+            forest_delete(forest=forest)
 
 
 @admin.register(Node)

@@ -44,6 +44,11 @@ class Forest(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("forests:detail", kwargs={"forest_name": self.name})
+
 
 class Node(models.Model):
     forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="nodes")

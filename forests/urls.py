@@ -1,3 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from forests import views
+
+app_name = "forests"
+
+urlpatterns = [
+    path("forests/", views.forest_list, name="list"),
+    path("forests/<str:forest_name>/", views.forest_detail, name="detail"),
+    path("forests/<str:forest_name>/trees/<int:root_id>/", views.tree_detail, name="tree"),
+    # Included last at the server root: every other route has matched before this one is tried.
+    path("<str:forest_name>", views.forest_redirect, name="redirect"),
+]

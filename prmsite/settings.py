@@ -226,6 +226,14 @@ PRM_ADAPTER_MAX_BYTES = env_int("PRM_ADAPTER_MAX_BYTES", 512 * 1024 * 1024)
 PRM_CHECKOUT_WAIT_MAX_S = env_int("PRM_CHECKOUT_WAIT_MAX_S", 60)
 # Extra folders holding experiment-config modules (colon-separated, like PATH).
 EXPERIMENT_CONFIG_DIRS = [p for p in os.environ.get("EXPERIMENT_CONFIG_DIRS", "").split(os.pathsep) if p.strip()]
+# The forest pages are the team's data: logged-in users only, through the admin's login page.
+LOGIN_URL = "admin:login"
+# Most nodes a tree page lays out at once; a node whose subtree did not fit links to a page of its own.
+FOREST_TREE_MAX_NODES = env_int("FOREST_TREE_MAX_NODES", 2000)
+# Name of the database the test suite creates (default: Django's test_<name>, or .test-db.sqlite3 on SQLite), for
+# servers where only some database names may be used.
+if os.environ.get("DATABASE_TEST_NAME", "").strip():
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"].strip()}
 
 LOGGING = {
     "version": 1,

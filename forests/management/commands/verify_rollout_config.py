@@ -1,0 +1,72 @@
+"""python manage.py verify_rollout_config --config_name NAME --dataset_split SPLIT"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from forests.experiment_configs.interfaces import ConfigError
+from forests.experiment_configs.loader import config_load
+from forests.experiment_configs.verify import config_verify
+
+
+class Command(BaseCommand):
+    help = (
+        "Run an experiment config on the first item(s) of a split: print the serialized item, the root prompt and the "
+        "label, and what the delimiter and prediction patterns make of a sample response."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--config_name", required=True, help="Config module name, or a path to a template JSON.")
+        parser.add_argument("--dataset_split", required=True, help="Dataset split to read, e.g. test.")
+        parser.add_argument("--num_examples", type=int, default=1, help="How many items to show (default 1).")
+        parser.add_argument("--sample_response", default=None, help="Response to run the patterns on.")
+        parser.add_argument("--dataset_name", default=None, help="Read the items from here (hub name or path).")
+
+    def handle(
+        self,
+        *args,
+        config_name: str,
+        dataset_split: str,
+        num_examples: int,
+        sample_response: str | None,
+        dataset_name: str | None,
+        **options,
+    ) -> None:
+        if num_examples < 1:
+            raise CommandError("--num_examples must be at least 1")
+        try:
+            config = config_load(config_name, dataset_name=dataset_name)
+            report = config_verify(
+                config=config, dataset_split=dataset_split, num_examples=num_examples, sample_response=sample_response
+            )
+        except ConfigError as exc:
+            raise CommandError(f"{config_name}: {exc.message}") from exc
+        write = self.stdout.write
+        write(self.style.MIGRATE_HEADING(f"Config {report.config_name} ({config.source_path})"))
+        write(json.dumps(report.rollout_config, indent=2, ensure_ascii=False))
+        for example in report.examples:
+            write(self.style.MIGRATE_HEADING(f"\nItem #{example.index}: serialized item"))
+            write(json.dumps(example.serialized_item, indent=2, ensure_ascii=False))
+            write(self.style.MIGRATE_HEADING(f"Item #{example.index}: root prompt"))
+            write(example.root_prompt)
+            write(self.style.MIGRATE_HEADING(f"Item #{example.index}: label"))
+            write(repr(example.label))
+        write(self.style.MIGRATE_HEADING("\nSample response"))
+        write(report.sample_response)
+        write(self.style.MIGRATE_HEADING(f"Steps ({len(report.steps)}, split by reasoning_delimiter_pattern)"))
+        for number, step in enumerate(report.steps, start=1):
+            write(f"[{number}] {step!r}")
+        write(self.style.MIGRATE_HEADING("Prediction (prediction_pattern)"))
+        write(repr(report.prediction))
+        if not report.lossless():  # split_steps promises this; say so loudly if it ever breaks
+            raise CommandError("the steps do not join back into the sample response")
+        if report.prediction is None:
+            self.stderr.write(self.style.WARNING("prediction_pattern finds no integer label in the sample response"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"OK: {len(report.examples)} item(s) of split {dataset_split!r}, "
+                f"{len(report.steps)} steps, prediction {report.prediction!r}"
+            )
+        )

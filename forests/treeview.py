@@ -1,0 +1,135 @@
+"""Laying a tree out for its page: a flat, depth-first list of entries that a template turns into nested
+``<details>`` without recursion. Pure: no Django.
+
+Subtrees deeper than ``open_depth`` below the shown node start collapsed; at most ``max_nodes`` entries are laid
+out, and a node whose descendants did not fit says how many were left out (its page shows them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from forests.values import NodeValue, node_values
+
+TreeRow = tuple[int, int | None, int, str, bool, int | None]  # (id, parent_id, depth, text, is_leaf, prediction)
+
+
+@dataclass
+class TreeEntry:
+    id: int
+    parent_id: int | None
+    depth: int
+    html: str
+    is_leaf: bool
+    prediction: int | None
+    value: NodeValue
+    children: int
+    subtree_nodes: int
+    open: bool
+    hidden_nodes: int = 0  # descendants left out of the layout (over max_nodes)
+    closes: int = 0  # how many <details> end right after this entry
+    correct: bool | None = None  # leaves only: the prediction equals the ground truth
+
+    @property
+    def close_range(self) -> range:
+        return range(self.closes)
+
+
+@dataclass
+class TreeLayout:
+    entries: list[TreeEntry]
+    total_nodes: int
+    shown_nodes: int
+    focus_id: int
+    path: list[int]  # ids from the root down to the focus node (the focus included)
+    values: dict[int, NodeValue]
+
+
+def tree_layout(
+    rows: Sequence[TreeRow],
+    *,
+    ground_truth: int | None,
+    render: Callable[[str], str],
+    focus_id: int | None = None,
+    open_depth: int = 3,
+    max_nodes: int = 2000,
+) -> TreeLayout:
+    """The layout of the subtree under ``focus_id`` (the root when ``None``) of the tree made of ``rows``.
+
+    Values are computed over the whole tree (``rows`` must be one whole tree). Raises ``KeyError`` when
+    ``focus_id`` is not one of the rows.
+    """
+    values = node_values(((r[0], r[1], r[4], r[5]) for r in rows), ground_truth=ground_truth)
+    by_id = {row[0]: row for row in rows}
+    children: dict[int, list[int]] = {}
+    root_id = None
+    for node_id, parent_id, *_ in rows:
+        if parent_id is None:
+            root_id = node_id
+        else:
+            children.setdefault(parent_id, []).append(node_id)
+    for kids in children.values():
+        kids.sort()
+    focus = root_id if focus_id is None else focus_id
+    if focus is None or focus not in by_id:
+        raise KeyError(focus_id)
+    sizes = _subtree_sizes(focus, children)
+
+    path = [focus]
+    while by_id[path[-1]][1] is not None:
+        path.append(by_id[path[-1]][1])
+    path.reverse()
+
+    base_depth = by_id[focus][2]
+    entries: list[TreeEntry] = []
+    entry_of: dict[int, TreeEntry] = {}
+    stack: list[tuple[bool, int]] = [(True, focus)]
+    while stack:
+        opening, node_id = stack.pop()
+        if not opening:
+            entries[-1].closes += 1
+            continue
+        _, parent_id, depth, text, is_leaf, prediction = by_id[node_id]
+        if len(entries) >= max_nodes:
+            entry_of[parent_id].hidden_nodes += sizes[node_id]  # the parent was laid out: only it reaches here
+            continue
+        entry = TreeEntry(
+            id=node_id,
+            parent_id=parent_id,
+            depth=depth,
+            html=render(text),
+            is_leaf=is_leaf,
+            prediction=prediction,
+            value=values[node_id],
+            children=len(children.get(node_id, ())),
+            subtree_nodes=sizes[node_id],
+            open=depth - base_depth < open_depth,
+        )
+        if is_leaf:
+            entry.correct = prediction is not None and prediction == ground_truth
+        entries.append(entry)
+        entry_of[node_id] = entry
+        stack.append((False, node_id))
+        stack.extend((True, child) for child in reversed(children.get(node_id, ())))
+    return TreeLayout(
+        entries=entries,
+        total_nodes=len(rows),
+        shown_nodes=len(entries),
+        focus_id=focus,
+        path=path,
+        values=values,
+    )
+
+
+def _subtree_sizes(top: int, children: dict[int, list[int]]) -> dict[int, int]:
+    order: list[int] = []
+    stack = [top]
+    while stack:
+        node_id = stack.pop()
+        order.append(node_id)
+        stack.extend(children.get(node_id, ()))
+    sizes: dict[int, int] = {}
+    for node_id in reversed(order):
+        sizes[node_id] = 1 + sum(sizes[child] for child in children.get(node_id, ()))
+    return sizes

@@ -1,0 +1,125 @@
+"""The forest pages: the list of forests, one forest's trees, one tree. Logged-in users only."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.shortcuts import redirect, render
+from django.urls import is_valid_path
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_safe
+
+from forests.models import Forest
+from forests.rendering import render_markdown
+from forests.selectors import (
+    forest_get,
+    forest_progress,
+    forest_progress_many,
+    forest_roots,
+    tree_root_get,
+    tree_rows,
+    tree_stats_many,
+)
+from forests.treeview import tree_layout
+from prmsite.errors import NotFoundError
+
+FORESTS_PER_PAGE = 50
+TREES_PER_PAGE = 50
+
+
+def _int_param(request: HttpRequest, name: str, default: int, *, low: int, high: int) -> int:
+    try:
+        return min(high, max(low, int(request.GET.get(name, default))))
+    except (TypeError, ValueError):
+        return default
+
+
+@require_safe
+@login_required
+def forest_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(Forest.objects.order_by("-created_at", "-id"), FORESTS_PER_PAGE).get_page(request.GET.get("page"))
+    progress = forest_progress_many(forest_ids=[forest.pk for forest in page])
+    rows = [(forest, progress[forest.pk]) for forest in page]
+    return render(request, "forests/forest_list.html", {"page": page, "rows": rows})
+
+
+@require_safe
+@login_required
+def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
+    try:
+        forest = forest_get(name=forest_name)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    page = Paginator(forest_roots(forest=forest), TREES_PER_PAGE).get_page(request.GET.get("page"))
+    stats = tree_stats_many(root_ids=[root.pk for root in page])
+    rows = [(root, stats[root.pk]) for root in page]
+    context = {"forest": forest, "progress": forest_progress(forest=forest), "page": page, "rows": rows}
+    return render(request, "forests/forest_detail.html", context)
+
+
+@require_safe
+@login_required
+def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpResponse:
+    try:
+        forest = forest_get(name=forest_name)
+        root = tree_root_get(forest=forest, root_id=root_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    focus_id = None
+    if request.GET.get("node"):
+        try:
+            focus_id = int(request.GET["node"])
+        except ValueError as exc:
+            raise Http404("node must be a node id") from exc
+    open_depth = _int_param(request, "open", 3, low=0, high=1000)
+    try:
+        layout = tree_layout(
+            tree_rows(root=root),
+            ground_truth=root.ground_truth,
+            render=render_markdown,
+            focus_id=focus_id,
+            open_depth=open_depth,
+            max_nodes=settings.FOREST_TREE_MAX_NODES,
+        )
+    except KeyError as exc:
+        raise Http404(f"Tree {root.pk} has no node {focus_id}.") from exc
+    # Text fields as markdown like every other text; other values as JSON in a code span (escaped).
+    item_fields = [
+        (
+            key,
+            mark_safe(render_markdown(value))  # noqa: S308 - render_markdown returns sanitised HTML
+            if isinstance(value, str)
+            else format_html("<code>{}</code>", json.dumps(value, ensure_ascii=False)),
+        )
+        for key, value in (root.serialized_item or {}).items()
+    ]
+    context = {
+        "forest": forest,
+        "root": root,
+        "layout": layout,
+        "root_value": layout.values[root.pk],
+        "item_fields": item_fields,
+        "open_depth": open_depth,
+    }
+    return render(request, "forests/tree_detail.html", context)
+
+
+@require_safe
+def forest_redirect(request: HttpRequest, forest_name: str) -> HttpResponse:
+    """``/<forest_name>``, as the specification writes a forest's address, goes to its page.
+
+    This route matches every one-segment path, so CommonMiddleware's APPEND_SLASH cannot see that ``/admin`` has a
+    page at ``/admin/``: when no forest has the name, this view does what APPEND_SLASH would, and 404s otherwise.
+    """
+    if Forest.objects.filter(name=forest_name).exists():
+        return redirect("forests:detail", forest_name=forest_name)
+    with_slash = request.path_info + "/"
+    if settings.APPEND_SLASH and is_valid_path(with_slash, getattr(request, "urlconf", None)):
+        query = request.META.get("QUERY_STRING", "")
+        return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+    raise Http404(f"No forest named {forest_name!r}.")
