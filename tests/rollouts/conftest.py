@@ -70,7 +70,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def wsgi_server(transactional_db):
+def wsgi_server(transactional_db, tmp_path):
     """``python -m prmsite.wsgi`` (gunicorn, 3 worker processes of 4 threads) on a free port, on the test database."""
     port = free_port()
     env = {
@@ -82,20 +82,17 @@ def wsgi_server(transactional_db):
         "WEBSERVER_THREADS": "4",
         "DJANGO_LOG_LEVEL": "WARNING",
     }
+    log = tmp_path / "server.log"  # a file, not a pipe: a full pipe would block the server
+    log_file = log.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "prmsite.wsgi"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "prmsite.wsgi"], cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+                raise RuntimeError(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
                 if requests.get(f"{base}/rollout", timeout=2).status_code == 401:
                     break
@@ -112,7 +109,7 @@ def wsgi_server(transactional_db):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        process.stderr.close()
+        log_file.close()
 
 
 @pytest.fixture

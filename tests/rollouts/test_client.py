@@ -187,3 +187,12 @@ def test_connection_errors_are_retried_then_raised():
     with pytest.raises(requests.ConnectionError):
         fast_client(url, max_attempts=3).list_prm_adapters()
     assert time.monotonic() - started < 5
+
+
+def test_the_client_module_imports_nothing_from_django():
+    import subprocess
+    import sys
+
+    code = "import sys, rollouts.client; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

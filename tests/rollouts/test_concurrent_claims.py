@@ -93,3 +93,26 @@ def test_wsgi_entry_point_serves_the_api_and_refuses_anonymous_callers(wsgi_serv
     response = requests.get(f"{wsgi_server}/rollout?prm_version=v", headers=headers, timeout=10)
     assert response.status_code == 200
     assert response.json() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_label_posted_concurrently_is_stored_once(wsgi_server):
+    rollout = make_rollout()
+    token = new_token("labeller")
+    label = {"rollout_id": rollout.pk, "prm_output": [1, 0], "prm_version": "lab-v1", "worker": "labeller-0"}
+    answers: list[int] = []
+    barrier = threading.Barrier(12)
+
+    def post() -> None:
+        with PrmsiteClient(wsgi_server, token) as api:
+            barrier.wait()
+            answers.append(api.post_process_reward_label(label))
+
+    threads = [threading.Thread(target=post) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == 12
+    assert set(answers) == set(ProcessRewardLabel.objects.values_list("id", flat=True))
+    assert ProcessRewardLabel.objects.count() == 1
