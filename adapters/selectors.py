@@ -8,6 +8,9 @@ from adapters.models import PRMAdapter
 from prmsite.errors import NotFoundError
 
 ADAPTER_NOT_FOUND = "No adapter for prm_version {prm_version!r}."
+ADAPTER_FILE_MISSING = (
+    "The adapter of prm_version {prm_version!r} is recorded but its file {name!r} is missing from storage."
+)
 
 
 def adapter_list() -> QuerySet[PRMAdapter]:
@@ -28,3 +31,14 @@ def adapter_file_path(*, adapter: PRMAdapter) -> str:
         return adapter.file.path
     except NotImplementedError:
         return adapter.file.name
+
+
+def adapter_file_open(*, adapter: PRMAdapter):
+    """The stored zip, open for reading; ``NotFoundError`` when storage lost it (the row is kept: uploading the same
+    bytes again puts the file back)."""
+    try:
+        return adapter.file.open("rb")
+    except FileNotFoundError as exc:
+        raise NotFoundError(
+            ADAPTER_FILE_MISSING.format(prm_version=adapter.prm_version, name=adapter.file.name)
+        ) from exc

@@ -65,7 +65,16 @@ def adapter_upload(
 
         existing = PRMAdapter.objects.filter(prm_version=prm_version).first()
         if existing is not None:
-            return _same_or_conflict(existing, sha256=sha256), False
+            existing = _same_or_conflict(existing, sha256=sha256)
+            storage = existing.file.storage
+            if not storage.exists(existing.file.name):
+                # Storage lost the file: the same bytes (same sha256, validated when first stored) put it back.
+                spool.seek(0)
+                name = storage.save(existing.file.name, File(spool))
+                if name != existing.file.name:
+                    PRMAdapter.objects.filter(pk=existing.pk).update(file=name)
+                    existing.file.name = name
+            return existing, False
 
         adapter_zip_validate(path=Path(spool.name), max_uncompressed_bytes=limit * UNCOMPRESSED_FACTOR)
 

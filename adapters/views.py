@@ -72,6 +72,7 @@ class PRMAdapterView(GenericAPIView):
     """
 
     permission_classes = [IsWorkerOrStaff]
+    serializer_class = PRMAdapterSerializer  # what OPTIONS and the browsable API describe; the body is a raw zip
     renderer_classes = [AdapterBytesRenderer, JSONRenderer, RawBodyBrowsableAPIRenderer]
     parser_classes: list = []  # the body is read raw by POST, never parsed
 
@@ -101,7 +102,7 @@ class PRMAdapterView(GenericAPIView):
         if not isinstance(request.accepted_renderer, AdapterBytesRenderer):
             return Response(PRMAdapterSerializer(adapter).data)
         response = FileResponse(
-            adapter.file.open("rb"),
+            selectors.adapter_file_open(adapter=adapter),
             content_type=AdapterBytesRenderer.media_type,
             as_attachment=True,
             filename=adapter.file.name.rsplit("/", 1)[-1],

@@ -1,4 +1,5 @@
-"""The API's exception handling: every error leaves as a 4xx JSON body ``{"detail": …, "code": …, …}``."""
+"""Shared pieces of the API: the exception handler (every domain error leaves as a 4xx JSON body
+``{"detail": …, "code": …, …}``), the worker-or-staff permission and a size-bounded JSON parser."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
 from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -66,4 +68,7 @@ class BoundedJSONParser(JSONParser):
             if len(data) > limit:
                 raise RequestDataTooBig()
             stream = io.BytesIO(data)
-        return super().parse(stream, media_type, parser_context)
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise ParseError("JSON parse error - nested too deeply.") from exc

@@ -246,7 +246,7 @@ class ProcessRewardLabelKeysQuerySerializer(serializers.Serializer):
     def validate_keys(self, value: str) -> list[int]:
         try:
             keys = json.loads(value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise serializers.ValidationError(KEYS_MALFORMED) from exc
         if not isinstance(keys, list) or not all(
             isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= ID_MAX for k in keys

@@ -43,6 +43,8 @@ class RolloutView(ApiView):
     """
 
     serializer_class = RolloutCreateSerializer
+    # No HEAD: Django would answer it with GET, which checks rollouts out, and the caller would never see them.
+    http_method_names = ["get", "post", "options"]
     queryset = Rollout.objects.all()  # the browsable API's filter form asks for one; requests never use it
 
     @extend_schema(

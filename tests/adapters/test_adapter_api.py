@@ -205,3 +205,14 @@ def test_a_zip_that_unpacks_far_beyond_the_limit_is_refused(api, adapter_folder)
         response = upload(api, data)
     assert response.status_code == 400
     assert "unpacks to" in response.json()["detail"]
+
+
+def test_a_stored_file_lost_from_storage_is_a_json_404_not_a_crash(api, adapter_zip):
+    Path(upload(api, adapter_zip).json()).unlink()
+    response = api.get("/prm_adapter", {"prm_version": "prm-v1"})
+    assert response.status_code == 404
+    assert "missing from storage" in response.json()["detail"]
+    restored = upload(api, adapter_zip)
+    assert restored.status_code == 200
+    assert Path(restored.json()).read_bytes() == adapter_zip
+    assert b"".join(api.get("/prm_adapter", {"prm_version": "prm-v1"}).streaming_content) == adapter_zip

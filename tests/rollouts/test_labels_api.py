@@ -153,7 +153,9 @@ def test_labels_by_keys_come_back_in_the_post_format_plus_id(api):
     ]
 
 
-@pytest.mark.parametrize("keys", ["", "1,2", "[1, 'a']", '["1"]', "[true]", "{}", "[0]", "[1.5]", "[[1]]"])
+@pytest.mark.parametrize(
+    "keys", ["", "1,2", "[1, 'a']", '["1"]', "[true]", "{}", "[0]", "[1.5]", "[[1]]", "[" * 3000, "[NaN]", "[1e400]"]
+)
 def test_malformed_keys_are_refused(api, keys):
     make_label(make_rollout())
     response = api.get("/process_reward_label", {"keys": keys})

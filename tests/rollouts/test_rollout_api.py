@@ -214,3 +214,24 @@ def test_a_leaf_node_created_by_the_api_is_shared_by_identical_rollouts(api):
     b = api.post("/rollout", rollout_body(forest_name="liar", worker="other"), format="json").json()
     assert Rollout.objects.get(pk=a).node_id == Rollout.objects.get(pk=b).node_id
     assert Node.objects.filter(forest=forest).count() == 3
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(api):
+    response = api.generic("POST", "/rollout", b"[" * 100_000, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested" in response.json()["detail"]
+
+
+def test_head_does_not_check_rollouts_out(api):
+    make_rollout()
+    assert api.head("/rollout?prm_version=v").status_code == 405
+    assert not RolloutCheckout.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["/rollout", "/process_reward_label", "/process_reward_labels", "/prm_adapters", "/prm_adapter"]
+)
+def test_options_describes_every_endpoint(api, url):
+    response = api.options(url)
+    assert response.status_code == 200
+    assert response.json()["name"]
