@@ -47,7 +47,7 @@ def rollout_body(**fields) -> dict:
     return body
 
 
-def test_database_url() -> str:
+def database_url_for_subprocess() -> str:
     """DATABASE_URL of the database this test run uses, for a server started in a subprocess."""
     from django.db import connection
 
@@ -58,9 +58,6 @@ def test_database_url() -> str:
     password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
     host = f"{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}"
     return f"postgres://{user}{password}@{host}/{settings['NAME']}"
-
-
-test_database_url.__test__ = False  # a helper, not a test
 
 
 def free_port() -> int:
@@ -75,7 +72,7 @@ def wsgi_server(transactional_db, tmp_path):
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url_for_subprocess(),
         "WEBSERVER_HOST": "127.0.0.1",
         "WEBSERVER_PORT": str(port),
         "WEBSERVER_WORKERS": "3",
