@@ -1,10 +1,18 @@
-"""The API's exception handling: every error leaves as a 4xx JSON body ``{"detail": …, "code": …, …}``."""
+"""Shared pieces of the API: the exception handler (every domain error leaves as a 4xx JSON body
+``{"detail": …, "code": …, …}``), the worker-or-staff permission and a size-bounded JSON parser."""
 
 from __future__ import annotations
 
+import io
+
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -22,3 +30,45 @@ def exception_handler(exc, context):
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     return drf_exception_handler(exc, context)
+
+
+class IsWorkerOrStaff(BasePermission):
+    """Workers authenticate with a token; people use the browsable API from a staff session (the admin login).
+
+    Anonymous callers get 401 (TokenAuthentication, the first authenticator, supplies ``WWW-Authenticate``).
+    """
+
+    message = "Authenticate with 'Authorization: Token <token>', or log into the admin as staff."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return isinstance(request.auth, Token) or bool(user.is_staff)
+
+
+class BoundedJSONParser(JSONParser):
+    """DRF's JSON parser, refusing bodies larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` with 413.
+
+    DRF reads the request stream itself, past Django's own size check, so the limit is applied here.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None:
+            request = (parser_context or {}).get("request")
+            declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+            try:
+                too_big = declared is not None and int(declared) > limit
+            except ValueError:
+                too_big = False
+            if too_big:
+                raise RequestDataTooBig()
+            data = stream.read(limit + 1)
+            if len(data) > limit:
+                raise RequestDataTooBig()
+            stream = io.BytesIO(data)
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise ParseError("JSON parse error - nested too deeply.") from exc

@@ -222,6 +222,8 @@ SPECTACULAR_SETTINGS = {
 PRM_CHECKOUT_TIMEOUT_S = env_int("PRM_CHECKOUT_TIMEOUT_S", 600)
 # Largest adapter zip accepted by POST /prm_adapter, in bytes.
 PRM_ADAPTER_MAX_BYTES = env_int("PRM_ADAPTER_MAX_BYTES", 512 * 1024 * 1024)
+# Longest long-poll GET /rollout?wait=… accepts, in seconds (keep it well under the server's worker timeout).
+PRM_CHECKOUT_WAIT_MAX_S = env_int("PRM_CHECKOUT_WAIT_MAX_S", 60)
 # Extra folders holding experiment-config modules (colon-separated, like PATH).
 EXPERIMENT_CONFIG_DIRS = [p for p in os.environ.get("EXPERIMENT_CONFIG_DIRS", "").split(os.pathsep) if p.strip()]
 # The forest pages are the team's data: logged-in users only, through the admin's login page.

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.services import label_delete_many
 
 
 class ProcessRewardLabelInline(admin.TabularInline):
@@ -12,6 +13,8 @@ class ProcessRewardLabelInline(admin.TabularInline):
     fields = ["prm_version", "worker", "prm_output", "created_at"]
     readonly_fields = ["created_at"]
     show_change_link = True
+    # Deleting goes through ProcessRewardLabelAdmin, which rewinds the queue cursor so the rollout is handed out again.
+    can_delete = False
 
 
 @admin.register(Rollout)
@@ -40,6 +43,12 @@ class ProcessRewardLabelAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+    def delete_model(self, request, obj: ProcessRewardLabel) -> None:
+        label_delete_many(labels=[obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        label_delete_many(labels=list(queryset))
 
     @admin.display(description="steps")
     def steps(self, obj: ProcessRewardLabel) -> int:

@@ -53,6 +53,11 @@ class ProcessRewardLabel(models.Model):
     )
     explanations = models.JSONField(null=True, blank=True, help_text="Optional list of strings, one per step.")
     worker = models.CharField(max_length=200, help_text="Worker identifier, as the worker gave it.")
+    final_reward = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="prm_output's last value, kept apart so active learning can rank rollouts by it in SQL.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -93,3 +98,24 @@ class RolloutCheckout(models.Model):
         return (
             f"checkout of rollout #{self.rollout_id} for {self.prm_version} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
         )
+
+
+class RolloutQueueCursor(models.Model):
+    """How far the queue of one prm_version is done: every rollout with a smaller id has a label for it.
+
+    Claims start their scan here instead of at the first rollout, so a claim costs the same after a million labels as
+    after ten. It only moves forward past rollouts that are labelled and old enough that no transaction can still be
+    inserting a smaller id (see ``rollouts.services.queue_cursor_advance``).
+    """
+
+    prm_version = models.CharField(max_length=200, unique=True)
+    labelled_below = models.BigIntegerField(
+        default=0, help_text="Every rollout with an id below this has a label for prm_version."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["prm_version"]
+
+    def __str__(self) -> str:
+        return f"{self.prm_version}: labelled below #{self.labelled_below}"

@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+"""The documented paths, with no trailing slash, exactly as spec/active-learning-webserver.md writes them."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from rollouts import views
+
+urlpatterns = [
+    path("rollout", views.RolloutView.as_view(), name="rollout"),
+    path("process_reward_label", views.ProcessRewardLabelView.as_view(), name="process-reward-label"),
+    path("process_reward_labels", views.ProcessRewardLabelIdsView.as_view(), name="process-reward-labels"),
+]

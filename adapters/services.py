@@ -1,0 +1,103 @@
+"""Uploading a PRM adapter: stream the body to a temporary file, check it, store it once per prm_version."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files import File
+from django.db import IntegrityError, transaction
+
+from adapters.models import PRMAdapter
+from adapters.validation import adapter_zip_validate
+from prmsite.errors import ApplicationError, ConflictError, PayloadTooLargeError
+
+EMPTY_BODY = "The body is empty: send the adapter zip as the raw request body (with a Content-Length)."
+TOO_LARGE = "The adapter zip is larger than the {limit} bytes allowed (PRM_ADAPTER_MAX_BYTES)."
+VERSION_TAKEN = (
+    "prm_version {prm_version!r} already has an adapter with different content (sha256 {sha256}); "
+    "a prm_version names one adapter for good, so upload under a new prm_version."
+)
+# A zip may unpack to at most this many times the upload limit (a zip bomb stops here).
+UNCOMPRESSED_FACTOR = 4
+_CHUNK = 1024 * 1024
+
+
+def _storage_filename(prm_version: str) -> str:
+    return (re.sub(r"[^A-Za-z0-9._-]+", "_", prm_version).strip("._") or "adapter")[:100] + ".zip"
+
+
+def adapter_upload(
+    *,
+    prm_version: str,
+    base_model: str,
+    worker: str,
+    body: BinaryIO,
+    content_length: int | None,
+    max_bytes: int | None = None,
+) -> tuple[PRMAdapter, bool]:
+    """Store the adapter zip read from ``body`` for ``prm_version``; return it and whether it is new.
+
+    The zip must pass ``adapter_zip_validate`` and fit ``PRM_ADAPTER_MAX_BYTES``. A prm_version holds one adapter for
+    good: the same bytes again return the stored adapter, other bytes are a ``ConflictError``. Nothing is kept when
+    anything fails (the stored file is removed if its row cannot be written).
+    """
+    limit = settings.PRM_ADAPTER_MAX_BYTES if max_bytes is None else max_bytes
+    if content_length is not None and content_length > limit:
+        raise PayloadTooLargeError(TOO_LARGE.format(limit=limit))
+    with tempfile.NamedTemporaryFile(prefix="prm-adapter-", suffix=".zip") as spool:
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := body.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(TOO_LARGE.format(limit=limit))
+            digest.update(chunk)
+            spool.write(chunk)
+        spool.flush()
+        if size == 0:
+            raise ApplicationError(EMPTY_BODY)
+        sha256 = digest.hexdigest()
+
+        existing = PRMAdapter.objects.filter(prm_version=prm_version).first()
+        if existing is not None:
+            existing = _same_or_conflict(existing, sha256=sha256)
+            storage = existing.file.storage
+            if not storage.exists(existing.file.name):
+                # Storage lost the file: the same bytes (same sha256, validated when first stored) put it back.
+                spool.seek(0)
+                name = storage.save(existing.file.name, File(spool))
+                if name != existing.file.name:
+                    PRMAdapter.objects.filter(pk=existing.pk).update(file=name)
+                    existing.file.name = name
+            return existing, False
+
+        adapter_zip_validate(path=Path(spool.name), max_uncompressed_bytes=limit * UNCOMPRESSED_FACTOR)
+
+        adapter = PRMAdapter(prm_version=prm_version, base_model=base_model, worker=worker, sha256=sha256, size=size)
+        spool.seek(0)
+        adapter.file.save(_storage_filename(prm_version), File(spool), save=False)
+    try:
+        with transaction.atomic():
+            adapter.save()
+    except IntegrityError:
+        # A concurrent upload of the same prm_version won; keep its file, not ours.
+        adapter.file.delete(save=False)
+        return _same_or_conflict(PRMAdapter.objects.get(prm_version=prm_version), sha256=sha256), False
+    except BaseException:
+        adapter.file.delete(save=False)
+        raise
+    return adapter, True
+
+
+def _same_or_conflict(existing: PRMAdapter, *, sha256: str) -> PRMAdapter:
+    if existing.sha256 != sha256:
+        raise ConflictError(
+            VERSION_TAKEN.format(prm_version=existing.prm_version, sha256=existing.sha256),
+            extra={"prm_version": existing.prm_version, "sha256": existing.sha256},
+        )
+    return existing

@@ -1,0 +1,138 @@
+"""The PRM adapter endpoints of spec/active-learning-webserver.md, at the server root."""
+
+from __future__ import annotations
+
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.generics import GenericAPIView
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from adapters import selectors, services
+from adapters.models import PRMAdapter
+from adapters.serializers import (
+    PRMAdapterSerializer,
+    PRMAdapterUploadQuerySerializer,
+    PRMAdapterVersionQuerySerializer,
+)
+from prmsite.api import IsWorkerOrStaff
+
+ERROR_RESPONSES = {
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: the JSON body says what is wrong."),
+    401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or bad token."),
+}
+
+
+class AdapterBytesRenderer(BaseRenderer):
+    """Marks ``application/octet-stream`` as what ``GET /prm_adapter`` answers by default (``Accept: */*``).
+
+    The view answers a file itself for this media type; any other response (an error, the POST's path) is JSON.
+    """
+
+    media_type = "application/octet-stream"
+    format = "zip"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+class RawBodyBrowsableAPIRenderer(BrowsableAPIRenderer):
+    """The browsable API without POST forms: an adapter upload is a raw zip body, which no HTML form can send."""
+
+    def get_rendered_html_form(self, data, view, method, request):
+        return None
+
+    def get_raw_data_form(self, data, view, method, request):
+        return None
+
+
+class PRMAdapterListView(GenericAPIView):
+    """Every PRM adapter uploaded so far, oldest first (`GET /prm_adapters`)."""
+
+    permission_classes = [IsWorkerOrStaff]
+    serializer_class = PRMAdapterSerializer
+    queryset = PRMAdapter.objects.all()  # for the browsable API only
+    pagination_class = None
+
+    @extend_schema(operation_id="prm_adapter_list", responses={200: PRMAdapterSerializer(many=True), **ERROR_RESPONSES})
+    def get(self, request: Request) -> Response:
+        return Response(PRMAdapterSerializer(selectors.adapter_list(), many=True).data)
+
+
+class PRMAdapterView(GenericAPIView):
+    """One PRM adapter: the zip of peft's `save_pretrained` folder.
+
+    `GET /prm_adapter?prm_version=V` answers the uploaded bytes (`application/octet-stream`; with `Accept:
+    application/json` or in the browsable API, the adapter's details instead). `POST /prm_adapter?prm_version=V&
+    base_model=B&worker=W` with the zip as the raw body stores it and answers its path on the server.
+    """
+
+    permission_classes = [IsWorkerOrStaff]
+    serializer_class = PRMAdapterSerializer  # what OPTIONS and the browsable API describe; the body is a raw zip
+    renderer_classes = [AdapterBytesRenderer, JSONRenderer, RawBodyBrowsableAPIRenderer]
+    parser_classes: list = []  # the body is read raw by POST, never parsed
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(response, Response) and isinstance(
+            getattr(request, "accepted_renderer", None), AdapterBytesRenderer
+        ):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="prm_adapter_download",
+        parameters=[PRMAdapterVersionQuerySerializer],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The uploaded zip."),
+            (200, "application/json"): PRMAdapterSerializer,
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="No adapter for this prm_version."),
+            **ERROR_RESPONSES,
+        },
+        description="Exactly the uploaded bytes. `ETag` is their sha256.",
+    )
+    def get(self, request: Request):
+        query = PRMAdapterVersionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        adapter = selectors.adapter_get(prm_version=query.validated_data["prm_version"])
+        if not isinstance(request.accepted_renderer, AdapterBytesRenderer):
+            return Response(PRMAdapterSerializer(adapter).data)
+        response = FileResponse(
+            selectors.adapter_file_open(adapter=adapter),
+            content_type=AdapterBytesRenderer.media_type,
+            as_attachment=True,
+            filename=adapter.file.name.rsplit("/", 1)[-1],
+        )
+        response["ETag"] = f'"{adapter.sha256}"'
+        return response
+
+    @extend_schema(
+        operation_id="prm_adapter_upload",
+        parameters=[PRMAdapterUploadQuerySerializer],
+        request={"application/octet-stream": OpenApiTypes.BINARY, "application/zip": OpenApiTypes.BINARY},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.STR, description="Path of the stored zip on the server (JSON string)."),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="prm_version already has other bytes."),
+            413: OpenApiResponse(OpenApiTypes.OBJECT, description="Larger than PRM_ADAPTER_MAX_BYTES."),
+            **ERROR_RESPONSES,
+        },
+        description="Store an adapter: the raw body is a zip of the folder peft's `save_pretrained` writes "
+        "(`adapter_config.json` + `adapter_model.safetensors`). Refused: a body that is no zip, member names that "
+        "are absolute or contain `..`, pickle-based files (`.bin`, `.pt`, …), a config peft cannot load, tensors "
+        "safetensors cannot read, more than `PRM_ADAPTER_MAX_BYTES`. The same bytes again for a prm_version answer "
+        "the same path; other bytes are a 409.",
+    )
+    def post(self, request: Request) -> Response:
+        query = PRMAdapterUploadQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        raw = request._request  # the Django request: read the body as a stream, past DRF's parsers
+        try:
+            content_length = int(raw.META.get("CONTENT_LENGTH") or 0) or None
+        except ValueError:
+            content_length = None
+        adapter, _created = services.adapter_upload(**query.validated_data, body=raw, content_length=content_length)
+        return Response(selectors.adapter_file_path(adapter=adapter))

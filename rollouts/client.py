@@ -1,0 +1,279 @@
+"""A small typed client for the prmsite active-learning API (spec/active-learning-webserver.md).
+
+It imports nothing from Django, so rollout workers, PRM inference controllers, AI labellers and the training loop
+can run on any machine that reaches the server::
+
+    from rollouts.client import PrmsiteClient
+
+    with PrmsiteClient() as api:  # WEBSERVER_API_BASE and WEBSERVER_API_TOKEN from the environment
+        rollout_id = api.post_rollout({"model": "m", "example": "…", "reasoning": ["…"], "prediction": 1,
+                                       "ground_truth": 1, "worker": "gpu-3"})
+        for rollout in api.get_rollouts("prm-v2", limit=8, wait=30):
+            api.post_process_reward_label({"rollout_id": rollout["id"], "prm_output": [0.9] * len(rollout["reasoning"]),
+                                           "prm_version": "prm-v2", "worker": "gpu-3"})
+
+One ``requests.Session`` (connection reuse), separate connect and read timeouts, and retries with exponential
+back-off and jitter on connection errors and 5xx answers. A 4xx is never retried: it raises ``PrmsiteAPIError`` with
+the server's JSON body. ``POST /rollout`` is the one call that is not idempotent: it is retried when the connection
+fails or the server answers 502/503/504 (the request was not processed), not after a read timeout or a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
+
+import requests
+from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+
+logger = logging.getLogger(__name__)
+
+ENV_BASE = "WEBSERVER_API_BASE"
+ENV_TOKEN = "WEBSERVER_API_TOKEN"  # noqa: S105 - the name of the variable, not a secret
+# Ids per GET /process_reward_label request: keeps the URL under gunicorn's 4 KiB request-line limit.
+KEYS_PER_REQUEST = 250
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+
+class RolloutPayload(TypedDict):
+    """Body of ``POST /rollout``; extra keys are kept by the server and returned by ``GET /rollout``."""
+
+    model: str
+    example: str
+    reasoning: list[str]
+    prediction: int | None
+    ground_truth: int
+    worker: str
+    forest_name: NotRequired[str]
+    root_id: NotRequired[int]
+
+
+class Rollout(RolloutPayload):
+    """A rollout handed out by ``GET /rollout``: the posted fields plus ``id``."""
+
+    id: int
+
+
+class ProcessRewardLabelPayload(TypedDict):
+    """Body of ``POST /process_reward_label``: one value per reasoning step."""
+
+    rollout_id: int
+    prm_output: list[float]
+    prm_version: str
+    worker: str
+    explanations: NotRequired[list[str] | None]
+
+
+class ProcessRewardLabel(ProcessRewardLabelPayload):
+    id: int
+
+
+class PRMAdapterInfo(TypedDict):
+    prm_version: str
+    base_model: NotRequired[str]
+    worker: NotRequired[str]
+    sha256: NotRequired[str]
+    size: NotRequired[int]
+    created_at: NotRequired[str]
+
+
+class PrmsiteAPIError(Exception):
+    """The server refused a request (4xx), or kept failing (5xx) after the retries. ``body`` is its JSON answer."""
+
+    def __init__(self, *, method: str, url: str, status_code: int, body: Any) -> None:
+        self.method = method
+        self.url = url
+        self.status_code = status_code
+        self.body = body
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        super().__init__(f"{method} {url} -> {status_code}: {detail}")
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _body_of(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+class PrmsiteClient:
+    """Typed access to every endpoint of the active-learning API."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 6,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        base_url = base_url or os.environ.get(ENV_BASE, "")
+        token = token or os.environ.get(ENV_TOKEN, "")
+        if not base_url:
+            raise ValueError(f"No server address: pass base_url or set {ENV_BASE} (e.g. http://127.0.0.1:25565).")
+        if not token:
+            raise ValueError(f"No API token: pass token or set {ENV_TOKEN} (manage.py create_worker_token NAME).")
+        self.base_url = base_url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+
+    # --- plumbing ---------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> PrmsiteClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = True,
+        read_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        timeout = (self.connect_timeout, read_timeout or self.read_timeout)
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, _RetryableStatus):
+                return True
+            if isinstance(exc, requests.ConnectionError):  # includes ConnectTimeout: nothing reached the server
+                return True
+            return idempotent and isinstance(exc, requests.Timeout)
+
+        def attempt() -> requests.Response:
+            response = self.session.request(method, url, timeout=timeout, **kwargs)
+            if response.status_code >= 500 and (idempotent or response.status_code in _GATEWAY_STATUSES):
+                response.close()
+                raise _RetryableStatus(response)
+            return response
+
+        retrying = Retrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential(multiplier=self.backoff_initial, max=self.backoff_max)
+            + wait_random(0, self.backoff_initial),
+            before_sleep=before_sleep_log(logger, logging.WARNING),
+            reraise=True,
+        )
+        try:
+            response = retrying(attempt)
+        except _RetryableStatus as exc:
+            response = exc.response
+        if response.status_code >= 400:
+            raise PrmsiteAPIError(
+                method=method, url=response.url, status_code=response.status_code, body=_body_of(response)
+            )
+        return response
+
+    # --- rollouts ---------------------------------------------------------------------------------------------------
+
+    def post_rollout(self, rollout: RolloutPayload | dict[str, Any]) -> int:
+        """``POST /rollout``: store a rollout, answer its id."""
+        return int(self._request("POST", "/rollout", json=rollout, idempotent=False).json())
+
+    def get_rollouts(
+        self,
+        prm_version: str,
+        *,
+        limit: int | None = None,
+        wait: float | None = None,
+        active_learning: bool = False,
+        reference_prm_version: str | None = None,
+    ) -> list[Rollout]:
+        """``GET /rollout``: claim rollouts not yet labelled for ``prm_version`` (they stay checked out for it until the
+        server's lease timeout). ``wait`` long-polls up to that many seconds when none is available."""
+        params: dict[str, Any] = {"prm_version": prm_version}
+        if limit is not None:
+            params["limit"] = limit
+        if wait is not None:
+            params["wait"] = wait
+        if active_learning:
+            params["active_learning"] = "True"
+        if reference_prm_version is not None:
+            params["reference_prm_version"] = reference_prm_version
+        read_timeout = max(self.read_timeout, (wait or 0) + 15)
+        return self._request("GET", "/rollout", params=params, read_timeout=read_timeout).json()
+
+    # --- labels -----------------------------------------------------------------------------------------------------
+
+    def post_process_reward_label(self, label: ProcessRewardLabelPayload | dict[str, Any]) -> int:
+        """``POST /process_reward_label``: store a label (idempotent per rollout, prm_version and worker)."""
+        return int(self._request("POST", "/process_reward_label", json=label).json())
+
+    def get_process_reward_label_ids(self, prm_version: str) -> list[int]:
+        """``GET /process_reward_labels``: ids of every label of ``prm_version``, oldest first."""
+        return self._request("GET", "/process_reward_labels", params={"prm_version": prm_version}).json()
+
+    def get_process_reward_labels(self, keys: Sequence[int]) -> list[ProcessRewardLabel]:
+        """``GET /process_reward_label?keys=[…]``: labels by id, in the order given (several requests if many)."""
+        labels: list[ProcessRewardLabel] = []
+        for start in range(0, len(keys), KEYS_PER_REQUEST):
+            chunk = [int(k) for k in keys[start : start + KEYS_PER_REQUEST]]
+            params = {"keys": json.dumps(chunk, separators=(",", ":"))}
+            labels += self._request("GET", "/process_reward_label", params=params).json()
+        return labels
+
+    # --- adapters ---------------------------------------------------------------------------------------------------
+
+    def list_prm_adapters(self) -> list[PRMAdapterInfo]:
+        """``GET /prm_adapters``, oldest first."""
+        return self._request("GET", "/prm_adapters").json()
+
+    def upload_prm_adapter(self, prm_version: str, *, base_model: str, worker: str, data: bytes | str | Path) -> str:
+        """``POST /prm_adapter``: upload a zip (bytes, or the path of a zip file); answer its path on the server.
+
+        Idempotent: the same bytes for the same prm_version answer the same path; other bytes raise a 409.
+        """
+        body = Path(data).read_bytes() if isinstance(data, str | Path) else data
+        params = {"prm_version": prm_version, "base_model": base_model, "worker": worker}
+        headers = {"Content-Type": "application/zip"}
+        return self._request("POST", "/prm_adapter", params=params, data=body, headers=headers).json()
+
+    def download_prm_adapter(self, prm_version: str, destination: str | Path | None = None) -> bytes | Path:
+        """``GET /prm_adapter``: the adapter's zip as bytes, or streamed into ``destination`` (answered back)."""
+        response = self._request(
+            "GET",
+            "/prm_adapter",
+            params={"prm_version": prm_version},
+            headers={"Accept": "application/octet-stream"},
+            stream=destination is not None,
+        )
+        if destination is None:
+            return response.content
+        target = Path(destination)
+        partial = target.with_name(target.name + ".part")
+        with response, partial.open("wb") as sink:
+            for chunk in _chunks(response):
+                sink.write(chunk)
+        partial.replace(target)
+        return target
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    yield from response.iter_content(chunk_size=1024 * 1024)

@@ -1,0 +1,134 @@
+"""Reads of rollouts and process reward labels: the claimable queue, the active-learning order, labels by key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db.models import Case, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Abs
+
+from prmsite.errors import NotFoundError
+from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
+
+LABELS_NOT_FOUND = "No process reward label with id {ids}."
+
+# A reference PRM's final-step reward at or above this means "the PRM judges the answer correct".
+PRM_CORRECT_THRESHOLD = 0.5
+
+# Active-learning ranks, best first.
+RANK_DISAGREES = 0
+RANK_UNSCORED = 1
+RANK_AGREES = 2
+
+
+def rollout_claimable(*, prm_version: str, now: datetime, above_id: int = 0) -> QuerySet[Rollout]:
+    """Rollouts with no label for ``prm_version`` and no live checkout for it at ``now``, from id ``above_id`` on.
+
+    The exclusions are ``NOT IN`` subqueries restricted to ids from ``above_id`` on: each is evaluated once per query
+    (PostgreSQL hashes it, SQLite builds a temporary index), whatever the table statistics say, instead of a join
+    whose plan can turn quadratic while the statistics of a fast-growing table are stale.
+    """
+    labelled = ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout_id__gte=above_id)
+    leased = RolloutCheckout.objects.filter(prm_version=prm_version, expires_at__gt=now, rollout_id__gte=above_id)
+    return (
+        Rollout.objects.filter(pk__gte=above_id)
+        .exclude(pk__in=labelled.values("rollout_id"))
+        .exclude(pk__in=leased.values("rollout_id"))
+    )
+
+
+def queue_cursor_floor(*, prm_version: str) -> int:
+    """The id below which every rollout is labelled for ``prm_version`` (0 when nothing is known)."""
+    return (
+        RolloutQueueCursor.objects.filter(prm_version=prm_version).values_list("labelled_below", flat=True).first() or 0
+    )
+
+
+def queue_cursor_candidate(*, prm_version: str, floor: int, settled_before: datetime) -> int | None:
+    """How far the cursor of ``prm_version`` may move from ``floor``: the id of the first rollout from ``floor`` on
+    that is unlabelled or created at or after ``settled_before``; ``None`` when there is none (then one past the last
+    rollout, if any). Walks only the rollouts labelled since the cursor last moved."""
+    labelled = ProcessRewardLabel.objects.filter(rollout=OuterRef("pk"), prm_version=prm_version)
+    first_open = (
+        Rollout.objects.filter(pk__gte=floor)
+        .filter(~Exists(labelled) | Q(created_at__gte=settled_before))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if first_open is not None:
+        return first_open
+    last = Rollout.objects.filter(pk__gte=floor).order_by("-pk").values_list("pk", flat=True).first()
+    return None if last is None else last + 1
+
+
+def reference_prm_version_default(*, prm_version: str) -> str | None:
+    """The PRM version active learning compares against when the caller names none: the newest uploaded adapter's,
+    other than ``prm_version`` itself (a labelling scheme is not a PRM). None when no adapter has been uploaded."""
+    from adapters.models import PRMAdapter
+
+    return (
+        PRMAdapter.objects.exclude(prm_version=prm_version)
+        .order_by("-created_at", "-id")
+        .values_list("prm_version", flat=True)
+        .first()
+    )
+
+
+def rollout_active_learning_order(*, queryset: QuerySet[Rollout], reference_prm_version: str | None) -> QuerySet:
+    """``queryset`` ordered so that rollouts where the reference PRM disagrees with the ground truth come first.
+
+    The reference PRM "judges a rollout correct" when the final-step reward of its latest label for that rollout is
+    ``>= 0.5``; the ground truth says the rollout is correct when ``prediction == ground_truth`` (a missing prediction
+    is wrong). They disagree when those two differ. Order: disagreements first, the strongest (reward farthest from
+    0.5) before the others; then rollouts the reference PRM has not scored yet; then agreements; oldest first within
+    each group.
+    """
+    if reference_prm_version is None:
+        return queryset.order_by("id")
+    latest_reward = (
+        ProcessRewardLabel.objects.filter(rollout=OuterRef("pk"), prm_version=reference_prm_version)
+        .order_by("-id")
+        .values("final_reward")[:1]
+    )
+    correct = Q(prediction__isnull=False, prediction=F("ground_truth"))
+    judged_correct = Q(reference_reward__gte=PRM_CORRECT_THRESHOLD)
+    judged_wrong = Q(reference_reward__lt=PRM_CORRECT_THRESHOLD)
+    return (
+        queryset.annotate(reference_reward=Subquery(latest_reward, output_field=FloatField()))
+        .annotate(
+            active_learning_rank=Case(
+                When(reference_reward__isnull=True, then=Value(RANK_UNSCORED)),
+                When(judged_correct & ~correct, then=Value(RANK_DISAGREES)),
+                When(judged_wrong & correct, then=Value(RANK_DISAGREES)),
+                default=Value(RANK_AGREES),
+                output_field=IntegerField(),
+            )
+        )
+        .annotate(
+            disagreement=Case(
+                When(
+                    active_learning_rank=RANK_DISAGREES,
+                    then=Abs(F("reference_reward") - Value(PRM_CORRECT_THRESHOLD)),
+                ),
+                default=Value(0.0),
+                output_field=FloatField(),
+            )
+        )
+        .order_by("active_learning_rank", "-disagreement", "id")
+    )
+
+
+def label_ids_for_version(*, prm_version: str) -> list[int]:
+    """Ids of every label given under ``prm_version``, oldest first."""
+    return list(ProcessRewardLabel.objects.filter(prm_version=prm_version).order_by("id").values_list("id", flat=True))
+
+
+def labels_get_many(*, ids: Sequence[int]) -> list[ProcessRewardLabel]:
+    """The labels with these ids, in the order asked (a repeated id is returned again); every id must exist."""
+    found = {label.pk: label for label in ProcessRewardLabel.objects.filter(pk__in=set(ids))}
+    missing = sorted({i for i in ids if i not in found})
+    if missing:
+        raise NotFoundError(LABELS_NOT_FOUND.format(ids=", ".join(map(str, missing))), extra={"missing": missing})
+    return [found[i] for i in ids]

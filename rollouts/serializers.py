@@ -1,0 +1,257 @@
+"""Request and response shapes of the rollout and label endpoints (spec/active-learning-webserver.md).
+
+Input is typed strictly: a string where a string is documented, an integer where an integer is (``"3"``, ``3.0`` and
+``true`` are refused), and text is kept exactly as given (no whitespace trimming: steps join back losslessly).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from rollouts.models import ProcessRewardLabel, Rollout
+from rollouts.services import CLAIM_LIMIT_DEFAULT, CLAIM_LIMIT_MAX
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+ID_MAX = 2**63 - 1
+KEYS_MAX = 10_000
+
+NOT_A_STRING = "Must be a string."
+NOT_AN_INTEGER = "Must be an integer."
+NOT_A_NUMBER = "Must be a finite number."
+NUL_IN_TEXT = "Text may not contain NUL characters (\\u0000)."
+RESERVED_FIELD = "{name!r} is set by the server and cannot be posted."
+EXTRA_NOT_JSON_SAFE = "Field {name!r}: {problem}"
+KEYS_MALFORMED = "keys must be a JSON list of label ids, for example keys=[1,2,3]."
+KEYS_TOO_MANY = f"At most {KEYS_MAX} keys per request."
+
+# Names an extra posted field may not take: they are columns or fields the server sets.
+RESERVED_ROLLOUT_FIELDS = frozenset({"id", "attributes", "created_at", "forest", "node", "forest_id", "node_id"})
+
+
+class StrictCharField(serializers.CharField):
+    """A string, only a string, kept exactly as given (no trimming)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+    default_error_messages = {"not_a_string": NOT_A_STRING}
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer (not a bool, a float or a numeric string)."""
+
+    default_error_messages = {"not_an_integer": NOT_AN_INTEGER}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("not_an_integer")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "number", "description": "A float from a PRM, or 0/1/2 from an AI labeller."})
+class RewardField(serializers.Field):
+    """One per-step value: a float from a PRM, 0/1/2 (not preferred/preferred/neutral) from an AI labeller."""
+
+    default_error_messages = {"not_a_number": NOT_A_NUMBER}
+
+    def to_internal_value(self, data: Any) -> float | int:
+        if isinstance(data, bool) or not isinstance(data, int | float) or not math.isfinite(data):
+            self.fail("not_a_number")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+def _json_safe_problem(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be stored in a JSON column on every database, or None."""
+    if depth > 32:
+        return "nested too deeply."
+    if isinstance(value, str):
+        return NUL_IN_TEXT if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "numbers must be finite."
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, list):
+        return next((p for p in (_json_safe_problem(v, depth + 1) for v in value) if p), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _json_safe_problem(key, depth + 1) or _json_safe_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return "not a JSON value."
+
+
+class RolloutCreateSerializer(serializers.Serializer):
+    """Body of ``POST /rollout``. Fields beyond the documented ones are kept and returned by ``GET /rollout``."""
+
+    model = StrictCharField(max_length=300, help_text="Model identifier the rollout was generated with.")
+    example = StrictCharField(help_text="The example prompt from the dataset.")
+    reasoning = serializers.ListField(
+        child=StrictCharField(allow_blank=True), min_length=1, help_text="Step-by-step reasoning: a list of strings."
+    )
+    prediction = StrictIntegerField(
+        allow_null=True, min_value=INT32_MIN, max_value=INT32_MAX, help_text="Predicted class label (null: none)."
+    )
+    ground_truth = StrictIntegerField(min_value=INT32_MIN, max_value=INT32_MAX, help_text="Ground-truth class label.")
+    worker = StrictCharField(max_length=200, help_text="Worker identifier, kept as given.")
+    forest_name = StrictCharField(
+        required=False, max_length=200, help_text="Also insert the rollout into this forest's trie."
+    )
+    root_id = StrictIntegerField(
+        required=False, min_value=1, max_value=ID_MAX, help_text="Root node of the tree (with forest_name)."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        extras = {k: v for k, v in self.initial_data.items() if k not in self.fields}
+        errors = {}
+        for name, value in extras.items():
+            if name in RESERVED_ROLLOUT_FIELDS:
+                errors[name] = [RESERVED_FIELD.format(name=name)]
+            elif problem := _json_safe_problem(name) or _json_safe_problem(value):
+                errors[name] = [EXTRA_NOT_JSON_SAFE.format(name=name, problem=problem)]
+        if errors:
+            raise serializers.ValidationError(errors)
+        attrs["attributes"] = extras
+        return attrs
+
+
+class RolloutSerializer(serializers.Serializer):
+    """A rollout as ``GET /rollout`` returns it: every posted field (extra ones too) plus ``id``."""
+
+    id = serializers.IntegerField(help_text="Rollout database id.")
+    model = serializers.CharField()
+    example = serializers.CharField()
+    reasoning = serializers.ListField(child=serializers.CharField())
+    prediction = serializers.IntegerField(allow_null=True)
+    ground_truth = serializers.IntegerField()
+    worker = serializers.CharField()
+    forest_name = serializers.CharField(required=False, help_text="Only for a rollout posted with forest_name.")
+    root_id = serializers.IntegerField(required=False, help_text="Only for a rollout posted with forest_name.")
+
+    def to_representation(self, instance: Rollout) -> dict[str, Any]:
+        data: dict[str, Any] = dict(instance.attributes or {})
+        data.update(
+            id=instance.pk,
+            model=instance.model,
+            example=instance.example,
+            reasoning=instance.reasoning,
+            prediction=instance.prediction,
+            ground_truth=instance.ground_truth,
+            worker=instance.worker,
+        )
+        if instance.forest_id is not None:
+            data["forest_name"] = instance.forest.name
+        if instance.node_id is not None:
+            data["root_id"] = instance.node.tree_id
+        return data
+
+
+class RolloutClaimQuerySerializer(serializers.Serializer):
+    """Query parameters of ``GET /rollout``."""
+
+    prm_version = serializers.CharField(
+        max_length=200, trim_whitespace=False, help_text="PRM version (or labelling-scheme version) to label for."
+    )
+    limit = serializers.IntegerField(
+        default=CLAIM_LIMIT_DEFAULT,
+        min_value=1,
+        max_value=CLAIM_LIMIT_MAX,
+        help_text=f"How many rollouts to hand out at most (default {CLAIM_LIMIT_DEFAULT}, max {CLAIM_LIMIT_MAX}).",
+    )
+    wait = serializers.FloatField(
+        default=0.0,
+        min_value=0.0,
+        help_text="Seconds to wait for a rollout when none is available (long-poll); then `[]`. "
+        "Default 0; at most PRM_CHECKOUT_WAIT_MAX_S (60).",
+    )
+    active_learning = serializers.BooleanField(
+        default=False,
+        help_text="Order by disagreement between the reference PRM and the ground truth (disagreements first).",
+    )
+    reference_prm_version = serializers.CharField(
+        required=False,
+        max_length=200,
+        trim_whitespace=False,
+        help_text="PRM version whose rewards active learning compares with the ground truth "
+        "(default: the most recently uploaded adapter's prm_version other than prm_version).",
+    )
+
+    def validate_wait(self, value: float) -> float:
+        if not math.isfinite(value):
+            raise serializers.ValidationError(NOT_A_NUMBER)
+        if value > settings.PRM_CHECKOUT_WAIT_MAX_S:
+            raise serializers.ValidationError(f"Ensure this value is at most {settings.PRM_CHECKOUT_WAIT_MAX_S}.")
+        return value
+
+
+class ProcessRewardLabelCreateSerializer(serializers.Serializer):
+    """Body of ``POST /process_reward_label``."""
+
+    rollout_id = StrictIntegerField(min_value=1, max_value=ID_MAX, help_text="Id of the labelled rollout.")
+    prm_output = serializers.ListField(
+        child=RewardField(),
+        help_text="One value per reasoning step: floats from a PRM; 0 (not preferred), 1 (preferred) or "
+        "2 (neutral) from an AI labeller.",
+    )
+    prm_version = StrictCharField(max_length=200, help_text="PRM version, or labelling-scheme version.")
+    worker = StrictCharField(max_length=200, help_text="Worker identifier, kept as given.")
+    explanations = serializers.ListField(
+        child=StrictCharField(allow_blank=True),
+        required=False,
+        allow_null=True,
+        help_text="Optional explanations (strings), for example one per step.",
+    )
+
+
+class ProcessRewardLabelSerializer(serializers.ModelSerializer):
+    """A label in the format it was posted in, plus ``id``."""
+
+    rollout_id = serializers.IntegerField()
+    prm_output = serializers.ListField(child=RewardField())
+    explanations = serializers.ListField(child=serializers.CharField(), allow_null=True)
+
+    class Meta:
+        model = ProcessRewardLabel
+        fields = ["id", "rollout_id", "prm_output", "prm_version", "worker", "explanations"]
+
+
+class ProcessRewardLabelIdsQuerySerializer(serializers.Serializer):
+    """Query parameters of ``GET /process_reward_labels``."""
+
+    prm_version = serializers.CharField(max_length=200, trim_whitespace=False, help_text="Labels of this version.")
+
+
+class ProcessRewardLabelKeysQuerySerializer(serializers.Serializer):
+    """Query parameters of ``GET /process_reward_label``."""
+
+    keys = serializers.CharField(
+        trim_whitespace=False, help_text="JSON list of label ids, e.g. `[1,2,3]` (URL-encoded)."
+    )
+
+    def validate_keys(self, value: str) -> list[int]:
+        try:
+            keys = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise serializers.ValidationError(KEYS_MALFORMED) from exc
+        if not isinstance(keys, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= ID_MAX for k in keys
+        ):
+            raise serializers.ValidationError(KEYS_MALFORMED)
+        if len(keys) > KEYS_MAX:
+            raise serializers.ValidationError(KEYS_TOO_MANY)
+        return keys

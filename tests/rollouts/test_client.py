@@ -1,0 +1,198 @@
+"""The typed client: every rollout and label call over real HTTP, and its retry policy against a server that fails."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from rollouts.client import KEYS_PER_REQUEST, PrmsiteAPIError, PrmsiteClient
+from rollouts.models import ProcessRewardLabel, Rollout
+from tests.factories import make_label, make_rollout
+from tests.rollouts.conftest import free_port, rollout_body
+
+
+@pytest.fixture
+def live_client(live_api_server, worker_token) -> Iterator[PrmsiteClient]:
+    with PrmsiteClient(live_api_server.url, worker_token, backoff_initial=0.01) as client:
+        yield client
+
+
+def test_client_round_trip_of_rollouts_and_labels(live_client):
+    rollout_id = live_client.post_rollout(rollout_body(temperature=0.2))
+    assert Rollout.objects.get(pk=rollout_id).attributes == {"temperature": 0.2}
+    [rollout] = live_client.get_rollouts("v1", limit=5)
+    assert rollout == {**rollout_body(temperature=0.2), "id": rollout_id}
+    assert live_client.get_rollouts("v1", wait=0.5) == []
+    label = {"rollout_id": rollout_id, "prm_output": [0.8, 0.3], "prm_version": "v1", "worker": "gpu-0"}
+    label_id = live_client.post_process_reward_label(label)
+    assert live_client.post_process_reward_label(label) == label_id
+    assert live_client.get_process_reward_label_ids("v1") == [label_id]
+    assert live_client.get_process_reward_labels([label_id]) == [{**label, "id": label_id, "explanations": None}]
+
+
+def test_client_fetches_many_labels_in_several_requests(live_client):
+    rollout = make_rollout()
+    ids = [make_label(rollout, worker=f"w{i}").pk for i in range(KEYS_PER_REQUEST + 7)]
+    labels = live_client.get_process_reward_labels(list(reversed(ids)))
+    assert [label["id"] for label in labels] == list(reversed(ids))
+
+
+def test_client_active_learning_parameters_reach_the_server(live_client):
+    agree = make_rollout(prediction=1, ground_truth=1)
+    disagree = make_rollout(prediction=1, ground_truth=1)
+    make_label(agree, "ref", prm_output=[0.5, 0.9], final_reward=0.9)
+    make_label(disagree, "ref", prm_output=[0.5, 0.1], final_reward=0.1)
+    claimed = live_client.get_rollouts("lab", active_learning=True, reference_prm_version="ref")
+    assert [r["id"] for r in claimed] == [disagree.pk, agree.pk]
+
+
+def test_client_raises_the_servers_json_on_a_4xx(live_client):
+    with pytest.raises(PrmsiteAPIError) as caught:
+        live_client.post_process_reward_label({"rollout_id": 999, "prm_output": [1], "prm_version": "v", "worker": "w"})
+    assert caught.value.status_code == 404
+    assert "999" in caught.value.body["detail"]
+    assert not ProcessRewardLabel.objects.exists()
+
+
+def test_client_reads_address_and_token_from_the_environment(live_api_server, worker_token, monkeypatch):
+    monkeypatch.setenv("WEBSERVER_API_BASE", live_api_server.url + "/")
+    monkeypatch.setenv("WEBSERVER_API_TOKEN", worker_token)
+    with PrmsiteClient() as client:
+        assert client.get_process_reward_label_ids("v") == []
+
+
+def test_client_without_address_or_token_says_which_variable_to_set(monkeypatch):
+    monkeypatch.delenv("WEBSERVER_API_BASE", raising=False)
+    monkeypatch.delenv("WEBSERVER_API_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="WEBSERVER_API_BASE"):
+        PrmsiteClient()
+    with pytest.raises(ValueError, match="WEBSERVER_API_TOKEN"):
+        PrmsiteClient("http://127.0.0.1:1")
+
+
+def test_a_wrong_token_raises_401(live_api_server):
+    with PrmsiteClient(live_api_server.url, "wrong") as client, pytest.raises(PrmsiteAPIError) as caught:
+        client.list_prm_adapters()
+    assert caught.value.status_code == 401
+
+
+# --- retries against a scripted server ------------------------------------------------------------------------------
+
+
+@contextmanager
+def scripted_server(script: Callable[[int, BaseHTTPRequestHandler], tuple[int, object]]):
+    """A local HTTP server answering the n-th request (from 0) with ``script(n, handler)``; yields (url, calls)."""
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            calls.append(f"{self.command} {self.path}")
+            status, body = script(len(calls) - 1, self)
+            data = json.dumps(body).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on this answer (a read timeout): that is what the test wanted
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def fast_client(url: str, **kwargs) -> PrmsiteClient:
+    return PrmsiteClient(url, "token", backoff_initial=0.01, backoff_max=0.05, **kwargs)
+
+
+def test_5xx_answers_are_retried_until_the_server_recovers():
+    with scripted_server(lambda n, _: (503, {"detail": "busy"}) if n < 2 else (200, 42)) as (url, calls):
+        assert fast_client(url).post_process_reward_label({"rollout_id": 1}) == 42
+    assert len(calls) == 3
+
+
+def test_retries_stop_after_max_attempts_and_raise_the_last_answer():
+    with (
+        scripted_server(lambda n, _: (500, {"detail": "boom"})) as (url, calls),
+        pytest.raises(PrmsiteAPIError) as caught,
+    ):
+        fast_client(url, max_attempts=4).get_process_reward_label_ids("v")
+    assert len(calls) == 4
+    assert caught.value.status_code == 500
+    assert caught.value.body == {"detail": "boom"}
+
+
+def test_4xx_answers_are_not_retried():
+    with (
+        scripted_server(lambda n, _: (400, {"prm_output": ["bad"]})) as (url, calls),
+        pytest.raises(PrmsiteAPIError) as caught,
+    ):
+        fast_client(url).post_process_reward_label({"rollout_id": 1})
+    assert len(calls) == 1
+    assert caught.value.body == {"prm_output": ["bad"]}
+
+
+def test_post_rollout_is_retried_on_503_but_not_on_500():
+    with scripted_server(lambda n, _: (503, {}) if n == 0 else (200, 7)) as (url, calls):
+        assert fast_client(url).post_rollout(rollout_body()) == 7
+    assert len(calls) == 2
+    with (
+        scripted_server(lambda n, _: (500, {"detail": "boom"}) if n == 0 else (200, 7)) as (url, calls),
+        pytest.raises(PrmsiteAPIError),
+    ):
+        fast_client(url).post_rollout(rollout_body())
+    assert len(calls) == 1
+
+
+def slow_first(n: int, _handler) -> tuple[int, object]:
+    if n == 0:
+        time.sleep(0.6)
+    return 200, [] if n else 1
+
+
+def test_read_timeouts_are_retried_for_idempotent_calls_only():
+    with scripted_server(slow_first) as (url, calls):
+        assert fast_client(url, read_timeout=0.2).get_process_reward_label_ids("v") == []
+    assert len(calls) == 2
+    with scripted_server(slow_first) as (url, calls), pytest.raises(requests.Timeout):
+        fast_client(url, read_timeout=0.2).post_rollout(rollout_body())
+    assert len(calls) == 1
+
+
+def test_connection_errors_are_retried_then_raised():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        fast_client(url, max_attempts=3).list_prm_adapters()
+    assert time.monotonic() - started < 5
+
+
+def test_the_client_module_imports_nothing_from_django():
+    import subprocess
+    import sys
+
+    code = "import sys, rollouts.client; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
