@@ -17,12 +17,7 @@ from adapters.serializers import (
     PRMAdapterUploadQuerySerializer,
     PRMAdapterVersionQuerySerializer,
 )
-from prmsite.api import IsWorkerOrStaff
-
-ERROR_RESPONSES = {
-    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: the JSON body says what is wrong."),
-    401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or bad token."),
-}
+from prmsite.api import ERROR_RESPONSES, IsWorkerOrStaff
 
 
 class AdapterBytesRenderer(BaseRenderer):

@@ -8,6 +8,8 @@ import io
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ParseError
@@ -17,6 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from prmsite.errors import ApplicationError
+
+# The error answers every endpoint documents in the OpenAPI schema.
+ERROR_RESPONSES = {
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: the JSON body says what is wrong."),
+    401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or bad token."),
+}
 
 
 def exception_handler(exc, context):

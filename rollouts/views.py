@@ -8,7 +8,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from prmsite.api import BoundedJSONParser, IsWorkerOrStaff
+from prmsite.api import ERROR_RESPONSES, BoundedJSONParser, IsWorkerOrStaff
 from rollouts import selectors, services
 from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.serializers import (
@@ -21,10 +21,6 @@ from rollouts.serializers import (
     RolloutSerializer,
 )
 
-ERROR_RESPONSES = {
-    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: the JSON body says what is wrong."),
-    401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or bad token."),
-}
 ID_LIST = {"type": "array", "items": {"type": "integer"}}
 ID_RESPONSE = OpenApiResponse(OpenApiTypes.INT, description="Database id, as a bare JSON integer.")
 
