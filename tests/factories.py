@@ -41,7 +41,8 @@ def make_child(parent: Node, text: str, **fields) -> Node:
     )
 
 
-def make_rollout(**fields) -> Rollout:
+def rollout_fields(**fields) -> dict:
+    """The fields of a valid rollout, as POST /rollout takes them and the model stores them."""
     values = {
         "model": "tiny-model",
         "example": "Is the sky green?",
@@ -51,7 +52,11 @@ def make_rollout(**fields) -> Rollout:
         "worker": "worker-1",
     }
     values.update(fields)
-    return Rollout.objects.create(**values)
+    return values
+
+
+def make_rollout(**fields) -> Rollout:
+    return Rollout.objects.create(**rollout_fields(**fields))
 
 
 def make_label(rollout: Rollout, prm_version: str = "prm-v1", **fields) -> ProcessRewardLabel:

@@ -14,6 +14,8 @@ import requests
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.factories import rollout_fields
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,16 +37,7 @@ def api(worker_token) -> APIClient:
 
 
 def rollout_body(**fields) -> dict:
-    body = {
-        "model": "tiny-model",
-        "example": "Is the sky green?",
-        "reasoning": ["Step 1: look up. ", "Verdict: False (code: 0)"],
-        "prediction": 0,
-        "ground_truth": 0,
-        "worker": "rollout-worker",
-    }
-    body.update(fields)
-    return body
+    return rollout_fields(**{"worker": "rollout-worker", **fields})
 
 
 def database_url_for_subprocess() -> str:
