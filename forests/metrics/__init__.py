@@ -1,0 +1,1 @@
+"""Pure computations over forests and labels (no Django): values, search metrics, PRM evaluation, preferences."""
