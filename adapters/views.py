@@ -17,7 +17,7 @@ from adapters.serializers import (
     PRMAdapterUploadQuerySerializer,
     PRMAdapterVersionQuerySerializer,
 )
-from prmsite.api import ERROR_RESPONSES, IsWorkerOrStaff
+from prmsite.api import ERROR_RESPONSES
 
 
 class AdapterBytesRenderer(BaseRenderer):
@@ -48,7 +48,6 @@ class RawBodyBrowsableAPIRenderer(BrowsableAPIRenderer):
 class PRMAdapterListView(GenericAPIView):
     """Every PRM adapter uploaded so far, oldest first (`GET /prm_adapters`)."""
 
-    permission_classes = [IsWorkerOrStaff]
     serializer_class = PRMAdapterSerializer
     queryset = PRMAdapter.objects.all()  # for the browsable API only
     pagination_class = None
@@ -66,7 +65,6 @@ class PRMAdapterView(GenericAPIView):
     base_model=B&worker=W` with the zip as the raw body stores it and answers its path on the server.
     """
 
-    permission_classes = [IsWorkerOrStaff]
     serializer_class = PRMAdapterSerializer  # what OPTIONS and the browsable API describe; the body is a raw zip
     renderer_classes = [AdapterBytesRenderer, JSONRenderer, RawBodyBrowsableAPIRenderer]
     parser_classes: list = []  # the body is read raw by POST, never parsed

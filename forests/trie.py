@@ -1,22 +1,30 @@
 """Inserting a rollout into a forest: its steps become a root-to-leaf path that shares every existing prefix.
 
+Set-based, whatever the path's length: one query finds the prefix the tree already has, one statement (per
+``INSERT_BATCH`` nodes) writes the missing suffix with ids reserved in advance, one updates the leaf. A rollout's
+steps are bounded (``steps_check``: ``PRM_ROLLOUT_MAX_STEPS`` steps, ``PRM_ROLLOUT_MAX_CHARS`` characters), so the
+write transaction is short even on SQLite, where it holds the database's write lock.
+
 Concurrency: siblings are unique by ``(parent, text_sha256)`` in the database, so two workers that add the same step
-at once cannot both succeed. The loser's insert fails inside a savepoint, it reads the winner's node and carries on
-below it. On PostgreSQL the loser's INSERT waits on the unique index until the winner commits; on SQLite the
-transaction holds the write lock from its start (``BEGIN IMMEDIATE``), so inserts never interleave. Paths are always
-written root first, so two inserters never wait on each other in a cycle.
+at once cannot both succeed. The first missing node is inserted inside a savepoint: the loser's insert fails, it reads
+the winner's node and walks on below it. Below a node this transaction created, nobody else can have added anything
+(the node is not committed yet), so the rest of the path goes in one statement. On PostgreSQL the loser's INSERT
+waits on the unique index until the winner commits; on SQLite the transaction holds the write lock from its start
+(``BEGIN IMMEDIATE``), so inserts never interleave. Paths are always written root first, so two inserters never wait
+on each other in a cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
 from forests.models import Forest, Node, text_sha256
-from prmsite.errors import ApplicationError, NotFoundError
+from prmsite.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 
 FOREST_NOT_FOUND = "No forest named {name!r}."
 ROOT_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."
@@ -26,6 +34,24 @@ EXAMPLE_MISMATCH = "The example differs from the prompt of tree {root_id} of for
 GROUND_TRUTH_MISMATCH = "ground_truth {given} differs from the label {expected} of tree {root_id} of forest {forest!r}."
 NO_STEPS = "A rollout needs at least one reasoning step."
 STEP_NOT_TEXT = "Every reasoning step must be a string."
+TOO_MANY_STEPS = "A rollout may have at most {max} reasoning steps (PRM_ROLLOUT_MAX_STEPS); this one has {count}."
+TOO_MUCH_TEXT = (
+    "A rollout's reasoning may hold at most {max} characters in all (PRM_ROLLOUT_MAX_CHARS); this one has {count}."
+)
+# Nodes per INSERT statement (well under SQLite's limit of bound parameters).
+INSERT_BATCH = 500
+
+
+def steps_check(steps: Sequence[str]) -> None:
+    """Refuse (413) a rollout with more steps or more text than the settings allow; ``ApplicationError`` for a step
+    that is not a string."""
+    if not all(isinstance(step, str) for step in steps):
+        raise ApplicationError(STEP_NOT_TEXT)
+    if len(steps) > settings.PRM_ROLLOUT_MAX_STEPS:
+        raise PayloadTooLargeError(TOO_MANY_STEPS.format(max=settings.PRM_ROLLOUT_MAX_STEPS, count=len(steps)))
+    chars = sum(len(step) for step in steps)
+    if chars > settings.PRM_ROLLOUT_MAX_CHARS:
+        raise PayloadTooLargeError(TOO_MUCH_TEXT.format(max=settings.PRM_ROLLOUT_MAX_CHARS, count=chars))
 
 
 def forest_root_resolve(*, forest: Forest, example: str | None, root_id: int | None) -> Node:
@@ -49,12 +75,8 @@ def forest_root_resolve(*, forest: Forest, example: str | None, root_id: int | N
     return matches[0]
 
 
-def _child_get_or_create(*, parent: Node, text: str, digest: str, known_missing: bool) -> tuple[Node, bool]:
+def _child_get_or_create(*, parent: Node, text: str, digest: str) -> tuple[Node, bool]:
     """The child of ``parent`` holding ``text``, created if missing; the flag says whether this call created it."""
-    if not known_missing:
-        existing = Node.objects.filter(parent=parent, text_sha256=digest).first()
-        if existing is not None:
-            return existing, False
     try:
         with transaction.atomic():
             node = Node.objects.create(
@@ -69,6 +91,67 @@ def _child_get_or_create(*, parent: Node, text: str, digest: str, known_missing:
     except IntegrityError:
         # Another worker added the same step a moment ago: share its node.
         return Node.objects.get(parent=parent, text_sha256=digest), False
+
+
+def _existing_prefix(*, root: Node, digests: Sequence[str]) -> list[int]:
+    """Ids of the nodes of the longest prefix of the path that the tree already has (one query)."""
+    rows = Node.objects.filter(
+        tree_id=root.pk, depth__gte=1, depth__lte=len(digests), text_sha256__in=set(digests)
+    ).values_list("id", "parent_id", "text_sha256")
+    child_of = {(parent_id, digest): node_id for node_id, parent_id, digest in rows}
+    path: list[int] = []
+    parent_id = root.pk
+    for digest in digests:
+        node_id = child_of.get((parent_id, digest))
+        if node_id is None:
+            break
+        path.append(node_id)
+        parent_id = node_id
+    return path
+
+
+def _node_ids_reserve(count: int) -> list[int]:
+    """``count`` fresh node ids, taken from the table's id sequence before the rows are written."""
+    table = Node._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [connection.ops.quote_name(table), count],
+            )
+            return sorted(row[0] for row in cursor.fetchall())
+        # SQLite: the transaction holds the write lock (BEGIN IMMEDIATE), so nobody else takes ids meanwhile. An
+        # AUTOINCREMENT table never reuses an id: start past both the largest id and the largest one ever used.
+        cursor.execute(f"SELECT MAX(id) FROM {connection.ops.quote_name(table)}")  # noqa: S608 - a quoted table name
+        largest = cursor.fetchone()[0] or 0
+        cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
+        row = cursor.fetchone()
+        start = max(largest, row[0] if row else 0) + 1
+        return list(range(start, start + count))
+
+
+def _chain_insert(*, parent: Node, steps: Sequence[str], digests: Sequence[str]) -> int:
+    """Write ``steps`` as a chain below ``parent`` (which this transaction created, so nobody else can have added a
+    child to it) in ``INSERT_BATCH``-sized statements; return the id of the last node."""
+    ids = _node_ids_reserve(len(steps))
+    tree_id = parent.tree_id or parent.pk
+    nodes = []
+    parent_id = parent.pk
+    for offset, (node_id, step, digest) in enumerate(zip(ids, steps, digests, strict=True)):
+        nodes.append(
+            Node(
+                id=node_id,
+                forest_id=parent.forest_id,
+                tree_id=tree_id,
+                parent_id=parent_id,
+                depth=parent.depth + 1 + offset,
+                text=step,
+                text_sha256=digest,
+            )
+        )
+        parent_id = node_id
+    Node.objects.bulk_create(nodes, batch_size=INSERT_BATCH)
+    return ids[-1]
 
 
 def forest_rollout_insert(
@@ -88,8 +171,7 @@ def forest_rollout_insert(
     """
     if not steps:
         raise ApplicationError(NO_STEPS)
-    if not all(isinstance(step, str) for step in steps):
-        raise ApplicationError(STEP_NOT_TEXT)
+    steps_check(steps)
     forest = Forest.objects.filter(name=forest_name).first()
     if forest is None:
         raise NotFoundError(FOREST_NOT_FOUND.format(name=forest_name))
@@ -100,15 +182,19 @@ def forest_rollout_insert(
                 given=ground_truth, expected=root.ground_truth, root_id=root.pk, forest=forest.name
             )
         )
+    digests = [text_sha256(step) for step in steps]
     with transaction.atomic():
-        node = root
-        created_any = False
-        for step in steps:
-            # Below a node this call created there is nothing yet: skip the lookup.
-            node, created = _child_get_or_create(
-                parent=node, text=step, digest=text_sha256(step), known_missing=created_any
-            )
-            created_any = created_any or created
-        Node.objects.filter(pk=node.pk).update(is_leaf=True, prediction=Coalesce(F("prediction"), Value(prediction)))
-        node.refresh_from_db(fields=["is_leaf", "prediction"])
-    return node
+        prefix = _existing_prefix(root=root, digests=digests)
+        leaf_id = prefix[-1] if prefix else root.pk
+        depth = len(prefix)
+        while depth < len(steps):
+            parent = root if depth == 0 else Node.objects.get(pk=leaf_id)
+            node, created = _child_get_or_create(parent=parent, text=steps[depth], digest=digests[depth])
+            depth += 1
+            leaf_id = node.pk
+            if created and depth < len(steps):
+                leaf_id = _chain_insert(parent=node, steps=steps[depth:], digests=digests[depth:])
+                depth = len(steps)
+        Node.objects.filter(pk=leaf_id).update(is_leaf=True, prediction=Coalesce(F("prediction"), Value(prediction)))
+        leaf = Node.objects.get(pk=leaf_id)
+    return leaf

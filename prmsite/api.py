@@ -1,9 +1,16 @@
-"""Shared pieces of the API: the exception handler (every domain error leaves as a 4xx JSON body
-``{"detail": …, "code": …, …}``), the worker-or-staff permission and a size-bounded JSON parser."""
+"""Shared pieces of the API, made the project's DRF defaults in settings so that an endpoint is safe without saying so:
+
+- ``IsWorkerOrStaff`` (``prmsite.permissions``): a worker token or a staff session; anything else is refused.
+- ``BoundedJSONParser`` (``prmsite.parsers``): JSON bodies up to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413 beyond), no
+  deeper than ``JSON_MAX_DEPTH``, and no text a database cannot store (NUL characters, lone UTF-16 surrogates).
+- ``exception_handler``: every refusal leaves as one JSON shape, ``{"detail": str, "code": str}``, plus
+  ``"errors": {field: [messages]}`` for validation errors and whatever a domain error adds (``id``, ``missing``, …).
+"""
 
 from __future__ import annotations
 
-import io
+import json
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -11,72 +18,93 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
-from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
-from rest_framework.permissions import BasePermission
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from prmsite.errors import ApplicationError
+from prmsite.parsers import BoundedJSONParser, text_problem
+from prmsite.permissions import IsWorkerOrStaff, is_token_request
+
+__all__ = [
+    "ERROR_RESPONSES",
+    "BoundedJSONParser",
+    "IsWorkerOrStaff",
+    "error_body",
+    "exception_handler",
+    "is_token_request",
+    "json_encode",
+    "text_problem",
+]
 
 # The error answers every endpoint documents in the OpenAPI schema.
 ERROR_RESPONSES = {
-    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: the JSON body says what is wrong."),
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: `detail`, `code` and per-field `errors`."),
     401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or bad token."),
 }
+
+BODY_TOO_LARGE = "Request body is larger than the server accepts ({limit} bytes)."
+INVALID_INPUT = "Invalid input: {summary}"
+
+
+def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
+    """The one shape of every refusal."""
+    return {"detail": str(detail), "code": str(code), **extra}
+
+
+def _first_message(messages: Any) -> str:
+    while isinstance(messages, list | dict) and messages:
+        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
+    return str(messages)
+
+
+def _validation_body(exc: ValidationError) -> dict[str, Any]:
+    detail = exc.detail
+    errors = (
+        detail if isinstance(detail, dict) else {"non_field_errors": detail if isinstance(detail, list) else [detail]}
+    )
+    summary = "; ".join(
+        f"{field}: {_first_message(messages)}" if field != "non_field_errors" else _first_message(messages)
+        for field, messages in errors.items()
+    )
+    return error_body(INVALID_INPUT.format(summary=summary), "invalid", errors=errors)
+
+
+def _api_exception_body(exc: APIException) -> dict[str, Any]:
+    if isinstance(exc, ValidationError):
+        return _validation_body(exc)
+    codes = exc.get_codes()
+    code = codes if isinstance(codes, str) else exc.default_code
+    detail = exc.detail if isinstance(exc.detail, str) else _first_message(exc.detail)
+    return error_body(detail, code)
 
 
 def exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
-        return Response({"detail": exc.message, "code": exc.code, **exc.extra}, status=exc.status_code)
+        return Response(error_body(exc.message, exc.code, **exc.extra), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
-        return Response({"detail": exc.messages, "code": "invalid"}, status=status.HTTP_400_BAD_REQUEST)
+        messages = exc.messages
+        return Response(
+            error_body(
+                INVALID_INPUT.format(summary="; ".join(messages)), "invalid", errors={"non_field_errors": messages}
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
-            {"detail": "Request body is larger than the server accepts.", "code": "too_large"},
+            error_body(BODY_TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), "too_large"),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, APIException):
+        response.data = _api_exception_body(exc)
+    return response
 
 
-class IsWorkerOrStaff(BasePermission):
-    """Workers authenticate with a token; people use the browsable API from a staff session (the admin login).
-
-    Anonymous callers get 401 (TokenAuthentication, the first authenticator, supplies ``WWW-Authenticate``).
-    """
-
-    message = "Authenticate with 'Authorization: Token <token>', or log into the admin as staff."
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        return isinstance(request.auth, Token) or bool(user.is_staff)
-
-
-class BoundedJSONParser(JSONParser):
-    """DRF's JSON parser, refusing bodies larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` with 413.
-
-    DRF reads the request stream itself, past Django's own size check, so the limit is applied here.
-    """
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is not None:
-            request = (parser_context or {}).get("request")
-            declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-            try:
-                too_big = declared is not None and int(declared) > limit
-            except ValueError:
-                too_big = False
-            if too_big:
-                raise RequestDataTooBig()
-            data = stream.read(limit + 1)
-            if len(data) > limit:
-                raise RequestDataTooBig()
-            stream = io.BytesIO(data)
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError as exc:
-            raise ParseError("JSON parse error - nested too deeply.") from exc
+def json_encode(data: Any) -> bytes:
+    """``data`` as compact UTF-8 JSON; text UTF-8 cannot hold (a lone surrogate stored before input was checked) is
+    written as a JSON escape instead of failing, so an answer can always be rendered."""
+    try:
+        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")

@@ -12,9 +12,11 @@ class ApplicationError(Exception):
     status_code = 400
     code = "invalid"
 
-    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code  # a finer code than the class's, for clients to branch on (e.g. "already_labelled")
         self.extra = extra or {}
 
 

@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "prmsite",
     "forests",
     "rollouts",
@@ -92,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "prmsite.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -201,7 +203,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Closed by default: a view that names no permission admits worker tokens and staff sessions only.
+    "DEFAULT_PERMISSION_CLASSES": ["prmsite.permissions.IsWorkerOrStaff"],
+    "DEFAULT_PARSER_CLASSES": ["prmsite.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -215,6 +219,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Rollouts, process reward labels and PRM adapters for the active-learning loop around a PRM.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are for workers and staff, like the API; Swagger UI's assets are served from here
+    # (drf-spectacular-sidecar), never from a CDN.
+    "SERVE_PERMISSIONS": ["prmsite.permissions.IsWorkerOrStaff"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Domain settings -------------------------------------------------------------------------------------------
@@ -222,8 +232,14 @@ SPECTACULAR_SETTINGS = {
 PRM_CHECKOUT_TIMEOUT_S = env_int("PRM_CHECKOUT_TIMEOUT_S", 600)
 # Largest adapter zip accepted by POST /prm_adapter, in bytes.
 PRM_ADAPTER_MAX_BYTES = env_int("PRM_ADAPTER_MAX_BYTES", 512 * 1024 * 1024)
-# Longest long-poll GET /rollout?wait=… accepts, in seconds (keep it well under the server's worker timeout).
+# Longest long-poll GET /rollout?wait=… accepts, in seconds.
 PRM_CHECKOUT_WAIT_MAX_S = env_int("PRM_CHECKOUT_WAIT_MAX_S", 60)
+# Largest JSON answer of one GET /rollout claim, in bytes (it always holds at least one rollout).
+PRM_CLAIM_MAX_BYTES = env_int("PRM_CLAIM_MAX_BYTES", 16 * 1024 * 1024)
+# Most reasoning steps, and most characters of reasoning in all, one rollout may have (413 beyond): a rollout's insert
+# into the trie is one short write transaction, whatever is posted.
+PRM_ROLLOUT_MAX_STEPS = env_int("PRM_ROLLOUT_MAX_STEPS", 1000)
+PRM_ROLLOUT_MAX_CHARS = env_int("PRM_ROLLOUT_MAX_CHARS", 1_000_000)
 # Extra folders holding experiment-config modules (colon-separated, like PATH).
 EXPERIMENT_CONFIG_DIRS = [p for p in os.environ.get("EXPERIMENT_CONFIG_DIRS", "").split(os.pathsep) if p.strip()]
 # The forest pages are the team's data: logged-in users only, through the admin's login page.

@@ -15,3 +15,9 @@ urlpatterns = [
     # Last: forests own /forests/… and the catch-all /<forest_name> redirect of the specification.
     path("", include("forests.urls")),
 ]
+
+# Errors outside DRF's views: the API's JSON shape for programs, Django's pages for browsers.
+handler400 = "prmsite.views.bad_request"
+handler403 = "prmsite.views.permission_denied"
+handler404 = "prmsite.views.page_not_found"
+handler500 = "prmsite.views.server_error"

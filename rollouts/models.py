@@ -29,6 +29,13 @@ class Rollout(models.Model):
         help_text="Leaf of the forest where this rollout ends.",
     )
     attributes = models.JSONField(default=dict, blank=True, help_text="Extra fields posted with the rollout.")
+    idempotency_key = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="Key the worker generated for this rollout: posting it again answers this rollout's id.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -9,9 +9,11 @@ from django.db.models import Case, Exists, F, FloatField, IntegerField, OuterRef
 from django.db.models.functions import Abs
 
 from prmsite.errors import NotFoundError
+from prmsite.queries import correct_rollout_q
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 
 LABELS_NOT_FOUND = "No process reward label with id {ids}."
+ROLLOUTS_NOT_FOUND = "No rollout with id {ids}."
 
 # A reference PRM's final-step reward at or above this means "the PRM judges the answer correct".
 PRM_CORRECT_THRESHOLD = 0.5
@@ -36,6 +38,51 @@ def rollout_claimable(*, prm_version: str, now: datetime, above_id: int = 0) -> 
         .exclude(pk__in=labelled.values("rollout_id"))
         .exclude(pk__in=leased.values("rollout_id"))
     )
+
+
+def rollout_claim_candidates(
+    *,
+    prm_version: str,
+    now: datetime,
+    above_id: int = 0,
+    active_learning: bool = False,
+    reference_prm_version: str | None = None,
+) -> QuerySet[Rollout]:
+    """The rollouts a claim for ``prm_version`` at ``now`` would hand out, in the order it would hand them out."""
+    queryset = rollout_claimable(prm_version=prm_version, now=now, above_id=above_id)
+    if active_learning:
+        return rollout_active_learning_order(queryset=queryset, reference_prm_version=reference_prm_version)
+    return queryset.order_by("id")
+
+
+def rollout_claim_preview(
+    *,
+    prm_version: str,
+    now: datetime,
+    limit: int,
+    active_learning: bool = False,
+    reference_prm_version: str | None = None,
+) -> list[Rollout]:
+    """What a claim would hand out now, without leasing anything (the browsable API shows this to a browser)."""
+    if active_learning and reference_prm_version is None:
+        reference_prm_version = reference_prm_version_default(prm_version=prm_version)
+    queryset = rollout_claim_candidates(
+        prm_version=prm_version,
+        now=now,
+        above_id=queue_cursor_floor(prm_version=prm_version),
+        active_learning=active_learning,
+        reference_prm_version=reference_prm_version,
+    )
+    return list(queryset.select_related("forest", "node")[:limit])
+
+
+def rollouts_get_many(*, ids: Sequence[int]) -> list[Rollout]:
+    """The rollouts with these ids, in the order asked (a repeated id is returned again); every id must exist."""
+    found = Rollout.objects.select_related("forest", "node").in_bulk(set(ids))
+    missing = sorted({i for i in ids if i not in found})
+    if missing:
+        raise NotFoundError(ROLLOUTS_NOT_FOUND.format(ids=", ".join(map(str, missing))), extra={"missing": missing})
+    return [found[i] for i in ids]
 
 
 def queue_cursor_floor(*, prm_version: str) -> int:
@@ -92,7 +139,7 @@ def rollout_active_learning_order(*, queryset: QuerySet[Rollout], reference_prm_
         .order_by("-id")
         .values("final_reward")[:1]
     )
-    correct = Q(prediction__isnull=False, prediction=F("ground_truth"))
+    correct = correct_rollout_q()
     judged_correct = Q(reference_reward__gte=PRM_CORRECT_THRESHOLD)
     judged_wrong = Q(reference_reward__lt=PRM_CORRECT_THRESHOLD)
     return (

@@ -15,23 +15,25 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from rollouts.models import ProcessRewardLabel, Rollout
-from rollouts.services import CLAIM_LIMIT_DEFAULT, CLAIM_LIMIT_MAX
+from rollouts.services import CLAIM_LIMIT_DEFAULT, CLAIM_LIMIT_MAX, reward_is_finite
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 ID_MAX = 2**63 - 1
-KEYS_MAX = 10_000
+# Ids per GET /process_reward_label?keys=… and GET /rollouts?ids=… (the URL must stay under the server's limit, 64 KiB).
+KEYS_MAX = 1000
+IDS_MAX = 1000
 
 NOT_A_STRING = "Must be a string."
 NOT_AN_INTEGER = "Must be an integer."
 NOT_A_NUMBER = "Must be a finite number."
-NUL_IN_TEXT = "Text may not contain NUL characters (\\u0000)."
 RESERVED_FIELD = "{name!r} is set by the server and cannot be posted."
-EXTRA_NOT_JSON_SAFE = "Field {name!r}: {problem}"
-KEYS_MALFORMED = "keys must be a JSON list of label ids, for example keys=[1,2,3]."
-KEYS_TOO_MANY = f"At most {KEYS_MAX} keys per request."
+ID_LIST_MALFORMED = "{name} must be a JSON list of ids, for example {name}=[1,2,3]."
+ID_LIST_TOO_LONG = "At most {max} {name} per request; ask in batches."
 
 # Names an extra posted field may not take: they are columns or fields the server sets.
-RESERVED_ROLLOUT_FIELDS = frozenset({"id", "attributes", "created_at", "forest", "node", "forest_id", "node_id"})
+RESERVED_ROLLOUT_FIELDS = frozenset(
+    {"id", "attributes", "created_at", "forest", "node", "forest_id", "node_id", "idempotency_key"}
+)
 
 
 class StrictCharField(serializers.CharField):
@@ -67,33 +69,12 @@ class RewardField(serializers.Field):
     default_error_messages = {"not_a_number": NOT_A_NUMBER}
 
     def to_internal_value(self, data: Any) -> float | int:
-        if isinstance(data, bool) or not isinstance(data, int | float) or not math.isfinite(data):
+        if not reward_is_finite(data):
             self.fail("not_a_number")
         return data
 
     def to_representation(self, value: Any) -> Any:
         return value
-
-
-def _json_safe_problem(value: Any, depth: int = 0) -> str | None:
-    """Why ``value`` cannot be stored in a JSON column on every database, or None."""
-    if depth > 32:
-        return "nested too deeply."
-    if isinstance(value, str):
-        return NUL_IN_TEXT if "\x00" in value else None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "numbers must be finite."
-    if value is None or isinstance(value, bool | int):
-        return None
-    if isinstance(value, list):
-        return next((p for p in (_json_safe_problem(v, depth + 1) for v in value) if p), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = _json_safe_problem(key, depth + 1) or _json_safe_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    return "not a JSON value."
 
 
 class RolloutCreateSerializer(serializers.Serializer):
@@ -115,15 +96,18 @@ class RolloutCreateSerializer(serializers.Serializer):
     root_id = StrictIntegerField(
         required=False, min_value=1, max_value=ID_MAX, help_text="Root node of the tree (with forest_name)."
     )
+    idempotency_key = StrictCharField(
+        required=False,
+        min_length=1,
+        max_length=200,
+        help_text="A key the worker makes up for this rollout (e.g. a UUID): posting the same rollout again with it "
+        "stores nothing and answers the first id, so a retry after a lost answer is safe.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The parser has already refused text no database can store (NUL, lone surrogates) and deep nesting.
         extras = {k: v for k, v in self.initial_data.items() if k not in self.fields}
-        errors = {}
-        for name, value in extras.items():
-            if name in RESERVED_ROLLOUT_FIELDS:
-                errors[name] = [RESERVED_FIELD.format(name=name)]
-            elif problem := _json_safe_problem(name) or _json_safe_problem(value):
-                errors[name] = [EXTRA_NOT_JSON_SAFE.format(name=name, problem=problem)]
+        errors = {name: [RESERVED_FIELD.format(name=name)] for name in extras if name in RESERVED_ROLLOUT_FIELDS}
         if errors:
             raise serializers.ValidationError(errors)
         attrs["attributes"] = extras
@@ -236,22 +220,52 @@ class ProcessRewardLabelIdsQuerySerializer(serializers.Serializer):
     prm_version = serializers.CharField(max_length=200, trim_whitespace=False, help_text="Labels of this version.")
 
 
+def id_list_parse(value: str, *, name: str, limit: int) -> list[int]:
+    """A query parameter holding a JSON list of ids (``[1,2,3]``), checked: positive 64-bit integers, at most
+    ``limit`` of them."""
+    try:
+        ids = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise serializers.ValidationError(ID_LIST_MALFORMED.format(name=name)) from exc
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= ID_MAX for i in ids
+    ):
+        raise serializers.ValidationError(ID_LIST_MALFORMED.format(name=name))
+    if len(ids) > limit:
+        raise serializers.ValidationError(ID_LIST_TOO_LONG.format(max=limit, name=name))
+    return ids
+
+
 class ProcessRewardLabelKeysQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /process_reward_label``."""
 
     keys = serializers.CharField(
-        trim_whitespace=False, help_text="JSON list of label ids, e.g. `[1,2,3]` (URL-encoded)."
+        trim_whitespace=False,
+        help_text=f"JSON list of label ids, e.g. `[1,2,3]` (URL-encoded), at most {KEYS_MAX}.",
     )
 
     def validate_keys(self, value: str) -> list[int]:
-        try:
-            keys = json.loads(value)
-        except (ValueError, RecursionError) as exc:
-            raise serializers.ValidationError(KEYS_MALFORMED) from exc
-        if not isinstance(keys, list) or not all(
-            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= ID_MAX for k in keys
-        ):
-            raise serializers.ValidationError(KEYS_MALFORMED)
-        if len(keys) > KEYS_MAX:
-            raise serializers.ValidationError(KEYS_TOO_MANY)
-        return keys
+        return id_list_parse(value, name="keys", limit=KEYS_MAX)
+
+
+class RolloutIdsQuerySerializer(serializers.Serializer):
+    """Query parameters of ``GET /rollouts``."""
+
+    ids = serializers.CharField(
+        trim_whitespace=False,
+        help_text=f"JSON list of rollout ids, e.g. `[1,2,3]` (URL-encoded), at most {IDS_MAX}.",
+    )
+
+    def validate_ids(self, value: str) -> list[int]:
+        return id_list_parse(value, name="ids", limit=IDS_MAX)
+
+
+class RolloutReleaseSerializer(serializers.Serializer):
+    """Body of ``POST /rollout/release``."""
+
+    prm_version = StrictCharField(max_length=200, help_text="The version the rollouts were claimed for.")
+    rollout_ids = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=ID_MAX),
+        max_length=CLAIM_LIMIT_MAX,
+        help_text="Ids of rollouts GET /rollout handed to the caller.",
+    )

@@ -1,13 +1,24 @@
 """Writes of the active-learning loop: rollouts in, checkouts (leases) out, process reward labels in.
 
-The checkout claim is the delicate part; see ``checkout_claim``.
+The rules, which every labeller (PRM inference controllers, AI judges, people) shares:
+
+- A claim (``checkout_claim``) leases rollouts for one ``prm_version``: while the lease is live nobody else gets the
+  rollout for that version, and a rollout that has a label for the version is never leased again. Both are enforced
+  by the one statement that writes the leases, so no interleaving of concurrent claims and labels can break them.
+- The first label of a rollout for a version wins (``label_create``). A later label from another worker is refused
+  (409, ``already_labelled``, with the stored label's id); so is a label for a rollout that is leased to another
+  caller (409, ``leased``), since that caller is labelling it. The same label posted again by the same worker answers
+  the same id (a retry is safe); different content from that worker is a 409 (``conflict``).
+- A caller may end its own leases early (``checkout_release``): a worker shutting down gives its work back.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,9 +32,10 @@ from rollouts.selectors import (
     queue_cursor_candidate,
     queue_cursor_floor,
     reference_prm_version_default,
-    rollout_active_learning_order,
-    rollout_claimable,
+    rollout_claim_candidates,
 )
+
+logger = logging.getLogger(__name__)
 
 ROLLOUT_NOT_FOUND = "No rollout with id {rollout_id}."
 ROOT_ID_WITHOUT_FOREST = "root_id names a tree of a forest: send forest_name with it."
@@ -38,6 +50,17 @@ LABEL_CONFLICT = (
     "Worker {worker!r} already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id}) "
     "with different content; a repeated label must be identical."
 )
+ALREADY_LABELLED = (
+    "Rollout {rollout_id} is already labelled for prm_version {prm_version!r} (label {label_id} by {worker!r}); "
+    "the first label wins."
+)
+LEASED_TO_ANOTHER = (
+    "Rollout {rollout_id} is checked out for prm_version {prm_version!r} by another caller until {expires_at}; "
+    "label the rollouts GET /rollout hands you."
+)
+IDEMPOTENCY_CONFLICT = (
+    "idempotency_key {key!r} was used for rollout {rollout_id} with different content; use a new key per rollout."
+)
 
 # How many rollouts one GET /rollout hands out when the caller does not say, and at most.
 CLAIM_LIMIT_DEFAULT = 16
@@ -51,6 +74,12 @@ QUEUE_CURSOR_SETTLE = timedelta(minutes=5)
 _CLAIM_ROUNDS = 3
 
 
+@dataclass(frozen=True)
+class RolloutCreated:
+    rollout: Rollout
+    created: bool  # False: the idempotency key named a rollout stored before, which is answered instead
+
+
 def rollout_create(
     *,
     model: str,
@@ -62,63 +91,98 @@ def rollout_create(
     attributes: dict[str, Any] | None = None,
     forest_name: str | None = None,
     root_id: int | None = None,
-) -> Rollout:
+    idempotency_key: str | None = None,
+) -> RolloutCreated:
     """Store a rollout; with ``forest_name``, also insert its steps into that forest's trie and link the leaf.
 
     All or nothing: a forest that rejects the rollout (unknown forest or root, example matching no tree or several,
-    ground truth that differs from the tree's) leaves no rollout and no node behind.
+    ground truth that differs from the tree's) leaves no rollout and no node behind. The steps are bounded
+    (``forests.trie.steps_check``). With ``idempotency_key``, posting the same rollout again (a retry after a lost
+    answer) stores nothing and answers the first one; the same key with other content is a ``ConflictError``.
     """
+    from forests.trie import forest_rollout_insert, steps_check
+
     if not reasoning:
         raise ApplicationError(NO_STEPS)
+    steps_check(reasoning)
     if root_id is not None and forest_name is None:
         raise ApplicationError(ROOT_ID_WITHOUT_FOREST)
-    with transaction.atomic():
-        node = None
-        if forest_name is not None:
-            from forests.trie import forest_rollout_insert
-
-            node = forest_rollout_insert(
-                forest_name=forest_name,
-                example=example,
-                steps=list(reasoning),
-                prediction=prediction,
-                ground_truth=ground_truth,
-                root_id=root_id,
+    fields = {
+        "model": model,
+        "example": example,
+        "reasoning": list(reasoning),
+        "prediction": prediction,
+        "ground_truth": ground_truth,
+        "worker": worker,
+    }
+    if idempotency_key is not None and (stored := Rollout.objects.filter(idempotency_key=idempotency_key).first()):
+        return RolloutCreated(rollout=_same_rollout_or_conflict(stored, fields), created=False)
+    try:
+        with transaction.atomic():
+            node = None
+            if forest_name is not None:
+                node = forest_rollout_insert(
+                    forest_name=forest_name,
+                    example=example,
+                    steps=fields["reasoning"],
+                    prediction=prediction,
+                    ground_truth=ground_truth,
+                    root_id=root_id,
+                )
+            rollout = Rollout.objects.create(
+                **fields,
+                attributes=attributes or {},
+                idempotency_key=idempotency_key,
+                forest_id=node.forest_id if node is not None else None,
+                node=node,
             )
-        return Rollout.objects.create(
-            model=model,
-            example=example,
-            reasoning=list(reasoning),
-            prediction=prediction,
-            ground_truth=ground_truth,
-            worker=worker,
-            attributes=attributes or {},
-            forest_id=node.forest_id if node is not None else None,
-            node=node,
+    except IntegrityError:
+        # A concurrent post with the same key won the race; everything this one wrote was rolled back.
+        stored = Rollout.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
+        if stored is None:
+            raise
+        return RolloutCreated(rollout=_same_rollout_or_conflict(stored, fields), created=False)
+    return RolloutCreated(rollout=rollout, created=True)
+
+
+def _same_rollout_or_conflict(stored: Rollout, fields: dict[str, Any]) -> Rollout:
+    if any(getattr(stored, name) != value for name, value in fields.items()):
+        raise ConflictError(
+            IDEMPOTENCY_CONFLICT.format(key=stored.idempotency_key, rollout_id=stored.pk),
+            code="idempotency_conflict",
+            extra={"id": stored.pk},
         )
+    return stored
 
 
-# Only the quoted table name and the placeholders of the VALUES rows are interpolated; every value is a parameter.
+# Only quoted table names and the placeholders of the VALUES rows are interpolated; every value is a parameter. The
+# VALUES columns are column1…column5 on both databases. The WHERE clause refuses a rollout that has a label for the
+# version: checked by the statement that takes the lease, it sees every label committed before the statement began.
 _LEASE_UPSERT_SQL = (
-    "INSERT INTO {table} (rollout_id, prm_version, expires_at, claimed_by, created_at) VALUES {rows} "
+    "INSERT INTO {checkout} (rollout_id, prm_version, expires_at, claimed_by, created_at) "
+    "SELECT v.column1, v.column2, v.column3, v.column4, v.column5 FROM (VALUES {rows}) AS v "
+    "WHERE NOT EXISTS (SELECT 1 FROM {label} AS l WHERE l.rollout_id = v.column1 AND l.prm_version = v.column2) "
     "ON CONFLICT (prm_version, rollout_id) DO UPDATE SET expires_at = excluded.expires_at, "
     "claimed_by = excluded.claimed_by, created_at = excluded.created_at "
-    "WHERE {table}.expires_at <= %s RETURNING rollout_id"
+    "WHERE {checkout}.expires_at <= %s RETURNING rollout_id"
 )
 
 
 def _lease_upsert(*, rollout_ids: Sequence[int], prm_version: str, claimed_by: str, now: datetime) -> set[int]:
     """Lease these rollouts for ``prm_version``; return the ids actually leased.
 
-    One statement: a rollout with no checkout row gets one; a row whose lease has expired is taken over; a row with a
-    live lease is left alone and its id is not returned. On PostgreSQL the conflict check sees the latest committed
-    row (and waits for an uncommitted one), so a lease written by a concurrent claim since our SELECT is never
-    overwritten. That is what makes the claim safe; ``skip_locked`` only keeps concurrent claims from colliding.
+    One statement: a rollout with a label for the version is refused; a rollout with no checkout row gets one; a row
+    whose lease has expired is taken over; a row with a live lease is left alone and its id is not returned. On
+    PostgreSQL the conflict check sees the latest committed row (and waits for an uncommitted one), so a lease written
+    by a concurrent claim since our SELECT is never overwritten; a label being written concurrently holds the
+    rollout's row lock (``label_create``), which our SELECT ... FOR NO KEY UPDATE either skipped or holds. That is
+    what makes the claim safe; ``skip_locked`` only keeps concurrent claims from colliding.
     """
     if not rollout_ids:
         return set()
     ops = connection.ops
-    table = ops.quote_name(RolloutCheckout._meta.db_table)
+    checkout = ops.quote_name(RolloutCheckout._meta.db_table)
+    label = ops.quote_name(ProcessRewardLabel._meta.db_table)
     expires_at = ops.adapt_datetimefield_value(now + timedelta(seconds=settings.PRM_CHECKOUT_TIMEOUT_S))
     created_at = ops.adapt_datetimefield_value(now)
     now_value = ops.adapt_datetimefield_value(now)
@@ -127,10 +191,41 @@ def _lease_upsert(*, rollout_ids: Sequence[int], prm_version: str, claimed_by: s
     for rollout_id in sorted(rollout_ids):  # a fixed order, so two claims never wait on each other in a cycle
         params += [rollout_id, prm_version, expires_at, claimed_by, created_at]
     params.append(now_value)
-    sql = _LEASE_UPSERT_SQL.format(table=table, rows=rows)
+    sql = _LEASE_UPSERT_SQL.format(checkout=checkout, label=label, rows=rows)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What a claim handed out. ``body`` is the JSON answer, rendered inside the claim's transaction when an encoder
+    was given (so leases are never written for an answer that then fails to render)."""
+
+    rollouts: list[Rollout] = field(default_factory=list)
+    body: bytes | None = None
+    released: int = 0  # leased, then given back because the answer had reached max_bytes
+
+    @property
+    def ids(self) -> list[int]:
+        return [rollout.pk for rollout in self.rollouts]
+
+
+def _answer_bound(
+    rollouts: list[Rollout], *, encode: Callable[[Rollout], bytes], max_bytes: int | None
+) -> tuple[list[Rollout], list[bytes]]:
+    """The first rollouts whose encoded answer fits ``max_bytes`` (always at least one), and their encodings."""
+    kept: list[Rollout] = []
+    encoded: list[bytes] = []
+    size = 2  # the brackets of the JSON list
+    for rollout in rollouts:
+        item = encode(rollout)
+        if kept and max_bytes is not None and size + len(item) + 1 > max_bytes:
+            break
+        kept.append(rollout)
+        encoded.append(item)
+        size += len(item) + 1
+    return kept, encoded
 
 
 def checkout_claim(
@@ -141,15 +236,21 @@ def checkout_claim(
     limit: int = CLAIM_LIMIT_DEFAULT,
     active_learning: bool = False,
     reference_prm_version: str | None = None,
-) -> list[Rollout]:
+    encode: Callable[[Rollout], bytes] | None = None,
+    max_bytes: int | None = None,
+) -> ClaimResult:
     """Hand out up to ``limit`` rollouts not labelled for ``prm_version`` and not leased for it at ``now``, and lease
     them until ``now + PRM_CHECKOUT_TIMEOUT_S``.
 
-    Invariant: while a lease is live, its rollout is handed to nobody else for that ``prm_version``, whatever the
-    number of concurrent callers. PostgreSQL: candidates are locked with ``FOR NO KEY UPDATE SKIP LOCKED`` (concurrent
-    claims take disjoint rows, and label inserts, which only take a key-share lock, never wait), then leased by a
-    conditional upsert that refuses rows leased meanwhile. SQLite: the transaction holds the write lock from its start
-    (``BEGIN IMMEDIATE``), so the select and the upsert are one atomic step.
+    Invariants: while a lease is live, its rollout is handed to nobody else for that ``prm_version``, and a labelled
+    rollout is never leased, whatever the number of concurrent callers. PostgreSQL: candidates are locked with
+    ``FOR NO KEY UPDATE SKIP LOCKED`` (concurrent claims take disjoint rows), then leased by a conditional upsert that
+    refuses rows leased meanwhile and rollouts labelled meanwhile. SQLite: the transaction holds the write lock from
+    its start (``BEGIN IMMEDIATE``), so the select and the upsert are one atomic step.
+
+    With ``encode``, the answer is rendered inside the transaction (``ClaimResult.body``): if rendering fails, no
+    lease is written; with ``max_bytes`` the answer stops before it would exceed that size (it always holds at least
+    one rollout) and the leases of the rollouts left out are given back in the same transaction.
 
     With ``active_learning`` the order is that of ``rollout_active_learning_order`` against
     ``reference_prm_version`` (default: ``reference_prm_version_default``); otherwise oldest first.
@@ -159,14 +260,17 @@ def checkout_claim(
     floor = queue_cursor_advance(prm_version=prm_version, now=now)
 
     def candidates():
-        queryset = rollout_claimable(prm_version=prm_version, now=now, above_id=floor)
-        if active_learning:
-            return rollout_active_learning_order(queryset=queryset, reference_prm_version=reference_prm_version)
-        return queryset.order_by("id")
+        return rollout_claim_candidates(
+            prm_version=prm_version,
+            now=now,
+            above_id=floor,
+            active_learning=active_learning,
+            reference_prm_version=reference_prm_version,
+        )
 
     # A plain read first: when there is nothing to hand out (a long-poll's usual case), take no lock at all.
     if not candidates().exists():
-        return []
+        return ClaimResult(body=b"[]" if encode is not None else None)
 
     claimed: list[int] = []
     with transaction.atomic():
@@ -182,8 +286,24 @@ def checkout_claim(
             claimed += [i for i in ids if i in leased]
             if len(claimed) >= limit or len(leased) == len(ids):
                 break
-    by_id = Rollout.objects.select_related("forest", "node").in_bulk(claimed)
-    return [by_id[i] for i in claimed]
+        by_id = Rollout.objects.select_related("forest", "node").in_bulk(claimed)
+        rollouts = [by_id[i] for i in claimed]
+        if encode is None:
+            return ClaimResult(rollouts=rollouts)
+        kept, encoded = _answer_bound(rollouts, encode=encode, max_bytes=max_bytes)
+        left_out = [rollout.pk for rollout in rollouts[len(kept) :]]
+        if left_out:
+            RolloutCheckout.objects.filter(prm_version=prm_version, rollout_id__in=left_out).delete()
+        return ClaimResult(rollouts=kept, body=b"[" + b",".join(encoded) + b"]", released=len(left_out))
+
+
+def checkout_release(*, prm_version: str, rollout_ids: Sequence[int], claimed_by: str) -> int:
+    """End ``claimed_by``'s leases of these rollouts for ``prm_version``, so others may claim them at once; answer
+    how many were ended. Leases held by others, and ids that are not leased, are left alone."""
+    deleted, _ = RolloutCheckout.objects.filter(
+        prm_version=prm_version, rollout_id__in=list(rollout_ids), claimed_by=claimed_by
+    ).delete()
+    return deleted
 
 
 def queue_cursor_advance(*, prm_version: str, now: datetime) -> int:
@@ -237,26 +357,38 @@ def checkout_claim_wait(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     **claim: Any,
-) -> list[Rollout]:
+) -> ClaimResult:
     """``checkout_claim`` retried every ``poll_interval_s`` until it hands something out or ``wait_s`` seconds have
-    passed; then ``[]``. Never waits longer than ``wait_s`` (plus one claim). ``claim`` is passed on, without ``now``:
-    every attempt claims at the current time."""
+    passed; then an empty result. Never waits longer than ``wait_s`` (plus one claim). ``claim`` is passed on, without
+    ``now``: every attempt claims at the current time.
+
+    This waits in the calling thread; it is what a WSGI server runs. Under ASGI (the production server) the long-poll
+    waits in the event loop instead (``prmsite.asgi``), calling the endpoint with ``wait=0`` each time."""
     if not math.isfinite(wait_s):
         raise ApplicationError(WAIT_NOT_FINITE)
     deadline = clock() + max(0.0, wait_s)
     while True:
-        claimed = checkout_claim(now=timezone.now(), **claim)
+        result = checkout_claim(now=timezone.now(), **claim)
         remaining = deadline - clock()
-        if claimed or remaining <= 0:
-            return claimed
+        if result.rollouts or remaining <= 0:
+            return result
         sleep(min(poll_interval_s, remaining))
+
+
+def reward_is_finite(value: Any) -> bool:
+    """A finite JSON number that fits a float (an integer beyond float range is not: ``float(10**400)`` overflows)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _reward_values_check(prm_output: Sequence[Any]) -> list[float | int]:
     values = list(prm_output)
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ApplicationError(OUTPUT_NOT_FINITE)
+    if not all(reward_is_finite(value) for value in values):
+        raise ApplicationError(OUTPUT_NOT_FINITE)
     return values
 
 
@@ -271,46 +403,75 @@ def label_create(
     prm_output: Sequence[float | int],
     worker: str,
     explanations: Sequence[str] | None = None,
+    labelled_by: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[ProcessRewardLabel, bool]:
     """Store a process reward label and end the rollout's checkout for ``prm_version``; return it and whether it is
     new.
 
-    ``prm_output`` has one finite number per reasoning step. Idempotent per (rollout, prm_version, worker): the same
-    label posted again returns the stored one (``created`` False); different content for that triple is a conflict.
+    ``prm_output`` has one finite number per reasoning step. The rules of the module docstring apply: the same label
+    again from the same worker returns the stored one (``created`` False); other content from that worker, a label
+    after another worker's, and a label for a rollout leased to someone other than ``labelled_by`` (the caller's
+    identity, as ``checkout_claim`` recorded it in ``claimed_by``; ``None`` skips that check, for trusted callers)
+    are ``ConflictError``s. Concurrent labels of one rollout are serialised by a lock on the rollout's row.
     """
     values = _reward_values_check(prm_output)
     if explanations is not None:
         explanations = list(explanations)
         if not all(isinstance(text, str) for text in explanations):
             raise ApplicationError(EXPLANATIONS_NOT_TEXT)
+    now = now or timezone.now()
     with transaction.atomic():
-        rollout = Rollout.objects.filter(pk=rollout_id).only("id", "reasoning").first()
+        # FOR NO KEY UPDATE: waits for a claim that holds this rollout (and makes concurrent claims skip it) and for
+        # a concurrent label of it. SQLite holds the database's write lock already.
+        rollout = Rollout.objects.select_for_update(no_key=True).filter(pk=rollout_id).only("id", "reasoning").first()
         if rollout is None:
             raise NotFoundError(ROLLOUT_NOT_FOUND.format(rollout_id=rollout_id), extra={"rollout_id": rollout_id})
         if len(values) != len(rollout.reasoning):
             raise ApplicationError(
                 OUTPUT_LENGTH_MISMATCH.format(given=len(values), rollout_id=rollout_id, steps=len(rollout.reasoning))
             )
-        key = {"rollout_id": rollout_id, "prm_version": prm_version, "worker": worker}
-        label = ProcessRewardLabel.objects.filter(**key).first()
-        created = False
-        if label is None:
-            try:
-                with transaction.atomic():
-                    label = ProcessRewardLabel.objects.create(
-                        **key,
-                        prm_output=values,
-                        explanations=explanations,
-                        final_reward=float(values[-1]) if values else None,
-                    )
-                created = True
-            except IntegrityError:
-                # The same worker's retry raced its first attempt: the first one won.
-                label = ProcessRewardLabel.objects.get(**key)
-        if not created and not _label_matches(label, prm_output=values, explanations=explanations):
+        stored = list(ProcessRewardLabel.objects.filter(rollout_id=rollout_id, prm_version=prm_version).order_by("id"))
+        own = next((label for label in stored if label.worker == worker), None)
+        if own is not None:
+            if not _label_matches(own, prm_output=values, explanations=explanations):
+                raise ConflictError(
+                    LABEL_CONFLICT.format(
+                        worker=worker, rollout_id=rollout_id, prm_version=prm_version, label_id=own.pk
+                    ),
+                    extra={"id": own.pk},
+                )
+            return own, False
+        if stored:
+            first = stored[0]
             raise ConflictError(
-                LABEL_CONFLICT.format(worker=worker, rollout_id=rollout_id, prm_version=prm_version, label_id=label.pk),
-                extra={"id": label.pk},
+                ALREADY_LABELLED.format(
+                    rollout_id=rollout_id, prm_version=prm_version, label_id=first.pk, worker=first.worker
+                ),
+                code="already_labelled",
+                extra={"id": first.pk},
             )
+        if labelled_by is not None:
+            lease = (
+                RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version, expires_at__gt=now)
+                .exclude(claimed_by=labelled_by)
+                .first()
+            )
+            if lease is not None:
+                raise ConflictError(
+                    LEASED_TO_ANOTHER.format(
+                        rollout_id=rollout_id, prm_version=prm_version, expires_at=lease.expires_at.isoformat()
+                    ),
+                    code="leased",
+                    extra={"expires_at": lease.expires_at.isoformat()},
+                )
+        label = ProcessRewardLabel.objects.create(
+            rollout_id=rollout_id,
+            prm_version=prm_version,
+            worker=worker,
+            prm_output=values,
+            explanations=explanations,
+            final_reward=float(values[-1]) if values else None,
+        )
         RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version).delete()
-    return label, created
+    return label, True

@@ -6,6 +6,9 @@ from rollouts import views
 
 urlpatterns = [
     path("rollout", views.RolloutView.as_view(), name="rollout"),
+    # Additive: give leases back; read rollouts by id without leasing them.
+    path("rollout/release", views.RolloutReleaseView.as_view(), name="rollout-release"),
+    path("rollouts", views.RolloutListView.as_view(), name="rollouts"),
     path("process_reward_label", views.ProcessRewardLabelView.as_view(), name="process-reward-label"),
     path("process_reward_labels", views.ProcessRewardLabelIdsView.as_view(), name="process-reward-labels"),
 ]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from prmsite.api import ERROR_RESPONSES, BoundedJSONParser, IsWorkerOrStaff
+from prmsite.api import ERROR_RESPONSES, is_token_request, json_encode
 from rollouts import selectors, services
 from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.serializers import (
@@ -18,16 +21,27 @@ from rollouts.serializers import (
     ProcessRewardLabelSerializer,
     RolloutClaimQuerySerializer,
     RolloutCreateSerializer,
+    RolloutIdsQuerySerializer,
+    RolloutReleaseSerializer,
     RolloutSerializer,
 )
 
 ID_LIST = {"type": "array", "items": {"type": "integer"}}
 ID_RESPONSE = OpenApiResponse(OpenApiTypes.INT, description="Database id, as a bare JSON integer.")
+CONFLICT_RESPONSE = OpenApiResponse(
+    OpenApiTypes.OBJECT, description="Refused by the labelling rules (`code` says why)."
+)
+# Marks an answer of GET /rollout that leased nothing (a browser session previews the queue).
+PREVIEW_HEADER = "X-Prmsite-Claim"
+
+
+def rollout_encode(rollout: Rollout) -> bytes:
+    """One rollout as GET /rollout answers it, as JSON bytes."""
+    return json_encode(RolloutSerializer(rollout).data)
 
 
 class ApiView(GenericAPIView):
-    permission_classes = [IsWorkerOrStaff]
-    parser_classes = [BoundedJSONParser]
+    """Base of the API's views: the project's defaults (worker token or staff session; bounded JSON) apply."""
 
 
 class RolloutView(ApiView):
@@ -46,7 +60,13 @@ class RolloutView(ApiView):
     @extend_schema(
         operation_id="rollout_create",
         request=RolloutCreateSerializer,
-        responses={200: ID_RESPONSE, 404: OpenApiResponse(description="Unknown forest or root."), **ERROR_RESPONSES},
+        responses={
+            200: ID_RESPONSE,
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown forest or root."),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="idempotency_key reused with other content."),
+            413: OpenApiResponse(OpenApiTypes.OBJECT, description="Too many steps or too much text."),
+            **ERROR_RESPONSES,
+        },
         examples=[
             OpenApiExample(
                 "rollout",
@@ -63,13 +83,14 @@ class RolloutView(ApiView):
         ],
         description="Store a rollout; answer its id as a bare JSON integer. Fields beyond the documented ones are "
         "kept and returned by GET. With `forest_name` (and optionally `root_id`) the rollout is also inserted into "
-        "that forest's trie; if the forest refuses it, nothing is stored.",
+        "that forest's trie; if the forest refuses it, nothing is stored. With `idempotency_key`, the same rollout "
+        "posted again answers the first id (409 if the key comes with other content). At most "
+        "`PRM_ROLLOUT_MAX_STEPS` steps and `PRM_ROLLOUT_MAX_CHARS` characters of reasoning (413 beyond).",
     )
     def post(self, request: Request) -> Response:
         serializer = RolloutCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        rollout = services.rollout_create(**serializer.validated_data)
-        return Response(rollout.pk)
+        return Response(services.rollout_create(**serializer.validated_data).rollout.pk)
 
     @extend_schema(
         operation_id="rollout_claim",
@@ -80,20 +101,79 @@ class RolloutView(ApiView):
         "`wait` long-polls when none is available, then answers `[]`. With `active_learning=True`, rollouts "
         "where the reference PRM's final-step reward (>= 0.5: judged correct) disagrees with the ground truth "
         "(`prediction == ground_truth`) come first, the strongest disagreement first; then rollouts the reference "
-        "PRM has not scored; then agreements.",
+        "PRM has not scored; then agreements. The answer holds at most `PRM_CLAIM_MAX_BYTES` of JSON (at least one "
+        "rollout). A browser session (the browsable API) previews the queue instead: it leases nothing and the answer "
+        f"carries `{PREVIEW_HEADER}: preview`; only token callers claim.",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         query = RolloutClaimQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        rollouts = services.checkout_claim_wait(
+        claim = {
+            "prm_version": params["prm_version"],
+            "limit": params["limit"],
+            "active_learning": params["active_learning"],
+            "reference_prm_version": params.get("reference_prm_version"),
+        }
+        if not is_token_request(request):
+            # A person browsing (or a link opened in a logged-in browser) must not check rollouts out.
+            rollouts = selectors.rollout_claim_preview(now=timezone.now(), **claim)
+            return Response(RolloutSerializer(rollouts, many=True).data, headers={PREVIEW_HEADER: "preview"})
+        result = services.checkout_claim_wait(
             wait_s=params["wait"],
-            prm_version=params["prm_version"],
             claimed_by=request.user.get_username(),
-            limit=params["limit"],
-            active_learning=params["active_learning"],
-            reference_prm_version=params.get("reference_prm_version"),
+            encode=rollout_encode,
+            max_bytes=settings.PRM_CLAIM_MAX_BYTES,
+            **claim,
         )
+        # Rendered inside the claim's transaction: leases are never written for an answer that cannot be sent.
+        return HttpResponse(result.body, content_type="application/json")
+
+
+class RolloutReleaseView(ApiView):
+    """Give leases back (`POST /rollout/release`): a worker that stops hands its unfinished rollouts to others at once
+    instead of leaving them leased until `PRM_CHECKOUT_TIMEOUT_S` passes."""
+
+    serializer_class = RolloutReleaseSerializer
+
+    @extend_schema(
+        operation_id="rollout_release",
+        request=RolloutReleaseSerializer,
+        responses={
+            200: OpenApiResponse(OpenApiTypes.INT, description="How many leases were ended."),
+            **ERROR_RESPONSES,
+        },
+        description="End the caller's leases of these rollouts for `prm_version`; leases held by others are left "
+        "alone. Answers how many were ended, as a bare JSON integer.",
+    )
+    def post(self, request: Request) -> Response:
+        body = RolloutReleaseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        released = services.checkout_release(**body.validated_data, claimed_by=request.user.get_username())
+        return Response(released)
+
+
+class RolloutListView(ApiView):
+    """Rollouts by id (`GET /rollouts?ids=[1,2]`), without checking them out: for the training loop, which reads the
+    rollouts its labels belong to."""
+
+    queryset = Rollout.objects.all()  # for the browsable API only
+
+    @extend_schema(
+        operation_id="rollout_list",
+        parameters=[RolloutIdsQuerySerializer],
+        responses={
+            200: RolloutSerializer(many=True),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Some ids name no rollout (listed in `missing`)."),
+            **ERROR_RESPONSES,
+        },
+        description="The rollouts with these ids, in the order of `ids`, in the format GET /rollout answers. Reading "
+        "leases nothing.",
+    )
+    def get(self, request: Request) -> Response:
+        query = RolloutIdsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rollouts = selectors.rollouts_get_many(ids=query.validated_data["ids"])
         return Response(RolloutSerializer(rollouts, many=True).data)
 
 
@@ -113,9 +193,7 @@ class ProcessRewardLabelView(ApiView):
         responses={
             200: ID_RESPONSE,
             404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown rollout id."),
-            409: OpenApiResponse(
-                OpenApiTypes.OBJECT, description="This worker labelled this rollout for this version differently."
-            ),
+            409: CONFLICT_RESPONSE,
             **ERROR_RESPONSES,
         },
         examples=[
@@ -137,13 +215,16 @@ class ProcessRewardLabelView(ApiView):
             ),
         ],
         description="Store a label; answer its id as a bare JSON integer and delete the rollout's checkout for "
-        "`prm_version`. `prm_output` has exactly one value per reasoning step. Posting the same label again (same "
-        "rollout, prm_version, worker and content) answers the existing id and stores nothing.",
+        "`prm_version`. `prm_output` has exactly one value per reasoning step. The first label of a rollout for a "
+        "version wins: posting the same label again (same rollout, prm_version, worker and content) answers the "
+        "existing id and stores nothing; other content from that worker (`code` conflict), a label after another "
+        "worker's (`already_labelled`, with its `id`) and a label of a rollout checked out by another caller "
+        "(`leased`, with `expires_at`) are refused with 409.",
     )
     def post(self, request: Request) -> Response:
         serializer = ProcessRewardLabelCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        label, _created = services.label_create(**serializer.validated_data)
+        label, _created = services.label_create(**serializer.validated_data, labelled_by=request.user.get_username())
         return Response(label.pk)
 
     @extend_schema(

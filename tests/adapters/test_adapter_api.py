@@ -111,7 +111,7 @@ def test_upload_parameters_are_required(api, adapter_zip, query):
 def test_download_needs_prm_version(api):
     response = api.get("/prm_adapter")
     assert response.status_code == 400
-    assert response.json()["prm_version"] == ["This field is required."]
+    assert response.json()["errors"]["prm_version"] == ["This field is required."]
 
 
 def zip_of(members: dict[str, bytes]) -> bytes:

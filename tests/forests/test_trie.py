@@ -129,19 +129,50 @@ def test_a_rollout_without_steps_is_refused(forest):
 def test_a_failure_half_way_leaves_the_forest_as_it_was(forest, monkeypatch):
     insert(["A"], prediction=0)
     before = sorted(Node.objects.values_list("pk", "is_leaf"))
-    real_create = Node.objects.create
-    calls = {"n": 0}
 
-    def failing_create(**kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        return real_create(**kwargs)
+    def failing_bulk_create(*args, **kwargs):
+        raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Node.objects, "create", failing_create)
+    # "B" is written on its own (it may race with another worker), then the chain C, D fails.
+    monkeypatch.setattr(Node.objects, "bulk_create", failing_bulk_create)
     with pytest.raises(RuntimeError):
         insert(["A", "B", "C", "D"], prediction=1)
     assert sorted(Node.objects.values_list("pk", "is_leaf")) == before
+
+
+def test_a_long_path_is_written_in_a_fixed_number_of_statements(forest):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    steps = [f"step {i}. " for i in range(400)]
+    with CaptureQueriesContext(connection) as queries:
+        leaf = insert(steps, prediction=1)
+    assert leaf.depth == 400
+    writes = [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    # The first new node, the chain in batches (SQLite binds at most 999 parameters per statement), the leaf: a
+    # handful of statements for 400 nodes, where a per-node insert took 400 (and a savepoint each).
+    assert len(writes) <= 10
+    chain = [leaf]
+    while chain[-1].parent_id is not None:
+        chain.append(Node.objects.get(pk=chain[-1].parent_id))
+    assert [n.text for n in reversed(chain[:-1])] == steps
+    assert [n.depth for n in reversed(chain)] == list(range(401))
+    # The ids the chain took are used up: the next node gets a fresh one.
+    assert insert(["another"], prediction=0).pk > leaf.pk
+
+
+@pytest.mark.parametrize(
+    ("steps", "setting", "value"),
+    [(["s"] * 11, "PRM_ROLLOUT_MAX_STEPS", 10), (["x" * 60, "y" * 60], "PRM_ROLLOUT_MAX_CHARS", 100)],
+)
+def test_rollouts_beyond_the_step_bounds_are_refused_and_write_nothing(forest, settings, steps, setting, value):
+    from prmsite.errors import PayloadTooLargeError
+
+    setattr(settings, setting, value)
+    count = Node.objects.count()
+    with pytest.raises(PayloadTooLargeError, match=setting):
+        insert(steps, prediction=0)
+    assert Node.objects.count() == count
 
 
 @pytest.mark.django_db(transaction=True)

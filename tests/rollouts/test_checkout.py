@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def claim(now, prm_version="v1", **kwargs):
-    return [r.pk for r in checkout_claim(prm_version=prm_version, claimed_by="tester", now=now, **kwargs)]
+    return checkout_claim(prm_version=prm_version, claimed_by="tester", now=now, **kwargs).ids
 
 
 def test_claim_never_hands_out_a_leased_rollout():
@@ -67,7 +67,7 @@ def test_claim_wait_gives_up_after_the_wait_without_sleeping_forever():
     result = checkout_claim_wait(
         wait_s=2.5, poll_interval_s=1, clock=lambda: clock[0], sleep=sleep, prm_version="v", claimed_by="t"
     )
-    assert result == []
+    assert result.rollouts == []
     assert slept == [1, 1, 0.5]
 
 
@@ -79,7 +79,7 @@ def test_claim_wait_returns_as_soon_as_something_is_claimable():
         make_rollout()
 
     result = checkout_claim_wait(wait_s=60, poll_interval_s=0.5, sleep=sleep, prm_version="v", claimed_by="t")
-    assert len(result) == 1
+    assert len(result.rollouts) == 1
     assert slept == [0.5]
 
 

@@ -103,7 +103,7 @@ def test_prm_output_needs_one_value_per_step(api, prm_output):
 def test_wrongly_typed_label_fields_are_refused(api, field, value):
     response = api.post("/process_reward_label", label_body(make_rollout(), **{field: value}), format="json")
     assert response.status_code == 400
-    assert field in response.json()
+    assert field in response.json()["errors"]
     assert not ProcessRewardLabel.objects.exists()
 
 
@@ -121,7 +121,7 @@ def test_missing_label_fields_are_refused(api, field):
     del body[field]
     response = api.post("/process_reward_label", body, format="json")
     assert response.status_code == 400
-    assert field in response.json()
+    assert field in response.json()["errors"]
 
 
 def test_label_ids_of_a_version_are_listed_oldest_first(api):
@@ -160,13 +160,13 @@ def test_malformed_keys_are_refused(api, keys):
     make_label(make_rollout())
     response = api.get("/process_reward_label", {"keys": keys})
     assert response.status_code == 400
-    assert "keys" in response.json()
+    assert "keys" in response.json()["errors"]
 
 
 def test_missing_keys_parameter_is_refused(api):
     response = api.get("/process_reward_label")
     assert response.status_code == 400
-    assert response.json()["keys"] == ["This field is required."]
+    assert response.json()["errors"]["keys"] == ["This field is required."]
 
 
 def test_unknown_keys_are_a_404_listing_them(api):

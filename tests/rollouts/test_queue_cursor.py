@@ -40,7 +40,7 @@ def test_the_cursor_moves_past_the_last_rollout_when_all_are_labelled():
         make_label(rollout, "v1")
     assert queue_cursor_advance(prm_version="v1", now=timezone.now()) == rollouts[-1].pk + 1
     later = make_rollout()
-    assert [r.pk for r in checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now())] == [later.pk]
+    assert checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now()).ids == [later.pk]
 
 
 def test_the_cursor_never_passes_a_young_rollout_even_if_labelled():
@@ -64,14 +64,14 @@ def test_claims_behind_a_moved_cursor_hand_out_what_is_left():
     for rollout in rollouts[:4]:
         make_label(rollout, "v1")
     claimed = checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now(), limit=10)
-    assert [r.pk for r in claimed] == [r.pk for r in rollouts[4:]]
+    assert claimed.ids == [r.pk for r in rollouts[4:]]
     assert queue_cursor_floor(prm_version="v1") == rollouts[4].pk
 
 
 def test_deleting_a_label_in_the_admin_hands_its_rollout_out_again(staff_client):
     rollouts = aged(3)
     labels = [make_label(rollout, "v1") for rollout in rollouts]
-    assert checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now()) == []
+    assert checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now()).rollouts == []
     assert queue_cursor_floor(prm_version="v1") == rollouts[-1].pk + 1
     response = staff_client.post(
         reverse("admin:rollouts_processrewardlabel_delete", args=[labels[1].pk]), {"post": "yes"}
@@ -79,7 +79,7 @@ def test_deleting_a_label_in_the_admin_hands_its_rollout_out_again(staff_client)
     assert response.status_code == 302
     assert not ProcessRewardLabel.objects.filter(pk=labels[1].pk).exists()
     claimed = checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now())
-    assert [r.pk for r in claimed] == [rollouts[1].pk]
+    assert claimed.ids == [rollouts[1].pk]
 
 
 def test_bulk_deleting_labels_in_the_admin_rewinds_the_cursor(staff_client):
@@ -92,4 +92,4 @@ def test_bulk_deleting_labels_in_the_admin_rewinds_the_cursor(staff_client):
     )
     assert response.status_code == 302
     claimed = checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now(), limit=5)
-    assert [r.pk for r in claimed] == [rollouts[0].pk, rollouts[2].pk]
+    assert claimed.ids == [rollouts[0].pk, rollouts[2].pk]

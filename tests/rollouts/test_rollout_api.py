@@ -63,7 +63,9 @@ def test_prediction_may_be_null(api):
 def test_wrongly_typed_fields_are_refused_with_the_field_named(api, field, value):
     response = api.post("/rollout", rollout_body(**{field: value}), format="json")
     assert response.status_code == 400
-    assert field in response.json()
+    body = response.json()
+    assert body["code"] in {"invalid", "parse_error"}
+    assert field in body.get("errors", {}) or f"at {field}" in body["detail"]  # the parser names it in detail
     assert not Rollout.objects.exists()
 
 
@@ -73,20 +75,20 @@ def test_missing_fields_are_refused(api, field):
     del body[field]
     response = api.post("/rollout", body, format="json")
     assert response.status_code == 400
-    assert response.json()[field] == ["This field is required."]
+    assert response.json()["errors"][field] == ["This field is required."]
 
 
 @pytest.mark.parametrize("name", ["id", "attributes", "created_at"])
 def test_extra_fields_may_not_shadow_server_fields(api, name):
     response = api.post("/rollout", rollout_body(**{name: 5}), format="json")
     assert response.status_code == 400
-    assert name in response.json()
+    assert name in response.json()["errors"]
 
 
 def test_extra_fields_must_be_storable_json(api):
     response = api.post("/rollout", rollout_body(note="a\x00b"), format="json")
     assert response.status_code == 400
-    assert "note" in response.json()
+    assert "note" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
