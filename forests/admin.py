@@ -7,6 +7,7 @@ forest usually has; for a very large split use ``python manage.py seed_forest``,
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -15,11 +16,17 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from forests.experiment_configs.data import local_location_allowed
 from forests.experiment_configs.loader import config_discover, config_load
 from forests.models import Forest, Node
 from forests.selectors import forest_counts, forest_progress
 from forests.services import forest_delete, forest_seed
 from prmsite.errors import ApplicationError
+
+DATASET_OUTSIDE_ALLOWED = (
+    "Local datasets are read only from the folders in PRM_DATASET_DIRS ({dirs}); give a hub name, a path inside one "
+    "of them, or use the seed_forest command."
+)
 
 
 def _count_subquery(model, **filters):
@@ -60,12 +67,19 @@ class ForestSeedForm(forms.Form):
     dataset_name = forms.CharField(
         required=False,
         max_length=500,
-        help_text="Read the items from here instead (hub name, save_to_disk folder, or jsonl/csv/parquet file).",
+        help_text="Read the items from here instead: a hub name, or a save_to_disk folder or jsonl/csv/parquet file "
+        "inside a folder listed in PRM_DATASET_DIRS.",
     )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["config_name"].choices = _config_choices()
+
+    def clean_dataset_name(self) -> str:
+        location = self.cleaned_data["dataset_name"].strip()
+        if location and not local_location_allowed(location, allowed_dirs=settings.PRM_DATASET_DIRS):
+            raise forms.ValidationError(DATASET_OUTSIDE_ALLOWED.format(dirs=", ".join(settings.PRM_DATASET_DIRS)))
+        return location
 
 
 @admin.register(Forest)

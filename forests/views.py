@@ -6,6 +6,7 @@ import json
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
@@ -113,13 +114,17 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
 def forest_redirect(request: HttpRequest, forest_name: str) -> HttpResponse:
     """``/<forest_name>``, as the specification writes a forest's address, goes to its page.
 
-    This route matches every one-segment path, so CommonMiddleware's APPEND_SLASH cannot see that ``/admin`` has a
-    page at ``/admin/``: when no forest has the name, this view does what APPEND_SLASH would, and 404s otherwise.
+    Only a logged-in user learns whether a forest exists: anyone else is sent to the login page whatever the name,
+    so the answer says nothing about which forests there are. This route matches every one-segment path, so
+    CommonMiddleware's APPEND_SLASH cannot see that ``/admin`` has a page at ``/admin/``: when no forest has the name,
+    this view does what APPEND_SLASH would, and 404s otherwise.
     """
-    if Forest.objects.filter(name=forest_name).exists():
+    if request.user.is_authenticated and Forest.objects.filter(name=forest_name).exists():
         return redirect("forests:detail", forest_name=forest_name)
     with_slash = request.path_info + "/"
     if settings.APPEND_SLASH and is_valid_path(with_slash, getattr(request, "urlconf", None)):
         query = request.META.get("QUERY_STRING", "")
         return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
     raise Http404(f"No forest named {forest_name!r}.")

@@ -46,9 +46,21 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_path(name: str, default: Path) -> Path:
+    """A path from the environment; unset or empty (as copied from .env.example) means ``default``."""
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser() if raw else default
+
+
+def env_paths(name: str, default: list[Path]) -> list[str]:
+    """Folders separated by ':' (like PATH); unset or empty means ``default``."""
+    raw = os.environ.get(name, "").strip()
+    return [p for p in raw.split(os.pathsep) if p.strip()] if raw else [str(p) for p in default]
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
-SECRET_KEY_FILE = Path(os.environ.get("DJANGO_SECRET_KEY_FILE", BASE_DIR / ".secret_key"))
+SECRET_KEY_FILE = env_path("DJANGO_SECRET_KEY_FILE", BASE_DIR / ".secret_key")
 
 
 def _secret_key() -> str:
@@ -162,9 +174,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
+STATIC_ROOT = env_path("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles")
 MEDIA_URL = "media/"
-MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", BASE_DIR / "media"))
+MEDIA_ROOT = env_path("DJANGO_MEDIA_ROOT", BASE_DIR / "media")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -240,8 +252,10 @@ PRM_CLAIM_MAX_BYTES = env_int("PRM_CLAIM_MAX_BYTES", 16 * 1024 * 1024)
 # into the trie is one short write transaction, whatever is posted.
 PRM_ROLLOUT_MAX_STEPS = env_int("PRM_ROLLOUT_MAX_STEPS", 1000)
 PRM_ROLLOUT_MAX_CHARS = env_int("PRM_ROLLOUT_MAX_CHARS", 1_000_000)
+# Folders the admin's "Add forest" form may read local datasets from (colon-separated); the command line may read any.
+PRM_DATASET_DIRS = env_paths("PRM_DATASET_DIRS", [BASE_DIR / "forests" / "demo"])
 # Extra folders holding experiment-config modules (colon-separated, like PATH).
-EXPERIMENT_CONFIG_DIRS = [p for p in os.environ.get("EXPERIMENT_CONFIG_DIRS", "").split(os.pathsep) if p.strip()]
+EXPERIMENT_CONFIG_DIRS = env_paths("EXPERIMENT_CONFIG_DIRS", [])
 # The forest pages are the team's data: logged-in users only, through the admin's login page.
 LOGIN_URL = "admin:login"
 # Most nodes a tree page lays out at once; a node whose subtree did not fit links to a page of its own.

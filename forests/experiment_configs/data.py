@@ -45,6 +45,22 @@ def resolve_location(location: str, split: str, *, base_dir: str | None = None) 
     return None
 
 
+def local_location_allowed(location: str, *, allowed_dirs: list[Path], split: str = "test") -> bool:
+    """Whether a location typed into a web form may be read: a hub name, or a local path inside ``allowed_dirs``.
+
+    The admin's "Add forest" form runs with the server's permissions, so a local path there must not reach files the
+    server can read outside the folders the operator listed (``PRM_DATASET_DIRS``). Symbolic links are resolved
+    before the check; a path that does not exist but looks like one is refused too.
+    """
+    path = resolve_location(location, split)
+    if path is None:
+        if not _looks_like_a_path(location):
+            return True  # a hub name
+        path = Path(location.replace("{split}", split)).expanduser().resolve()  # judged by where it points
+    roots = [Path(d).expanduser().resolve() for d in allowed_dirs]
+    return any(path == root or root in path.parents for root in roots)
+
+
 def load_split(location: str, split: str, *, subset: str | None = None, base_dir: str | None = None) -> Any:
     """Split ``split`` of the dataset at ``location`` as a ``datasets.Dataset`` (sized, iterates dicts).
 

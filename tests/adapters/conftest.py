@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rollouts.conftest import api, live_api_server, worker_token, worker_user  # noqa: F401 - shared fixtures
+from tests.rollouts.conftest import live_api_server  # noqa: F401 - shared fixture
 
 
 def _save_tiny_adapter(folder: Path, seed: int = 0) -> Path:

@@ -9,6 +9,7 @@ from forests.models import Forest, Node
 from forests.trie import forest_rollout_insert
 from rollouts.models import Rollout
 from tests.factories import make_child, make_forest, make_rollout, make_root
+from tests.forests.conftest import LIAR_ROWS, write_jsonl
 from tests.forests.test_configs import TEAM_CONFIG
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,8 @@ def test_the_add_page_is_a_seed_form_listing_the_discovered_configs(staff_client
         assert f'<option value="{name}"' in html
 
 
-def test_posting_the_form_seeds_a_forest_and_opens_it(staff_client, liar_file):
+def test_posting_the_form_seeds_a_forest_and_opens_it(staff_client, liar_file, settings):
+    settings.PRM_DATASET_DIRS = [str(liar_file.parent)]
     response = staff_client.post(
         ADD,
         {
@@ -48,7 +50,8 @@ def test_posting_the_form_seeds_a_forest_and_opens_it(staff_client, liar_file):
     assert 'href="/forests/liar-test-admin/"' in page
 
 
-def test_a_seeding_error_is_shown_on_the_form_and_creates_nothing(staff_client, tmp_path):
+def test_a_seeding_error_is_shown_on_the_form_and_creates_nothing(staff_client, tmp_path, settings):
+    settings.PRM_DATASET_DIRS = [str(tmp_path)]
     response = staff_client.post(
         ADD, {"config_name": "liar", "dataset_split": "test", "dataset_name": str(tmp_path / "missing.jsonl")}
     )
@@ -147,3 +150,18 @@ def test_a_forests_name_cannot_be_changed_in_the_admin(staff_client):
     forest.refresh_from_db()
     assert forest.name == "fixed-name"
     assert forest.attributes == {"k": 1}
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd.csv", "../../../../etc/hostname.jsonl", "{outside}"])
+def test_the_form_reads_local_datasets_only_from_the_configured_folders(staff_client, settings, tmp_path, location):
+    # The form runs with the server's permissions: it must not read files outside PRM_DATASET_DIRS.
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    outside = write_jsonl(tmp_path / "outside" / "test.jsonl", LIAR_ROWS)
+    (allowed / "link.jsonl").symlink_to(outside)
+    settings.PRM_DATASET_DIRS = [str(allowed)]
+    for value in (location.format(outside=outside), str(allowed / "link.jsonl")):
+        response = staff_client.post(ADD, {"config_name": "liar", "dataset_split": "test", "dataset_name": value})
+        assert response.status_code == 200
+        assert "PRM_DATASET_DIRS" in response.content.decode()
+    assert not Forest.objects.exists()

@@ -180,15 +180,23 @@ def test_an_unknown_forest_or_tree_is_a_404(user_client, grown_forest):
     assert user_client.get(reverse("forests:tree", args=[forest.name, root.pk]), {"node": 10**9}).status_code == 404
 
 
-def test_slash_forest_name_redirects_to_the_forest_page(client, grown_forest):
+def test_slash_forest_name_redirects_to_the_forest_page(user_client, grown_forest):
     forest, _ = grown_forest
-    response = client.get(f"/{forest.name}")
+    response = user_client.get(f"/{forest.name}")
     assert response.status_code == 302
     assert response["Location"] == f"/forests/{forest.name}/"
 
 
-def test_the_redirect_does_not_swallow_other_routes(client):
-    assert client.get("/no-such-forest").status_code == 404
+def test_slash_forest_name_tells_anonymous_callers_nothing_about_which_forests_exist(client, grown_forest):
+    forest, _ = grown_forest
+    existing, missing = client.get(f"/{forest.name}"), client.get("/no-such-forest")
+    assert existing.status_code == missing.status_code == 302
+    assert existing["Location"].startswith("/admin/login/") and missing["Location"].startswith("/admin/login/")
+    assert forest.name not in existing["Location"].replace(f"next=/{forest.name}", "")
+
+
+def test_the_redirect_does_not_swallow_other_routes(client, user_client):
+    assert user_client.get("/no-such-forest").status_code == 404
     admin = client.get("/admin")
     assert admin.status_code == 301 and admin["Location"] == "/admin/"
     forests = client.get("/forests")

@@ -92,3 +92,44 @@ def test_bootstrap_admin_prints_a_fresh_password_once(tmp_path):
     second = run_manage("bootstrap_admin", **env)
     assert password not in second.stdout
     assert "existing superuser (admin)" in second.stdout
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "prmsite" / "settings.py").read_text()
+    read = set(
+        re.findall(
+            r"""(?:environ\.get|environ\[|env_int|env_bool|env_list|env_path|env_paths)\(?\s*["']([A-Z][A-Z0-9_]+)["']""",
+            source,
+        )
+    )
+    assert "DATABASE_URL" in read and "PRM_CHECKOUT_TIMEOUT_S" in read  # the pattern finds them
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.MULTILINE))
+    assert sorted(read - listed) == []
+
+
+def test_env_example_copied_as_is_gives_the_documented_defaults(tmp_path):
+    import re
+
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    values["DJANGO_SECRET_KEY_FILE"] = ""  # as copied: empty means the default file
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'prmsite.settings'; django.setup(); "
+        "from django.conf import settings as s; "
+        "print(s.SECRET_KEY_FILE.name, s.MEDIA_ROOT.name, s.STATIC_ROOT.name, len(s.PRM_DATASET_DIRS), "
+        "s.EXPERIMENT_CONFIG_DIRS, s.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1])"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "PRM_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**environ, **values},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [".secret_key", "media", "staticfiles", "1", "[]", "sqlite3"]

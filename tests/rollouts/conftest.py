@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: a worker with a token, and clients speaking as it."""
+"""Fixtures of the API tests: servers on free ports, on the test database. (The worker, its token and its client
+are in tests/conftest.py.)"""
 
 from __future__ import annotations
 
@@ -11,29 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from tests.factories import rollout_fields
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def worker_user(django_user_model):
-    return django_user_model.objects.create_user(username="worker-1")
-
-
-@pytest.fixture
-def worker_token(worker_user) -> str:
-    return Token.objects.create(user=worker_user).key
-
-
-@pytest.fixture
-def api(worker_token) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {worker_token}")
-    return client
 
 
 def rollout_body(**fields) -> dict:
