@@ -22,8 +22,6 @@ VERSION_TAKEN = (
     "prm_version {prm_version!r} already has an adapter with different content (sha256 {sha256}); "
     "a prm_version names one adapter for good, so upload under a new prm_version."
 )
-# A zip may unpack to at most this many times the upload limit (a zip bomb stops here).
-UNCOMPRESSED_FACTOR = 4
 _CHUNK = 1024 * 1024
 
 
@@ -76,7 +74,8 @@ def adapter_upload(
                     existing.file.name = name
             return existing, False
 
-        adapter_zip_validate(path=Path(spool.name), max_uncompressed_bytes=limit * UNCOMPRESSED_FACTOR)
+        # A zip may unpack to no more than the upload limit itself (a zip bomb stops here, before anything is read).
+        adapter_zip_validate(path=Path(spool.name), max_uncompressed_bytes=limit)
 
         adapter = PRMAdapter(prm_version=prm_version, base_model=base_model, worker=worker, sha256=sha256, size=size)
         spool.seek(0)
