@@ -13,9 +13,16 @@ can run on any machine that reaches the server::
                                            "prm_version": "prm-v2", "worker": "gpu-3"})
 
 One ``requests.Session`` (connection reuse), separate connect and read timeouts, and retries with exponential
-back-off and jitter on connection errors and 5xx answers. A 4xx is never retried: it raises ``PrmsiteAPIError`` with
-the server's JSON body. ``POST /rollout`` is the one call that is not idempotent: it is retried when the connection
-fails or the server answers 502/503/504 (the request was not processed), not after a read timeout or a 500.
+back-off and jitter. A 4xx is never retried: it raises ``PrmsiteAPIError`` with the server's JSON body. Two retry
+policies:
+
+- idempotent calls are retried on connection errors, timeouts and 5xx answers. ``POST /rollout`` is one of them: the
+  client sends an ``idempotency_key`` with every rollout (it makes one when the payload has none), so a retry after a
+  lost answer is answered with the first rollout's id instead of storing it twice;
+- a claim (``GET /rollout``) leases what it answers, so it is retried only when the request cannot have reached the
+  server (connection refused, connect timeout) or a proxy says so (502/503/504) — never after a read timeout. One
+  claim is in flight at a time, and a long-poll the client gave up on stops on the server and gives back what it
+  claimed, so retries never pile up leases.
 """
 
 from __future__ import annotations
@@ -23,20 +30,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import requests
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+from urllib3.exceptions import NewConnectionError
 
 logger = logging.getLogger(__name__)
 
 ENV_BASE = "WEBSERVER_API_BASE"
 ENV_TOKEN = "WEBSERVER_API_TOKEN"  # noqa: S105 - the name of the variable, not a secret
-# Ids per GET /process_reward_label request: keeps the URL under gunicorn's 4 KiB request-line limit.
+# Ids per GET /process_reward_label or GET /rollouts request (the server takes up to 1000): short URLs pass any
+# proxy's request-line limit.
 KEYS_PER_REQUEST = 250
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
+RetryPolicy = Literal["idempotent", "unprocessed"]
 
 
 class RolloutPayload(TypedDict):
@@ -50,6 +61,7 @@ class RolloutPayload(TypedDict):
     worker: str
     forest_name: NotRequired[str]
     root_id: NotRequired[int]
+    idempotency_key: NotRequired[str]
 
 
 class Rollout(RolloutPayload):
@@ -97,6 +109,16 @@ class _RetryableStatus(Exception):
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
+
+
+def _cannot_have_reached_the_server(exc: BaseException) -> bool:
+    """The request failed before any byte of it was sent: refused connection, connect timeout, unknown host."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return isinstance(reason, NewConnectionError)
+    return False
 
 
 def _body_of(response: requests.Response) -> Any:
@@ -152,19 +174,20 @@ class PrmsiteClient:
         method: str,
         path: str,
         *,
-        idempotent: bool = True,
+        retry: RetryPolicy = "idempotent",
         read_timeout: float | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         url = f"{self.base_url}{path}"
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
+        idempotent = retry == "idempotent"
 
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, _RetryableStatus):
                 return True
-            if isinstance(exc, requests.ConnectionError):  # includes ConnectTimeout: nothing reached the server
-                return True
-            return idempotent and isinstance(exc, requests.Timeout)
+            if idempotent:
+                return isinstance(exc, requests.ConnectionError | requests.Timeout)
+            return _cannot_have_reached_the_server(exc)
 
         def attempt() -> requests.Response:
             response = self.session.request(method, url, timeout=timeout, **kwargs)
@@ -194,8 +217,10 @@ class PrmsiteClient:
     # --- rollouts ---------------------------------------------------------------------------------------------------
 
     def post_rollout(self, rollout: RolloutPayload | dict[str, Any]) -> int:
-        """``POST /rollout``: store a rollout, answer its id."""
-        return int(self._request("POST", "/rollout", json=rollout, idempotent=False).json())
+        """``POST /rollout``: store a rollout, answer its id. Retried safely: the rollout carries an
+        ``idempotency_key`` (a new UUID unless the payload has one), so the server stores it once."""
+        body = {**rollout, "idempotency_key": rollout.get("idempotency_key") or uuid.uuid4().hex}
+        return int(self._request("POST", "/rollout", json=body).json())
 
     def get_rollouts(
         self,
@@ -217,8 +242,28 @@ class PrmsiteClient:
             params["active_learning"] = "True"
         if reference_prm_version is not None:
             params["reference_prm_version"] = reference_prm_version
-        read_timeout = max(self.read_timeout, (wait or 0) + 15)
-        return self._request("GET", "/rollout", params=params, read_timeout=read_timeout).json()
+        # A long-poll may take its whole wait before the server answers: allow for it, and a margin.
+        read_timeout = max(self.read_timeout, wait + 15) if wait else self.read_timeout
+        return self._request("GET", "/rollout", params=params, read_timeout=read_timeout, retry="unprocessed").json()
+
+    def release_rollouts(self, prm_version: str, rollout_ids: Sequence[int]) -> int:
+        """``POST /rollout/release``: give back rollouts this caller claimed and will not label (a worker stopping);
+        answers how many leases ended."""
+        if not rollout_ids:
+            return 0
+        body = {"prm_version": prm_version, "rollout_ids": [int(i) for i in rollout_ids]}
+        return int(self._request("POST", "/rollout/release", json=body).json())
+
+    def get_rollouts_by_ids(self, ids: Sequence[int]) -> list[Rollout]:
+        """``GET /rollouts?ids=[…]``: rollouts by id, in the order given, without leasing them (several requests if
+        many)."""
+        rollouts: list[Rollout] = []
+        for start in range(0, len(ids), KEYS_PER_REQUEST):
+            chunk = [int(i) for i in ids[start : start + KEYS_PER_REQUEST]]
+            rollouts += self._request(
+                "GET", "/rollouts", params={"ids": json.dumps(chunk, separators=(",", ":"))}
+            ).json()
+        return rollouts
 
     # --- labels -----------------------------------------------------------------------------------------------------
 

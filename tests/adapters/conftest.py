@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.rollouts.conftest import live_api_server  # noqa: F401 - shared fixture
-
 
 def _save_tiny_adapter(folder: Path, seed: int = 0) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -29,6 +29,7 @@ def test_client_round_trip_of_rollouts_and_labels(live_client):
     assert Rollout.objects.get(pk=rollout_id).attributes == {"temperature": 0.2}
     [rollout] = live_client.get_rollouts("v1", limit=5)
     assert rollout == {**rollout_body(temperature=0.2), "id": rollout_id}
+    assert live_client.get_rollouts_by_ids([rollout_id]) == [rollout]
     assert live_client.get_rollouts("v1", wait=0.5) == []
     label = {"rollout_id": rollout_id, "prm_output": [0.8, 0.3], "prm_version": "v1", "worker": "gpu-0"}
     label_id = live_client.post_process_reward_label(label)
@@ -87,15 +88,18 @@ def test_a_wrong_token_raises_401(live_api_server):
 
 
 @contextmanager
-def scripted_server(script: Callable[[int, BaseHTTPRequestHandler], tuple[int, object]]):
-    """A local HTTP server answering the n-th request (from 0) with ``script(n, handler)``; yields (url, calls)."""
+def scripted_server(script: Callable[[int, BaseHTTPRequestHandler], tuple[int, object]], bodies: list | None = None):
+    """A local HTTP server answering the n-th request (from 0) with ``script(n, handler)``; yields (url, calls).
+    JSON request bodies are appended to ``bodies`` when given."""
     calls: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
-                self.rfile.read(length)
+                raw = self.rfile.read(length)
+                if bodies is not None:
+                    bodies.append(json.loads(raw))
             calls.append(f"{self.command} {self.path}")
             status, body = script(len(calls) - 1, self)
             data = json.dumps(body).encode()
@@ -154,31 +158,57 @@ def test_4xx_answers_are_not_retried():
     assert caught.value.body == {"prm_output": ["bad"]}
 
 
-def test_post_rollout_is_retried_on_503_but_not_on_500():
-    with scripted_server(lambda n, _: (503, {}) if n == 0 else (200, 7)) as (url, calls):
+def test_post_rollout_is_retried_with_the_same_idempotency_key_even_after_a_500():
+    keys: list[str] = []
+
+    def script(n, handler):
+        return (500, {"detail": "boom"}) if n == 0 else (200, 7)
+
+    with scripted_server(script, bodies=keys) as (url, calls):
         assert fast_client(url).post_rollout(rollout_body()) == 7
     assert len(calls) == 2
-    with (
-        scripted_server(lambda n, _: (500, {"detail": "boom"}) if n == 0 else (200, 7)) as (url, calls),
-        pytest.raises(PrmsiteAPIError),
-    ):
-        fast_client(url).post_rollout(rollout_body())
-    assert len(calls) == 1
+    assert keys[0]["idempotency_key"] == keys[1]["idempotency_key"] and len(keys[0]["idempotency_key"]) == 32
+    with scripted_server(lambda n, _: (200, 8), bodies=keys) as (url, _calls):
+        assert fast_client(url).post_rollout(rollout_body(idempotency_key="mine")) == 8
+    assert keys[-1]["idempotency_key"] == "mine"
 
 
-def slow_first(n: int, _handler) -> tuple[int, object]:
+def slow_first(n: int, _handler, answer: object = ()) -> tuple[int, object]:
+    """The first answer comes after the client's read timeout; later ones at once."""
     if n == 0:
         time.sleep(0.6)
-    return 200, [] if n else 1
+    return 200, list(answer) if isinstance(answer, tuple) else answer
 
 
-def test_read_timeouts_are_retried_for_idempotent_calls_only():
+def test_read_timeouts_are_retried_except_for_claims():
     with scripted_server(slow_first) as (url, calls):
         assert fast_client(url, read_timeout=0.2).get_process_reward_label_ids("v") == []
     assert len(calls) == 2
+    with scripted_server(lambda n, handler: slow_first(n, handler, 5)) as (url, calls):
+        assert fast_client(url, read_timeout=0.2).post_rollout(rollout_body()) == 5  # safe: the same key
+    assert len(calls) == 2
+    # A claim that timed out may have leased rollouts: it is not repeated (no pile of long-polls and leases).
     with scripted_server(slow_first) as (url, calls), pytest.raises(requests.Timeout):
-        fast_client(url, read_timeout=0.2).post_rollout(rollout_body())
+        fast_client(url, read_timeout=0.2).get_rollouts("v")
     assert len(calls) == 1
+
+
+def test_a_claim_is_retried_when_a_proxy_says_the_server_was_not_reached_but_not_after_a_500():
+    with scripted_server(lambda n, _: (503, {}) if n == 0 else (200, [])) as (url, calls):
+        assert fast_client(url).get_rollouts("v") == []
+    assert len(calls) == 2
+    with (
+        scripted_server(lambda n, _: (500, {"detail": "boom"})) as (url, calls),
+        pytest.raises(PrmsiteAPIError),
+    ):
+        fast_client(url).get_rollouts("v")
+    assert len(calls) == 1
+
+
+def test_a_claim_is_retried_when_the_connection_is_refused():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(requests.ConnectionError):
+        fast_client(url, max_attempts=3).get_rollouts("v")
 
 
 def test_connection_errors_are_retried_then_raised():
@@ -196,3 +226,16 @@ def test_the_client_module_imports_nothing_from_django():
     code = "import sys, rollouts.client; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_client_releases_what_it_claimed(live_client):
+    ids = [live_client.post_rollout(rollout_body(example=f"e{i}")) for i in range(3)]
+    claimed = [r["id"] for r in live_client.get_rollouts("v1", limit=2)]
+    assert live_client.release_rollouts("v1", claimed) == 2
+    assert live_client.release_rollouts("v1", []) == 0
+    assert [r["id"] for r in live_client.get_rollouts("v1", limit=5)] == ids
+
+
+def test_client_reads_many_rollouts_by_id_in_several_requests(live_client):
+    ids = [make_rollout(example=f"e{i}").pk for i in range(KEYS_PER_REQUEST + 3)]
+    assert [r["id"] for r in live_client.get_rollouts_by_ids(ids[::-1])] == ids[::-1]

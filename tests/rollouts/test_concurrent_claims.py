@@ -1,6 +1,6 @@
 """No rollout is handed to two callers for one prm_version while its lease is live: many concurrent claimers against
-a live server (threads against the live test server; threads against gunicorn's worker processes), every rollout
-labelled exactly once."""
+a live server (threads against the live test server; threads against the production server's worker processes),
+every rollout labelled exactly once."""
 
 from __future__ import annotations
 
@@ -77,26 +77,26 @@ def test_concurrent_claimers_on_the_live_server_label_every_rollout_exactly_once
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_claimers_on_gunicorn_processes_label_every_rollout_exactly_once(wsgi_server):
+def test_concurrent_claimers_on_the_production_server_label_every_rollout_exactly_once(production_server):
     rollout_ids = [make_rollout(reasoning=["a", "b"]).pk for _ in range(300)]
-    handed = claim_and_label_everything(wsgi_server, new_token("claimer"), claimers=24, limit=4)
+    handed = claim_and_label_everything(production_server, new_token("claimer"), claimers=24, limit=4)
     assert_each_labelled_exactly_once(rollout_ids, handed)
     assert Rollout.objects.count() == 300
 
 
 @pytest.mark.django_db(transaction=True)
-def test_wsgi_entry_point_serves_the_api_and_refuses_anonymous_callers(wsgi_server):
+def test_the_production_server_serves_the_api_and_refuses_anonymous_callers(production_server):
     import requests
 
-    assert requests.get(f"{wsgi_server}/rollout?prm_version=v", timeout=10).status_code == 401
+    assert requests.get(f"{production_server}/rollout?prm_version=v", timeout=10).status_code == 401
     headers = {"Authorization": f"Token {new_token('smoke')}"}
-    response = requests.get(f"{wsgi_server}/rollout?prm_version=v", headers=headers, timeout=10)
+    response = requests.get(f"{production_server}/rollout?prm_version=v", headers=headers, timeout=10)
     assert response.status_code == 200
     assert response.json() == []
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_same_label_posted_concurrently_is_stored_once(wsgi_server):
+def test_the_same_label_posted_concurrently_is_stored_once(production_server):
     rollout = make_rollout()
     token = new_token("labeller")
     label = {"rollout_id": rollout.pk, "prm_output": [1, 0], "prm_version": "lab-v1", "worker": "labeller-0"}
@@ -104,7 +104,7 @@ def test_the_same_label_posted_concurrently_is_stored_once(wsgi_server):
     barrier = threading.Barrier(12)
 
     def post() -> None:
-        with PrmsiteClient(wsgi_server, token) as api:
+        with PrmsiteClient(production_server, token) as api:
             barrier.wait()
             answers.append(api.post_process_reward_label(label))
 

@@ -1,0 +1,203 @@
+"""Proof that the production serving setup holds: 100 slow anonymous sockets and 100 long-polls open, and other
+requests still answered in well under a second.
+
+    python bench/serving_check.py [--slow_sockets 100] [--long_polls 100] [--requests 60] [--max_latency_s 1.0]
+
+It makes its own SQLite database in a temporary folder (or uses ``--database_url``), creates a worker token, starts
+``python -m prmsite.wsgi`` (the production server, uvicorn) on a free local port, then:
+
+- opens ``--slow_sockets`` connections that send a request line and then one header line every 5 s, never finishing
+  (a slowloris: with the old gunicorn gthread server, 100 of them froze every other request for more than 15 s);
+- opens ``--long_polls`` authenticated ``GET /rollout?wait=30`` long-polls on an empty queue (100 with wait=60 used to
+  leave other requests waiting up to 118 s);
+- times ``--requests`` authenticated requests meanwhile (``POST /rollout``, ``GET /prm_adapters``,
+  ``GET /process_reward_labels``), one after another.
+
+It prints the latencies and a one-line JSON summary, and exits 1 when the slowest request took ``--max_latency_s`` or
+more, or when anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return result.stdout
+
+
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    server_env = {**env, "WEBSERVER_HOST": "127.0.0.1", "WEBSERVER_PORT": str(port), "WEBSERVER_ACCESS_LOG": "0"}
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prmsite.wsgi"], cwd=ROOT, env=server_env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/rollout", timeout=2).status_code == 401:
+                return process
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not answer within 60 s")
+
+
+async def slow_socket(port: int, stop: asyncio.Event) -> None:
+    """A request whose headers trickle in, one line every 5 s, never finished."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /rollout?prm_version=x HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    await writer.drain()
+    line = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=5)
+        except TimeoutError:
+            line += 1
+            writer.write(f"X-Slow-{line}: still coming\r\n".encode())
+            await writer.drain()
+    writer.close()
+
+
+async def long_poll(port: int, token: str, stop: asyncio.Event) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            "GET /rollout?prm_version=serving-check-idle&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Token {token}\r\nConnection: close\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    await stop.wait()
+    writer.close()
+
+
+def timed_requests(base: str, token: str, count: int) -> list[tuple[str, float, int]]:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token}"
+    rollout = {
+        "model": "check",
+        "example": "Is the sky green?",
+        "reasoning": ["It is blue. ", "Verdict: False (code: 0)"],
+        "prediction": 0,
+        "ground_truth": 0,
+        "worker": "serving-check",
+    }
+    calls = [
+        ("POST /rollout", lambda: session.post(f"{base}/rollout", json=rollout, timeout=30)),
+        ("GET /prm_adapters", lambda: session.get(f"{base}/prm_adapters", timeout=30)),
+        (
+            "GET /process_reward_labels",
+            lambda: session.get(f"{base}/process_reward_labels", params={"prm_version": "v"}, timeout=30),
+        ),
+    ]
+    results = []
+    for index in range(count):
+        name, call = calls[index % len(calls)]
+        started = time.perf_counter()
+        status = call().status_code
+        results.append((name, time.perf_counter() - started, status))
+    return results
+
+
+async def check(port: int, token: str, args: argparse.Namespace) -> list[tuple[str, float, int]]:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(slow_socket(port, stop)) for _ in range(args.slow_sockets)]
+    tasks += [asyncio.create_task(long_poll(port, token, stop)) for _ in range(args.long_polls)]
+    await asyncio.sleep(2)  # every socket is open and every long-poll is waiting
+    failed = [task for task in tasks if task.done() and task.exception()]
+    if failed:
+        raise SystemExit(f"{len(failed)} of the held connections failed to open: {failed[0].exception()!r}")
+    try:
+        return await asyncio.to_thread(timed_requests, f"http://127.0.0.1:{port}", token, args.requests)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slow_sockets", type=int, default=100)
+    parser.add_argument("--long_polls", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--max_latency_s", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=2, help="server processes (WEBSERVER_WORKERS)")
+    parser.add_argument("--database_url", default=None, help="default: a new SQLite file in a temporary folder")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="serving-check-") as folder:
+        env = {
+            **os.environ,
+            "DATABASE_URL": args.database_url or f"sqlite:///{folder}/db.sqlite3",
+            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or os.urandom(32).hex(),
+            "DJANGO_MEDIA_ROOT": f"{folder}/media",
+            "WEBSERVER_WORKERS": str(args.workers),
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+        manage("migrate", "--noinput", env=env)
+        token = manage("create_worker_token", f"serving-check-{os.getpid()}", env=env).strip().splitlines()[-1]
+        port = free_port()
+        log = Path(folder) / "server.log"
+        server = start_server(env, port, log)
+        try:
+            results = asyncio.run(check(port, token, args))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+    latencies = sorted(seconds for _, seconds, _ in results)
+    errors = [(name, status) for name, _, status in results if status >= 400]
+    for name in sorted({name for name, _, _ in results}):
+        mine = sorted(seconds for n, seconds, _ in results if n == name)
+        print(
+            f"{name:30s} n={len(mine):3d}  p50 {statistics.median(mine) * 1000:7.1f} ms  max {mine[-1] * 1000:7.1f} ms"
+        )
+    summary = {
+        "slow_sockets": args.slow_sockets,
+        "long_polls": args.long_polls,
+        "requests": len(results),
+        "errors": len(errors),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000, 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+        "max_allowed_ms": args.max_latency_s * 1000,
+    }
+    ok = not errors and latencies[-1] < args.max_latency_s
+    summary["ok"] = ok
+    print(json.dumps(summary))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
