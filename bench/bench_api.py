@@ -1,12 +1,12 @@
 """Benchmark of the active-learning API: POST /rollout and the GET /rollout claim under 32 concurrent clients against
-gunicorn, on SQLite and on PostgreSQL, next to the same work done directly through the ORM in one process.
+the production server, on SQLite and on PostgreSQL, next to the same work done directly through the ORM in one process.
 
     .venv/bin/python bench/bench_api.py            # or: make bench  (bench/run.py runs every bench/bench_*.py)
 
 Each backend gets a fresh database (a temporary SQLite file; the PostgreSQL database ``prmsite_api_bench`` on
-``BENCH_PG_URL``, default ``postgres://postgres@127.0.0.1:5432``), migrated, with a worker token; gunicorn serves it on
-a free port of 127.0.0.1 (gthread, ``BENCH_WORKERS`` processes of 4 threads, default 2 x cores + 1, as
-``python -m prmsite.wsgi``). Then:
+``BENCH_PG_URL``, default ``postgres://postgres@127.0.0.1:5432``), migrated, with a worker token; the production server
+(``python -m prmsite.wsgi``: uvicorn, ``BENCH_WORKERS`` processes, default 2 x cores + 1) serves it on a free port of
+127.0.0.1. Then:
 
 1. ``BENCH_N`` (default 1500) POST /rollout spread over 32 client threads (one requests.Session each);
 2. the same 32 clients claim them back one at a time (GET /rollout?prm_version=…&limit=1) until none is left;
@@ -164,7 +164,7 @@ def orm_floor() -> None:
     inserts = time.perf_counter() - started
     started = time.perf_counter()
     claimed = 0
-    while batch := checkout_claim(prm_version="orm-floor", claimed_by="bench", now=timezone.now(), limit=1):
+    while batch := checkout_claim(prm_version="orm-floor", claimed_by="bench", now=timezone.now(), limit=1).rollouts:
         claimed += len(batch)
     claims = time.perf_counter() - started
     print(json.dumps({"inserts_s": inserts, "claims_s": claims, "claimed": claimed}))
@@ -176,12 +176,17 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str]) -> li
     token = manage(env, "create_worker_token", "bench").strip().splitlines()[-1]
     HEADERS["Authorization"] = f"Token {token}"
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "prmsite.wsgi", "--bind", f"127.0.0.1:{port}"]
-    command += ["--workers", str(WORKERS), "--worker-class", "gthread", "--threads", "4", "--timeout", "120"]
+    server_env = {
+        **env,
+        "WEBSERVER_HOST": "127.0.0.1",
+        "WEBSERVER_PORT": str(port),
+        "WEBSERVER_WORKERS": str(WORKERS),
+        "WEBSERVER_ACCESS_LOG": "0",
+    }
     server = subprocess.Popen(
-        [*command, "--log-level", "warning"],
+        [sys.executable, "-m", "prmsite.wsgi"],
         cwd=ROOT,
-        env=env,
+        env=server_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -195,7 +200,7 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str]) -> li
             except requests.ConnectionError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not come up")
+                raise RuntimeError("the server did not come up")
             time.sleep(0.2)
         posted, claimed = bench_http(base)
     finally:
@@ -253,7 +258,7 @@ def main() -> int:
         finally:
             pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
     print(
-        f"{N} rollouts per backend, {CLIENTS} client threads, gunicorn gthread {WORKERS} workers x 4 threads, "
+        f"{N} rollouts per backend, {CLIENTS} client threads, uvicorn {WORKERS} worker processes, "
         f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
     )
     print("| benchmark | figure | floor | ratio |")

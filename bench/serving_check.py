@@ -11,10 +11,11 @@ It makes its own SQLite database in a temporary folder (or uses ``--database_url
 - opens ``--long_polls`` authenticated ``GET /rollout?wait=30`` long-polls on an empty queue (100 with wait=60 used to
   leave other requests waiting up to 118 s);
 - times ``--requests`` authenticated requests meanwhile (``POST /rollout``, ``GET /prm_adapters``,
-  ``GET /process_reward_labels``), one after another.
+  ``GET /process_reward_labels``), one after another, and the same requests before anything else was opened (the
+  floor, in the same run).
 
-It prints the latencies and a one-line JSON summary, and exits 1 when the slowest request took ``--max_latency_s`` or
-more, or when anything failed.
+It prints the latencies, a README table row and a one-line JSON summary, and exits 1 when the slowest request took
+``--max_latency_s`` or more, or when anything failed.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def timed_requests(base: str, token: str, count: int) -> list[tuple[str, float, 
 
 
 async def check(port: int, token: str, args: argparse.Namespace) -> list[tuple[str, float, int]]:
+    """The timed requests while the slow sockets and long-polls are held open."""
     stop = asyncio.Event()
     tasks = [asyncio.create_task(slow_socket(port, stop)) for _ in range(args.slow_sockets)]
     tasks += [asyncio.create_task(long_poll(port, token, stop)) for _ in range(args.long_polls)]
@@ -168,6 +170,7 @@ def main() -> int:
         log = Path(folder) / "server.log"
         server = start_server(env, port, log)
         try:
+            floor = timed_requests(f"http://127.0.0.1:{port}", token, args.requests)
             results = asyncio.run(check(port, token, args))
         finally:
             server.terminate()
@@ -177,7 +180,8 @@ def main() -> int:
                 server.kill()
 
     latencies = sorted(seconds for _, seconds, _ in results)
-    errors = [(name, status) for name, _, status in results if status >= 400]
+    floor_p50 = statistics.median(seconds for _, seconds, _ in floor)
+    errors = [(name, status) for name, _, status in results + floor if status >= 400]
     for name in sorted({name for name, _, _ in results}):
         mine = sorted(seconds for n, seconds, _ in results if n == name)
         print(
@@ -192,9 +196,16 @@ def main() -> int:
         "p99_ms": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1),
         "max_allowed_ms": args.max_latency_s * 1000,
+        "floor_p50_ms": round(floor_p50 * 1000, 1),
     }
     ok = not errors and latencies[-1] < args.max_latency_s
     summary["ok"] = ok
+    print(
+        f"| authenticated requests while {args.slow_sockets} slow sockets and {args.long_polls} long-polls are open "
+        f"(`bench/serving_check.py`) | p50 {summary['p50_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms, "
+        f"max {summary['max_ms']:.0f} ms, {len(errors)} errors | the same requests with nothing else open: "
+        f"p50 {summary['floor_p50_ms']:.0f} ms | {summary['p50_ms'] / summary['floor_p50_ms']:.1f} (p50) |"
+    )
     print(json.dumps(summary))
     return 0 if ok else 1
 

@@ -107,3 +107,19 @@ def test_the_serving_check_holds_with_a_hundred_slow_sockets_and_a_hundred_long_
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"ok": true' in result.stdout.splitlines()[-1]
+
+
+def test_the_largest_keys_list_the_api_accepts_fits_the_servers_url_limit(production_server, token):
+    # More keys than gunicorn's 4 KiB request line used to get an HTML 400. Now the API's own limit (1000 ids, a JSON
+    # 400 beyond) is what a client meets: 1000 of the largest ids fit within the server's 64 KiB request head.
+    headers = {"Authorization": f"Token {token}"}
+    largest = [2**63 - 1 - i for i in range(1000)]
+    response = requests.get(
+        f"{production_server}/process_reward_label", params={"keys": str(largest)}, headers=headers, timeout=30
+    )
+    assert response.status_code == 404 and len(response.json()["missing"]) == 1000
+    too_many = requests.get(
+        f"{production_server}/process_reward_label", params={"keys": str(largest + [1])}, headers=headers, timeout=30
+    )
+    assert too_many.status_code == 400
+    assert "At most 1000" in too_many.json()["errors"]["keys"][0]
