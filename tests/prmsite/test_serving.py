@@ -119,7 +119,7 @@ def test_the_largest_keys_list_the_api_accepts_fits_the_servers_url_limit(produc
     )
     assert response.status_code == 404 and len(response.json()["missing"]) == 1000
     too_many = requests.get(
-        f"{production_server}/process_reward_label", params={"keys": str(largest + [1])}, headers=headers, timeout=30
+        f"{production_server}/process_reward_label", params={"keys": str([*largest, 1])}, headers=headers, timeout=30
     )
     assert too_many.status_code == 400
     assert "At most 1000" in too_many.json()["errors"]["keys"][0]
