@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils import timezone
 
-from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.services import label_delete_many
 
 
@@ -36,9 +36,9 @@ class RolloutAdmin(admin.ModelAdmin):
 
 @admin.register(ProcessRewardLabel)
 class ProcessRewardLabelAdmin(admin.ModelAdmin):
-    list_display = ["id", "rollout", "prm_version", "worker", "steps", "created_at"]
+    list_display = ["id", "rollout", "prm_version", "worker", "labelled_by", "steps", "created_at"]
     list_filter = ["prm_version", "worker", "created_at"]
-    search_fields = ["=id", "=rollout__id", "prm_version", "worker"]
+    search_fields = ["=id", "=rollout__id", "prm_version", "worker", "labelled_by"]
     raw_id_fields = ["rollout"]
     readonly_fields = ["created_at"]
     date_hierarchy = "created_at"
@@ -82,3 +82,21 @@ class RolloutCheckoutAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="live")
     def live(self, obj: RolloutCheckout) -> bool:
         return obj.expires_at > timezone.now()
+
+
+@admin.register(LabellingScheme)
+class LabellingSchemeAdmin(admin.ModelAdmin):
+    list_display = ["prm_version", "title", "labels_per_rollout", "stop_at_first_error", "is_open", "created_at"]
+    list_filter = ["is_open", "stop_at_first_error"]
+    search_fields = ["prm_version", "title"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Labels are stored under the prm_version: renaming it would orphan them.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "prm_version"] if obj is not None else fields
+
+    def save_model(self, request, obj: LabellingScheme, form, change) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+# Most labellers a scheme may ask for per rollout.
+LABELS_PER_ROLLOUT_MAX = 20
 
 
 class Rollout(models.Model):
@@ -60,6 +65,16 @@ class ProcessRewardLabel(models.Model):
     )
     explanations = models.JSONField(null=True, blank=True, help_text="Optional list of strings, one per step.")
     worker = models.CharField(max_length=200, help_text="Worker identifier, as the worker gave it.")
+    labelled_by = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="User (token or login) that posted the label; empty for labels written by trusted code.",
+    )
+    attributes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What a labeller recorded beyond the step values (people: finish reason, time spent, flags).",
+    )
     final_reward = models.FloatField(
         null=True,
         blank=True,
@@ -85,11 +100,14 @@ class ProcessRewardLabel(models.Model):
 class RolloutCheckout(models.Model):
     """A lease: the rollout was handed out for ``prm_version`` and is not handed out again before ``expires_at``.
 
-    One row per (rollout, prm_version); an expired row is taken over by the next claim rather than duplicated.
+    One row per (rollout, prm_version, slot); an expired row is taken over by the next claim rather than duplicated.
+    A version labelled once per rollout uses slot 0 only; a labelling scheme asking for K labellers per rollout uses
+    slots 0…K-1, one per labeller holding it.
     """
 
     rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="checkouts")
     prm_version = models.CharField(max_length=200)
+    slot = models.PositiveSmallIntegerField(default=0, help_text="Which of the version's K labellers holds it.")
     expires_at = models.DateTimeField(help_text="The lease is live until this instant.")
     claimed_by = models.CharField(max_length=200, blank=True, help_text="User the rollout was handed to.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -97,7 +115,7 @@ class RolloutCheckout(models.Model):
     class Meta:
         ordering = ["expires_at"]
         constraints = [
-            models.UniqueConstraint(fields=["prm_version", "rollout"], name="checkout_one_per_rollout_version"),
+            models.UniqueConstraint(fields=["prm_version", "rollout", "slot"], name="checkout_one_per_rollout_slot"),
         ]
         indexes = [models.Index(fields=["prm_version", "expires_at"], name="checkout_version_expiry")]
 
@@ -126,3 +144,47 @@ class RolloutQueueCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prm_version}: labelled below #{self.labelled_below}"
+
+
+class LabellingScheme(models.Model):
+    """How a ``prm_version`` is labelled by people (or AI judges): the instructions they read and how many different
+    labellers each rollout gets. A ``prm_version`` without a scheme is labelled once per rollout."""
+
+    prm_version = models.CharField(
+        max_length=200, unique=True, help_text="The version its labels are stored under, e.g. human-v1."
+    )
+    title = models.CharField(max_length=200, help_text="Shown to labellers.")
+    instructions = models.TextField(blank=True, help_text="Markdown shown to labellers before and while they label.")
+    labels_per_rollout = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(LABELS_PER_ROLLOUT_MAX)],
+        help_text="How many different labellers each rollout gets (K); each rollout goes to K people, never twice "
+        "to one.",
+    )
+    stop_at_first_error = models.BooleanField(
+        default=False, help_text="A rollout ends at its first step rated -1 (PRM800K's phase 2)."
+    )
+    active_learning = models.BooleanField(
+        default=False, help_text="Hand out first the rollouts where the reference PRM disagrees with the ground truth."
+    )
+    reference_prm_version = models.CharField(
+        max_length=200, blank=True, help_text="PRM version active learning compares with (default: the newest adapter)."
+    )
+    is_open = models.BooleanField(default=True, help_text="Labellers may claim rollouts of this scheme.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(labels_per_rollout__gte=1)
+                & models.Q(labels_per_rollout__lte=LABELS_PER_ROLLOUT_MAX),
+                name="scheme_labels_per_rollout_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.prm_version}, {self.labels_per_rollout} per rollout)"

@@ -5,12 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db.models import Case, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.db.models.functions import Abs
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Abs, Coalesce
 
 from prmsite.errors import NotFoundError
 from prmsite.queries import correct_rollout_q
-from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
+from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 
 LABELS_NOT_FOUND = "No process reward label with id {ids}."
 ROLLOUTS_NOT_FOUND = "No rollout with id {ids}."
@@ -55,6 +68,45 @@ def rollout_claim_candidates(
     return queryset.order_by("id")
 
 
+def labels_per_rollout(*, prm_version: str) -> int:
+    """How many different labellers each rollout gets for ``prm_version``: its scheme's K, else 1."""
+    return (
+        LabellingScheme.objects.filter(prm_version=prm_version).values_list("labels_per_rollout", flat=True).first()
+        or 1
+    )
+
+
+def _count_of(queryset: QuerySet) -> Coalesce:
+    return Coalesce(Subquery(queryset.order_by().values("rollout").annotate(n=Count("pk")).values("n")[:1]), 0)
+
+
+def rollout_claim_candidates_overlap(
+    *,
+    prm_version: str,
+    now: datetime,
+    labels_wanted: int,
+    claimed_by: str,
+    active_learning: bool = False,
+    reference_prm_version: str | None = None,
+) -> QuerySet[Rollout]:
+    """What a claim by ``claimed_by`` for a version asking for K = ``labels_wanted`` labellers may hand out: rollouts
+    with fewer than K labels and live leases together, none of them ``claimed_by``'s. Rollouts others have started
+    come first (complete sets of K labels make agreement measurable early), oldest first; with active learning, its
+    order first."""
+    labels = ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout=OuterRef("pk"))
+    leases = RolloutCheckout.objects.filter(prm_version=prm_version, rollout=OuterRef("pk"), expires_at__gt=now)
+    queryset = (
+        Rollout.objects.annotate(taken=_count_of(labels) + _count_of(leases))
+        .filter(taken__lt=labels_wanted)
+        .exclude(Exists(labels.filter(labelled_by=claimed_by)))
+        .exclude(Exists(leases.filter(claimed_by=claimed_by)))
+    )
+    if active_learning:
+        ordered = rollout_active_learning_order(queryset=queryset, reference_prm_version=reference_prm_version)
+        return ordered.order_by(*ordered.query.order_by[:-1], "-taken", "id")
+    return queryset.order_by("-taken", "id")
+
+
 def rollout_claim_preview(
     *,
     prm_version: str,
@@ -66,13 +118,24 @@ def rollout_claim_preview(
     """What a claim would hand out now, without leasing anything (the browsable API shows this to a browser)."""
     if active_learning and reference_prm_version is None:
         reference_prm_version = reference_prm_version_default(prm_version=prm_version)
-    queryset = rollout_claim_candidates(
-        prm_version=prm_version,
-        now=now,
-        above_id=queue_cursor_floor(prm_version=prm_version),
-        active_learning=active_learning,
-        reference_prm_version=reference_prm_version,
-    )
+    labels_wanted = labels_per_rollout(prm_version=prm_version)
+    if labels_wanted > 1:
+        queryset = rollout_claim_candidates_overlap(
+            prm_version=prm_version,
+            now=now,
+            labels_wanted=labels_wanted,
+            claimed_by="",
+            active_learning=active_learning,
+            reference_prm_version=reference_prm_version,
+        )
+    else:
+        queryset = rollout_claim_candidates(
+            prm_version=prm_version,
+            now=now,
+            above_id=queue_cursor_floor(prm_version=prm_version),
+            active_learning=active_learning,
+            reference_prm_version=reference_prm_version,
+        )
     return list(queryset.select_related("forest", "node")[:limit])
 
 

@@ -10,6 +10,9 @@ The rules, which every labeller (PRM inference controllers, AI judges, people) s
   caller (409, ``leased``), since that caller is labelling it. The same label posted again by the same worker answers
   the same id (a retry is safe); different content from that worker is a 409 (``conflict``).
 - A caller may end its own leases early (``checkout_release``): a worker shutting down gives its work back.
+- A labelling scheme may ask for K labellers per rollout (``LabellingScheme.labels_per_rollout``): then a rollout is
+  handed to K different callers, never twice to one, and takes K labels, one per caller. Claims of such a scheme are
+  serialised on its row; everything else stays as for K = 1.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from prmsite.errors import ApplicationError, ConflictError, NotFoundError
-from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
+from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 from rollouts.selectors import (
+    labels_per_rollout,
     queue_cursor_candidate,
     queue_cursor_floor,
     reference_prm_version_default,
     rollout_claim_candidates,
+    rollout_claim_candidates_overlap,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,12 @@ LABEL_CONFLICT = (
 ALREADY_LABELLED = (
     "Rollout {rollout_id} is already labelled for prm_version {prm_version!r} (label {label_id} by {worker!r}); "
     "the first label wins."
+)
+LABELS_COMPLETE = (
+    "Rollout {rollout_id} already has the {k} labels prm_version {prm_version!r} asks for (label {label_id} first)."
+)
+ALREADY_LABELLED_BY_CALLER = (
+    "You already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id})."
 )
 LEASED_TO_ANOTHER = (
     "Rollout {rollout_id} is checked out for prm_version {prm_version!r} by another caller until {expires_at}; "
@@ -159,20 +170,39 @@ def _same_rollout_or_conflict(stored: Rollout, fields: dict[str, Any]) -> Rollou
 # VALUES columns are column1…column5 on both databases. The WHERE clause refuses a rollout that has a label for the
 # version: checked by the statement that takes the lease, it sees every label committed before the statement began.
 _LEASE_UPSERT_SQL = (
-    "INSERT INTO {checkout} (rollout_id, prm_version, expires_at, claimed_by, created_at) "
-    "SELECT v.column1, v.column2, v.column3, v.column4, v.column5 FROM (VALUES {rows}) AS v "
-    "WHERE NOT EXISTS (SELECT 1 FROM {label} AS l WHERE l.rollout_id = v.column1 AND l.prm_version = v.column2) "
-    "ON CONFLICT (prm_version, rollout_id) DO UPDATE SET expires_at = excluded.expires_at, "
+    "INSERT INTO {checkout} (rollout_id, prm_version, slot, expires_at, claimed_by, created_at) "
+    "SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6 FROM (VALUES {rows}) AS v "
+    "WHERE {labelled} "
+    "ON CONFLICT (prm_version, rollout_id, slot) DO UPDATE SET expires_at = excluded.expires_at, "
     "claimed_by = excluded.claimed_by, created_at = excluded.created_at "
     "WHERE {checkout}.expires_at <= %s RETURNING rollout_id"
 )
+# Once per rollout: no label for the version yet.
+_NOT_LABELLED_SQL = (
+    "NOT EXISTS (SELECT 1 FROM {label} AS l WHERE l.rollout_id = v.column1 AND l.prm_version = v.column2)"
+)
+# K labellers per rollout: fewer than K labels, none of them by this claimer.
+_OPEN_TO_CLAIMER_SQL = (
+    "(SELECT COUNT(*) FROM {label} AS l WHERE l.rollout_id = v.column1 AND l.prm_version = v.column2) < %s "
+    "AND NOT EXISTS (SELECT 1 FROM {label} AS l WHERE l.rollout_id = v.column1 AND l.prm_version = v.column2 "
+    "AND l.labelled_by = v.column5)"
+)
 
 
-def _lease_upsert(*, rollout_ids: Sequence[int], prm_version: str, claimed_by: str, now: datetime) -> set[int]:
-    """Lease these rollouts for ``prm_version``; return the ids actually leased.
+def _lease_upsert(
+    *,
+    rollout_ids: Sequence[int],
+    prm_version: str,
+    claimed_by: str,
+    now: datetime,
+    slots: dict[int, int] | None = None,
+    labels_wanted: int = 1,
+) -> set[int]:
+    """Lease these rollouts for ``prm_version`` (in ``slots[rollout_id]``, slot 0 by default); return the ids leased.
 
-    One statement: a rollout with a label for the version is refused; a rollout with no checkout row gets one; a row
-    whose lease has expired is taken over; a row with a live lease is left alone and its id is not returned. On
+    One statement: a rollout with a label for the version is refused (with K = ``labels_wanted`` > 1: a rollout with
+    K labels, or with one by this claimer); a rollout with no checkout row in its slot gets one; a row whose lease has
+    expired is taken over; a row with a live lease is left alone and its id is not returned. On
     PostgreSQL the conflict check sees the latest committed row (and waits for an uncommitted one), so a lease written
     by a concurrent claim since our SELECT is never overwritten; a label being written concurrently holds the
     rollout's row lock (``label_create``), which our SELECT ... FOR NO KEY UPDATE either skipped or holds. That is
@@ -186,12 +216,18 @@ def _lease_upsert(*, rollout_ids: Sequence[int], prm_version: str, claimed_by: s
     expires_at = ops.adapt_datetimefield_value(now + timedelta(seconds=settings.PRM_CHECKOUT_TIMEOUT_S))
     created_at = ops.adapt_datetimefield_value(now)
     now_value = ops.adapt_datetimefield_value(now)
-    rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rollout_ids))
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rollout_ids))
     params: list[Any] = []
     for rollout_id in sorted(rollout_ids):  # a fixed order, so two claims never wait on each other in a cycle
-        params += [rollout_id, prm_version, expires_at, claimed_by, created_at]
+        slot = (slots or {}).get(rollout_id, 0)
+        params += [rollout_id, prm_version, slot, expires_at, claimed_by, created_at]
+    if labels_wanted == 1:
+        labelled = _NOT_LABELLED_SQL.format(label=label)
+    else:
+        labelled = _OPEN_TO_CLAIMER_SQL.format(label=label)
+        params.append(labels_wanted)
     params.append(now_value)
-    sql = _LEASE_UPSERT_SQL.format(checkout=checkout, label=label, rows=rows)
+    sql = _LEASE_UPSERT_SQL.format(checkout=checkout, label=label, rows=rows, labelled=labelled)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {row[0] for row in cursor.fetchall()}
@@ -257,6 +293,19 @@ def checkout_claim(
     """
     if active_learning and reference_prm_version is None:
         reference_prm_version = reference_prm_version_default(prm_version=prm_version)
+    labels_wanted = labels_per_rollout(prm_version=prm_version)
+    if labels_wanted > 1:
+        return _checkout_claim_overlap(
+            prm_version=prm_version,
+            claimed_by=claimed_by,
+            now=now,
+            limit=limit,
+            labels_wanted=labels_wanted,
+            active_learning=active_learning,
+            reference_prm_version=reference_prm_version,
+            encode=encode,
+            max_bytes=max_bytes,
+        )
     floor = queue_cursor_advance(prm_version=prm_version, now=now)
 
     def candidates():
@@ -286,15 +335,86 @@ def checkout_claim(
             claimed += [i for i in ids if i in leased]
             if len(claimed) >= limit or len(leased) == len(ids):
                 break
-        by_id = Rollout.objects.select_related("forest", "node").in_bulk(claimed)
-        rollouts = [by_id[i] for i in claimed]
-        if encode is None:
-            return ClaimResult(rollouts=rollouts)
-        kept, encoded = _answer_bound(rollouts, encode=encode, max_bytes=max_bytes)
-        left_out = [rollout.pk for rollout in rollouts[len(kept) :]]
-        if left_out:
-            RolloutCheckout.objects.filter(prm_version=prm_version, rollout_id__in=left_out).delete()
-        return ClaimResult(rollouts=kept, body=b"[" + b",".join(encoded) + b"]", released=len(left_out))
+        return _claim_answer(
+            claimed, prm_version=prm_version, claimed_by=claimed_by, encode=encode, max_bytes=max_bytes
+        )
+
+
+def _claim_answer(
+    claimed: list[int],
+    *,
+    prm_version: str,
+    claimed_by: str,
+    encode: Callable[[Rollout], bytes] | None,
+    max_bytes: int | None,
+) -> ClaimResult:
+    """Load the claimed rollouts and, with an encoder, render the answer and give back what it leaves out; inside
+    the claim's transaction."""
+    by_id = Rollout.objects.select_related("forest", "node").in_bulk(claimed)
+    rollouts = [by_id[i] for i in claimed]
+    if encode is None:
+        return ClaimResult(rollouts=rollouts)
+    kept, encoded = _answer_bound(rollouts, encode=encode, max_bytes=max_bytes)
+    left_out = [rollout.pk for rollout in rollouts[len(kept) :]]
+    if left_out:
+        RolloutCheckout.objects.filter(prm_version=prm_version, rollout_id__in=left_out, claimed_by=claimed_by).delete()
+    return ClaimResult(rollouts=kept, body=b"[" + b",".join(encoded) + b"]", released=len(left_out))
+
+
+def _checkout_claim_overlap(
+    *,
+    prm_version: str,
+    claimed_by: str,
+    now: datetime,
+    limit: int,
+    labels_wanted: int,
+    active_learning: bool,
+    reference_prm_version: str | None,
+    encode: Callable[[Rollout], bytes] | None,
+    max_bytes: int | None,
+) -> ClaimResult:
+    """``checkout_claim`` for a scheme asking for K = ``labels_wanted`` labellers per rollout: rollouts with fewer
+    than K labels and live leases, none of them the claimer's, each leased in a free slot.
+
+    Claims of the scheme are serialised by a lock on its row (SQLite: by the write lock), and the candidates are
+    locked like any claim's, so labels of them wait: the counts read here hold until the leases are written. The
+    queue cursor is not used: a rollout stays open until its K-th label.
+    """
+    with transaction.atomic():
+        LabellingScheme.objects.select_for_update().filter(prm_version=prm_version).first()
+        queryset = rollout_claim_candidates_overlap(
+            prm_version=prm_version,
+            now=now,
+            labels_wanted=labels_wanted,
+            claimed_by=claimed_by,
+            active_learning=active_learning,
+            reference_prm_version=reference_prm_version,
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            queryset = queryset.select_for_update(skip_locked=True, no_key=True, of=("self",))
+        ids = list(queryset.values_list("id", flat=True)[:limit])
+        taken: dict[int, set[int]] = {}
+        for rollout_id, slot in RolloutCheckout.objects.filter(
+            prm_version=prm_version, rollout_id__in=ids, expires_at__gt=now
+        ).values_list("rollout_id", "slot"):
+            taken.setdefault(rollout_id, set()).add(slot)
+        slots = {
+            rollout_id: min(set(range(labels_wanted)) - taken.get(rollout_id, set()))
+            for rollout_id in ids
+            if len(taken.get(rollout_id, ())) < labels_wanted
+        }
+        leased = _lease_upsert(
+            rollout_ids=list(slots),
+            prm_version=prm_version,
+            claimed_by=claimed_by,
+            now=now,
+            slots=slots,
+            labels_wanted=labels_wanted,
+        )
+        claimed = [rollout_id for rollout_id in ids if rollout_id in leased]
+        return _claim_answer(
+            claimed, prm_version=prm_version, claimed_by=claimed_by, encode=encode, max_bytes=max_bytes
+        )
 
 
 def checkout_release(*, prm_version: str, rollout_ids: Sequence[int], claimed_by: str) -> int:
@@ -404,16 +524,19 @@ def label_create(
     worker: str,
     explanations: Sequence[str] | None = None,
     labelled_by: str | None = None,
+    attributes: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> tuple[ProcessRewardLabel, bool]:
-    """Store a process reward label and end the rollout's checkout for ``prm_version``; return it and whether it is
-    new.
+    """Store a process reward label and end the caller's checkout of the rollout for ``prm_version``; return it and
+    whether it is new.
 
     ``prm_output`` has one finite number per reasoning step. The rules of the module docstring apply: the same label
     again from the same worker returns the stored one (``created`` False); other content from that worker, a label
-    after another worker's, and a label for a rollout leased to someone other than ``labelled_by`` (the caller's
-    identity, as ``checkout_claim`` recorded it in ``claimed_by``; ``None`` skips that check, for trusted callers)
-    are ``ConflictError``s. Concurrent labels of one rollout are serialised by a lock on the rollout's row.
+    after another worker's (with K labellers: after K labels, or a second one by the same caller), and a label for a
+    rollout whose leases, held by others than ``labelled_by`` (the caller's identity, as ``checkout_claim`` recorded
+    it in ``claimed_by``; ``None`` skips that check, for trusted callers), leave no room are ``ConflictError``s.
+    Concurrent labels of one rollout are serialised by a lock on the rollout's row. ``attributes`` keeps what the
+    labeller recorded beyond the values (a person's finish reason, time spent, …).
     """
     values = _reward_values_check(prm_output)
     if explanations is not None:
@@ -431,6 +554,7 @@ def label_create(
             raise ApplicationError(
                 OUTPUT_LENGTH_MISMATCH.format(given=len(values), rollout_id=rollout_id, steps=len(rollout.reasoning))
             )
+        labels_wanted = labels_per_rollout(prm_version=prm_version)
         stored = list(ProcessRewardLabel.objects.filter(rollout_id=rollout_id, prm_version=prm_version).order_by("id"))
         own = next((label for label in stored if label.worker == worker), None)
         if own is not None:
@@ -442,36 +566,77 @@ def label_create(
                     extra={"id": own.pk},
                 )
             return own, False
-        if stored:
-            first = stored[0]
-            raise ConflictError(
-                ALREADY_LABELLED.format(
-                    rollout_id=rollout_id, prm_version=prm_version, label_id=first.pk, worker=first.worker
-                ),
-                code="already_labelled",
-                extra={"id": first.pk},
-            )
+        _label_room_check(
+            stored, rollout_id=rollout_id, prm_version=prm_version, labels_wanted=labels_wanted, labelled_by=labelled_by
+        )
         if labelled_by is not None:
-            lease = (
-                RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version, expires_at__gt=now)
-                .exclude(claimed_by=labelled_by)
-                .first()
+            _lease_room_check(
+                rollout_id=rollout_id,
+                prm_version=prm_version,
+                labels_wanted=labels_wanted,
+                labelled=len(stored),
+                labelled_by=labelled_by,
+                now=now,
             )
-            if lease is not None:
-                raise ConflictError(
-                    LEASED_TO_ANOTHER.format(
-                        rollout_id=rollout_id, prm_version=prm_version, expires_at=lease.expires_at.isoformat()
-                    ),
-                    code="leased",
-                    extra={"expires_at": lease.expires_at.isoformat()},
-                )
         label = ProcessRewardLabel.objects.create(
             rollout_id=rollout_id,
             prm_version=prm_version,
             worker=worker,
+            labelled_by=labelled_by or "",
+            attributes=attributes or {},
             prm_output=values,
             explanations=explanations,
             final_reward=float(values[-1]) if values else None,
         )
-        RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version).delete()
+        leases = RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version)
+        if labels_wanted > 1:
+            leases = leases.filter(claimed_by=labelled_by or "")  # the others' leases stand: they label it too
+        leases.delete()
     return label, True
+
+
+def _label_room_check(
+    stored: list[ProcessRewardLabel], *, rollout_id: int, prm_version: str, labels_wanted: int, labelled_by: str | None
+) -> None:
+    """Refuse a label when the rollout has all the labels its version asks for, or one by this caller already."""
+    if not stored:
+        return
+    first = stored[0]
+    if labels_wanted == 1:
+        raise ConflictError(
+            ALREADY_LABELLED.format(
+                rollout_id=rollout_id, prm_version=prm_version, label_id=first.pk, worker=first.worker
+            ),
+            code="already_labelled",
+            extra={"id": first.pk},
+        )
+    mine = next((label for label in stored if labelled_by and label.labelled_by == labelled_by), None)
+    if mine is not None:
+        raise ConflictError(
+            ALREADY_LABELLED_BY_CALLER.format(rollout_id=rollout_id, prm_version=prm_version, label_id=mine.pk),
+            code="already_labelled",
+            extra={"id": mine.pk},
+        )
+    if len(stored) >= labels_wanted:
+        raise ConflictError(
+            LABELS_COMPLETE.format(rollout_id=rollout_id, k=labels_wanted, prm_version=prm_version, label_id=first.pk),
+            code="already_labelled",
+            extra={"id": first.pk},
+        )
+
+
+def _lease_room_check(
+    *, rollout_id: int, prm_version: str, labels_wanted: int, labelled: int, labelled_by: str, now: datetime
+) -> None:
+    """Refuse a label from a caller without a live lease when other callers' live leases take the room left."""
+    live = RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version, expires_at__gt=now)
+    if live.filter(claimed_by=labelled_by).exists():
+        return
+    others = list(live.order_by("expires_at").values_list("expires_at", flat=True))
+    if labelled + len(others) >= labels_wanted:
+        expires_at = others[0].isoformat()
+        raise ConflictError(
+            LEASED_TO_ANOTHER.format(rollout_id=rollout_id, prm_version=prm_version, expires_at=expires_at),
+            code="leased",
+            extra={"expires_at": expires_at},
+        )

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from adapters.models import PRMAdapter
 from forests.models import Forest
-from rollouts.models import RolloutCheckout
+from rollouts.models import LabellingScheme, RolloutCheckout
 from tests.factories import make_child, make_forest, make_label, make_rollout, make_root
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +28,7 @@ def one_of_each():
     rollout = make_rollout(forest=forest, node=leaf, prediction=1, ground_truth=1)
     make_label(rollout)
     RolloutCheckout.objects.create(rollout=rollout, prm_version="v2", expires_at=timezone.now() + timedelta(minutes=5))
+    LabellingScheme.objects.create(prm_version="human-v1", title="People", instructions="Rate **every** step.")
     PRMAdapter.objects.create(
         prm_version="v1", base_model="tiny", worker="trainer", file="prm_adapters/a.zip", sha256="a" * 64, size=2048
     )
@@ -36,7 +37,15 @@ def one_of_each():
 
 def test_every_project_model_is_in_the_admin():
     names = {m._meta.model_name for m in PROJECT_MODELS}
-    assert names == {"forest", "node", "rollout", "processrewardlabel", "rolloutcheckout", "prmadapter"}
+    assert names == {
+        "forest",
+        "node",
+        "rollout",
+        "processrewardlabel",
+        "rolloutcheckout",
+        "prmadapter",
+        "labellingscheme",
+    }
 
 
 @pytest.mark.parametrize("model", PROJECT_MODELS, ids=lambda m: m._meta.label)
