@@ -19,47 +19,23 @@ def wants_json(request: HttpRequest) -> bool:
     return "text/html" not in request.META.get("HTTP_ACCEPT", "")
 
 
-def _json_or(request: HttpRequest, *, status: int, detail: str, code: str, html) -> HttpResponse:
-    if wants_json(request):
-        return JsonResponse(error_body(detail, code), status=status)
-    return html()
+def _error_handler(status: int, detail: str, code: str, html_view):
+    """A handler answering the API's JSON shape to programs and ``html_view``'s page to browsers."""
+
+    def handler(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if wants_json(request):
+            return JsonResponse(error_body(detail, code), status=status)
+        return html_view(request, *args, **kwargs)
+
+    handler.__name__ = html_view.__name__
+    return handler
 
 
-def bad_request(request: HttpRequest, exception=None) -> HttpResponse:
-    return _json_or(
-        request,
-        status=400,
-        detail="Bad request.",
-        code="bad_request",
-        html=lambda: defaults.bad_request(request, exception),
-    )
-
-
-def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
-    return _json_or(
-        request,
-        status=403,
-        detail="You do not have permission to do this.",
-        code="permission_denied",
-        html=lambda: defaults.permission_denied(request, exception),
-    )
-
-
-def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
-    return _json_or(
-        request,
-        status=404,
-        detail="Nothing here: see /api/docs/ for the endpoints.",
-        code="not_found",
-        html=lambda: defaults.page_not_found(request, exception),
-    )
-
-
-def server_error(request: HttpRequest) -> HttpResponse:
-    return _json_or(
-        request,
-        status=500,
-        detail="Server error; it has been logged.",
-        code="server_error",
-        html=lambda: defaults.server_error(request),
-    )
+bad_request = _error_handler(400, "Bad request.", "bad_request", defaults.bad_request)
+permission_denied = _error_handler(
+    403, "You do not have permission to do this.", "permission_denied", defaults.permission_denied
+)
+page_not_found = _error_handler(
+    404, "Nothing here: see /api/docs/ for the endpoints.", "not_found", defaults.page_not_found
+)
+server_error = _error_handler(500, "Server error; it has been logged.", "server_error", defaults.server_error)
