@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from prmsite.domain import rollout_is_correct
+
 
 class Rollout(models.Model):
     model = models.CharField(max_length=300, help_text="Model identifier the rollout was generated with.")
@@ -39,7 +41,7 @@ class Rollout(models.Model):
 
     @property
     def is_correct(self) -> bool:
-        return self.prediction is not None and self.prediction == self.ground_truth
+        return rollout_is_correct(self.prediction, self.ground_truth)
 
 
 class ProcessRewardLabel(models.Model):
