@@ -1,4 +1,4 @@
-"""Exact node values count rollouts, not leaves; label values average step outputs; every value has a Wilson interval."""
+"""Exact node values count rollouts, not leaves; label values average step outputs; values carry Wilson intervals."""
 
 from __future__ import annotations
 
