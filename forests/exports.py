@@ -20,14 +20,13 @@ from forests.metrics.export import (
     ExportSource,
     ExportTally,
     dataset_write,
-    export_records,
+    export_batches,
     features_of,
 )
 from forests.models import Forest
 from forests.selectors import (
     forest_arrays_load,
     forest_values,
-    node_texts_load,
     rollout_models_load,
     value_function_parse,
 )
@@ -74,18 +73,18 @@ def preferences_export(
     if fmt not in FORMATS:
         raise ApplicationError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     value_function = value_function_parse(value_function_option)
-    arrays = forest_arrays_load(forest=forest, on_rows=on_rows)
+    arrays = forest_arrays_load(forest=forest, on_rows=on_rows, with_texts=True)
     values = forest_values(forest=forest, arrays=arrays, value_function=value_function)
     source = ExportSource(
         forest_name=forest.name,
         forest=arrays,
         values=values,
-        texts=node_texts_load(forest=forest, arrays=arrays),
+        texts=arrays.texts,
         rollout_models=rollout_models_load(forest=forest) if options.kind == "processbench" else {},
     )
     tally = ExportTally()
     try:
-        written = dataset_write(export_records(source, options, tally, on_progress), features_of(options), output, fmt)
+        written = dataset_write(export_batches(source, options, tally, on_progress), features_of(options), output, fmt)
     except ExportError as exc:
         raise ApplicationError(str(exc)) from exc
     return ExportSummary(

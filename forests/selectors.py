@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
-import numpy as np
 from django.db.models import Count, Exists, Max, OuterRef, Q
 
 from forests.metrics.beam import Aggregation
@@ -235,8 +233,10 @@ def _tokens(value: Any) -> float | None:
     return float(value) if math.isfinite(value) and value >= 0 else None
 
 
-def forest_arrays_load(*, forest: Forest, on_rows: Callable[[int], None] | None = None) -> ForestArrays:
-    """The forest's nodes and rollouts as arrays, in two streaming queries.
+def forest_arrays_load(
+    *, forest: Forest, on_rows: Callable[[int], None] | None = None, with_texts: bool = False
+) -> ForestArrays:
+    """The forest's nodes (with their texts when asked) and rollouts as arrays, in two streaming queries.
 
     Rollouts are read first: a rollout's leaf is committed with (or before) the rollout, so every rollout read has
     its node among the nodes read after it, even while workers keep inserting.
@@ -250,29 +250,9 @@ def forest_arrays_load(*, forest: Forest, on_rows: Callable[[int], None] | None 
         .values_list("id", "node_id", "prediction", "attributes__usage__total_tokens")
         .iterator(chunk_size=STREAM_CHUNK)
     )
-    nodes = (
-        Node.objects.filter(forest_id=forest.pk)
-        .order_by()
-        .values_list("id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth")
-        .iterator(chunk_size=STREAM_CHUNK)
-    )
-    return forest_arrays(nodes, rollouts, on_rows=on_rows)
-
-
-def node_texts_load(*, forest: Forest, arrays: ForestArrays) -> list[str]:
-    """The text of every node of ``arrays``, by index, in one streaming query (nodes added since are ignored)."""
-    texts = [""] * arrays.size
-    rows = (
-        Node.objects.filter(forest_id=forest.pk).order_by().values_list("id", "text").iterator(chunk_size=STREAM_CHUNK)
-    )
-    while chunk := list(islice(rows, STREAM_CHUNK)):
-        ids = np.fromiter((row[0] for row in chunk), dtype=np.int64, count=len(chunk))
-        positions = np.minimum(np.searchsorted(arrays.ids, ids), max(arrays.size - 1, 0))
-        known = (arrays.ids[positions] == ids).tolist() if arrays.size else [False] * len(chunk)
-        for (_, text), position, ok in zip(chunk, positions.tolist(), known, strict=True):
-            if ok:
-                texts[position] = text
-    return texts
+    columns = ["id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth"] + (["text"] if with_texts else [])
+    nodes = Node.objects.filter(forest_id=forest.pk).order_by().values_list(*columns).iterator(chunk_size=STREAM_CHUNK)
+    return forest_arrays(nodes, rollouts, on_rows=on_rows, with_texts=with_texts)
 
 
 def rollout_models_load(*, forest: Forest) -> dict[int, str]:

@@ -69,9 +69,11 @@ def beam_search(forest: ForestArrays, ranks: np.ndarray, num_beams: int, roots: 
     """The last node of the best beam of each tree rooted in ``roots`` (same order), by ``ranks``."""
     if num_beams < 1:
         raise ValueError("num_beams must be at least 1")
-    rank_of = ranks.tolist().__getitem__
-    starts = forest.child_start.tolist()
-    kids = forest.child_index.tolist()
+    # Numpy arrays indexed with Python ints: a tree's search touches a few nodes, so converting whole arrays to lists
+    # would cost more time and memory than it saves.
+    rank_of = ranks.__getitem__
+    starts = forest.child_start
+    kids = forest.child_index
     answers = np.empty(len(roots), dtype=np.int64)
     for position, root in enumerate(roots.tolist()):
         beams = [root]
@@ -79,9 +81,9 @@ def beam_search(forest: ForestArrays, ranks: np.ndarray, num_beams: int, roots: 
             candidates: list[int] = []
             grew = False
             for beam in beams:
-                first, last = starts[beam], starts[beam + 1]
+                first, last = int(starts[beam]), int(starts[beam + 1])
                 if first < last:
-                    candidates.extend(kids[first:last])
+                    candidates.extend(kids[first:last].tolist())
                     grew = True
                 else:
                     candidates.append(beam)

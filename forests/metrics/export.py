@@ -1,7 +1,7 @@
 """Preference and step-level datasets from a forest, written with ``datasets``. Pure: no Django.
 
-Each kind is a generator of records (plain dicts, tree by tree in ascending root id, deterministic and without
-repeats) and the ``datasets.Features`` they follow; ``dataset_write`` writes any of them as jsonl, parquet or a
+Each kind is a generator of record batches (columns, tree by tree in ascending root id, deterministic and without
+repeats) following the kind's ``datasets.Features``; ``dataset_write`` writes any of them as jsonl, parquet or a
 ``save_to_disk`` folder, through a temporary path renamed into place, so an interrupted export leaves nothing behind
 and the file always loads back with ``load_dataset`` / ``load_from_disk``.
 
@@ -19,14 +19,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from forests.metrics.forest import ForestArrays
-from forests.metrics.preferences import PATHS_DISTINCT, PathRef, paths, sibling_pairs
+from forests.metrics.forest import NO_ROLLOUT_ROW, ForestArrays
+from forests.metrics.preferences import PATHS_DISTINCT, PathTable, ancestors, path_table, sibling_pairs
 from forests.metrics.processbench import first_error
 from forests.metrics.values import NodeValues
 from prmsite.domain import rollout_is_correct
@@ -36,7 +35,6 @@ FORMATS = ("jsonl", "parquet", "hf_disk")
 STEP_TAG = "ки"  # Math-Shepherd's step tag: the position where the step's score is predicted
 GOOD_STEP, BAD_STEP = "+", "-"
 DEFAULT_PLACEHOLDER = STEP_TAG  # OpenRLHF's --placeholder_token for Math-Shepherd-style data
-WRITE_BATCH = 5_000
 
 Progress = Callable[[int, int], None]
 
@@ -150,35 +148,44 @@ def features_of(options: ExportOptions):
     return Features(kinds[options.kind])
 
 
-def _optional(value: float) -> float | None:
-    return None if value != value else float(value)
-
-
 def _int_or_none(value: float) -> int | None:
     return None if value != value else int(value)
 
 
-class _Records:
-    """The record generators of every kind over one source."""
+Batch = dict[str, Any]  # column name -> pyarrow array or list of values, all of one length
 
-    def __init__(self, source: ExportSource, options: ExportOptions, tally: ExportTally) -> None:
+
+def _nullable_floats(values: np.ndarray) -> Any:
+    """A float array with NaN for "none" as a float64 Arrow array with nulls (JSON null, not NaN)."""
+    import pyarrow as pa
+
+    return pa.array(values, mask=np.isnan(values))
+
+
+class _Batches:
+    """The record batches of every kind over one source, built column by column (vectorised where it can be)."""
+
+    PATH_BATCH = 4096
+    PAIR_BATCH = 4096
+    TREE_BATCH = 32  # a tree record holds a whole tree: keep batches small
+
+    def __init__(self, source: ExportSource, options: ExportOptions, tally: ExportTally, features) -> None:
         self.source = source
         self.options = options
         self.tally = tally
+        self.features = features
         self.forest = source.forest
         self.value = source.values.value
         self.count = source.values.count
         self.low, self.high = source.values.intervals()
-        trees = np.argsort(self.forest.root, kind="stable")  # nodes grouped by tree, ascending id within it
-        roots_sorted = self.forest.root[trees]
-        self.tree_nodes = trees
-        self.tree_bounds = np.searchsorted(roots_sorted, self.forest.roots)
+        self.texts = np.asarray(source.texts, dtype=object)
+        self.forest_name = source.forest_name
 
-    def trees(self) -> Iterator[tuple[int, np.ndarray]]:
-        roots = self.forest.roots.tolist()
-        bounds = [*self.tree_bounds.tolist(), self.tree_nodes.size]
-        for position, root in enumerate(roots):
-            yield root, self.tree_nodes[bounds[position] : bounds[position + 1]]
+    def _list(self, name: str, offsets: np.ndarray, flat) -> Any:
+        import pyarrow as pa
+
+        field_type = self.features.arrow_schema.field(name).type
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=field_type.value_type))
 
     def prefix(self, index: int) -> str:
         """The root prompt followed by the steps down to ``index``."""
@@ -187,194 +194,277 @@ class _Records:
 
     # --- pairs -----------------------------------------------------------------------------------------------
 
-    def pairs(self, progress: Progress | None) -> Iterator[dict[str, Any]]:
-        forest, texts, options = self.forest, self.source.texts, self.options
-        branching = np.diff(forest.child_start) >= 2
-        total = int(forest.roots.size)
-        for done, (root, nodes) in enumerate(self.trees(), start=1):
-            parents = nodes[branching[nodes]]
-            prompt_of: dict[int, str] = {}
-            for pair in sibling_pairs(
-                forest,
-                self.value,
-                min_margin=options.min_margin,
-                max_pairs_per_node=options.max_pairs_per_node,
-                neutral=options.neutral_pairs,
-                parents=parents,
-            ):
-                if pair.parent not in prompt_of:
-                    prompt_of.clear()
-                    prompt_of[pair.parent] = self.prefix(pair.parent)
-                chosen, rejected = pair.chosen, pair.rejected
-                yield {
-                    "prompt": prompt_of[pair.parent],
-                    "chosen": texts[chosen],
-                    "rejected": texts[rejected],
-                    "margin": pair.margin,
-                    "preference": pair.preference,
-                    "forest": self.source.forest_name,
-                    "tree_id": int(forest.ids[root]),
-                    "parent_id": int(forest.ids[pair.parent]),
-                    "chosen_id": int(forest.ids[chosen]),
-                    "rejected_id": int(forest.ids[rejected]),
-                    "chosen_value": float(self.value[chosen]),
-                    "rejected_value": float(self.value[rejected]),
-                    "chosen_count": int(self.count[chosen]),
-                    "rejected_count": int(self.count[rejected]),
-                    "chosen_ci95_low": _optional(self.low[chosen]),
-                    "chosen_ci95_high": _optional(self.high[chosen]),
-                    "rejected_ci95_low": _optional(self.low[rejected]),
-                    "rejected_ci95_high": _optional(self.high[rejected]),
-                }
-            if progress is not None:
-                progress(done, total)
-
-    # --- path-based kinds --------------------------------------------------------------------------------------
-
-    def path_records(self, progress: Progress | None) -> Iterator[dict[str, Any]]:
+    def pairs(self, progress: Progress | None) -> Iterator[Batch]:
         forest, options = self.forest, self.options
         total = int(forest.roots.size)
-        done = 0
-        current_tree = None
-        prediction_of = forest.rollout_prediction
-        rollout_index = {int(r): i for i, r in enumerate(forest.rollout_id.tolist()) if r >= 0}
-        for ref in paths(forest, options.paths):
-            tree = int(forest.root[ref.leaf])
-            if tree != current_tree:
-                if current_tree is not None and progress is not None:
-                    done += 1
-                    progress(done, total)
-                current_tree = tree
-            steps = forest.path(ref.leaf)
-            step_values = self.value[steps]
-            if np.isnan(step_values).any():
-                self.tally.skip("a step without a value")
-                continue
-            if ref.rollout_id is None:
-                prediction = forest.node_prediction(ref.leaf)
-            else:
-                prediction = prediction_of[rollout_index[ref.rollout_id]]
-            truth = forest.tree_ground_truth(ref.leaf)
-            meta = {
-                "forest": self.source.forest_name,
-                "tree_id": int(forest.ids[tree]),
-                "leaf_id": int(forest.ids[ref.leaf]),
-                "rollout_id": ref.rollout_id,
-                "rollouts": ref.rollouts,
-                "node_ids": forest.ids[steps].tolist(),
-                "values": step_values.tolist(),
-                "counts": self.count[steps].astype(np.int64).tolist(),
-                "prediction": prediction,
-                "ground_truth": truth,
-                "correct": rollout_is_correct(prediction, truth),
-            }
-            record = self._path_record(ref, tree, steps, step_values, meta)
-            if record is not None:
-                yield record
+        branching = np.flatnonzero(np.diff(forest.child_start) >= 2)
+        parents = branching[np.lexsort((branching, forest.root[branching]))].tolist()  # by tree, then node id
+        found: dict[str, list] = {"parent": [], "chosen": [], "rejected": [], "margin": [], "preference": []}
+        prompts: list[str] = []
+        prompt_of: tuple[int, str] = (-1, "")
+        for pair in sibling_pairs(
+            forest,
+            self.value,
+            min_margin=options.min_margin,
+            max_pairs_per_node=options.max_pairs_per_node,
+            neutral=options.neutral_pairs,
+            parents=parents,
+        ):
+            if prompt_of[0] != pair.parent:
+                prompt_of = (pair.parent, self.prefix(pair.parent))
+            prompts.append(prompt_of[1])
+            for name in found:
+                found[name].append(getattr(pair, name))
+            if len(prompts) >= self.PAIR_BATCH:
+                yield self._pair_batch(found, prompts)
+                if progress is not None:
+                    progress(int(np.searchsorted(forest.roots, forest.root[pair.parent])) + 1, total)
+                found = {name: [] for name in found}
+                prompts = []
+        if prompts:
+            yield self._pair_batch(found, prompts)
         if progress is not None:
             progress(total, total)
 
-    def _path_record(self, ref: PathRef, tree: int, steps: list[int], step_values: np.ndarray, meta: dict):
-        texts, options = self.source.texts, self.options
-        prompt = texts[tree]
-        step_texts = [texts[i] for i in steps]
-        good = [bool(v > options.threshold) for v in step_values.tolist()]
+    def _pair_batch(self, found: dict[str, list], prompts: list[str]) -> Batch:
+        forest = self.forest
+        parent, chosen, rejected = (
+            np.asarray(found[name], dtype=np.int64) for name in ("parent", "chosen", "rejected")
+        )
+        return {
+            "prompt": prompts,
+            "chosen": self.texts[chosen],
+            "rejected": self.texts[rejected],
+            "margin": found["margin"],
+            "preference": found["preference"],
+            "forest": [self.forest_name] * len(prompts),
+            "tree_id": forest.ids[forest.root[parent]],
+            "parent_id": forest.ids[parent],
+            "chosen_id": forest.ids[chosen],
+            "rejected_id": forest.ids[rejected],
+            "chosen_value": self.value[chosen],
+            "rejected_value": self.value[rejected],
+            "chosen_count": self.count[chosen].astype(np.int64),
+            "rejected_count": self.count[rejected].astype(np.int64),
+            "chosen_ci95_low": _nullable_floats(self.low[chosen]),
+            "chosen_ci95_high": _nullable_floats(self.high[chosen]),
+            "rejected_ci95_low": _nullable_floats(self.low[rejected]),
+            "rejected_ci95_high": _nullable_floats(self.high[rejected]),
+        }
+
+    # --- path-based kinds --------------------------------------------------------------------------------------
+
+    def paths(self, progress: Progress | None) -> Iterator[Batch]:
+        forest, options = self.forest, self.options
+        table = path_table(forest, options.paths)
+        total = int(forest.roots.size)
+        tree_rank = np.searchsorted(forest.roots, forest.root[table.leaf]) + 1 if len(table) else None
+        tagged = None
+        if options.kind in ("math_shepherd", "openrlhf"):
+            tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
+            tagged = np.fromiter((tag in text for text in self.source.texts), dtype=bool, count=forest.size)
+        for start in range(0, len(table), self.PATH_BATCH):
+            end = min(start + self.PATH_BATCH, len(table))
+            batch = self._path_batch(table, slice(start, end), tagged)
+            if batch is not None:
+                yield batch
+            if progress is not None:
+                progress(int(tree_rank[end - 1]), total)
+        if progress is not None:
+            progress(total, total)
+
+    def _path_batch(self, table: PathTable, rows: slice, tagged: np.ndarray | None) -> Batch | None:
+        forest, options = self.forest, self.options
+        leaf = table.leaf[rows]
+        offsets, flat = ancestors(forest, leaf)
+        lengths = np.diff(offsets)
+        step_values = self.value[flat]
+        keep = np.add.reduceat(np.isnan(step_values), offsets[:-1]) == 0
+        for _ in range(int((~keep).sum())):
+            self.tally.skip("a step without a value")
+        if tagged is not None:
+            holding = (np.add.reduceat(tagged[flat], offsets[:-1]) > 0) | tagged[forest.root[leaf]]
+            for _ in range(int((keep & holding).sum())):
+                tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
+                self.tally.skip(f"text holding the step tag {tag!r}")
+            keep &= ~holding
+        if not keep.any():
+            return None
+        if not keep.all():
+            flat = flat[np.repeat(keep, lengths)]
+            lengths = lengths[keep]
+            offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            step_values = self.value[flat]
+            leaf = leaf[keep]
+        rollout = table.rollout[rows][keep]
+        roots = forest.root[leaf]
+        n = leaf.size
+
+        if table.per_rollout:
+            predictions = [forest.rollout_prediction[i] for i in rollout.tolist()]
+            rollout_ids = forest.rollout_id[rollout]
+            missing_id = rollout_ids == NO_ROLLOUT_ROW
+        else:
+            predictions = [_int_or_none(p) for p in forest.prediction[leaf].tolist()]
+            rollout_ids = np.zeros(n, dtype=np.int64)
+            missing_id = np.ones(n, dtype=bool)
+        truths = [_int_or_none(g) for g in forest.ground_truth[roots].tolist()]
+        correct = list(map(rollout_is_correct, predictions, truths))
+        import pyarrow as pa
+
+        good = step_values > options.threshold
+        meta: Batch = {
+            "forest": [self.forest_name] * n,
+            "tree_id": forest.ids[roots],
+            "leaf_id": forest.ids[leaf],
+            "rollout_id": pa.array(rollout_ids, mask=missing_id),
+            "rollouts": table.rollouts[rows][keep],
+            "node_ids": self._list("node_ids", offsets, forest.ids[flat]),
+            "values": self._list("values", offsets, step_values),
+            "counts": self._list("counts", offsets, self.count[flat].astype(np.int64)),
+            "prediction": pa.array(predictions, type=pa.int64()),
+            "ground_truth": pa.array(truths, type=pa.int64()),
+            "correct": correct,
+        }
+        prompts = self.texts[roots]
         kind = options.kind
         if kind == "stepwise":
-            labels = step_values.tolist() if options.soft_labels else good
-            return {"prompt": prompt, "completions": step_texts, "labels": labels, **meta}
+            labels = step_values if options.soft_labels else good
+            return {
+                "prompt": prompts,
+                "completions": self._list("completions", offsets, self.texts[flat]),
+                "labels": self._list("labels", offsets, labels),
+                **meta,
+            }
+        bounds = offsets.tolist()
+        flat_list = flat.tolist()
         if kind in ("math_shepherd", "openrlhf"):
             tag = STEP_TAG if kind == "math_shepherd" else options.placeholder_token
-            if tag in prompt or any(tag in step for step in step_texts):
-                self.tally.skip(f"text holding the step tag {tag!r}")
-                return None
-            body = [step.strip() for step in step_texts]
-            head = prompt.strip() + " "
-            text = head + "\n".join(f"{step} {tag}" for step in body)
+            stepped = self._stripped()
+            inputs, labels = [], []
+            good_list = good.tolist()
+            for i, prompt in enumerate(prompts.tolist()):
+                steps = [stepped[node] for node in flat_list[bounds[i] : bounds[i + 1]]]
+                head = prompt.strip() + " "
+                inputs.append(head + "\n".join(f"{step} {tag}" for step in steps))
+                if kind == "math_shepherd":
+                    marks = (GOOD_STEP if ok else BAD_STEP for ok in good_list[bounds[i] : bounds[i + 1]])
+                    labels.append(head + "\n".join(f"{step} {mark}" for step, mark in zip(steps, marks, strict=True)))
             if kind == "openrlhf":
-                return {"input": text, "value": step_values.tolist(), **meta}
-            marks = [GOOD_STEP if ok else BAD_STEP for ok in good]
-            label = head + "\n".join(f"{step} {mark}" for step, mark in zip(body, marks, strict=True))
-            return {"input": text, "label": label, **meta}
+                return {"input": inputs, "value": self._list("value", offsets, step_values), **meta}
+            return {"input": inputs, "label": labels, **meta}
         # processbench
-        if ref.rollout_id is None:
-            record_id = f"{self.source.forest_name}-node-{meta['leaf_id']}"
-            generator = self._first_model(ref.leaf)
+        good_list = good.tolist()
+        first_wrong = [first_error(good_list[bounds[i] : bounds[i + 1]]) for i in range(n)]
+        if table.per_rollout:
+            record_ids = [f"{self.forest_name}-rollout-{r}" for r in rollout_ids.tolist()]
+            generators = [self.source.rollout_models.get(r, "") for r in rollout_ids.tolist()]
         else:
-            record_id = f"{self.source.forest_name}-rollout-{ref.rollout_id}"
-            generator = self.source.rollout_models.get(ref.rollout_id, "")
+            record_ids = [f"{self.forest_name}-node-{node_id}" for node_id in forest.ids[leaf].tolist()]
+            generators = [self._first_model(i) for i in rollout.tolist()]
         return {
-            "id": record_id,
-            "generator": generator,
-            "problem": prompt,
-            "steps": step_texts,
-            "final_answer_correct": meta["correct"],
-            "label": first_error(good),
+            "id": record_ids,
+            "generator": generators,
+            "problem": prompts,
+            "steps": self._list("steps", offsets, self.texts[flat]),
+            "final_answer_correct": correct,
+            "label": first_wrong,
             **meta,
         }
 
-    def _first_model(self, leaf: int) -> str:
-        if not hasattr(self, "_models_by_leaf"):
-            models: dict[int, str] = {}
-            for node, rollout_id in zip(
-                self.forest.rollout_node.tolist(), self.forest.rollout_id.tolist(), strict=True
-            ):
-                if rollout_id >= 0 and node not in models and rollout_id in self.source.rollout_models:
-                    models[node] = self.source.rollout_models[rollout_id]
-            self._models_by_leaf = models
-        return self._models_by_leaf.get(leaf, "")
+    def _stripped(self) -> list[str]:
+        if not hasattr(self, "_stripped_texts"):
+            self._stripped_texts = [text.strip() for text in self.source.texts]
+        return self._stripped_texts
+
+    def _first_model(self, first: int) -> str:
+        """The model of the first rollout row among those ending where rollout ``first`` ends (they are adjacent)."""
+        forest = self.forest
+        node = forest.rollout_node[first]
+        index = first
+        while index < forest.rollout_id.size and forest.rollout_node[index] == node:
+            rollout_id = int(forest.rollout_id[index])
+            if rollout_id != NO_ROLLOUT_ROW and rollout_id in self.source.rollout_models:
+                return self.source.rollout_models[rollout_id]
+            index += 1
+        return ""
 
     # --- tree --------------------------------------------------------------------------------------------------
 
-    def tree_records(self, progress: Progress | None) -> Iterator[dict[str, Any]]:
+    def trees(self, progress: Progress | None) -> Iterator[Batch]:
         forest, texts = self.forest, self.source.texts
         total = int(forest.roots.size)
+        order = np.argsort(forest.root, kind="stable")  # nodes grouped by tree, ascending id within it
+        bounds = [*np.searchsorted(forest.root[order], forest.roots).tolist(), forest.size]
         rollouts_per_tree = np.bincount(forest.rollout_tree, minlength=forest.size)
-        for done, (root, nodes) in enumerate(self.trees(), start=1):
-            made: dict[int, dict[str, Any]] = {}
-            for index in nodes.tolist():
-                made[index] = {
-                    "id": int(forest.ids[index]),
+        columns: dict[str, list] = {name: [] for name in self.features}
+        for done, root in enumerate(forest.roots.tolist(), start=1):
+            nodes = order[bounds[done - 1] : bounds[done]]  # one tree's nodes: lists of this size only
+            indices = nodes.tolist()
+            made = [
+                {
+                    "id": node_id,
                     "text": texts[index],
-                    "value": _optional(self.value[index]),
-                    "count": int(self.count[index]),
-                    "ci95_low": _optional(self.low[index]),
-                    "ci95_high": _optional(self.high[index]),
-                    "is_leaf": bool(forest.is_leaf[index]),
-                    "prediction": _int_or_none(forest.prediction[index]),
+                    "value": None if value != value else value,
+                    "count": count,
+                    "ci95_low": None if low != low else low,
+                    "ci95_high": None if high != high else high,
+                    "is_leaf": is_leaf,
+                    "prediction": None if prediction != prediction else int(prediction),
                     "children": [],
                 }
-            for index in nodes.tolist():  # ascending id: children come out in id order
-                parent = int(forest.parent[index])
+                for index, node_id, value, count, low, high, is_leaf, prediction in zip(
+                    indices,
+                    forest.ids[nodes].tolist(),
+                    self.value[nodes].tolist(),
+                    self.count[nodes].astype(np.int64).tolist(),
+                    self.low[nodes].tolist(),
+                    self.high[nodes].tolist(),
+                    forest.is_leaf[nodes].tolist(),
+                    forest.prediction[nodes].tolist(),
+                    strict=True,
+                )
+            ]
+            position = {index: i for i, index in enumerate(indices)}
+            for i, parent in enumerate(forest.parent[nodes].tolist()):  # ascending id: children in id order
                 if parent >= 0:
-                    made[parent]["children"].append(made[index])
-            yield {
-                "forest": self.source.forest_name,
-                "tree_id": int(forest.ids[root]),
-                "prompt": texts[root],
-                "ground_truth": forest.tree_ground_truth(root),
-                "num_nodes": int(nodes.size),
-                "num_rollouts": int(rollouts_per_tree[root]),
-                "root": json.dumps(made[root], ensure_ascii=False),
-            }
-            if progress is not None:
-                progress(done, total)
+                    made[position[parent]]["children"].append(made[i])
+            for name, item in (
+                ("forest", self.forest_name),
+                ("tree_id", int(forest.ids[root])),
+                ("prompt", texts[root]),
+                ("ground_truth", forest.tree_ground_truth(root)),
+                ("num_nodes", len(indices)),
+                ("num_rollouts", int(rollouts_per_tree[root])),
+                ("root", json.dumps(made[position[root]], ensure_ascii=False)),
+            ):
+                columns[name].append(item)
+            if len(columns["root"]) >= self.TREE_BATCH:
+                yield columns
+                columns = {name: [] for name in self.features}
+                if progress is not None:
+                    progress(done, total)
+        if columns["root"]:
+            yield columns
+        if progress is not None:
+            progress(total, total)
 
 
-def export_records(
+def export_batches(
     source: ExportSource, options: ExportOptions, tally: ExportTally, progress: Progress | None = None
-) -> Iterator[dict[str, Any]]:
-    """The records of ``options.kind``; ``progress(trees_done, trees)`` is called as trees are finished."""
-    records = _Records(source, options, tally)
+) -> Iterator[Batch]:
+    """The records of ``options.kind`` as column batches; ``progress(trees_done, trees)`` is called as they go."""
+    batches = _Batches(source, options, tally, features_of(options))
     if options.kind == "pairs":
-        generator = records.pairs(progress)
+        generator = batches.pairs(progress)
     elif options.kind == "tree":
-        generator = records.tree_records(progress)
+        generator = batches.trees(progress)
     else:
-        generator = records.path_records(progress)
-    for record in generator:
-        tally.records += 1
-        yield record
+        generator = batches.paths(progress)
+    for batch in generator:
+        tally.records += len(next(iter(batch.values())))
+        yield batch
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -400,12 +490,20 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def _arrow(column: Any, arrow_type) -> Any:
+    import pyarrow as pa
+
+    if isinstance(column, pa.Array):
+        return column if column.type == arrow_type else column.cast(arrow_type)
+    return pa.array(column, type=arrow_type)
+
+
 def _is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
 
 
-def dataset_write(records: Iterable[dict[str, Any]], features, output: str | os.PathLike, fmt: str) -> int:
-    """Write ``records`` (following ``features``) to ``output`` as ``fmt``; return how many were written.
+def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike, fmt: str) -> int:
+    """Write column ``batches`` (following ``features``) to ``output`` as ``fmt``; return how many records.
 
     The records go to an Arrow file in a temporary folder beside ``output``; ``datasets`` writes the final file from
     it, which is then renamed onto ``output``. A folder that is not a dataset saved by ``save_to_disk`` is never
@@ -433,11 +531,12 @@ def dataset_write(records: Iterable[dict[str, Any]], features, output: str | os.
     try:
         arrow_path = work / "records.arrow"
         written = 0
-        iterator = iter(records)
         with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            while batch := list(islice(iterator, WRITE_BATCH)):
-                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-                written += len(batch)
+            for batch in batches:
+                arrays = [_arrow(batch[field.name], field.type) for field in schema]
+                record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                writer.write_batch(record_batch)
+                written += record_batch.num_rows
         if written == 0:
             raise ExportError("nothing to export: no record matches (nothing was written)")
         dataset = Dataset.from_file(str(arrow_path))

@@ -40,12 +40,21 @@ def _chunks(rows: Iterable[tuple], size: int = _CHUNK) -> Iterator[list[tuple]]:
         yield chunk
 
 
-def _table(rows: Iterable[tuple], width: int, on_rows: Callable[[int], None] | None = None) -> np.ndarray:
+def _table(
+    rows: Iterable[tuple],
+    width: int,
+    on_rows: Callable[[int], None] | None = None,
+    texts: list[str] | None = None,
+) -> np.ndarray:
     """Rows of numbers and ``None`` as a float64 table (``None`` becomes NaN), built chunk by chunk;
-    ``on_rows(rows_so_far)`` is called after each chunk."""
+    ``on_rows(rows_so_far)`` is called after each chunk. With ``texts``, each row carries one more column, a string,
+    appended to ``texts`` in row order."""
     parts = []
     read = 0
     for chunk in _chunks(rows):
+        if texts is not None:
+            texts.extend(row[width] for row in chunk)
+            chunk = [row[:width] for row in chunk]
         parts.append(np.array(chunk, dtype=np.float64).reshape(len(chunk), width))
         read += len(chunk)
         if on_rows is not None:
@@ -71,6 +80,7 @@ class ForestArrays:
     rollout_prediction: list[int | None]
     rollout_correct: np.ndarray  # bool, by prmsite.domain.rollout_is_correct against the tree's ground truth
     rollout_tokens: np.ndarray  # float64, NaN where not recorded
+    texts: list[str] | None = None  # text of each node, by index, when the rows carried it
     _tree_bounds: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @property
@@ -131,17 +141,22 @@ def forest_arrays(
     rollout_rows: Iterable[RolloutRow] = (),
     *,
     on_rows: Callable[[int], None] | None = None,
+    with_texts: bool = False,
 ) -> ForestArrays:
     """Build the arrays of a forest from its rows (see the module docstring); ``on_rows(node_rows_so_far)`` reports
-    progress while the node rows are read.
+    progress while the node rows are read. With ``with_texts``, node rows carry a 7th column, the node's text, kept
+    in ``texts``.
 
     Raises ``ValueError`` when the rows are not whole trees: a parent missing from the rows, a depth that is not its
     parent's plus one (which also rules out cycles), or a rollout ending at a node that is not among the rows.
     """
     rollout_table = list(rollout_rows)  # read first: every rollout's node already exists when the nodes are read
-    table = _table(node_rows, 6, on_rows)
+    texts: list[str] | None = [] if with_texts else None
+    table = _table(node_rows, 6, on_rows, texts)
     order = np.argsort(table[:, 0], kind="stable")
     table = table[order]
+    if texts is not None:
+        texts = np.asarray(texts, dtype=object)[order].tolist() if texts else []
     n = table.shape[0]
     ids = table[:, 0].astype(np.int64)
     if n > 1 and np.any(ids[1:] == ids[:-1]):
@@ -200,6 +215,7 @@ def forest_arrays(
         rollout_prediction=[],
         rollout_correct=np.empty(0, dtype=bool),
         rollout_tokens=np.empty(0, dtype=np.float64),
+        texts=texts,
     )
     _attach_rollouts(forest, rollout_table)
     return forest

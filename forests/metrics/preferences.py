@@ -14,13 +14,13 @@ rollout (a leaf reached by k identical rollouts gives k records, told apart by t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
 
-from forests.metrics.forest import NO_ROLLOUT_ROW, ForestArrays
+from forests.metrics.forest import ForestArrays
 from prmsite.domain import LABEL_NEUTRAL, LABEL_PREFERRED
 
 PREFERENCE_CHOSEN = LABEL_PREFERRED  # 1: chosen is preferred to rejected
@@ -46,7 +46,7 @@ def sibling_pairs(
     min_margin: float = 0.0,
     max_pairs_per_node: int | None = None,
     neutral: bool = False,
-    parents: np.ndarray | None = None,
+    parents: Iterable[int] | None = None,
 ) -> Iterator[Pair]:
     """The preference pairs of ``forest`` (see the module docstring), node by node in ascending id.
 
@@ -56,18 +56,16 @@ def sibling_pairs(
         raise ValueError("min_margin must be at least 0")
     if max_pairs_per_node is not None and max_pairs_per_node < 1:
         raise ValueError("max_pairs_per_node must be at least 1")
-    starts = forest.child_start
     if parents is None:
-        parents = np.flatnonzero(np.diff(starts) >= 2)
-    kids_all = forest.child_index
-    for parent in parents.tolist():
-        kids = kids_all[starts[parent] : starts[parent + 1]]
-        kid_values = values[kids]
-        valued = ~np.isnan(kid_values)
-        if np.count_nonzero(valued) < 2:
+        parents = np.flatnonzero(np.diff(forest.child_start) >= 2).tolist()
+    starts = forest.child_start.tolist()
+    kids_all = forest.child_index.tolist()
+    value_of = values.tolist()
+    for parent in parents:
+        kids = [kid for kid in kids_all[starts[parent] : starts[parent + 1]] if value_of[kid] == value_of[kid]]
+        if len(kids) < 2:
             continue
-        kids = kids[valued].tolist()
-        kid_values = kid_values[valued].tolist()
+        kid_values = [value_of[kid] for kid in kids]
         if not neutral and min(kid_values) == max(kid_values):
             continue
         candidates: list[tuple[float, int, int, int, int]] = []  # sort key, then the pair
@@ -88,31 +86,50 @@ def sibling_pairs(
             yield Pair(parent=parent, chosen=chosen, rejected=rejected, margin=-negated, preference=preference)
 
 
-@dataclass(frozen=True)
-class PathRef:
-    leaf: int  # node index where the path ends
-    rollout_id: int | None  # None for distinct paths and for a leaf with no rollout row
-    rollouts: int  # rollouts ending at this node (1 for a per-rollout path)
+@dataclass(frozen=True, eq=False)
+class PathTable:
+    """The paths a path-based export writes, in order: by tree (root id), last node id, then rollout id."""
+
+    leaf: np.ndarray  # int64 node index where each path ends
+    rollout: np.ndarray  # int64 index into the forest's rollout arrays (the first rollout ending there, if distinct)
+    rollouts: np.ndarray  # int64 rollouts ending at the leaf (distinct) or 1 (one path per rollout)
+    per_rollout: bool
+
+    def __len__(self) -> int:
+        return int(self.leaf.size)
 
 
-def paths(forest: ForestArrays, mode: str = PATHS_DISTINCT) -> Iterator[PathRef]:
-    """Export paths, by tree (root id), then by the id of their last node, then by rollout id."""
+def path_table(forest: ForestArrays, mode: str = PATHS_DISTINCT) -> PathTable:
+    """The export paths of ``forest``: one per node where rollouts end (``distinct``) or one per rollout."""
     if mode not in PATH_MODES:
         raise ValueError(f"paths must be one of {', '.join(PATH_MODES)}, not {mode!r}")
-    nodes = forest.rollout_node.tolist()
-    rollout_ids = forest.rollout_id.tolist()
-    start = 0
-    total = len(nodes)
-    while start < total:  # rollouts are ordered by (tree, node, rollout id): runs of one node are adjacent
-        end = start + 1
-        while end < total and nodes[end] == nodes[start]:
-            end += 1
-        if mode == PATHS_DISTINCT:
-            yield PathRef(leaf=nodes[start], rollout_id=None, rollouts=end - start)
-        else:
-            for i in range(start, end):
-                rollout_id = rollout_ids[i]
-                yield PathRef(
-                    leaf=nodes[i], rollout_id=None if rollout_id == NO_ROLLOUT_ROW else rollout_id, rollouts=1
-                )
-        start = end
+    nodes = forest.rollout_node  # ordered by (tree, node, rollout id): runs of one node are adjacent
+    if mode == PATHS_ROLLOUTS:
+        everything = np.flatnonzero(forest.depth[nodes] > 0)  # a path has at least one step
+        ones = np.ones(everything.size, dtype=np.int64)
+        return PathTable(leaf=nodes[everything], rollout=everything, rollouts=ones, per_rollout=True)
+    starts = np.flatnonzero(np.r_[True, nodes[1:] != nodes[:-1]]) if nodes.size else np.empty(0, dtype=np.int64)
+    counts = np.diff(np.r_[starts, nodes.size]).astype(np.int64)
+    stepped = forest.depth[nodes[starts]] > 0  # a path has at least one step
+    return PathTable(leaf=nodes[starts][stepped], rollout=starts[stepped], rollouts=counts[stepped], per_rollout=False)
+
+
+def ancestors(forest: ForestArrays, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The step nodes of the paths ending at ``leaves``, flattened: ``(offsets, nodes)``, where path i's steps (depth
+    1 first) are ``nodes[offsets[i]:offsets[i + 1]]``. Vectorised: all paths climb one depth per round."""
+    depth = forest.depth[leaves]
+    offsets = np.zeros(leaves.size + 1, dtype=np.int64)
+    np.cumsum(depth, out=offsets[1:])
+    nodes = np.empty(int(offsets[-1]), dtype=np.int64)
+    current = leaves.astype(np.int64).copy()
+    position = offsets[1:] - 1  # where each path's deepest step goes
+    remaining = depth.copy()
+    while True:
+        climbing = remaining > 0
+        if not climbing.any():
+            break
+        nodes[position[climbing]] = current[climbing]
+        current[climbing] = forest.parent[current[climbing]]
+        position[climbing] -= 1
+        remaining[climbing] -= 1
+    return offsets, nodes
