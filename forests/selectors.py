@@ -19,6 +19,7 @@ from forests.metrics.beam import Aggregation
 from forests.metrics.evaluation import LABELS_STEP_OK, PrmEvaluation, mean_outputs
 from forests.metrics.forest import ForestArrays, forest_arrays
 from forests.metrics.search import SearchReport, search_report
+from forests.metrics.stats import wilson_interval
 from forests.metrics.values import LABELLED, NodeValues, ValueFunction, label_values, labelled_values
 from forests.models import Forest, Node
 from prmsite.domain import label_code_value
@@ -83,6 +84,11 @@ class TreeStats:
     def accuracy(self) -> float | None:
         """The root's exact value: share of this tree's rollouts whose prediction is the ground truth."""
         return self.correct_rollouts / self.rollouts if self.rollouts else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """95% Wilson interval of ``accuracy``."""
+        return wilson_interval(self.correct_rollouts, self.rollouts)
 
 
 def forest_get(*, name: str) -> Forest:
@@ -354,7 +360,12 @@ def forest_search_report_saved(*, forest: Forest) -> dict[str, Any] | None:
 
 
 def prm_evaluation(
-    *, prm_version: str, reference: str, forest: Forest | None = None, threshold: float = 0.5
+    *,
+    prm_version: str,
+    reference: str,
+    forest: Forest | None = None,
+    threshold: float = 0.5,
+    on_labels: Callable[[int], None] | None = None,
 ) -> PrmEvaluation:
     """ProcessBench's measure of ``prm_version`` against ``reference`` (see ``forests.metrics.evaluation``).
 
@@ -421,7 +432,10 @@ def prm_evaluation(
         .values_list("id", "rollout_id", "rollout__node_id", "rollout__forest_id", "prm_output")
         .iterator(chunk_size=STREAM_CHUNK)
     )
-    for label_id, rollout_id, node_id, forest_id, output in rows:
+    read = 0
+    for read, (label_id, rollout_id, node_id, forest_id, output) in enumerate(rows, start=1):
+        if on_labels is not None and read % STREAM_CHUNK == 0:
+            on_labels(read)
         if pending_rollout is None or pending_rollout[0] != rollout_id:
             finish()
             pending, pending_rollout = [], (rollout_id, node_id, forest_id)
@@ -433,4 +447,6 @@ def prm_evaluation(
                 values = labelled_values(arrays).value
         pending.append(_label_outputs(label_id, prm_version, output, codes=False))
     finish()
+    if on_labels is not None:
+        on_labels(read)
     return evaluation

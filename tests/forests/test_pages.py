@@ -75,8 +75,8 @@ def test_the_forest_page_shows_each_tree_with_counts_accuracy_and_ground_truth(u
     assert "accuracy so far: <strong>0.667</strong> (2/3 rollouts)" in html
     row = re.search(rf'href="/forests/{forest.name}/trees/{root.pk}/">#{root.pk}</a></td>(.*?)</tr>', html, re.S)
     cells = re.findall(r'<td class="num">(.*?)</td>', row.group(1))
-    # ground truth, nodes, rollouts, correct rollouts, accuracy, depth
-    assert cells == ["1", "8", "3", "2", "0.667", "3"]
+    # ground truth, nodes, rollouts, correct rollouts, accuracy, its 95% Wilson interval, depth
+    assert cells == ["1", "8", "3", "2", "0.667", "[0.21, 0.94]", "3"]
 
 
 def test_the_forest_page_is_paginated_with_a_constant_number_of_queries(

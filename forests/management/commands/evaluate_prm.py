@@ -9,9 +9,11 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from forests.management.progress import Bars
 from forests.metrics.export import ExportError, write_atomic
 from forests.selectors import forest_get, prm_evaluation
 from prmsite.errors import ApplicationError
+from rollouts.models import ProcessRewardLabel
 
 
 def _figure(value: float | None) -> str:
@@ -51,11 +53,20 @@ class Command(BaseCommand):
         if not math.isfinite(threshold):
             raise CommandError("evaluate_prm: --threshold must be a finite number")
         started = time.monotonic()
+        bars = Bars(self.stderr)
         try:
             forest = forest_get(name=forest_name) if forest_name else None
+            labels = ProcessRewardLabel.objects.filter(prm_version=prm_version)
+            if forest is not None:
+                labels = labels.filter(rollout__forest=forest)
             evaluation = prm_evaluation(
-                prm_version=prm_version, reference=reference, forest=forest, threshold=threshold
+                prm_version=prm_version,
+                reference=reference,
+                forest=forest,
+                threshold=threshold,
+                on_labels=bars.callback("reading labels", "label", labels.count()),
             )
+            bars.close()
             figures = evaluation.as_dict()
             if figures["num_rollouts"] == 0:
                 where = f" in forest {forest_name}" if forest_name else ""
@@ -64,6 +75,8 @@ class Command(BaseCommand):
                 write_atomic(output_json, (json.dumps(figures, indent=2) + "\n").encode())
         except (ApplicationError, ExportError) as exc:
             raise CommandError(f"evaluate_prm: {getattr(exc, 'message', exc)}") from exc
+        finally:
+            bars.close()
         rows = [
             ("rollouts evaluated", str(figures["num_rollouts"])),
             ("erroneous (reference has a first error)", str(figures["num_erroneous"])),
