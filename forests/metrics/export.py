@@ -64,8 +64,9 @@ class ExportTally:
     records: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+    def skip(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
 
 
 @dataclass(frozen=True)
@@ -280,13 +281,11 @@ class _Batches:
         lengths = np.diff(offsets)
         step_values = self.value[flat]
         keep = np.add.reduceat(np.isnan(step_values), offsets[:-1]) == 0
-        for _ in range(int((~keep).sum())):
-            self.tally.skip("a step without a value")
+        self.tally.skip("a step without a value", int((~keep).sum()))
         if tagged is not None:
             holding = (np.add.reduceat(tagged[flat], offsets[:-1]) > 0) | tagged[forest.root[leaf]]
-            for _ in range(int((keep & holding).sum())):
-                tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
-                self.tally.skip(f"text holding the step tag {tag!r}")
+            tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
+            self.tally.skip(f"text holding the step tag {tag!r}", int((keep & holding).sum()))
             keep &= ~holding
         if not keep.any():
             return None
@@ -341,16 +340,17 @@ class _Batches:
         flat_list = flat.tolist()
         if kind in ("math_shepherd", "openrlhf"):
             tag = STEP_TAG if kind == "math_shepherd" else options.placeholder_token
-            stepped = self._stripped()
-            inputs, labels = [], []
-            good_list = good.tolist()
-            for i, prompt in enumerate(prompts.tolist()):
-                steps = [stepped[node] for node in flat_list[bounds[i] : bounds[i + 1]]]
-                head = prompt.strip() + " "
-                inputs.append(head + "\n".join(f"{step} {tag}" for step in steps))
-                if kind == "math_shepherd":
-                    marks = (GOOD_STEP if ok else BAD_STEP for ok in good_list[bounds[i] : bounds[i + 1]])
-                    labels.append(head + "\n".join(f"{step} {mark}" for step, mark in zip(steps, marks, strict=True)))
+            texts = self.source.texts
+            heads = [prompt.strip() + " " for prompt in prompts.tolist()]
+            tagged_steps = [texts[node].strip() + " " + tag for node in flat_list]
+            inputs = ["\n".join(tagged_steps[bounds[i] : bounds[i + 1]]) for i in range(n)]
+            inputs = [head + body for head, body in zip(heads, inputs, strict=True)]
+            if kind == "math_shepherd":
+                marked = [
+                    texts[node].strip() + (" " + GOOD_STEP if ok else " " + BAD_STEP)
+                    for node, ok in zip(flat_list, good.tolist(), strict=True)
+                ]
+                labels = [heads[i] + "\n".join(marked[bounds[i] : bounds[i + 1]]) for i in range(n)]
             if kind == "openrlhf":
                 return {"input": inputs, "value": self._list("value", offsets, step_values), **meta}
             return {"input": inputs, "label": labels, **meta}
@@ -362,7 +362,8 @@ class _Batches:
             generators = [self.source.rollout_models.get(r, "") for r in rollout_ids.tolist()]
         else:
             record_ids = [f"{self.forest_name}-node-{node_id}" for node_id in forest.ids[leaf].tolist()]
-            generators = [self._first_model(i) for i in rollout.tolist()]
+            # The first rollout ending at a node has the lowest id; a leaf without rollout rows has no model.
+            generators = [self.source.rollout_models.get(r, "") for r in forest.rollout_id[rollout].tolist()]
         return {
             "id": record_ids,
             "generator": generators,
@@ -372,23 +373,6 @@ class _Batches:
             "label": first_wrong,
             **meta,
         }
-
-    def _stripped(self) -> list[str]:
-        if not hasattr(self, "_stripped_texts"):
-            self._stripped_texts = [text.strip() for text in self.source.texts]
-        return self._stripped_texts
-
-    def _first_model(self, first: int) -> str:
-        """The model of the first rollout row among those ending where rollout ``first`` ends (they are adjacent)."""
-        forest = self.forest
-        node = forest.rollout_node[first]
-        index = first
-        while index < forest.rollout_id.size and forest.rollout_node[index] == node:
-            rollout_id = int(forest.rollout_id[index])
-            if rollout_id != NO_ROLLOUT_ROW and rollout_id in self.source.rollout_models:
-                return self.source.rollout_models[rollout_id]
-            index += 1
-        return ""
 
     # --- tree --------------------------------------------------------------------------------------------------
 
@@ -511,7 +495,7 @@ def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike,
     load back.
     """
     import pyarrow as pa
-    from datasets import Dataset
+    from datasets import Dataset, Json
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
     if fmt not in FORMATS:
@@ -542,7 +526,9 @@ def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike,
         dataset = Dataset.from_file(str(arrow_path))
         if fmt == "jsonl":
             staged = work / "out.jsonl"
-            dataset.to_json(str(staged), lines=True, force_ascii=False)
+            # datasets decodes JSON columns to objects to write them: a few whole trees at a time, not thousands.
+            rows_per_write = 64 if any(isinstance(f, Json) for f in features.values()) else None
+            dataset.to_json(str(staged), lines=True, force_ascii=False, batch_size=rows_per_write)
             os.replace(staged, target)
         elif fmt == "parquet":
             staged = work / "out.parquet"

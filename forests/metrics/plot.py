@@ -55,7 +55,10 @@ def search_plot_png(report: Mapping[str, Any]) -> bytes:
         fontsize=10,
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8, loc="lower right")
+    else:
+        axes.text(0.5, 0.5, "no tree with rollouts yet", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from forests.metrics.beam import path_scores
 from forests.metrics.values import ValueFunction
 from forests.selectors import forest_arrays_load, forest_search_report_saved, forest_values
-from tests.factories import make_label
+from tests.factories import make_forest, make_label, make_root
 from tests.forests.grown import grow
 
 pytestmark = pytest.mark.django_db
@@ -125,3 +125,15 @@ def test_a_label_outside_the_scheme_codes_is_named():
     label = make_label(grown.rollout("B", "c1 ", "yes"), "judge-1", prm_output=[1, 0.7])
     with pytest.raises(CommandError, match=f"Label {label.pk} of labelling scheme 'judge-1' holds 0.7"):
         run("--forest_name", grown.forest.name, "--value_function_option", "labels:judge-1")
+
+
+def test_a_forest_without_rollouts_reports_no_accuracy_rather_than_failing(tmp_path):
+    forest = make_forest("bare-forest")
+    make_root(forest, "Is it?", ground_truth=1)
+    output = tmp_path / "bare.json"
+    out, _ = run("--forest_name", forest.name, "--output_json", str(output), "--plot", str(tmp_path / "bare.png"))
+    data = json.loads(output.read_text())
+    assert data["num_trees"] == 0
+    assert data["results"][0] == {"num_beams": 1, "accuracy": None, "ci95": None, "num_trees": 0}
+    assert data["baselines"]["oracle"]["accuracy"] is None
+    assert "0 trees with rollouts" in out and (tmp_path / "bare.png").read_bytes().startswith(PNG_MAGIC)

@@ -9,6 +9,7 @@ import pytest
 from datasets import load_dataset, load_from_disk
 from django.core.management import CommandError, call_command
 
+from tests.factories import make_label
 from tests.forests.grown import PROMPTS, add_rollout, grow
 
 pytestmark = pytest.mark.django_db
@@ -247,3 +248,20 @@ def test_bad_input_fails_with_one_line(tmp_path, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("export_preferences", *args, "--output", str(tmp_path / "x.jsonl"), stderr=io.StringIO())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prm_values_export_only_paths_whose_steps_all_have_a_value(tmp_path):
+    grown = grow()
+    make_label(grown.rollout("A", "s1 ", "s2 ", "no"), "prm-v1", prm_output=[0.9, 0.6, 0.1])
+    make_label(grown.rollout("A", "u1 ", "no"), "prm-v1", prm_output=[0.3, 0.5])
+    make_label(grown.rollout("B", "b1 ", "yes"), "prm-v1", prm_output=[0.7, 0.2])
+    dataset, err, _ = export(tmp_path, "--kind", "stepwise", "--soft_labels", "--value_function_option", "prm:prm-v1")
+    # Three labelled paths; s1 s2 yes shares s1 and s2 with a labelled one, but its last step has no value: skipped,
+    # like the three other paths with unlabelled steps.
+    assert sorted(tuple(r["completions"]) for r in dataset) == [("b1 ", "yes"), ("s1 ", "s2 ", "no"), ("u1 ", "no")]
+    labelled = next(r for r in dataset if r["completions"] == ["s1 ", "s2 ", "no"])
+    assert labelled["labels"] == pytest.approx([0.9, 0.6, 0.1]) and labelled["counts"] == [1, 1, 1]
+    assert "4 skipped (a step without a value)" in err
+    pairs, _, _ = export(tmp_path, "--kind", "pairs", "--value_function_option", "prm:prm-v1", name="prm-pairs")
+    # Only the root of A has two children with values (s1 0.9, u1 0.3).
+    assert [(r["chosen"], r["rejected"], round(r["margin"], 3)) for r in pairs] == [("s1 ", "u1 ", 0.6)]
