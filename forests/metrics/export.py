@@ -311,6 +311,7 @@ class _Batches:
         truths = [_int_or_none(g) for g in forest.ground_truth[roots].tolist()]
         correct = list(map(rollout_is_correct, predictions, truths))
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         good = step_values > options.threshold
         meta: Batch = {
@@ -337,20 +338,20 @@ class _Batches:
                 **meta,
             }
         bounds = offsets.tolist()
-        flat_list = flat.tolist()
         if kind in ("math_shepherd", "openrlhf"):
             tag = STEP_TAG if kind == "math_shepherd" else options.placeholder_token
-            texts = self.source.texts
-            heads = [prompt.strip() + " " for prompt in prompts.tolist()]
-            tagged_steps = [texts[node].strip() + " " + tag for node in flat_list]
-            inputs = ["\n".join(tagged_steps[bounds[i] : bounds[i + 1]]) for i in range(n)]
-            inputs = [head + body for head, body in zip(heads, inputs, strict=True)]
+            # Joined by Arrow's string kernels: no Python loop over the steps.
+            steps = pc.utf8_trim_whitespace(pa.array(self.texts[flat], type=pa.string()))
+            heads = pc.utf8_trim_whitespace(pa.array(prompts, type=pa.string()))
+
+            def joined(pieces) -> Any:
+                body = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pieces), "\n")
+                return pc.binary_join_element_wise(heads, body, " ")
+
+            inputs = joined(pc.binary_join_element_wise(steps, pa.scalar(" " + tag), ""))
             if kind == "math_shepherd":
-                marked = [
-                    texts[node].strip() + (" " + GOOD_STEP if ok else " " + BAD_STEP)
-                    for node, ok in zip(flat_list, good.tolist(), strict=True)
-                ]
-                labels = [heads[i] + "\n".join(marked[bounds[i] : bounds[i + 1]]) for i in range(n)]
+                marks = pc.if_else(pa.array(good), " " + GOOD_STEP, " " + BAD_STEP)
+                labels = joined(pc.binary_join_element_wise(steps, marks, ""))
             if kind == "openrlhf":
                 return {"input": inputs, "value": self._list("value", offsets, step_values), **meta}
             return {"input": inputs, "label": labels, **meta}
