@@ -1,26 +1,35 @@
-"""Admin for forests: seeding a forest from a config ("Add forest"), its progress and pages, and a delete that scales.
+"""Admin for forests: seeding a forest from a config ("Add forest"), its progress and pages, a delete that scales,
+and two actions: computing search metrics (shown on the forest's page) and downloading an export.
 
-Seeding from the admin runs in the request (all or nothing, like the command): fine for the thousands of items a
-forest usually has; for a very large split use ``python manage.py seed_forest``, which shows a progress bar.
+Seeding, metrics and exports from the admin run in the request: fine for the forests people browse; for very large
+ones use the commands (``seed_forest``, ``beam_search --save``, ``export_preferences``), which show progress bars.
 """
 
 from __future__ import annotations
 
+import shutil
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from forests.experiment_configs.data import local_location_allowed
 from forests.experiment_configs.loader import config_discover, config_load
+from forests.exports import export_options, preferences_export_download
+from forests.metrics.beam import Aggregation
+from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS
+from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
+from forests.metrics.search import parse_num_beam_values
 from forests.models import Forest, Node
-from forests.selectors import forest_counts, forest_progress
-from forests.services import forest_delete, forest_seed
+from forests.selectors import forest_counts, forest_progress, forest_search_report
+from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.errors import ApplicationError
 
 DATASET_OUTSIDE_ALLOWED = (
@@ -82,6 +91,44 @@ class ForestSeedForm(forms.Form):
         return location
 
 
+class SearchMetricsForm(forms.Form):
+    num_beam_values = forms.CharField(initial="1,5", help_text="Numbers of beams N, comma-separated.")
+    value_function_option = forms.CharField(
+        initial="labelled", help_text="labelled, prm:VERSION (a PRM's step scores) or labels:SCHEME (step labels)."
+    )
+    aggregation = forms.ChoiceField(
+        choices=[(a.value, a.value) for a in Aggregation],
+        initial=Aggregation.LAST.value,
+        help_text="How a beam's score aggregates the values of its nodes below the root.",
+    )
+
+    def clean_num_beam_values(self) -> list[int]:
+        try:
+            return parse_num_beam_values(self.cleaned_data["num_beam_values"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
+class ExportForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(k, k) for k in KINDS], initial="pairs")
+    format = forms.ChoiceField(
+        choices=[(f, f if f != "hf_disk" else "hf_disk (zip of the save_to_disk folder)") for f in FORMATS],
+        initial="jsonl",
+    )
+    value_function_option = forms.CharField(initial="labelled", help_text="labelled, prm:VERSION or labels:SCHEME.")
+    min_margin = forms.FloatField(initial=0.0, min_value=0.0, help_text="pairs: smallest value difference kept.")
+    max_pairs_per_node = forms.IntegerField(required=False, min_value=1, help_text="pairs: cap per node (empty: all).")
+    neutral_pairs = forms.BooleanField(required=False, help_text="pairs: also equal-valued siblings, marked 2.")
+    paths = forms.ChoiceField(
+        choices=[(p, p) for p in PATH_MODES],
+        initial=PATHS_DISTINCT,
+        help_text="Path-based kinds: one record per distinct path, or one per rollout.",
+    )
+    threshold = forms.FloatField(initial=0.0, help_text="A step is good when its value is above this.")
+    soft_labels = forms.BooleanField(required=False, help_text="stepwise: float labels (the values).")
+    placeholder_token = forms.CharField(initial=DEFAULT_PLACEHOLDER, help_text="openrlhf: token after each step.")
+
+
 @admin.register(Forest)
 class ForestAdmin(admin.ModelAdmin):
     list_display = ["name", "config_name", "dataset_split", "tree_count", "rollout_count", "pages", "created_at"]
@@ -110,6 +157,8 @@ class ForestAdmin(admin.ModelAdmin):
         ),
     ]
     seed_template = "forests/admin_seed_form.html"
+    action_template = "forests/admin_action_form.html"
+    actions = ["compute_search_metrics", "download_export"]
 
     def get_readonly_fields(self, request, obj=None):
         # The name is the forest's identity: workers post rollouts to it and its pages live under it.
@@ -148,8 +197,100 @@ class ForestAdmin(admin.ModelAdmin):
         if obj.pk is None:
             return "-"
         p = forest_progress(forest=obj)
-        accuracy = f"{p.accuracy:.3f} ({p.correct_leaves}/{p.leaves} leaves correct)" if p.accuracy is not None else "-"
-        return f"{p.trees_with_leaves} of {p.trees} trees have rollouts; accuracy so far {accuracy}"
+        accuracy = (
+            f"{p.accuracy:.3f} ({p.correct_rollouts}/{p.rollouts} rollouts correct)" if p.accuracy is not None else "-"
+        )
+        return f"{p.trees_with_rollouts} of {p.trees} trees have rollouts; accuracy so far {accuracy}"
+
+    # --- Actions: search metrics (saved, shown on the forest's page) and an export download ------------------------
+
+    def _action_page(self, request, queryset, *, action: str, title: str, form: forms.Form, intro: str):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "intro": intro,
+            "form": form,
+            "forests": list(queryset),
+            "action": action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, self.action_template, context)
+
+    @admin.action(description="Compute search metrics (beam search and baselines)", permissions=["change"])
+    def compute_search_metrics(self, request, queryset):
+        form = SearchMetricsForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            data = form.cleaned_data
+            for forest in queryset:
+                try:
+                    report = forest_search_report(
+                        forest=forest,
+                        num_beam_values=data["num_beam_values"],
+                        value_function_option=data["value_function_option"],
+                        aggregation=data["aggregation"],
+                    )
+                except ApplicationError as exc:
+                    messages.error(request, f"{forest.name}: {exc.message}")
+                    continue
+                forest_search_report_save(forest=forest, report=report.as_dict())
+                best = [r for r in report.results if r.accuracy is not None]
+                figures = ", ".join(f"N={r.num_beams}: {r.accuracy:.3f}" for r in best) or "no tree with rollouts"
+                messages.success(
+                    request,
+                    format_html(
+                        'Search metrics of <a href="{}">{}</a> over {} trees: {}.',
+                        forest.get_absolute_url(),
+                        forest.name,
+                        report.num_trees,
+                        figures,
+                    ),
+                )
+            return None
+        return self._action_page(
+            request,
+            queryset,
+            action="compute_search_metrics",
+            title="Compute search metrics",
+            form=form,
+            intro="Beam search for each N and the baselines (random rollout, majority vote, best-of-N, weighted "
+            "best-of-N, oracle) on each selected forest, as python manage.py beam_search computes them. The figures "
+            "and the plot then show on each forest's page.",
+        )
+
+    @admin.action(description="Download an export (preferences, step labels, trees)", permissions=["view"])
+    def download_export(self, request, queryset):
+        forests = list(queryset[:2])
+        if len(forests) != 1:
+            messages.error(request, "Select exactly one forest to export.")
+            return None
+        form = ExportForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            data = dict(form.cleaned_data)
+            fmt = data.pop("format")
+            value_function_option = data.pop("value_function_option")
+            try:
+                path, name, _ = preferences_export_download(
+                    forest=forests[0],
+                    fmt=fmt,
+                    options=export_options(**data),
+                    value_function_option=value_function_option,
+                )
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+            else:
+                handle = open(path, "rb")  # noqa: SIM115 - FileResponse closes it when sent
+                shutil.rmtree(path.parent, ignore_errors=True)  # the open handle keeps the bytes until then
+                return FileResponse(handle, as_attachment=True, filename=name)
+        return self._action_page(
+            request,
+            forests,
+            action="download_export",
+            title="Download an export",
+            form=form,
+            intro="The same file as python manage.py export_preferences writes, built with datasets: it loads back "
+            "with load_dataset (jsonl, parquet) or load_from_disk (hf_disk, unzipped).",
+        )
 
     @admin.display(description="pages")
     def pages(self, obj: Forest) -> str:

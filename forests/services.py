@@ -212,3 +212,21 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
+
+
+def forest_search_report_save(*, forest: Forest, report: Mapping[str, Any], now: datetime | None = None) -> Forest:
+    """Keep ``report`` (a ``SearchReport.as_dict()``) on the forest, where its page shows it, replacing the last one.
+
+    The forest row is locked while its attributes are rewritten, so keys that others keep there are not lost.
+    """
+    from forests.selectors import SEARCH_REPORT_KEY
+
+    stamp = (now or timezone.now()).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with transaction.atomic():
+        locked = Forest.objects.select_for_update().get(pk=forest.pk)
+        attributes = dict(locked.attributes or {})
+        attributes[SEARCH_REPORT_KEY] = {**report, "computed_at": stamp}
+        locked.attributes = attributes
+        locked.save(update_fields=["attributes"])
+    forest.attributes = locked.attributes
+    return forest

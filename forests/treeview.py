@@ -7,12 +7,15 @@ out, and a node whose descendants did not fit says how many were left out (its p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from forests.values import NodeValue, node_values
+from forests.metrics.forest import forest_arrays
+from forests.metrics.values import NodeValue, labelled_values
+from prmsite.domain import rollout_is_correct
 
 TreeRow = tuple[int, int | None, int, str, bool, int | None]  # (id, parent_id, depth, text, is_leaf, prediction)
+TreeRollout = tuple[int, int, int | None]  # (rollout id, node id where it ends, prediction)
 
 
 @dataclass
@@ -29,7 +32,7 @@ class TreeEntry:
     open: bool
     hidden_nodes: int = 0  # descendants left out of the layout (over max_nodes)
     closes: int = 0  # how many <details> end right after this entry
-    correct: bool | None = None  # leaves only: the prediction equals the ground truth
+    correct: bool | None = None  # leaves only: the leaf's prediction is the ground truth (prmsite.domain)
 
     @property
     def close_range(self) -> range:
@@ -43,7 +46,7 @@ class TreeLayout:
     shown_nodes: int
     focus_id: int
     path: list[int]  # ids from the root down to the focus node (the focus included)
-    values: dict[int, NodeValue]
+    values: dict[int, NodeValue]  # exact values with counts and Wilson intervals (forests.metrics.values)
 
 
 def tree_layout(
@@ -51,16 +54,21 @@ def tree_layout(
     *,
     ground_truth: int | None,
     render: Callable[[str], str],
+    rollouts: Iterable[TreeRollout] = (),
     focus_id: int | None = None,
     open_depth: int = 3,
     max_nodes: int = 2000,
 ) -> TreeLayout:
     """The layout of the subtree under ``focus_id`` (the root when ``None``) of the tree made of ``rows``.
 
-    Values are computed over the whole tree (``rows`` must be one whole tree). Raises ``KeyError`` when
-    ``focus_id`` is not one of the rows.
+    Values are computed over the whole tree (``rows`` must be one whole tree) from ``rollouts``, counting rollouts
+    (a leaf no rollout ends at counts as one). Raises ``KeyError`` when ``focus_id`` is not one of the rows.
     """
-    values = node_values(((r[0], r[1], r[4], r[5]) for r in rows), ground_truth=ground_truth)
+    arrays = forest_arrays(
+        ((r[0], r[1], r[2], r[4], r[5], ground_truth if r[1] is None else None) for r in rows),
+        ((rollout_id, node_id, prediction, None) for rollout_id, node_id, prediction in rollouts),
+    )
+    values = labelled_values(arrays).by_id(arrays.ids)
     by_id = {row[0]: row for row in rows}
     children: dict[int, list[int]] = {}
     root_id = None
@@ -107,7 +115,7 @@ def tree_layout(
             open=depth - base_depth < open_depth,
         )
         if is_leaf:
-            entry.correct = prediction is not None and prediction == ground_truth
+            entry.correct = rollout_is_correct(prediction, ground_truth)
         entries.append(entry)
         entry_of[node_id] = entry
         stack.append((False, node_id))

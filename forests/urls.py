@@ -7,6 +7,7 @@ app_name = "forests"
 urlpatterns = [
     path("forests/", views.forest_list, name="list"),
     path("forests/<str:forest_name>/", views.forest_detail, name="detail"),
+    path("forests/<str:forest_name>/search.png", views.forest_search_plot, name="search_plot"),
     path("forests/<str:forest_name>/trees/<int:root_id>/", views.tree_detail, name="tree"),
     # Included last at the server root: every other route has matched before this one is tried.
     path("<str:forest_name>", views.forest_redirect, name="redirect"),

@@ -15,6 +15,8 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
+from forests.metrics.plot import search_plot_png
+from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
 from forests.rendering import render_markdown
 from forests.selectors import (
@@ -22,6 +24,8 @@ from forests.selectors import (
     forest_progress,
     forest_progress_many,
     forest_roots,
+    forest_search_report_saved,
+    tree_rollouts,
     tree_root_get,
     tree_rows,
     tree_stats_many,
@@ -49,25 +53,56 @@ def forest_list(request: HttpRequest) -> HttpResponse:
     return render(request, "forests/forest_list.html", {"page": page, "rows": rows})
 
 
+def _forest_or_404(forest_name: str) -> Forest:
+    try:
+        return forest_get(name=forest_name)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+
+
 @require_safe
 @login_required
 def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
-    try:
-        forest = forest_get(name=forest_name)
-    except NotFoundError as exc:
-        raise Http404(exc.message) from exc
+    forest = _forest_or_404(forest_name)
     page = Paginator(forest_roots(forest=forest), TREES_PER_PAGE).get_page(request.GET.get("page"))
     stats = tree_stats_many(root_ids=[root.pk for root in page])
     rows = [(root, stats[root.pk]) for root in page]
-    context = {"forest": forest, "progress": forest_progress(forest=forest), "page": page, "rows": rows}
+    report = forest_search_report_saved(forest=forest)
+    baselines = []
+    if report is not None:
+        baselines = [
+            (BASELINE_TITLES.get(name, name), baseline)
+            for name, baseline in (report.get("baselines") or {}).items()
+            if isinstance(baseline, dict)
+        ]
+    context = {
+        "forest": forest,
+        "progress": forest_progress(forest=forest),
+        "page": page,
+        "rows": rows,
+        "report": report,
+        "baselines": baselines,
+    }
     return render(request, "forests/forest_detail.html", context)
 
 
 @require_safe
 @login_required
+def forest_search_plot(request: HttpRequest, forest_name: str) -> HttpResponse:
+    """The plot of the search report saved on the forest (PNG), drawn from the saved figures."""
+    report = forest_search_report_saved(forest=_forest_or_404(forest_name))
+    if report is None:
+        raise Http404("This forest has no saved search report.")
+    response = HttpResponse(search_plot_png(report), content_type="image/png")
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@require_safe
+@login_required
 def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpResponse:
+    forest = _forest_or_404(forest_name)
     try:
-        forest = forest_get(name=forest_name)
         root = tree_root_get(forest=forest, root_id=root_id)
     except NotFoundError as exc:
         raise Http404(exc.message) from exc
@@ -83,6 +118,7 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
             tree_rows(root=root),
             ground_truth=root.ground_truth,
             render=render_markdown,
+            rollouts=tree_rollouts(root=root),
             focus_id=focus_id,
             open_depth=open_depth,
             max_nodes=settings.FOREST_TREE_MAX_NODES,

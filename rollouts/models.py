@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from prmsite.domain import rollout_is_correct
+
 # Most labellers a scheme may ask for per rollout.
 LABELS_PER_ROLLOUT_MAX = 20
 
@@ -51,7 +53,7 @@ class Rollout(models.Model):
 
     @property
     def is_correct(self) -> bool:
-        return self.prediction is not None and self.prediction == self.ground_truth
+        return rollout_is_correct(self.prediction, self.ground_truth)
 
 
 class ProcessRewardLabel(models.Model):

@@ -86,7 +86,7 @@ def test_the_change_page_shows_progress_and_accuracy(staff_client):
     forest_rollout_insert(forest_name="p-forest", example="one", steps=["a", "b"], prediction=1)
     forest_rollout_insert(forest_name="p-forest", example="one", steps=["a", "c"], prediction=0)
     html = staff_client.get(reverse("admin:forests_forest_change", args=[forest.pk])).content.decode()
-    assert "1 of 2 trees have rollouts; accuracy so far 0.500 (1/2 leaves correct)" in html
+    assert "1 of 2 trees have rollouts; accuracy so far 0.500 (1/2 rollouts correct)" in html
 
 
 @pytest.fixture

@@ -72,11 +72,11 @@ def test_the_forest_page_shows_each_tree_with_counts_accuracy_and_ground_truth(u
     response = user_client.get(reverse("forests:detail", args=[forest.name]))
     assert response.status_code == 200
     html = response.content.decode()
-    assert "accuracy so far: <strong>0.667</strong> (2/3 leaves)" in html
+    assert "accuracy so far: <strong>0.667</strong> (2/3 rollouts)" in html
     row = re.search(rf'href="/forests/{forest.name}/trees/{root.pk}/">#{root.pk}</a></td>(.*?)</tr>', html, re.S)
     cells = re.findall(r'<td class="num">(.*?)</td>', row.group(1))
-    # ground truth, nodes, leaves, correct, accuracy, depth
-    assert cells == ["1", "8", "3", "2", "0.667", "3"]
+    # ground truth, nodes, rollouts, correct rollouts, accuracy, its 95% Wilson interval, depth
+    assert cells == ["1", "8", "3", "2", "0.667", "[0.21, 0.94]", "3"]
 
 
 def test_the_forest_page_is_paginated_with_a_constant_number_of_queries(
@@ -102,11 +102,13 @@ def test_the_tree_page_shows_every_node_with_depth_prediction_and_exact_value(us
     assert html.count('<details class="node"') == Node.objects.filter(tree=root).count() == 8
     assert html.count('<details class="node"') == html.count("</details>") - 1  # + the dataset item's details
     assert "Ground truth: <strong>1</strong>" in html
-    assert "exact value of the root (accuracy so far): <strong>0.667</strong> (2/3)" in html
+    assert "exact value of the root (accuracy so far): <strong>0.667</strong> (2/3 rollouts correct, " in html
     step1 = Node.objects.get(tree=root, depth=1, text="Step 1: read. ")
-    assert f"#{step1.pk} · depth 1 · value 0.500 (1/2)" in html
+    # value (correct/rollouts, 95% Wilson interval of 1 in 2: 0.09 to 0.91)
+    assert f'#{step1.pk} · depth 1 · value 0.500 (1/2, <span title="95% Wilson interval">[0.09, 0.91]</span>)' in html
     leaf = Node.objects.get(tree=root, text="Verdict (code: 0)")
-    assert f'#{leaf.pk} · depth 3 · value 0.000 (0/1) · leaf, prediction <span class="badge bad">0</span>' in html
+    interval = '<span title="95% Wilson interval">[0.00, 0.79]</span>'
+    assert f'#{leaf.pk} · depth 3 · value 0.000 (0/1, {interval}) · leaf, prediction <span class="badge bad">0' in html
 
 
 def test_the_tree_page_renders_text_as_markdown(user_client, grown_forest):

@@ -57,9 +57,18 @@ def test_a_subtree_can_be_the_focus():
     result = layout(focus_id=2)
     assert [e.id for e in result.entries] == [2, 3, 4]
     assert result.path == [1, 2]
-    assert result.values[1].leaves == 3  # values still come from the whole tree
+    assert result.values[1].count == 3  # values still come from the whole tree
 
 
 def test_an_unknown_focus_is_a_key_error():
     with pytest.raises(KeyError):
         layout(focus_id=99)
+
+
+def test_values_count_the_rollouts_given_with_the_tree():
+    # Two identical rollouts end at node 3 (correct), one at node 4 (wrong); node 5 has none and counts once.
+    result = layout(rollouts=[(10, 3, 1), (11, 3, 1), (12, 4, 0)])
+    entries = {e.id: e for e in result.entries}
+    assert (entries[2].value.count, entries[2].value.correct) == (3, 2)
+    assert (entries[1].value.count, entries[1].value.correct) == (4, 2)
+    assert entries[2].value.low is not None and entries[2].value.low < 2 / 3 < entries[2].value.high

@@ -1,0 +1,551 @@
+"""Preference and step-level datasets from a forest, written with ``datasets``. Pure: no Django.
+
+Each kind is a generator of record batches (columns, tree by tree in ascending root id, deterministic and without
+repeats) following the kind's ``datasets.Features``; ``dataset_write`` writes any of them as jsonl, parquet or a
+``save_to_disk`` folder, through a temporary path renamed into place, so an interrupted export leaves nothing behind
+and the file always loads back with ``load_dataset`` / ``load_from_disk``.
+
+Column names and types of ``stepwise`` are a contract with the PRM trainer: ``prompt`` (str), ``completions``
+(list[str], the steps of one path), ``labels`` (list[bool]: value above the threshold; list[float] in [0, 1] with
+soft labels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forests.metrics.forest import NO_ROLLOUT_ROW, ForestArrays
+from forests.metrics.preferences import PATHS_DISTINCT, PathTable, ancestors, path_table, sibling_pairs
+from forests.metrics.processbench import first_error
+from forests.metrics.values import NodeValues
+from prmsite.domain import rollout_is_correct
+
+KINDS = ("pairs", "stepwise", "math_shepherd", "openrlhf", "processbench", "tree")
+FORMATS = ("jsonl", "parquet", "hf_disk")
+STEP_TAG = "ки"  # Math-Shepherd's step tag: the position where the step's score is predicted
+GOOD_STEP, BAD_STEP = "+", "-"
+DEFAULT_PLACEHOLDER = STEP_TAG  # OpenRLHF's --placeholder_token for Math-Shepherd-style data
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    kind: str = "pairs"
+    paths: str = PATHS_DISTINCT
+    min_margin: float = 0.0
+    max_pairs_per_node: int | None = None
+    neutral_pairs: bool = False
+    threshold: float = 0.0  # a step is good when its value is above this (0: any correct rollout through it)
+    soft_labels: bool = False
+    placeholder_token: str = DEFAULT_PLACEHOLDER
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if not self.placeholder_token:
+            raise ValueError("the placeholder token must not be empty")
+
+
+@dataclass
+class ExportTally:
+    """What an export wrote and what it left out, and why."""
+
+    records: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """Everything the record generators read: the forest, its values and its texts."""
+
+    forest_name: str
+    forest: ForestArrays
+    values: NodeValues
+    texts: Sequence[str]  # text of each node, by index
+    rollout_models: dict[int, str] = field(default_factory=dict)  # model of each rollout row (processbench)
+
+
+def features_of(options: ExportOptions):
+    """The ``datasets.Features`` of a kind's records."""
+    from datasets import Features, Json, List, Value
+
+    text, integer, real, boolean = Value("string"), Value("int64"), Value("float64"), Value("bool")
+    path_meta = {
+        "forest": text,
+        "tree_id": integer,
+        "leaf_id": integer,
+        "rollout_id": integer,
+        "rollouts": integer,
+        "node_ids": List(integer),
+        "values": List(real),
+        "counts": List(integer),
+        "prediction": integer,
+        "ground_truth": integer,
+        "correct": boolean,
+    }
+    kinds = {
+        "pairs": {
+            "prompt": text,
+            "chosen": text,
+            "rejected": text,
+            "margin": real,
+            "preference": integer,
+            "forest": text,
+            "tree_id": integer,
+            "parent_id": integer,
+            "chosen_id": integer,
+            "rejected_id": integer,
+            "chosen_value": real,
+            "rejected_value": real,
+            "chosen_count": integer,
+            "rejected_count": integer,
+            "chosen_ci95_low": real,
+            "chosen_ci95_high": real,
+            "rejected_ci95_low": real,
+            "rejected_ci95_high": real,
+        },
+        "stepwise": {
+            "prompt": text,
+            "completions": List(text),
+            "labels": List(real) if options.soft_labels else List(boolean),
+            **path_meta,
+        },
+        "math_shepherd": {"input": text, "label": text, **path_meta},
+        "openrlhf": {"input": text, "value": List(real), **path_meta},
+        "processbench": {
+            "id": text,
+            "generator": text,
+            "problem": text,
+            "steps": List(text),
+            "final_answer_correct": boolean,
+            "label": integer,
+            **path_meta,
+        },
+        "tree": {
+            "forest": text,
+            "tree_id": integer,
+            "prompt": text,
+            "ground_truth": integer,
+            "num_nodes": integer,
+            "num_rollouts": integer,
+            "root": Json(),
+        },
+    }
+    return Features(kinds[options.kind])
+
+
+def _int_or_none(value: float) -> int | None:
+    return None if value != value else int(value)
+
+
+Batch = dict[str, Any]  # column name -> pyarrow array or list of values, all of one length
+
+
+def _nullable_floats(values: np.ndarray) -> Any:
+    """A float array with NaN for "none" as a float64 Arrow array with nulls (JSON null, not NaN)."""
+    import pyarrow as pa
+
+    return pa.array(values, mask=np.isnan(values))
+
+
+class _Batches:
+    """The record batches of every kind over one source, built column by column (vectorised where it can be)."""
+
+    PATH_BATCH = 4096
+    PAIR_BATCH = 4096
+    TREE_BATCH = 32  # a tree record holds a whole tree: keep batches small
+
+    def __init__(self, source: ExportSource, options: ExportOptions, tally: ExportTally, features) -> None:
+        self.source = source
+        self.options = options
+        self.tally = tally
+        self.features = features
+        self.forest = source.forest
+        self.value = source.values.value
+        self.count = source.values.count
+        self.low, self.high = source.values.intervals()
+        self.texts = np.asarray(source.texts, dtype=object)
+        self.forest_name = source.forest_name
+
+    def _list(self, name: str, offsets: np.ndarray, flat) -> Any:
+        import pyarrow as pa
+
+        field_type = self.features.arrow_schema.field(name).type
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=field_type.value_type))
+
+    def prefix(self, index: int) -> str:
+        """The root prompt followed by the steps down to ``index``."""
+        forest, texts = self.forest, self.source.texts
+        return texts[int(forest.root[index])] + "".join(texts[i] for i in forest.path(index))
+
+    # --- pairs -----------------------------------------------------------------------------------------------
+
+    def pairs(self, progress: Progress | None) -> Iterator[Batch]:
+        forest, options = self.forest, self.options
+        total = int(forest.roots.size)
+        branching = np.flatnonzero(np.diff(forest.child_start) >= 2)
+        parents = branching[np.lexsort((branching, forest.root[branching]))].tolist()  # by tree, then node id
+        found: dict[str, list] = {"parent": [], "chosen": [], "rejected": [], "margin": [], "preference": []}
+        prompts: list[str] = []
+        prompt_of: tuple[int, str] = (-1, "")
+        for pair in sibling_pairs(
+            forest,
+            self.value,
+            min_margin=options.min_margin,
+            max_pairs_per_node=options.max_pairs_per_node,
+            neutral=options.neutral_pairs,
+            parents=parents,
+        ):
+            if prompt_of[0] != pair.parent:
+                prompt_of = (pair.parent, self.prefix(pair.parent))
+            prompts.append(prompt_of[1])
+            for name in found:
+                found[name].append(getattr(pair, name))
+            if len(prompts) >= self.PAIR_BATCH:
+                yield self._pair_batch(found, prompts)
+                if progress is not None:
+                    progress(int(np.searchsorted(forest.roots, forest.root[pair.parent])) + 1, total)
+                found = {name: [] for name in found}
+                prompts = []
+        if prompts:
+            yield self._pair_batch(found, prompts)
+        if progress is not None:
+            progress(total, total)
+
+    def _pair_batch(self, found: dict[str, list], prompts: list[str]) -> Batch:
+        forest = self.forest
+        parent, chosen, rejected = (
+            np.asarray(found[name], dtype=np.int64) for name in ("parent", "chosen", "rejected")
+        )
+        return {
+            "prompt": prompts,
+            "chosen": self.texts[chosen],
+            "rejected": self.texts[rejected],
+            "margin": found["margin"],
+            "preference": found["preference"],
+            "forest": [self.forest_name] * len(prompts),
+            "tree_id": forest.ids[forest.root[parent]],
+            "parent_id": forest.ids[parent],
+            "chosen_id": forest.ids[chosen],
+            "rejected_id": forest.ids[rejected],
+            "chosen_value": self.value[chosen],
+            "rejected_value": self.value[rejected],
+            "chosen_count": self.count[chosen].astype(np.int64),
+            "rejected_count": self.count[rejected].astype(np.int64),
+            "chosen_ci95_low": _nullable_floats(self.low[chosen]),
+            "chosen_ci95_high": _nullable_floats(self.high[chosen]),
+            "rejected_ci95_low": _nullable_floats(self.low[rejected]),
+            "rejected_ci95_high": _nullable_floats(self.high[rejected]),
+        }
+
+    # --- path-based kinds --------------------------------------------------------------------------------------
+
+    def paths(self, progress: Progress | None) -> Iterator[Batch]:
+        forest, options = self.forest, self.options
+        table = path_table(forest, options.paths)
+        total = int(forest.roots.size)
+        tree_rank = np.searchsorted(forest.roots, forest.root[table.leaf]) + 1 if len(table) else None
+        tagged = None
+        if options.kind in ("math_shepherd", "openrlhf"):
+            tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
+            tagged = np.fromiter((tag in text for text in self.source.texts), dtype=bool, count=forest.size)
+        for start in range(0, len(table), self.PATH_BATCH):
+            end = min(start + self.PATH_BATCH, len(table))
+            batch = self._path_batch(table, slice(start, end), tagged)
+            if batch is not None:
+                yield batch
+            if progress is not None:
+                progress(int(tree_rank[end - 1]), total)
+        if progress is not None:
+            progress(total, total)
+
+    def _path_batch(self, table: PathTable, rows: slice, tagged: np.ndarray | None) -> Batch | None:
+        forest, options = self.forest, self.options
+        leaf = table.leaf[rows]
+        offsets, flat = ancestors(forest, leaf)
+        lengths = np.diff(offsets)
+        step_values = self.value[flat]
+        keep = np.add.reduceat(np.isnan(step_values), offsets[:-1]) == 0
+        self.tally.skip("a step without a value", int((~keep).sum()))
+        if tagged is not None:
+            holding = (np.add.reduceat(tagged[flat], offsets[:-1]) > 0) | tagged[forest.root[leaf]]
+            tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
+            self.tally.skip(f"text holding the step tag {tag!r}", int((keep & holding).sum()))
+            keep &= ~holding
+        if not keep.any():
+            return None
+        if not keep.all():
+            flat = flat[np.repeat(keep, lengths)]
+            lengths = lengths[keep]
+            offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            step_values = self.value[flat]
+            leaf = leaf[keep]
+        rollout = table.rollout[rows][keep]
+        roots = forest.root[leaf]
+        n = leaf.size
+
+        if table.per_rollout:
+            predictions = [forest.rollout_prediction[i] for i in rollout.tolist()]
+            rollout_ids = forest.rollout_id[rollout]
+            missing_id = rollout_ids == NO_ROLLOUT_ROW
+        else:
+            predictions = [_int_or_none(p) for p in forest.prediction[leaf].tolist()]
+            rollout_ids = np.zeros(n, dtype=np.int64)
+            missing_id = np.ones(n, dtype=bool)
+        truths = [_int_or_none(g) for g in forest.ground_truth[roots].tolist()]
+        correct = list(map(rollout_is_correct, predictions, truths))
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        good = step_values > options.threshold
+        meta: Batch = {
+            "forest": [self.forest_name] * n,
+            "tree_id": forest.ids[roots],
+            "leaf_id": forest.ids[leaf],
+            "rollout_id": pa.array(rollout_ids, mask=missing_id),
+            "rollouts": table.rollouts[rows][keep],
+            "node_ids": self._list("node_ids", offsets, forest.ids[flat]),
+            "values": self._list("values", offsets, step_values),
+            "counts": self._list("counts", offsets, self.count[flat].astype(np.int64)),
+            "prediction": pa.array(predictions, type=pa.int64()),
+            "ground_truth": pa.array(truths, type=pa.int64()),
+            "correct": correct,
+        }
+        prompts = self.texts[roots]
+        kind = options.kind
+        if kind == "stepwise":
+            labels = step_values if options.soft_labels else good
+            return {
+                "prompt": prompts,
+                "completions": self._list("completions", offsets, self.texts[flat]),
+                "labels": self._list("labels", offsets, labels),
+                **meta,
+            }
+        bounds = offsets.tolist()
+        if kind in ("math_shepherd", "openrlhf"):
+            tag = STEP_TAG if kind == "math_shepherd" else options.placeholder_token
+            # Joined by Arrow's string kernels: no Python loop over the steps.
+            steps = pc.utf8_trim_whitespace(pa.array(self.texts[flat], type=pa.string()))
+            heads = pc.utf8_trim_whitespace(pa.array(prompts, type=pa.string()))
+
+            def joined(pieces) -> Any:
+                body = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pieces), "\n")
+                return pc.binary_join_element_wise(heads, body, " ")
+
+            inputs = joined(pc.binary_join_element_wise(steps, pa.scalar(" " + tag), ""))
+            if kind == "math_shepherd":
+                marks = pc.if_else(pa.array(good), " " + GOOD_STEP, " " + BAD_STEP)
+                labels = joined(pc.binary_join_element_wise(steps, marks, ""))
+            if kind == "openrlhf":
+                return {"input": inputs, "value": self._list("value", offsets, step_values), **meta}
+            return {"input": inputs, "label": labels, **meta}
+        # processbench
+        good_list = good.tolist()
+        first_wrong = [first_error(good_list[bounds[i] : bounds[i + 1]]) for i in range(n)]
+        if table.per_rollout:
+            record_ids = [f"{self.forest_name}-rollout-{r}" for r in rollout_ids.tolist()]
+            generators = [self.source.rollout_models.get(r, "") for r in rollout_ids.tolist()]
+        else:
+            record_ids = [f"{self.forest_name}-node-{node_id}" for node_id in forest.ids[leaf].tolist()]
+            # The first rollout ending at a node has the lowest id; a leaf without rollout rows has no model.
+            generators = [self.source.rollout_models.get(r, "") for r in forest.rollout_id[rollout].tolist()]
+        return {
+            "id": record_ids,
+            "generator": generators,
+            "problem": prompts,
+            "steps": self._list("steps", offsets, self.texts[flat]),
+            "final_answer_correct": correct,
+            "label": first_wrong,
+            **meta,
+        }
+
+    # --- tree --------------------------------------------------------------------------------------------------
+
+    def trees(self, progress: Progress | None) -> Iterator[Batch]:
+        forest, texts = self.forest, self.source.texts
+        total = int(forest.roots.size)
+        order = np.argsort(forest.root, kind="stable")  # nodes grouped by tree, ascending id within it
+        bounds = [*np.searchsorted(forest.root[order], forest.roots).tolist(), forest.size]
+        rollouts_per_tree = np.bincount(forest.rollout_tree, minlength=forest.size)
+        columns: dict[str, list] = {name: [] for name in self.features}
+        for done, root in enumerate(forest.roots.tolist(), start=1):
+            nodes = order[bounds[done - 1] : bounds[done]]  # one tree's nodes: lists of this size only
+            indices = nodes.tolist()
+            made = [
+                {
+                    "id": node_id,
+                    "text": texts[index],
+                    "value": None if value != value else value,
+                    "count": count,
+                    "ci95_low": None if low != low else low,
+                    "ci95_high": None if high != high else high,
+                    "is_leaf": is_leaf,
+                    "prediction": None if prediction != prediction else int(prediction),
+                    "children": [],
+                }
+                for index, node_id, value, count, low, high, is_leaf, prediction in zip(
+                    indices,
+                    forest.ids[nodes].tolist(),
+                    self.value[nodes].tolist(),
+                    self.count[nodes].astype(np.int64).tolist(),
+                    self.low[nodes].tolist(),
+                    self.high[nodes].tolist(),
+                    forest.is_leaf[nodes].tolist(),
+                    forest.prediction[nodes].tolist(),
+                    strict=True,
+                )
+            ]
+            position = {index: i for i, index in enumerate(indices)}
+            for i, parent in enumerate(forest.parent[nodes].tolist()):  # ascending id: children in id order
+                if parent >= 0:
+                    made[position[parent]]["children"].append(made[i])
+            for name, item in (
+                ("forest", self.forest_name),
+                ("tree_id", int(forest.ids[root])),
+                ("prompt", texts[root]),
+                ("ground_truth", forest.tree_ground_truth(root)),
+                ("num_nodes", len(indices)),
+                ("num_rollouts", int(rollouts_per_tree[root])),
+                ("root", json.dumps(made[position[root]], ensure_ascii=False)),
+            ):
+                columns[name].append(item)
+            if len(columns["root"]) >= self.TREE_BATCH:
+                yield columns
+                columns = {name: [] for name in self.features}
+                if progress is not None:
+                    progress(done, total)
+        if columns["root"]:
+            yield columns
+        if progress is not None:
+            progress(total, total)
+
+
+def export_batches(
+    source: ExportSource, options: ExportOptions, tally: ExportTally, progress: Progress | None = None
+) -> Iterator[Batch]:
+    """The records of ``options.kind`` as column batches; ``progress(trees_done, trees)`` is called as they go."""
+    batches = _Batches(source, options, tally, features_of(options))
+    if options.kind == "pairs":
+        generator = batches.pairs(progress)
+    elif options.kind == "tree":
+        generator = batches.trees(progress)
+    else:
+        generator = batches.paths(progress)
+    for batch in generator:
+        tally.records += len(next(iter(batch.values())))
+        yield batch
+
+
+# --- writing ---------------------------------------------------------------------------------------------------
+
+
+class ExportError(ValueError):
+    """The export cannot be written; nothing was."""
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, renamed into place."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise ExportError(f"folder {target.parent} does not exist")
+    handle, staged = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(staged, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+
+
+def _arrow(column: Any, arrow_type) -> Any:
+    import pyarrow as pa
+
+    if isinstance(column, pa.Array):
+        return column if column.type == arrow_type else column.cast(arrow_type)
+    return pa.array(column, type=arrow_type)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+
+
+def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike, fmt: str) -> int:
+    """Write column ``batches`` (following ``features``) to ``output`` as ``fmt``; return how many records.
+
+    The records go to an Arrow file in a temporary folder beside ``output``; ``datasets`` writes the final file from
+    it, which is then renamed onto ``output``. A folder that is not a dataset saved by ``save_to_disk`` is never
+    replaced. Raises ``ExportError`` (and writes nothing) when there are no records, since an empty file does not
+    load back.
+    """
+    import pyarrow as pa
+    from datasets import Dataset, Json
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    target = Path(output)
+    if target.is_dir() and not (fmt == "hf_disk" and _is_saved_dataset(target)):
+        raise ExportError(f"{target} is a folder that is not a dataset saved by save_to_disk: choose another output")
+    if fmt != "hf_disk" and target.exists() and not target.is_file():
+        raise ExportError(f"{target} exists and is not a file")
+    if not target.parent.is_dir():
+        raise ExportError(f"folder {target.parent} does not exist")
+
+    schema = features.arrow_schema
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    bars_were_on = is_progress_bar_enabled()
+    disable_progress_bar()  # the caller shows its own progress
+    try:
+        arrow_path = work / "records.arrow"
+        written = 0
+        with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for batch in batches:
+                arrays = [_arrow(batch[field.name], field.type) for field in schema]
+                record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                writer.write_batch(record_batch)
+                written += record_batch.num_rows
+        if written == 0:
+            raise ExportError("nothing to export: no record matches (nothing was written)")
+        dataset = Dataset.from_file(str(arrow_path))
+        if fmt == "jsonl":
+            staged = work / "out.jsonl"
+            # datasets decodes JSON columns to objects to write them: a few whole trees at a time, not thousands.
+            rows_per_write = 64 if any(isinstance(f, Json) for f in features.values()) else None
+            dataset.to_json(str(staged), lines=True, force_ascii=False, batch_size=rows_per_write)
+            os.replace(staged, target)
+        elif fmt == "parquet":
+            staged = work / "out.parquet"
+            dataset.to_parquet(str(staged))
+            os.replace(staged, target)
+        else:
+            staged = work / "out"
+            dataset.save_to_disk(str(staged))
+            del dataset
+            if target.exists():
+                old = work / "replaced"
+                os.replace(target, old)  # the old dataset goes into the work folder, removed below
+            os.replace(staged, target)
+        return written
+    finally:
+        if bars_were_on:
+            enable_progress_bar()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
