@@ -73,12 +73,12 @@ def tiny_base_model_save(
     folder: Path,
     *,
     seed: int = 0,
-    hidden_size: int = 32,
+    hidden_size: int = 64,
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
-    intermediate_size: int = 64,
+    intermediate_size: int = 128,
 ) -> Path:
-    """A randomly initialised Llama (a few ten thousand parameters) and its tokenizer, saved as safetensors."""
+    """A randomly initialised Llama (about 90,000 parameters) and its tokenizer, saved as safetensors."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -17,7 +17,7 @@ from adapters.prm.synthetic import synthetic_rows, tiny_base_model_save
 from tests.forests.conftest import offline_hub  # noqa: F401 - autouse for every PRM test
 
 # Settings under which the tiny model learns the synthetic task in about a second on two CPU cores.
-TINY_TRAINING = {"epochs": 4, "lr": 1e-2, "lora_r": 8, "lora_alpha": 16.0, "batch_size": 16, "max_length": 256}
+TINY_TRAINING = {"epochs": 6, "lr": 1e-2, "lora_r": 8, "lora_alpha": 16.0, "batch_size": 16, "max_length": 256}
 EVAL_FRACTION = 0.2
 SEED = 0
 
@@ -55,7 +55,7 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained_soft(tiny_base, soft_examples, tmp_path_factory) -> Trained:
-    """The tiny model trained on soft labels (the held-out split is the one training used)."""
+    """The tiny model trained on soft labels (``held_out`` is the split training held out)."""
     from adapters.prm.training import TrainSettings, prm_train
 
     settings = TrainSettings(
