@@ -197,8 +197,9 @@ class _Poster:
             else:
                 summary.refused += 1
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, cancel: bool = False) -> None:
+        """Wait for the posts in flight; ``cancel`` drops those not started (the server is failing anyway)."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
         for client in self._clients:
             close = getattr(client, "close", None)
             if callable(close):
@@ -236,6 +237,7 @@ def label_loop(
     poster = _Poster(client_factory or (lambda: client), settings.post_threads, limit=2 * settings.claim_limit)
     started = time.monotonic()
     claimed: list[dict[str, Any]] = []
+    server_failing = False
     try:
         while not stop.is_set():
             claimed = client.get_rollouts(settings.prm_version, limit=settings.claim_limit, wait=settings.wait)
@@ -263,8 +265,9 @@ def label_loop(
         poster.collect(summary)
         if not summary.ended_by:
             summary.ended_by = "stop"
-    except BaseException:
+    except BaseException as exc:
         summary.ended_by = "error"
+        server_failing = isinstance(exc, PrmsiteAPIError | requests.RequestException)
         raise
     finally:
         try:
@@ -272,7 +275,9 @@ def label_loop(
             if summary.ended_by != "error":
                 poster.collect(summary)
         finally:
-            poster.close()
+            # After a scoring failure the labels already computed are still posted; after a server failure the
+            # posts not yet started are dropped (their rollouts come back when their lease ends).
+            poster.close(cancel=server_failing)
             summary.seconds = time.monotonic() - started
             if on_progress is not None:
                 on_progress(summary)

@@ -38,6 +38,8 @@ def test_base_model_sources(tmp_path):
     assert base_model_source("HuggingFaceTB/SmolLM2-135M") == ("HuggingFaceTB/SmolLM2-135M", {})
     with pytest.raises(PRMError, match=r"no such \.gguf file"):
         base_model_source(str(tmp_path / "missing.gguf"))
+    with pytest.raises(PRMError, match="no such folder"):
+        base_model_source(str(tmp_path / "missing-model"))
     (tmp_path / "weights.safetensors").write_bytes(b"")
     with pytest.raises(PRMError, match="is a file"):
         base_model_source(str(tmp_path / "weights.safetensors"))
