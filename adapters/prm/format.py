@@ -77,6 +77,13 @@ class FormatTokens:
 
 
 def _ids(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+    """Token ids of ``texts``. A fast tokenizer's Rust backend is called directly when it neither pads nor truncates:
+    the same ids, without the per-text Python objects (offsets, masks) ``tokenizer(texts)`` builds, which cost ten
+    times the tokenization itself on short steps."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    encode = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
+    if callable(encode) and backend.padding is None and backend.truncation is None:
+        return [encoding.ids for encoding in encode(texts, add_special_tokens=add_special_tokens)]
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
 
 

@@ -172,18 +172,19 @@ class StepBatch:
 
 def collate(encoded: Sequence[EncodedRollout], *, pad_id: int, device: torch.device) -> StepBatch:
     width = max(len(e.input_ids) for e in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    padded: list[list[int]] = []
+    masks: list[list[int]] = []
     rows: list[int] = []
     cols: list[int] = []
     for index, item in enumerate(encoded):
-        ids[index, : len(item.input_ids)] = torch.tensor(item.input_ids, dtype=torch.long)
-        mask[index, : len(item.input_ids)] = 1
+        missing = width - len(item.input_ids)
+        padded.append([*item.input_ids, *([pad_id] * missing)])
+        masks.append([1] * len(item.input_ids) + [0] * missing)
         rows += [index] * len(item.tag_positions)
         cols += item.tag_positions
     return StepBatch(
-        input_ids=ids.to(device, non_blocking=True),
-        attention_mask=mask.to(device, non_blocking=True),
+        input_ids=torch.tensor(padded, dtype=torch.long).to(device, non_blocking=True),
+        attention_mask=torch.tensor(masks, dtype=torch.long).to(device, non_blocking=True),
         rows=torch.tensor(rows, dtype=torch.long, device=device),
         cols=torch.tensor(cols, dtype=torch.long, device=device),
         counts=tuple(len(e.tag_positions) for e in encoded),

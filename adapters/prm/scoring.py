@@ -97,7 +97,8 @@ class PRMScorer:
         results: list[list[float]] = [[] for _ in encoded]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # eval() walks every module: only when needed (it costs as much as a tiny model's pass)
+            self.model.eval()
         try:
             with torch.inference_mode():
                 for start in range(0, len(order), self.batch_size):
@@ -109,5 +110,6 @@ class PRMScorer:
                         results[index] = probabilities[offset : offset + count]
                         offset += count
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
         return results

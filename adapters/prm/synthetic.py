@@ -77,15 +77,19 @@ def tiny_base_model_save(
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
     intermediate_size: int = 128,
+    vocab_size: int | None = None,
 ) -> Path:
-    """A randomly initialised Llama (about 90,000 parameters) and its tokenizer, saved as safetensors."""
+    """A randomly initialised Llama (about 90,000 parameters) and its tokenizer, saved as safetensors.
+
+    ``vocab_size`` larger than the tokenizer's vocabulary gives the model a realistic LM head (rows the tokenizer
+    never produces), for measuring what the head costs."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(VOCABULARY),
+        vocab_size=max(vocab_size or 0, len(VOCABULARY)),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_hidden_layers,

@@ -120,7 +120,7 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class _TrainItem:
+class TrainItem:
     encoded: EncodedRollout
     targets: tuple[float, ...]
     weights: tuple[float, ...]
@@ -144,9 +144,9 @@ class TrainResult:
         }
 
 
-def _train_items(
+def train_items(
     examples: Sequence[StepExample], encoded: Sequence[EncodedRollout]
-) -> tuple[list[_TrainItem], dict[str, int]]:
+) -> tuple[list[TrainItem], dict[str, int]]:
     """Pair each encoded example with the targets of the steps it kept; drop the ones with nothing left to learn."""
     items = []
     stats = {"steps_truncated": 0, "examples_truncated_away": 0}
@@ -157,7 +157,7 @@ def _train_items(
         if not any(w > 0 for w in weights):
             stats["examples_truncated_away"] += 1
             continue
-        items.append(_TrainItem(encoded=enc, targets=example.targets[:kept], weights=weights))
+        items.append(TrainItem(encoded=enc, targets=example.targets[:kept], weights=weights))
     return items, stats
 
 
@@ -224,7 +224,7 @@ def prm_train(
         max_length=settings.max_length,
         keep_all_steps=False,
     )
-    items, truncation = _train_items(train_examples, encoded)
+    items, truncation = train_items(train_examples, encoded)
     if not items:
         raise PRMError(f"no training example keeps a labelled step within --max_length {settings.max_length}")
 
@@ -259,21 +259,12 @@ def prm_train(
     if eval_before:
         log(f"held out before training: {metrics_line(eval_before)}")
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     batches_per_epoch = math.ceil(len(items) / settings.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_lambda(
-            settings.lr_scheduler, total_steps=total_steps, warmup_steps=round(settings.warmup_ratio * total_steps)
-        ),
-    )
+    trainer = StepTrainer(scorer, settings, total_steps=steps_per_epoch * settings.epochs)
     order_rng = random.Random(settings.seed)
     epoch_losses: list[float] = []
     eval_per_epoch: list[dict[str, Any] | None] = []
-    optimizer_steps = 0
     started = time.perf_counter()
     model.train()
     bar = tqdm(
@@ -287,18 +278,12 @@ def prm_train(
             for batch_index in range(batches_per_epoch):
                 start = batch_index * settings.batch_size
                 chunk = [items[i] for i in order[start : start + settings.batch_size]]
-                loss, weight = _step_loss(scorer, chunk, device=device)
-                (loss / settings.gradient_accumulation_steps).backward()
-                loss_sum += float(loss.detach()) * weight
+                loss, weight = trainer.backward(chunk)
+                loss_sum += loss * weight
                 weight_sum += weight
                 last = batch_index == batches_per_epoch - 1
                 if (batch_index + 1) % settings.gradient_accumulation_steps == 0 or last:
-                    if settings.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    optimizer_steps += 1
+                    trainer.optimizer_step()
                 bar.update(len(chunk))
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(weight_sum, 1e-12):.4f}", refresh=False)
             epoch_losses.append(loss_sum / max(weight_sum, 1e-12))
@@ -323,7 +308,7 @@ def prm_train(
         },
         "train": {
             "epochs": settings.epochs,
-            "optimizer_steps": optimizer_steps,
+            "optimizer_steps": trainer.optimizer_steps,
             "loss_per_epoch": epoch_losses,
             "seconds": seconds,
             "examples_per_second": len(items) * settings.epochs / seconds if seconds > 0 else None,
@@ -364,15 +349,46 @@ def prm_train(
     )
 
 
-def _step_loss(scorer: PRMScorer, chunk: Sequence[_TrainItem], *, device: torch.device) -> tuple[torch.Tensor, float]:
-    """(weighted mean loss of the batch's steps, their total weight)."""
-    batch = collate([item.encoded for item in chunk], pad_id=scorer.tokens.pad_id, device=device)
-    targets = torch.tensor([t for item in chunk for t in item.targets], dtype=torch.float32, device=device)
-    weights = torch.tensor([w for item in chunk for w in item.weights], dtype=torch.float32, device=device)
-    margins = scorer.head.margins(scorer.model, batch)
-    losses = F.binary_cross_entropy_with_logits(margins, targets, reduction="none")
-    total = float(weights.sum())
-    return (losses * weights).sum() / total, total
+class StepTrainer:
+    """One training step of ``prm_train``: the step-tag forward pass of a batch, its weighted cross-entropy and
+    backward (``backward``), then clipping, AdamW and the learning-rate schedule (``optimizer_step``).
+
+    ``backward`` divides the loss by ``gradient_accumulation_steps``, so that many calls before one
+    ``optimizer_step`` average their gradients.
+    """
+
+    def __init__(self, scorer: PRMScorer, settings: TrainSettings, *, total_steps: int) -> None:
+        self.scorer = scorer
+        self.settings = settings
+        self.parameters = [p for p in scorer.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+        warmup = round(settings.warmup_ratio * total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(settings.lr_scheduler, total_steps=total_steps, warmup_steps=warmup)
+        )
+        self.optimizer_steps = 0
+
+    def backward(self, chunk: Sequence[TrainItem]) -> tuple[float, float]:
+        """Back-propagate the batch's weighted mean step loss; answer (that loss, the batch's total step weight)."""
+        scorer = self.scorer
+        device = scorer.device
+        batch = collate([item.encoded for item in chunk], pad_id=scorer.tokens.pad_id, device=device)
+        targets = torch.tensor([t for item in chunk for t in item.targets], dtype=torch.float32, device=device)
+        weights = torch.tensor([w for item in chunk for w in item.weights], dtype=torch.float32, device=device)
+        margins = scorer.head.margins(scorer.model, batch)
+        losses = F.binary_cross_entropy_with_logits(margins, targets, reduction="none")
+        total = float(weights.sum())
+        loss = (losses * weights).sum() / total
+        (loss / self.settings.gradient_accumulation_steps).backward()
+        return float(loss.detach()), total
+
+    def optimizer_step(self) -> None:
+        if self.settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.settings.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
 
 
 def metrics_line(metrics: dict[str, Any]) -> str:
