@@ -76,7 +76,7 @@ class FormatTokens:
         return {"tag_ids": list(self.tag_ids), "good_id": self.good_id, "bad_id": self.bad_id}
 
 
-def _ids(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+def token_ids(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
     """Token ids of ``texts``. A fast tokenizer's Rust backend is called directly when it neither pads nor truncates:
     the same ids, without the per-text Python objects (offsets, masks) ``tokenizer(texts)`` builds, which cost ten
     times the tokenization itself on short steps."""
@@ -99,7 +99,7 @@ def _special_prefix(with_specials: list[int], without: list[int]) -> tuple[int, 
 
 def format_tokens(fmt: StepTagFormat, tokenizer: Tokenizer) -> FormatTokens:
     """Resolve ``fmt`` against ``tokenizer``; ``ValueError`` when the tag is empty or +/- are not single tokens."""
-    tag, good, bad = _ids(tokenizer, [fmt.step_tag, fmt.good_token, fmt.bad_token])
+    tag, good, bad = token_ids(tokenizer, [fmt.step_tag, fmt.good_token, fmt.bad_token])
     if not tag:
         raise ValueError(EMPTY_TAG.format(tag=fmt.step_tag))
     for role, text, ids in (("good", fmt.good_token, good), ("bad", fmt.bad_token, bad)):
@@ -108,8 +108,8 @@ def format_tokens(fmt: StepTagFormat, tokenizer: Tokenizer) -> FormatTokens:
     if good[0] == bad[0]:
         raise ValueError(SAME_TOKENS.format(good=fmt.good_token, bad=fmt.bad_token, id=good[0]))
     probe = "step"
-    (with_specials,) = _ids(tokenizer, [probe], add_special_tokens=True)
-    (without,) = _ids(tokenizer, [probe])
+    (with_specials,) = token_ids(tokenizer, [probe], add_special_tokens=True)
+    (without,) = token_ids(tokenizer, [probe])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return FormatTokens(
         tag_ids=tuple(tag),
@@ -185,7 +185,7 @@ def encode_rollouts(
     for prompt, steps in rollouts:
         texts.append(prompt + fmt.prompt_separator)
         texts.extend(steps)
-    ids = _ids(tokenizer, texts) if texts else []
+    ids = token_ids(tokenizer, texts) if texts else []
     encoded: list[EncodedRollout] = []
     cursor = 0
     for _prompt, steps in rollouts:

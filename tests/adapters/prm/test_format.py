@@ -11,6 +11,7 @@ from adapters.prm.format import (
     assemble,
     encode_rollouts,
     format_tokens,
+    token_ids,
 )
 from adapters.prm.synthetic import VOCABULARY, tiny_tokenizer
 
@@ -120,3 +121,13 @@ def test_prm_config_round_trips_and_names_the_token_ids_that_differ(tmp_path):
     other = FormatTokens(tag_ids=(4,), good_id=7, bad_id=6, prefix_ids=(), pad_id=0)
     assert read.token_mismatch(other) == "good_id 5 at training, 7 now"
     assert PRMConfig.read(tmp_path / "nowhere") is None
+
+
+@pytest.mark.parametrize("add_special_tokens", [False, True])
+def test_the_rust_backend_reads_the_same_ids_as_the_tokenizer_and_is_left_when_it_would_pad(add_special_tokens):
+    tokenizer = tiny_tokenizer()
+    texts = ["Problem w1 w2\n", "step m3 w4\n", "", " ки", "unknown words here"]
+    expected = [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
+    assert token_ids(tokenizer, texts, add_special_tokens=add_special_tokens) == expected
+    tokenizer.backend_tokenizer.enable_padding(pad_id=0, pad_token="<pad>")
+    assert token_ids(tokenizer, texts, add_special_tokens=add_special_tokens) == expected

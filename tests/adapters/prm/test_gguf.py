@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from adapters.prm.examples import examples_from_stepwise
-from adapters.prm.format import PRMConfig
+from adapters.prm.format import PRMConfig, token_ids
 from adapters.prm.scoring import PRMScorer
 from adapters.prm.synthetic import synthetic_rows
 from adapters.prm.training import TrainSettings, prm_train
@@ -47,6 +47,9 @@ def test_a_prm_trains_on_a_gguf_file_and_scores_from_it(tmp_path):
 
     scorer = PRMScorer.from_adapter_folder(result.output_dir, base_model=None, device=torch.device("cpu"))
     assert scorer.head.headless
+    texts = [e.prompt for e in examples[:2]] + list(examples[0].steps) + [" ки", "Ünïcode ∑ 1+1=2\n\n"]
+    wrapper = [list(ids) for ids in scorer.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    assert token_ids(scorer.tokenizer, texts) == wrapper  # the Rust fast path reads what the tokenizer reads
     rewards = scorer.score([(e.prompt, e.steps) for e in examples[:3]])
     assert [len(r) for r in rewards] == [len(e.steps) for e in examples[:3]]
     assert all(0.0 < v < 1.0 for r in rewards for v in r)
