@@ -66,7 +66,8 @@ class Command(BaseCommand):
                 f"{signal.Signals(signum).name}: stopping after the batch in hand (again to stop at once)"
             )
 
-        # Signal handlers can only be set from the main thread (a caller running this in a thread stops it via stop).
+        # Handlers can only be set from the main thread; code that runs the worker in a thread calls
+        # adapters.prm.worker.prm_label_worker_run itself, with a stop event of its own.
         in_main_thread = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
         previous = {sig: signal.signal(sig, on_signal) for sig in signals}

@@ -4,6 +4,7 @@ soft labels are fitted better by soft training than by hard, and what is saved i
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import pytest
@@ -138,3 +139,13 @@ def test_learning_rate_schedules_warm_up_linearly_then_decay():
     cosine = lr_lambda("cosine", total_steps=5, warmup_steps=0)
     assert [cosine(s) for s in range(5)] == pytest.approx([1.0, 0.9045085, 0.6545085, 0.3454915, 0.0954915])
     assert {lr_lambda("constant", total_steps=4, warmup_steps=0)(s) for s in range(4)} == {1.0}
+
+
+def test_a_base_model_whose_tokenizer_reads_the_format_differently_is_refused(trained_soft, tmp_path):
+    folder = tmp_path / "adapter"
+    shutil.copytree(trained_soft.result.output_dir, folder)
+    config = json.loads((folder / "prm_config.json").read_text())
+    config["token_ids"]["good_id"] = 7  # as if trained on a base model whose "+" is another token
+    (folder / "prm_config.json").write_text(json.dumps(config))
+    with pytest.raises(PRMError, match="reads the step-tag format differently from training: good_id 7 at training, 5"):
+        PRMScorer.from_adapter_folder(folder, base_model=None, device=CPU)
