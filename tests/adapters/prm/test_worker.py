@@ -11,7 +11,7 @@ import pytest
 
 from adapters.prm.errors import PRMError
 from adapters.prm.worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
-from rollouts.client import PrmsiteAPIError
+from rollouts.client import PrmsiteAPIError, PrmsiteClient
 
 
 def _rollout(rollout_id: int, steps: int) -> dict:
@@ -206,3 +206,24 @@ def test_a_download_with_pickled_weights_is_refused_before_anything_is_loaded(tm
     with pytest.raises(PRMError, match=r"fails its check: Member 'adapter_model\.bin' is a pickle-based file"):
         adapter_fetch(client, adapter_info_get(client, "prm-v1"), tmp_path)
     assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.skipif(
+    not hasattr(PrmsiteClient, "release_rollouts"), reason="needs POST /rollout/release (issue 7, on main soon)"
+)
+def test_a_stopped_worker_gives_its_unscored_rollouts_back_to_the_live_queue(live_api_server, worker_token):
+    from tests.rollouts.conftest import rollout_body
+
+    with PrmsiteClient(live_api_server.url, worker_token, backoff_initial=0.01) as client:
+        ids = [client.post_rollout(rollout_body()) for _ in range(6)]
+        stop = threading.Event()
+        summary = label_loop(
+            FakeScorer(on_call=lambda n: stop.set()),
+            client,
+            _settings(batch_size=2, claim_size=6, exit_when_idle=False),
+            stop=stop,
+        )
+        assert (summary.claimed, summary.labelled, summary.released) == (6, 2, 4)
+        # Nobody waits for the lease: the four come back to the next claim at once.
+        again = client.get_rollouts("prm-v1", limit=10)
+        assert sorted(r["id"] for r in again) == sorted(ids)[2:]
