@@ -265,6 +265,7 @@ def prm_train(
     order_rng = random.Random(settings.seed)
     epoch_losses: list[float] = []
     eval_per_epoch: list[dict[str, Any] | None] = []
+    eval_seconds = 0.0
     started = time.perf_counter()
     model.train()
     bar = tqdm(
@@ -287,13 +288,15 @@ def prm_train(
                 bar.update(len(chunk))
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(weight_sum, 1e-12):.4f}", refresh=False)
             epoch_losses.append(loss_sum / max(weight_sum, 1e-12))
+            eval_started = time.perf_counter()
             evaluation = evaluate()
+            eval_seconds += time.perf_counter() - eval_started
             eval_per_epoch.append(evaluation)
             line = f"epoch {epoch + 1}/{settings.epochs}: train loss {epoch_losses[-1]:.4f}"
             log(line + (f"; held out: {metrics_line(evaluation)}" if evaluation else ""))
     finally:
         bar.close()
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - eval_seconds  # training alone; the held-out passes are apart
     model.eval()
 
     metrics = {
@@ -311,6 +314,7 @@ def prm_train(
             "optimizer_steps": trainer.optimizer_steps,
             "loss_per_epoch": epoch_losses,
             "seconds": seconds,
+            "eval_seconds": eval_seconds,
             "examples_per_second": len(items) * settings.epochs / seconds if seconds > 0 else None,
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),

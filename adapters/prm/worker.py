@@ -146,10 +146,12 @@ def adapter_fetch(client: Any, info: dict[str, Any], folder: Path) -> Path:
 
 
 class _Poster:
-    """Posts labels on a few threads, each with its own client; keeps at most ``limit`` posts in flight."""
+    """Posts labels on a few threads, each with its own client; keeps at most ``limit`` posts in flight. ``close``
+    closes the clients it made when ``owns_clients`` (not a client shared with its caller)."""
 
-    def __init__(self, client_factory: Callable[[], Any], threads: int, limit: int) -> None:
+    def __init__(self, client_factory: Callable[[], Any], threads: int, limit: int, *, owns_clients: bool) -> None:
         self._local = threading.local()
+        self._owns_clients = owns_clients
         self._clients: list[Any] = []
         self._lock = threading.Lock()
         self._factory = client_factory
@@ -200,7 +202,7 @@ class _Poster:
     def close(self, *, cancel: bool = False) -> None:
         """Wait for the posts in flight; ``cancel`` drops those not started (the server is failing anyway)."""
         self._pool.shutdown(wait=True, cancel_futures=cancel)
-        for client in self._clients:
+        for client in self._clients if self._owns_clients else ():
             close = getattr(client, "close", None)
             if callable(close):
                 close()
@@ -234,7 +236,12 @@ def label_loop(
     """
     settings.check()
     summary = LabelWorkerSummary(prm_version=settings.prm_version, worker=settings.worker)
-    poster = _Poster(client_factory or (lambda: client), settings.post_threads, limit=2 * settings.claim_limit)
+    poster = _Poster(
+        client_factory or (lambda: client),
+        settings.post_threads,
+        limit=2 * settings.claim_limit,
+        owns_clients=client_factory is not None,
+    )
     started = time.monotonic()
     claimed: list[dict[str, Any]] = []
     server_failing = False
