@@ -140,8 +140,8 @@ class Command(BaseCommand):
                 try:
                     client = PrmsiteClient()
                 except ValueError as exc:
-                    hint = " (or keep the adapter local: --no_upload)" if options["dataset"] is not None else ""
-                    raise PRMError(f"{exc}{hint}") from exc
+                    hint = "; or keep the adapter local with --no_upload" if options["dataset"] is not None else ""
+                    raise PRMError(f"{str(exc).rstrip('.')}{hint}") from exc
             summary = train_prm_run(
                 settings,
                 dataset=options["dataset"],
