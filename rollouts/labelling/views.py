@@ -1,0 +1,483 @@
+"""The labelling pages: thin views over ``services``, ``selectors``, ``stats`` and ``exports``.
+
+Every page needs a login. Labelling needs the permission ``rollouts.label_rollouts`` (the "labellers" group has it);
+the staff page and the export need staff. Forms work without JavaScript; ``rollouts/labelling.js`` adds the keys,
+the draft kept while the page is open and left, and the lease's state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
+from django.core import signing
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from forests.rendering import render_markdown
+from prmsite.domain import rollout_is_correct
+from prmsite.errors import ApplicationError, ConflictError, NotFoundError
+from rollouts.labelling import rules, selectors, services, stats
+from rollouts.labelling.exports import ConsensusOptions, consensus_records
+from rollouts.labelling.forms import (
+    ACTION_DISCARD,
+    ACTION_SAVE,
+    ACTION_SKIP,
+    FINISH_CHOICES,
+    ConsensusExportForm,
+    LabelForm,
+)
+from rollouts.labelling.stepwise import ExportError, stepwise_write
+from rollouts.models import LabellingScheme, Rollout
+
+LABEL_PERMISSION = "rollouts.label_rollouts"
+VISIT_SALT = "rollouts.labelling.visit"
+
+NOT_CHECKED_OUT = (
+    "Rollout #{rollout_id} is not checked out to you in {prm_version}: take the next one from the queue instead."
+)
+NOTHING_LEFT = "Nothing left for you to label in {title}: every rollout has its labels or is being labelled."
+LABEL_STORED = "Label of rollout #{rollout_id} stored ({rated} of {steps} steps rated, {finish_reason})."
+SKIPPED = "Rollout #{rollout_id} skipped: it went back to the queue."
+DRAFT_SAVED = "Draft saved."
+DRAFT_DISCARDED = "Draft discarded."
+LEASE_LOST = (
+    "Your work was not stored: {reason} Your ratings and notes are kept below as a draft, and in your drafts list."
+)
+
+
+def _forbidden(request: HttpRequest, *, staff: bool) -> HttpResponse:
+    return render(request, "rollouts/labelling/forbidden.html", {"staff": staff}, status=403)
+
+
+def _login_required(view: Callable, *, allow: Callable) -> Callable:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), login_url=reverse("labelling:login"))
+        if not allow(request.user):
+            return _forbidden(request, staff=allow is _is_staff)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _is_labeller(user) -> bool:
+    return user.has_perm(LABEL_PERMISSION)
+
+
+def _is_staff(user) -> bool:
+    return bool(user.is_staff)
+
+
+def _is_labeller_or_staff(user) -> bool:
+    return _is_labeller(user) or _is_staff(user)
+
+
+def labeller_required(view: Callable) -> Callable:
+    return _login_required(view, allow=_is_labeller)
+
+
+def staff_required(view: Callable) -> Callable:
+    return _login_required(view, allow=_is_staff)
+
+
+def labeller_or_staff_required(view: Callable) -> Callable:
+    return _login_required(view, allow=_is_labeller_or_staff)
+
+
+def _scheme(prm_version: str) -> LabellingScheme:
+    try:
+        return selectors.scheme_get(prm_version=prm_version)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+
+
+def _markdown(text: str):
+    return mark_safe(render_markdown(text))  # noqa: S308 - render_markdown returns sanitised HTML
+
+
+class LabellingLoginView(LoginView):
+    template_name = "rollouts/labelling/login.html"
+    redirect_authenticated_user = True
+    next_page = "labelling:schemes"
+
+
+class LabellingLogoutView(LogoutView):
+    next_page = "labelling:login"
+
+
+@require_safe
+@labeller_or_staff_required
+def scheme_list(request: HttpRequest) -> HttpResponse:
+    rows = selectors.schemes_for_user(user=request.user, now=timezone.now(), include_closed=request.user.is_staff)
+    return render(
+        request, "rollouts/labelling/scheme_list.html", {"rows": rows, "is_labeller": _is_labeller(request.user)}
+    )
+
+
+@require_safe
+@labeller_required
+def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
+    scheme = _scheme(prm_version)
+    now = timezone.now()
+    username = request.user.get_username()
+    context = {
+        "scheme": scheme,
+        "instructions": _markdown(scheme.instructions),
+        "held": selectors.leases_held(prm_version=scheme.prm_version, username=username, now=now),
+        "drafts": selectors.drafts_of(user=request.user, prm_version=scheme.prm_version, now=now),
+        "labels": [
+            (label, label.attributes.get("rated_steps", len(label.prm_output)))
+            for label in selectors.labels_of(username=username, prm_version=scheme.prm_version)
+        ],
+        "complete": selectors.scheme_complete_count(scheme=scheme),
+        "rollouts": Rollout.objects.count(),
+    }
+    return render(request, "rollouts/labelling/scheme_detail.html", context)
+
+
+def _to_rollout_or_scheme(scheme: LabellingScheme, rollout_id: int | None) -> HttpResponse:
+    if rollout_id is None:
+        return redirect("labelling:scheme", prm_version=scheme.prm_version)
+    return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout_id)
+
+
+@require_POST
+@labeller_required
+def scheme_next(request: HttpRequest, prm_version: str) -> HttpResponse:
+    """Resume the rollout the person holds, or claim the next one (a POST: claiming leases a rollout)."""
+    scheme = _scheme(prm_version)
+    try:
+        rollout_id = services.labelling_next(scheme=scheme, username=request.user.get_username(), now=timezone.now())
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("labelling:scheme", prm_version=scheme.prm_version)
+    if rollout_id is None:
+        messages.info(request, NOTHING_LEFT.format(title=scheme.title))
+    return _to_rollout_or_scheme(scheme, rollout_id)
+
+
+def _visit_token(rollout_id: int, now: datetime) -> str:
+    return signing.dumps({"r": rollout_id, "t": now.timestamp()}, salt=VISIT_SALT)
+
+
+def _visit_started(token: str, rollout_id: int) -> datetime | None:
+    """When the page whose form this is was shown (None when the token is missing, forged or of another rollout)."""
+    try:
+        visit = signing.loads(token, salt=VISIT_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(visit, dict) or visit.get("r") != rollout_id or not isinstance(visit.get("t"), int | float):
+        return None
+    return datetime.fromtimestamp(visit["t"], tz=UTC)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _page(
+    request: HttpRequest,
+    *,
+    scheme: LabellingScheme,
+    rollout: Rollout,
+    state: selectors.RolloutState,
+    data: services.LabelInput,
+    seconds_before: float,
+    now: datetime,
+    errors: list[str] | None = None,
+    conflict: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The labelling page of ``rollout`` showing ``data`` (a draft's, or what was just posted)."""
+    wrong = rules.first_wrong(data.ratings)
+    steps = [
+        {
+            "index": index,
+            "number": index + 1,
+            "html": _markdown(text),
+            "rating": "" if data.ratings[index] is None else str(data.ratings[index]),
+            "note": data.notes[index] if index < len(data.notes) else "",
+            "after_error": scheme.stop_at_first_error and wrong is not None and index > wrong,
+        }
+        for index, text in enumerate(rollout.reasoning)
+    ]
+    context = {
+        "scheme": scheme,
+        "rollout": rollout,
+        "instructions": _markdown(scheme.instructions),
+        "prompt": _markdown(rollout.example),
+        "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+        "steps": steps,
+        "data": data,
+        "finish_choices": FINISH_CHOICES,
+        "state": state,
+        "lease_expires_at": state.lease.expires_at if state.lease else None,
+        "visit": _visit_token(rollout.pk, now),
+        "seconds_before": round(seconds_before, 1),
+        "errors": errors or [],
+        "conflict": conflict,
+    }
+    return render(request, "rollouts/labelling/label.html", context, status=status)
+
+
+def _draft_input(state: selectors.RolloutState, steps: int) -> services.LabelInput:
+    draft = state.draft
+    if draft is None:
+        return services.LabelInput(ratings=[None] * steps, notes=[""] * steps)
+    ratings = [r if r in rules.RATINGS else None for r in list(draft.ratings)[:steps]]
+    notes = [str(n) for n in list(draft.notes)[:steps]]
+    return services.LabelInput(
+        ratings=ratings + [None] * (steps - len(ratings)),
+        notes=notes + [""] * (steps - len(notes)),
+        bad_problem=draft.bad_problem,
+        finish_reason=draft.finish_reason,
+    )
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@labeller_required
+def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> HttpResponse:
+    scheme = _scheme(prm_version)
+    try:
+        rollout = selectors.rollout_get(rollout_id=rollout_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    now = timezone.now()
+    state = selectors.rollout_state(user=request.user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now)
+    steps = len(rollout.reasoning)
+    if request.method == "POST":
+        return _rollout_post(request, scheme=scheme, rollout=rollout, state=state, now=now)
+    if state.label is not None:
+        ratings = rules.ratings_of(state.label.prm_output, state.label.attributes.get("rated_steps"))
+        notes = list(state.label.explanations or [""] * steps)
+        context = {
+            "scheme": scheme,
+            "rollout": rollout,
+            "label": state.label,
+            "prompt": _markdown(rollout.example),
+            "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+            "steps": [
+                {
+                    "number": i + 1,
+                    "html": _markdown(text),
+                    "rating": ratings[i],
+                    "note": notes[i] if i < len(notes) else "",
+                }
+                for i, text in enumerate(rollout.reasoning)
+            ],
+        }
+        return render(request, "rollouts/labelling/labelled.html", context)
+    if state.lease is None and state.draft is None:
+        messages.warning(request, NOT_CHECKED_OUT.format(rollout_id=rollout.pk, prm_version=scheme.prm_version))
+        return redirect("labelling:scheme", prm_version=scheme.prm_version)
+    return _page(
+        request,
+        scheme=scheme,
+        rollout=rollout,
+        state=state,
+        data=_draft_input(state, steps),
+        seconds_before=state.draft.seconds_spent if state.draft else 0.0,
+        now=now,
+    )
+
+
+def _rollout_post(
+    request: HttpRequest, *, scheme: LabellingScheme, rollout: Rollout, state: selectors.RolloutState, now: datetime
+) -> HttpResponse:
+    form = LabelForm(request.POST, steps=len(rollout.reasoning))
+    seconds_before = state.draft.seconds_spent if state.draft else 0.0
+    if not form.is_valid():
+        errors = [f"{field}: {message}" for field, messages_ in form.errors.items() for message in messages_]
+        if _wants_json(request):
+            return JsonResponse({"saved": False, "errors": errors}, status=400)
+        return _page(
+            request,
+            scheme=scheme,
+            rollout=rollout,
+            state=state,
+            data=form.raw_input(),
+            seconds_before=seconds_before,
+            now=now,
+            errors=errors,
+            status=400,
+        )
+    user = request.user
+    action = form.chosen_action
+    data = form.label_input()
+    visit_started = _visit_started(form.cleaned_data.get("visit") or "", rollout.pk)
+    if action == ACTION_SAVE:
+        saved = services.draft_save(
+            user=user,
+            scheme=scheme,
+            rollout=rollout,
+            data=data,
+            visit_started=visit_started,
+            now=now,
+            resume=form.cleaned_data.get("resume", False),
+        )
+        if _wants_json(request):
+            return JsonResponse(
+                {
+                    "saved": saved.draft is not None,
+                    "labelled": saved.draft is None,
+                    "lease_expires_at": saved.lease_expires_at.isoformat() if saved.lease_expires_at else None,
+                    "seconds_spent": round(saved.draft.seconds_spent, 1) if saved.draft else None,
+                    "visit": _visit_token(rollout.pk, now),
+                }
+            )
+        messages.success(request, DRAFT_SAVED)
+        return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout.pk)
+    if action == ACTION_DISCARD:
+        services.draft_discard(user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk)
+        messages.info(request, DRAFT_DISCARDED)
+        return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout.pk)
+    if action == ACTION_SKIP:
+        next_id = services.label_skip(user=user, scheme=scheme, rollout_id=rollout.pk, now=now)
+        messages.info(request, SKIPPED.format(rollout_id=rollout.pk))
+        if next_id is None:
+            messages.info(request, NOTHING_LEFT.format(title=scheme.title))
+        return _to_rollout_or_scheme(scheme, next_id)
+    try:
+        label = services.label_submit(
+            user=user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now
+        )
+    except ConflictError as exc:
+        state = selectors.rollout_state(user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now)
+        return _page(
+            request,
+            scheme=scheme,
+            rollout=rollout,
+            state=state,
+            data=data,
+            seconds_before=state.draft.seconds_spent if state.draft else seconds_before,
+            now=now,
+            conflict=LEASE_LOST.format(reason=exc.message),
+            status=409,
+        )
+    except ApplicationError as exc:
+        return _page(
+            request,
+            scheme=scheme,
+            rollout=rollout,
+            state=state,
+            data=data,
+            seconds_before=seconds_before,
+            now=now,
+            errors=[exc.message],
+            status=400,
+        )
+    attributes = label.attributes or {}
+    messages.success(
+        request,
+        LABEL_STORED.format(
+            rollout_id=rollout.pk,
+            rated=attributes.get("rated_steps", len(label.prm_output)),
+            steps=len(label.prm_output),
+            finish_reason=attributes.get("finish_reason", "stored"),
+        ),
+    )
+    try:
+        next_id = services.labelling_next(scheme=scheme, username=user.get_username(), now=timezone.now())
+    except ApplicationError as exc:  # the scheme was closed meanwhile
+        messages.info(request, exc.message)
+        next_id = None
+    else:
+        if next_id is None:
+            messages.info(request, NOTHING_LEFT.format(title=scheme.title))
+    return _to_rollout_or_scheme(scheme, next_id)
+
+
+def _comparison_choice(request: HttpRequest, candidates: list[stats.ComparisonCandidate]) -> tuple[list[str], bool]:
+    known = [candidate.prm_version for candidate in candidates]
+    if "compare" in request.GET or "mc" in request.GET:
+        chosen = [v for v in request.GET.getlist("compare") if v in known]
+        return chosen, request.GET.get("mc") == "1"
+    return known, True
+
+
+@require_safe
+@staff_required
+def scheme_stats(request: HttpRequest, prm_version: str) -> HttpResponse:
+    scheme = _scheme(prm_version)
+    now = timezone.now()
+    labels = list(stats.label_rows(prm_version=scheme.prm_version))
+    candidates = stats.comparison_candidates(scheme=scheme)
+    versions, mc = _comparison_choice(request, candidates)
+    context = {
+        "scheme": scheme,
+        "progress": stats.scheme_progress(scheme=scheme, now=now),
+        "labellers": stats.labeller_stats(scheme=scheme, now=now, labels=labels),
+        "agreement": stats.scheme_agreement(labels=labels),
+        "candidates": candidates,
+        "chosen_versions": versions,
+        "mc": mc,
+        "comparisons": stats.scheme_comparisons(scheme=scheme, labels=labels, versions=versions, mc=mc),
+        "export_form": ConsensusExportForm(
+            versions=[c.prm_version for c in candidates],
+            initial={"min_labels": scheme.labels_per_rollout, "mc": False},
+        ),
+    }
+    return render(request, "rollouts/labelling/scheme_stats.html", context)
+
+
+def _download_name(prm_version: str, fmt: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', prm_version)}-consensus.{fmt}"
+
+
+@require_safe
+@staff_required
+def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
+    """The consensus set: a preview of what would be kept (counts, reasons for what is left out) with a download
+    button, or the file itself with ``download=1``."""
+    scheme = _scheme(prm_version)
+    candidates = [c.prm_version for c in stats.comparison_candidates(scheme=scheme)]
+    form = ConsensusExportForm(request.GET, versions=candidates)
+    if not form.is_valid():
+        return render(
+            request, "rollouts/labelling/export.html", {"scheme": scheme, "form": form, "tally": None}, status=400
+        )
+    options = ConsensusOptions(
+        mc=form.cleaned_data["mc"],
+        versions=tuple(form.cleaned_data["versions"]),
+        rule=form.cleaned_data["rule"],
+        min_labels=form.cleaned_data["min_labels"],
+    )
+    records, tally = consensus_records(scheme=scheme, options=options)
+    if request.GET.get("download") != "1" or not records:
+        query = request.GET.copy()
+        query["download"] = "1"
+        context = {
+            "scheme": scheme,
+            "form": form,
+            "tally": tally,
+            "sources": options.sources(scheme),
+            "download_query": query.urlencode(),
+            "sample": json.dumps(records[0], ensure_ascii=False, indent=1) if records else None,
+        }
+        return render(request, "rollouts/labelling/export.html", context)
+    fmt = form.cleaned_data["format"]
+    work = Path(tempfile.mkdtemp(prefix="consensus-"))
+    try:
+        path = work / _download_name(scheme.prm_version, fmt)
+        try:
+            stepwise_write(records, path, fmt)
+        except ExportError as exc:
+            raise Http404(str(exc)) from exc
+        handle = path.open("rb")  # the file stays readable through the handle once its folder is removed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return FileResponse(handle, as_attachment=True, filename=_download_name(scheme.prm_version, fmt))
