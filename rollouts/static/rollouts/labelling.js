@@ -11,6 +11,8 @@
   if (!form) {
     return;
   }
+  // The form's address (form.action would be the control named "action").
+  const saveUrl = form.getAttribute("action");
   const steps = Array.from(form.querySelectorAll("li.step"));
   const stopAtFirstError = form.dataset.stopAtFirstError === "true";
   const secondsBefore = parseFloat(form.dataset.secondsBefore || "0") || 0;
@@ -149,7 +151,7 @@
     dirty = false;
     active = false;
     try {
-      const response = await fetch(form.action, {
+      const response = await fetch(saveUrl, {
         method: "POST",
         body,
         keepalive,
