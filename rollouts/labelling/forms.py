@@ -85,13 +85,20 @@ class ConsensusExportForm(forms.Form):
             (RULE_FIRST_ERROR, "first_error: whole rollouts whose sources name the same first wrong step"),
         ],
         initial=RULE_STEPS,
+        required=False,
         widget=forms.RadioSelect,
     )
     min_labels = forms.IntegerField(
         required=False, min_value=1, max_value=1000, help_text="Labels of this scheme a rollout needs (default: K)."
     )
-    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS if f != "hf_disk"], initial="jsonl")
+    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS if f != "hf_disk"], initial="jsonl", required=False)
 
     def __init__(self, *args, versions: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["versions"].choices = [(v, v) for v in versions]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        data["rule"] = data.get("rule") or RULE_STEPS
+        data["format"] = data.get("format") or "jsonl"
+        return data

@@ -166,6 +166,10 @@ class LabellerStats:
         return self.timed_steps / (self.seconds_total / 60) if self.seconds_total > 0 else None
 
     @property
+    def finish_reason_counts(self) -> list[tuple[str, int]]:
+        return sorted(self.finish_reasons.items())
+
+    @property
     def wrong_share(self) -> float | None:
         return self.wrong_steps / self.rated_steps if self.rated_steps else None
 
