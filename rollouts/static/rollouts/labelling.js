@@ -209,8 +209,9 @@
     if (event.ctrlKey || event.metaKey || event.altKey) {
       return;
     }
-    if ((target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement) && event.key === "Enter") {
-      return; // the focused button or link does what it says
+    const activates = target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement;
+    if ((activates || target.tagName === "SUMMARY") && (event.key === "Enter" || event.key === " ")) {
+      return; // the focused button, link or note toggle does what it says
     }
     const key = event.key;
     let handled = true;

@@ -180,7 +180,9 @@ def test_agreement_with_the_monte_carlo_values_and_the_judge_by_hand(labelled):
     assert mc.steps.kappa == pytest.approx((15 / 16 - 152 / 256) / (1 - 152 / 256))
     assert (mc.first_error.pairs, mc.first_error.agreeing_pairs) == (6, 5)
     # The judge: r1 [T,T,T], r2 [T,F,F], r3 [T,F] against ann's and bob's labels.
-    assert (judged.rollouts, judged.comparisons) == (3, 6)
+    # 16 steps, 13 alike; ours right 11 / wrong 5, the judge right 10 / wrong 6: p_e = 140 / 256.
+    assert (judged.rollouts, judged.comparisons, judged.steps.items) == (3, 6, 16)
+    assert judged.steps.kappa == pytest.approx((13 / 16 - 140 / 256) / (1 - 140 / 256))
     assert (judged.first_error.pairs, judged.first_error.agreeing_pairs) == (6, 3)
     candidates = comparison_candidates(scheme=scheme)
     assert [(c.prm_version, c.rollouts, c.is_scheme) for c in candidates] == [("judge-v1", 3, True)]
