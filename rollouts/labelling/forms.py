@@ -43,6 +43,18 @@ class LabelForm(forms.Form):
             self.fields[f"rating_{index}"] = forms.ChoiceField(choices=RATING_CHOICES, required=False)
             self.fields[f"note_{index}"] = forms.CharField(required=False, max_length=NOTE_MAX_CHARS)
 
+    def error_messages(self) -> list[str]:
+        """The form's errors as sentences naming the step they are about."""
+        messages: list[str] = []
+        for name, errors in self.errors.items():
+            kind, _, index = name.partition("_")
+            if kind in ("rating", "note") and index.isdigit():
+                where = f"Step {int(index) + 1}, {kind}"
+            else:
+                where = self.fields[name].label or name.replace("_", " ") if name in self.fields else ""
+            messages += [f"{where}: {error}" if where else str(error) for error in errors]
+        return messages
+
     @property
     def chosen_action(self) -> str:
         return self.cleaned_data.get("action") or ACTION_SUBMIT

@@ -301,7 +301,7 @@ def _rollout_post(
     form = LabelForm(request.POST, steps=len(rollout.reasoning))
     seconds_before = state.draft.seconds_spent if state.draft else 0.0
     if not form.is_valid():
-        errors = [f"{field}: {message}" for field, messages_ in form.errors.items() for message in messages_]
+        errors = form.error_messages()
         if _wants_json(request):
             return JsonResponse({"saved": False, "errors": errors}, status=400)
         return _page(

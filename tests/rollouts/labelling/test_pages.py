@@ -353,3 +353,14 @@ def test_a_closed_scheme_hands_out_nothing_but_takes_the_work_in_hand(labeller_c
     refused = labeller_client.post(next_url(scheme))
     assert "The scheme &#x27;human-v1&#x27; is closed" in labeller_client.get(refused["Location"]).content.decode()
     assert RolloutCheckout.objects.count() == 0
+
+
+def test_a_note_too_long_is_refused_naming_its_step_and_nothing_is_lost(labeller_client, scheme):
+    rollout = make_rollout(reasoning=["a", "b"])
+    claim_next(labeller_client, scheme)
+    response = submit(labeller_client, scheme, rollout.pk, [1, 1], notes=["short", "x" * 5001])
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "Step 2, note: Ensure this value has at most 5000 characters" in html
+    assert ">short</textarea>" in html and 'name="rating_1" value="1" checked' in html
+    assert not ProcessRewardLabel.objects.exists()
