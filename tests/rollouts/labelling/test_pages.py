@@ -364,3 +364,14 @@ def test_a_note_too_long_is_refused_naming_its_step_and_nothing_is_lost(labeller
     assert "Step 2, note: Ensure this value has at most 5000 characters" in html
     assert ">short</textarea>" in html and 'name="rating_1" value="1" checked' in html
     assert not ProcessRewardLabel.objects.exists()
+
+
+def test_an_active_learning_scheme_hands_out_first_what_the_reference_prm_gets_wrong(labeller_client):
+    from tests.factories import make_label
+
+    scheme = make_scheme("human-al", active_learning=True, reference_prm_version="prm-ref")
+    agreed = make_rollout(prediction=0, ground_truth=0)  # right, and the PRM says so
+    disputed = make_rollout(prediction=1, ground_truth=0)  # wrong, but the PRM is sure it is right
+    make_label(agreed, prm_version="prm-ref", prm_output=[0.9, 0.9], final_reward=0.9)
+    make_label(disputed, prm_version="prm-ref", prm_output=[0.9, 0.95], final_reward=0.95)
+    assert claim_next(labeller_client, scheme) == disputed.pk
