@@ -4,5 +4,5 @@ Pure modules (no Django import, tested directly): ``rules`` (a person's ratings 
 (Cohen's and Fleiss' kappa, first-error agreement), ``consensus`` (steps where sources agree), ``stepwise`` (the
 ``stepwise`` dataset writer). Django modules: ``services`` (writes), ``selectors`` (reads of the labelling pages),
 ``stats`` (reads of the staff page: progress, labellers, agreement), ``exports`` (the consensus set), ``forms``,
-``views``, ``urls``.
+``access`` (who may see what), ``views`` (the labeller's pages), ``staff_views``, ``urls``.
 """

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from rollouts.labelling import views
+from rollouts.labelling import staff_views, views
 
 app_name = "labelling"
 
@@ -13,8 +13,8 @@ urlpatterns = [
     path("<str:prm_version>/", views.scheme_detail, name="scheme"),
     path("<str:prm_version>/next/", views.scheme_next, name="next"),
     path("<str:prm_version>/rollouts/<int:rollout_id>/", views.rollout_label, name="rollout"),
-    path("<str:prm_version>/stats/", views.scheme_stats, name="stats"),
-    path("<str:prm_version>/export/", views.scheme_export, name="export"),
+    path("<str:prm_version>/stats/", staff_views.scheme_stats, name="stats"),
+    path("<str:prm_version>/export/", staff_views.scheme_export, name="export"),
 ]
 
 # Names a scheme may not take: they are pages of their own here.

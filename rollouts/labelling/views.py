@@ -1,48 +1,34 @@
-"""The labelling pages: thin views over ``services``, ``selectors``, ``stats`` and ``exports``.
+"""The labeller's pages: the scheme picker, a scheme's page, the claim of the next rollout and the labelling page.
 
-Every page needs a login. Labelling needs the permission ``rollouts.label_rollouts`` (the "labellers" group has it);
-the staff page and the export need staff. Forms work without JavaScript; ``rollouts/labelling.js`` adds the keys,
-the draft kept while the page is open and left, and the lease's state.
+Thin views over ``services`` and ``selectors``. Forms work without JavaScript; ``rollouts/labelling.js`` adds the
+keys, the draft saved while the page is open and when it is left, and the lease's state.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
-from pathlib import Path
 
 from django.contrib import messages
-from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
+from django.contrib.auth.views import LoginView, LogoutView
 from django.core import signing
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from forests.rendering import render_markdown
 from prmsite.domain import rollout_is_correct
 from prmsite.errors import ApplicationError, ConflictError, NotFoundError
-from rollouts.labelling import rules, selectors, services, stats
-from rollouts.labelling.exports import ConsensusOptions, consensus_records
-from rollouts.labelling.forms import (
-    ACTION_DISCARD,
-    ACTION_SAVE,
-    ACTION_SKIP,
-    FINISH_CHOICES,
-    ConsensusExportForm,
-    LabelForm,
+from rollouts.labelling import rules, selectors, services
+from rollouts.labelling.access import (
+    is_labeller,
+    labeller_or_staff_required,
+    labeller_required,
+    markdown_html,
+    scheme_or_404,
 )
-from rollouts.labelling.stepwise import ExportError, stepwise_write
+from rollouts.labelling.forms import ACTION_DISCARD, ACTION_SAVE, ACTION_SKIP, FINISH_CHOICES, LabelForm
 from rollouts.models import LabellingScheme, Rollout
 
-LABEL_PERMISSION = "rollouts.label_rollouts"
 VISIT_SALT = "rollouts.labelling.visit"
 
 NOT_CHECKED_OUT = (
@@ -56,57 +42,6 @@ DRAFT_DISCARDED = "Draft discarded."
 LEASE_LOST = (
     "Your work was not stored: {reason} Your ratings and notes are kept below as a draft, and in your drafts list."
 )
-
-
-def _forbidden(request: HttpRequest, *, staff: bool) -> HttpResponse:
-    return render(request, "rollouts/labelling/forbidden.html", {"staff": staff}, status=403)
-
-
-def _login_required(view: Callable, *, allow: Callable) -> Callable:
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path(), login_url=reverse("labelling:login"))
-        if not allow(request.user):
-            return _forbidden(request, staff=allow is _is_staff)
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
-def _is_labeller(user) -> bool:
-    return user.has_perm(LABEL_PERMISSION)
-
-
-def _is_staff(user) -> bool:
-    return bool(user.is_staff)
-
-
-def _is_labeller_or_staff(user) -> bool:
-    return _is_labeller(user) or _is_staff(user)
-
-
-def labeller_required(view: Callable) -> Callable:
-    return _login_required(view, allow=_is_labeller)
-
-
-def staff_required(view: Callable) -> Callable:
-    return _login_required(view, allow=_is_staff)
-
-
-def labeller_or_staff_required(view: Callable) -> Callable:
-    return _login_required(view, allow=_is_labeller_or_staff)
-
-
-def _scheme(prm_version: str) -> LabellingScheme:
-    try:
-        return selectors.scheme_get(prm_version=prm_version)
-    except NotFoundError as exc:
-        raise Http404(exc.message) from exc
-
-
-def _markdown(text: str):
-    return mark_safe(render_markdown(text))  # noqa: S308 - render_markdown returns sanitised HTML
 
 
 class LabellingLoginView(LoginView):
@@ -124,19 +59,19 @@ class LabellingLogoutView(LogoutView):
 def scheme_list(request: HttpRequest) -> HttpResponse:
     rows = selectors.schemes_for_user(user=request.user, now=timezone.now(), include_closed=request.user.is_staff)
     return render(
-        request, "rollouts/labelling/scheme_list.html", {"rows": rows, "is_labeller": _is_labeller(request.user)}
+        request, "rollouts/labelling/scheme_list.html", {"rows": rows, "is_labeller": is_labeller(request.user)}
     )
 
 
 @require_safe
 @labeller_required
 def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
-    scheme = _scheme(prm_version)
+    scheme = scheme_or_404(prm_version)
     now = timezone.now()
     username = request.user.get_username()
     context = {
         "scheme": scheme,
-        "instructions": _markdown(scheme.instructions),
+        "instructions": markdown_html(scheme.instructions),
         "held": selectors.leases_held(prm_version=scheme.prm_version, username=username, now=now),
         "drafts": selectors.drafts_of(user=request.user, prm_version=scheme.prm_version, now=now),
         "labels": [
@@ -159,7 +94,7 @@ def _to_rollout_or_scheme(scheme: LabellingScheme, rollout_id: int | None) -> Ht
 @labeller_required
 def scheme_next(request: HttpRequest, prm_version: str) -> HttpResponse:
     """Resume the rollout the person holds, or claim the next one (a POST: claiming leases a rollout)."""
-    scheme = _scheme(prm_version)
+    scheme = scheme_or_404(prm_version)
     try:
         rollout_id = services.labelling_next(scheme=scheme, username=request.user.get_username(), now=timezone.now())
     except ApplicationError as exc:
@@ -208,7 +143,7 @@ def _page(
         {
             "index": index,
             "number": index + 1,
-            "html": _markdown(text),
+            "html": markdown_html(text),
             "rating": "" if data.ratings[index] is None else str(data.ratings[index]),
             "note": data.notes[index] if index < len(data.notes) else "",
             "after_error": scheme.stop_at_first_error and wrong is not None and index > wrong,
@@ -218,8 +153,8 @@ def _page(
     context = {
         "scheme": scheme,
         "rollout": rollout,
-        "instructions": _markdown(scheme.instructions),
-        "prompt": _markdown(rollout.example),
+        "instructions": markdown_html(scheme.instructions),
+        "prompt": markdown_html(rollout.example),
         "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
         "steps": steps,
         "data": data,
@@ -251,7 +186,7 @@ def _draft_input(state: selectors.RolloutState, steps: int) -> services.LabelInp
 @require_http_methods(["GET", "HEAD", "POST"])
 @labeller_required
 def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> HttpResponse:
-    scheme = _scheme(prm_version)
+    scheme = scheme_or_404(prm_version)
     try:
         rollout = selectors.rollout_get(rollout_id=rollout_id)
     except NotFoundError as exc:
@@ -268,12 +203,12 @@ def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> Ht
             "scheme": scheme,
             "rollout": rollout,
             "label": state.label,
-            "prompt": _markdown(rollout.example),
+            "prompt": markdown_html(rollout.example),
             "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
             "steps": [
                 {
                     "number": i + 1,
-                    "html": _markdown(text),
+                    "html": markdown_html(text),
                     "rating": ratings[i],
                     "note": notes[i] if i < len(notes) else "",
                 }
@@ -399,85 +334,3 @@ def _rollout_post(
         if next_id is None:
             messages.info(request, NOTHING_LEFT.format(title=scheme.title))
     return _to_rollout_or_scheme(scheme, next_id)
-
-
-def _comparison_choice(request: HttpRequest, candidates: list[stats.ComparisonCandidate]) -> tuple[list[str], bool]:
-    known = [candidate.prm_version for candidate in candidates]
-    if "compare" in request.GET or "mc" in request.GET:
-        chosen = [v for v in request.GET.getlist("compare") if v in known]
-        return chosen, request.GET.get("mc") == "1"
-    return known, True
-
-
-@require_safe
-@staff_required
-def scheme_stats(request: HttpRequest, prm_version: str) -> HttpResponse:
-    scheme = _scheme(prm_version)
-    now = timezone.now()
-    labels = list(stats.label_rows(prm_version=scheme.prm_version))
-    candidates = stats.comparison_candidates(scheme=scheme)
-    versions, mc = _comparison_choice(request, candidates)
-    context = {
-        "scheme": scheme,
-        "progress": stats.scheme_progress(scheme=scheme, now=now),
-        "labellers": stats.labeller_stats(scheme=scheme, now=now, labels=labels),
-        "agreement": stats.scheme_agreement(labels=labels),
-        "candidates": candidates,
-        "chosen_versions": versions,
-        "mc": mc,
-        "comparisons": stats.scheme_comparisons(scheme=scheme, labels=labels, versions=versions, mc=mc),
-        "export_form": ConsensusExportForm(
-            versions=[c.prm_version for c in candidates],
-            initial={"min_labels": scheme.labels_per_rollout, "mc": False},
-        ),
-    }
-    return render(request, "rollouts/labelling/scheme_stats.html", context)
-
-
-def _download_name(prm_version: str, fmt: str) -> str:
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', prm_version)}-consensus.{fmt}"
-
-
-@require_safe
-@staff_required
-def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
-    """The consensus set: a preview of what would be kept (counts, reasons for what is left out) with a download
-    button, or the file itself with ``download=1``."""
-    scheme = _scheme(prm_version)
-    candidates = [c.prm_version for c in stats.comparison_candidates(scheme=scheme)]
-    form = ConsensusExportForm(request.GET, versions=candidates)
-    if not form.is_valid():
-        return render(
-            request, "rollouts/labelling/export.html", {"scheme": scheme, "form": form, "tally": None}, status=400
-        )
-    options = ConsensusOptions(
-        mc=form.cleaned_data["mc"],
-        versions=tuple(form.cleaned_data["versions"]),
-        rule=form.cleaned_data["rule"],
-        min_labels=form.cleaned_data["min_labels"],
-    )
-    records, tally = consensus_records(scheme=scheme, options=options)
-    if request.GET.get("download") != "1" or not records:
-        query = request.GET.copy()
-        query["download"] = "1"
-        context = {
-            "scheme": scheme,
-            "form": form,
-            "tally": tally,
-            "sources": options.sources(scheme),
-            "download_query": query.urlencode(),
-            "sample": json.dumps(records[0], ensure_ascii=False, indent=1) if records else None,
-        }
-        return render(request, "rollouts/labelling/export.html", context)
-    fmt = form.cleaned_data["format"]
-    work = Path(tempfile.mkdtemp(prefix="consensus-"))
-    try:
-        path = work / _download_name(scheme.prm_version, fmt)
-        try:
-            stepwise_write(records, path, fmt)
-        except ExportError as exc:
-            raise Http404(str(exc)) from exc
-        handle = path.open("rb")  # the file stays readable through the handle once its folder is removed
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return FileResponse(handle, as_attachment=True, filename=_download_name(scheme.prm_version, fmt))
