@@ -12,6 +12,8 @@ urlpatterns = [
     # The active-learning API sits at the server root, with the paths of spec/active-learning-webserver.md.
     path("", include("rollouts.urls")),
     path("", include("adapters.urls")),
+    # Human step labelling: the labelling pages and the staff pages of each scheme.
+    path("label/", include("rollouts.labelling.urls")),
     # Last: forests own /forests/… and the catch-all /<forest_name> redirect of the specification.
     path("", include("forests.urls")),
 ]

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.core.validators import RegexValidator
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.labelling.urls import RESERVED_NAMES
+from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.services import label_delete_many
 
 
@@ -84,12 +89,50 @@ class RolloutCheckoutAdmin(admin.ModelAdmin):
         return obj.expires_at > timezone.now()
 
 
+# A scheme's version names its pages (/label/<prm_version>/): one path segment, no spaces.
+PRM_VERSION_NAME = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$",
+    "Letters, digits and . _ : + - only, starting with a letter or digit (it names the scheme's pages).",
+)
+
+
+class LabellingSchemeForm(forms.ModelForm):
+    class Meta:
+        model = LabellingScheme
+        fields = [
+            "prm_version",
+            "title",
+            "instructions",
+            "labels_per_rollout",
+            "stop_at_first_error",
+            "active_learning",
+            "reference_prm_version",
+            "is_open",
+        ]
+
+    def clean_prm_version(self) -> str:
+        prm_version = self.cleaned_data["prm_version"]
+        PRM_VERSION_NAME(prm_version)
+        if prm_version in RESERVED_NAMES:
+            raise forms.ValidationError(f"{prm_version!r} names a page of its own: choose another version.")
+        return prm_version
+
+
 @admin.register(LabellingScheme)
 class LabellingSchemeAdmin(admin.ModelAdmin):
-    list_display = ["prm_version", "title", "labels_per_rollout", "stop_at_first_error", "is_open", "created_at"]
+    form = LabellingSchemeForm
+    list_display = [
+        "prm_version",
+        "title",
+        "labels_per_rollout",
+        "stop_at_first_error",
+        "is_open",
+        "created_at",
+        "pages",
+    ]
     list_filter = ["is_open", "stop_at_first_error"]
     search_fields = ["prm_version", "title"]
-    readonly_fields = ["created_by", "created_at"]
+    readonly_fields = ["created_by", "created_at", "pages"]
 
     def get_readonly_fields(self, request, obj=None):
         # Labels are stored under the prm_version: renaming it would orphan them.
@@ -100,3 +143,29 @@ class LabellingSchemeAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    @admin.display(description="pages")
+    def pages(self, obj: LabellingScheme) -> str:
+        if obj.pk is None:
+            return "-"
+        return format_html(
+            '<a href="{}">labelling page</a> · <a href="{}">progress and agreement</a>',
+            reverse("labelling:scheme", kwargs={"prm_version": obj.prm_version}),
+            reverse("labelling:stats", kwargs={"prm_version": obj.prm_version}),
+        )
+
+
+@admin.register(LabelDraft)
+class LabelDraftAdmin(admin.ModelAdmin):
+    """Drafts are the labellers' own work in progress: staff may look and delete, not edit."""
+
+    list_display = ["id", "user", "prm_version", "rollout", "seconds_spent", "updated_at"]
+    list_filter = ["prm_version"]
+    search_fields = ["=rollout__id", "prm_version", "user__username"]
+    raw_id_fields = ["rollout", "user"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

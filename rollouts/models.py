@@ -190,3 +190,34 @@ class LabellingScheme(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.prm_version}, {self.labels_per_rollout} per rollout)"
+
+
+class LabelDraft(models.Model):
+    """A person's unfinished label of one rollout for one scheme, kept on the server so that it survives leaving the
+    page, another browser and an expired lease. Deleted when the label is stored or the rollout skipped."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="label_drafts")
+    prm_version = models.CharField(max_length=200, help_text="The labelling scheme's version.")
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="label_drafts")
+    ratings = models.JSONField(default=list, blank=True, help_text="Per step: -1, 0, +1 or null (not rated yet).")
+    notes = models.JSONField(default=list, blank=True, help_text="Per step: the labeller's note (may be empty).")
+    bad_problem = models.BooleanField(default=False)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    seconds_spent = models.FloatField(default=0.0, help_text="Time on the labelling page counted so far.")
+    counted_until = models.DateTimeField(
+        null=True, blank=True, help_text="Time on the page is counted up to this instant (never counted twice)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "prm_version", "rollout"], name="draft_one_per_user_rollout"),
+        ]
+        indexes = [models.Index(fields=["user", "prm_version"], name="draft_user_version")]
+        # Granted to the "labellers" group (created by a migration); staff grant it in the admin.
+        permissions = [("label_rollouts", "Can label rollouts on the labelling pages")]
+
+    def __str__(self) -> str:
+        return f"draft of rollout #{self.rollout_id} for {self.prm_version} by {self.user_id}"

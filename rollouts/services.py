@@ -426,6 +426,17 @@ def checkout_release(*, prm_version: str, rollout_ids: Sequence[int], claimed_by
     return deleted
 
 
+def checkout_renew(*, prm_version: str, rollout_id: int, claimed_by: str, now: datetime) -> datetime | None:
+    """Extend ``claimed_by``'s live lease of this rollout to ``now + PRM_CHECKOUT_TIMEOUT_S``; answer the new expiry,
+    or None when ``claimed_by`` holds no live lease of it (an expired lease is never revived: another claim may have
+    been promised its place). A person still working on a rollout keeps it this way."""
+    expires_at = now + timedelta(seconds=settings.PRM_CHECKOUT_TIMEOUT_S)
+    renewed = RolloutCheckout.objects.filter(
+        prm_version=prm_version, rollout_id=rollout_id, claimed_by=claimed_by, expires_at__gt=now
+    ).update(expires_at=expires_at)
+    return expires_at if renewed else None
+
+
 def queue_cursor_advance(*, prm_version: str, now: datetime) -> int:
     """Move the queue cursor of ``prm_version`` past the rollouts labelled since it last moved; return where it is.
 

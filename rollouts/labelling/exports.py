@@ -1,0 +1,166 @@
+"""The consensus set of a scheme: the steps where the chosen sources agree, as ``stepwise`` records.
+
+Sources: the scheme's own labels (always; a rollout needs ``min_labels`` of them, by default the scheme's K, and every
+label is a voter), optionally the forest's Monte-Carlo values (hard estimation) and the labels of other versions (an
+AI judge's scheme, a PRM; each of their labels a voter). The rule (``consensus.RULES``) decides what is kept. A
+rollout any of the scheme's labellers flagged as a bad problem is left out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prmsite.domain import rollout_is_correct
+from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
+from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows, rollout_mc_values
+from rollouts.labelling.stepwise import stepwise_write
+from rollouts.models import LabellingScheme, Rollout
+
+MC_SOURCE_NAME = "mc"  # how the Monte-Carlo values are named in a record's sources
+
+TOO_FEW_LABELS = "too_few_labels"
+BAD_PROBLEM = "bad_problem"
+NO_MC_VALUES = "no_mc_values"
+MISSING_VERSION = "missing_version"
+SKIP_REASONS = {
+    **REASONS,
+    TOO_FEW_LABELS: "fewer labels of the scheme than asked for",
+    BAD_PROBLEM: "a labeller flagged the problem as bad",
+    NO_MC_VALUES: "not in a forest, so no Monte-Carlo values",
+    MISSING_VERSION: "a chosen version has no label of the rollout",
+}
+
+
+@dataclass(frozen=True)
+class ConsensusOptions:
+    mc: bool = False  # the forest's Monte-Carlo values are a source
+    versions: tuple[str, ...] = ()  # other versions whose labels are sources
+    rule: str = RULE_STEPS
+    min_labels: int | None = None  # labels of the scheme a rollout needs (default: the scheme's K)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, not {self.rule!r}")
+        if self.min_labels is not None and self.min_labels < 1:
+            raise ValueError("min_labels must be at least 1")
+
+    def sources(self, scheme: LabellingScheme) -> list[str]:
+        return [scheme.prm_version, *([MC_SOURCE_NAME] if self.mc else []), *self.versions]
+
+
+@dataclass
+class ConsensusTally:
+    rollouts: int = 0  # rollouts of the scheme considered
+    records: int = 0
+    steps: int = 0  # steps kept, over all records
+    skipped: Counter = field(default_factory=Counter)
+
+    def skipped_described(self) -> list[tuple[str, str, int]]:
+        return [(key, SKIP_REASONS.get(key, key), n) for key, n in sorted(self.skipped.items())]
+
+
+def consensus_records(
+    *, scheme: LabellingScheme, options: ConsensusOptions
+) -> tuple[list[dict[str, Any]], ConsensusTally]:
+    """The consensus records of ``scheme`` (ascending rollout id) and what was kept and left out."""
+    tally = ConsensusTally()
+    min_labels = options.min_labels or scheme.labels_per_rollout
+    ours: dict[int, list[LabelRow]] = defaultdict(list)
+    for label in label_rows(prm_version=scheme.prm_version):
+        ours[label.rollout_id].append(label)
+    candidates: dict[int, list[LabelRow]] = {}
+    for rollout_id in sorted(ours):
+        tally.rollouts += 1
+        group = ours[rollout_id]
+        if len(group) < min_labels:
+            tally.skipped[TOO_FEW_LABELS] += 1
+        elif any(label.bad_problem for label in group):
+            tally.skipped[BAD_PROBLEM] += 1
+        else:
+            candidates[rollout_id] = group
+    theirs: dict[str, dict[int, list[LabelRow]]] = {}
+    for version in options.versions:
+        grouped: dict[int, list[LabelRow]] = defaultdict(list)
+        for label in label_rows(prm_version=version, on_rollouts_of=scheme.prm_version):
+            grouped[label.rollout_id].append(label)
+        theirs[version] = grouped
+    mc_values = (
+        rollout_mc_values(steps_by_rollout={i: len(group[0].prm_output) for i, group in candidates.items()})
+        if options.mc
+        else {}
+    )
+    sources = options.sources(scheme)
+    agreed: dict[int, tuple[Consensus, list[LabelRow]]] = {}
+    for rollout_id, group in candidates.items():
+        steps = len(group[0].prm_output)
+        voters = [label.verdicts() for label in group]
+        if options.mc:
+            if rollout_id not in mc_values:
+                tally.skipped[NO_MC_VALUES] += 1
+                continue
+            voters.append(value_verdicts(mc_values[rollout_id]))
+        if any(not theirs[version].get(rollout_id) for version in options.versions):
+            tally.skipped[MISSING_VERSION] += 1
+            continue
+        voters += [
+            label.verdicts()
+            for version in options.versions
+            for label in theirs[version][rollout_id]
+            if len(label.prm_output) == steps
+        ]
+        result = consensus(voters, rule=options.rule)
+        if not isinstance(result, Consensus):
+            tally.skipped[result.reason] += 1
+            continue
+        agreed[rollout_id] = (result, group)
+    records: list[dict[str, Any]] = []
+    ids = sorted(agreed)
+    for start in range(0, len(ids), ROLLOUTS_PER_QUERY):
+        chunk = ids[start : start + ROLLOUTS_PER_QUERY]
+        rollouts = Rollout.objects.select_related("forest", "node").in_bulk(chunk)
+        for rollout_id in chunk:
+            result, group = agreed[rollout_id]
+            rollout = rollouts[rollout_id]
+            records.append(_record(rollout, result, group, sources=sources, prm_version=scheme.prm_version))
+            tally.records += 1
+            tally.steps += result.steps
+    return records, tally
+
+
+def _record(
+    rollout: Rollout, result: Consensus, group: Sequence[LabelRow], *, sources: list[str], prm_version: str
+) -> dict[str, Any]:
+    steps = list(rollout.reasoning)
+    return {
+        "prompt": rollout.example,
+        "completions": steps[: result.steps],
+        "labels": list(result.labels),
+        "rollout_id": rollout.pk,
+        "prm_version": prm_version,
+        "sources": sources,
+        "labellers": sorted({label.labeller for label in group}),
+        "num_labels": len(group),
+        "num_steps": len(steps),
+        "first_error": result.first_error,
+        "model": rollout.model,
+        "prediction": rollout.prediction,
+        "ground_truth": rollout.ground_truth,
+        "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+        "forest": rollout.forest.name if rollout.forest else None,
+        "tree_id": rollout.node.tree_id if rollout.node else None,
+        "leaf_id": rollout.node_id,
+    }
+
+
+def consensus_export(
+    *, scheme: LabellingScheme, options: ConsensusOptions, output: str | os.PathLike, fmt: str
+) -> ConsensusTally:
+    """Write the consensus set of ``scheme`` to ``output`` as ``fmt`` (``stepwise.FORMATS``); ``ExportError`` and
+    nothing written when no rollout has a consensus."""
+    records, tally = consensus_records(scheme=scheme, options=options)
+    stepwise_write(records, output, fmt)
+    return tally

@@ -1,0 +1,21 @@
+"""The labelling pages, mounted at /label/. A scheme is named by its prm_version."""
+
+from django.urls import path
+
+from rollouts.labelling import staff_views, views
+
+app_name = "labelling"
+
+urlpatterns = [
+    path("", views.scheme_list, name="schemes"),
+    path("login/", views.LabellingLoginView.as_view(), name="login"),
+    path("logout/", views.LabellingLogoutView.as_view(), name="logout"),
+    path("<str:prm_version>/", views.scheme_detail, name="scheme"),
+    path("<str:prm_version>/next/", views.scheme_next, name="next"),
+    path("<str:prm_version>/rollouts/<int:rollout_id>/", views.rollout_label, name="rollout"),
+    path("<str:prm_version>/stats/", staff_views.scheme_stats, name="stats"),
+    path("<str:prm_version>/export/", staff_views.scheme_export, name="export"),
+]
+
+# Names a scheme may not take: they are pages of their own here.
+RESERVED_NAMES = frozenset({"login", "logout"})

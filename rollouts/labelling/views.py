@@ -1,0 +1,336 @@
+"""The labeller's pages: the scheme picker, a scheme's page, the claim of the next rollout and the labelling page.
+
+Thin views over ``services`` and ``selectors``. Forms work without JavaScript; ``rollouts/labelling.js`` adds the
+keys, the draft saved while the page is open and when it is left, and the lease's state.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.contrib import messages
+from django.contrib.auth.views import LoginView, LogoutView
+from django.core import signing
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from prmsite.domain import rollout_is_correct
+from prmsite.errors import ApplicationError, ConflictError, NotFoundError
+from rollouts.labelling import rules, selectors, services
+from rollouts.labelling.access import (
+    is_labeller,
+    labeller_or_staff_required,
+    labeller_required,
+    markdown_html,
+    scheme_or_404,
+)
+from rollouts.labelling.forms import ACTION_DISCARD, ACTION_SAVE, ACTION_SKIP, FINISH_CHOICES, LabelForm
+from rollouts.models import LabellingScheme, Rollout
+
+VISIT_SALT = "rollouts.labelling.visit"
+
+NOT_CHECKED_OUT = (
+    "Rollout #{rollout_id} is not checked out to you in {prm_version}: take the next one from the queue instead."
+)
+NOTHING_LEFT = "Nothing left for you to label in {title}: every rollout has its labels or is being labelled."
+LABEL_STORED = "Label of rollout #{rollout_id} stored ({rated} of {steps} steps rated, {finish_reason})."
+SKIPPED = "Rollout #{rollout_id} skipped: it went back to the queue."
+DRAFT_SAVED = "Draft saved."
+DRAFT_DISCARDED = "Draft discarded."
+LEASE_LOST = (
+    "Your work was not stored: {reason} Your ratings and notes are kept below as a draft, and in your drafts list."
+)
+
+
+class LabellingLoginView(LoginView):
+    template_name = "rollouts/labelling/login.html"
+    redirect_authenticated_user = True
+    next_page = "labelling:schemes"
+
+
+class LabellingLogoutView(LogoutView):
+    next_page = "labelling:login"
+
+
+@require_safe
+@labeller_or_staff_required
+def scheme_list(request: HttpRequest) -> HttpResponse:
+    rows = selectors.schemes_for_user(user=request.user, now=timezone.now(), include_closed=request.user.is_staff)
+    return render(
+        request, "rollouts/labelling/scheme_list.html", {"rows": rows, "is_labeller": is_labeller(request.user)}
+    )
+
+
+@require_safe
+@labeller_required
+def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
+    scheme = scheme_or_404(prm_version)
+    now = timezone.now()
+    username = request.user.get_username()
+    context = {
+        "scheme": scheme,
+        "instructions": markdown_html(scheme.instructions),
+        "held": selectors.leases_held(prm_version=scheme.prm_version, username=username, now=now),
+        "drafts": selectors.drafts_of(user=request.user, prm_version=scheme.prm_version, now=now),
+        "labels": [
+            (label, label.attributes.get("rated_steps", len(label.prm_output)))
+            for label in selectors.labels_of(username=username, prm_version=scheme.prm_version)
+        ],
+        "complete": selectors.scheme_complete_count(scheme=scheme),
+        "rollouts": Rollout.objects.count(),
+    }
+    return render(request, "rollouts/labelling/scheme_detail.html", context)
+
+
+def _to_rollout_or_scheme(scheme: LabellingScheme, rollout_id: int | None) -> HttpResponse:
+    if rollout_id is None:
+        return redirect("labelling:scheme", prm_version=scheme.prm_version)
+    return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout_id)
+
+
+@require_POST
+@labeller_required
+def scheme_next(request: HttpRequest, prm_version: str) -> HttpResponse:
+    """Resume the rollout the person holds, or claim the next one (a POST: claiming leases a rollout)."""
+    scheme = scheme_or_404(prm_version)
+    try:
+        rollout_id = services.labelling_next(scheme=scheme, username=request.user.get_username(), now=timezone.now())
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("labelling:scheme", prm_version=scheme.prm_version)
+    if rollout_id is None:
+        messages.info(request, NOTHING_LEFT.format(title=scheme.title))
+    return _to_rollout_or_scheme(scheme, rollout_id)
+
+
+def _visit_token(rollout_id: int, now: datetime) -> str:
+    return signing.dumps({"r": rollout_id, "t": now.timestamp()}, salt=VISIT_SALT)
+
+
+def _visit_started(token: str, rollout_id: int) -> datetime | None:
+    """When the page whose form this is was shown (None when the token is missing, forged or of another rollout)."""
+    try:
+        visit = signing.loads(token, salt=VISIT_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(visit, dict) or visit.get("r") != rollout_id or not isinstance(visit.get("t"), int | float):
+        return None
+    return datetime.fromtimestamp(visit["t"], tz=UTC)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _page(
+    request: HttpRequest,
+    *,
+    scheme: LabellingScheme,
+    rollout: Rollout,
+    state: selectors.RolloutState,
+    data: services.LabelInput,
+    seconds_before: float,
+    now: datetime,
+    errors: list[str] | None = None,
+    conflict: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The labelling page of ``rollout`` showing ``data`` (a draft's, or what was just posted)."""
+    wrong = rules.first_wrong(data.ratings)
+    steps = [
+        {
+            "index": index,
+            "number": index + 1,
+            "html": markdown_html(text),
+            "rating": "" if data.ratings[index] is None else str(data.ratings[index]),
+            "note": data.notes[index] if index < len(data.notes) else "",
+            "after_error": scheme.stop_at_first_error and wrong is not None and index > wrong,
+        }
+        for index, text in enumerate(rollout.reasoning)
+    ]
+    context = {
+        "scheme": scheme,
+        "rollout": rollout,
+        "instructions": markdown_html(scheme.instructions),
+        "prompt": markdown_html(rollout.example),
+        "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+        "steps": steps,
+        "data": data,
+        "finish_choices": FINISH_CHOICES,
+        "state": state,
+        "lease_expires_at": state.lease.expires_at if state.lease else None,
+        "visit": _visit_token(rollout.pk, now),
+        "seconds_before": round(seconds_before, 1),
+        "errors": errors or [],
+        "conflict": conflict,
+    }
+    return render(request, "rollouts/labelling/label.html", context, status=status)
+
+
+def _draft_input(state: selectors.RolloutState, steps: int) -> services.LabelInput:
+    draft = state.draft
+    if draft is None:
+        return services.LabelInput(ratings=[None] * steps, notes=[""] * steps)
+    ratings = [r if r in rules.RATINGS else None for r in list(draft.ratings)[:steps]]
+    notes = [str(n) for n in list(draft.notes)[:steps]]
+    return services.LabelInput(
+        ratings=ratings + [None] * (steps - len(ratings)),
+        notes=notes + [""] * (steps - len(notes)),
+        bad_problem=draft.bad_problem,
+        finish_reason=draft.finish_reason,
+    )
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@labeller_required
+def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> HttpResponse:
+    scheme = scheme_or_404(prm_version)
+    try:
+        rollout = selectors.rollout_get(rollout_id=rollout_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    now = timezone.now()
+    state = selectors.rollout_state(user=request.user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now)
+    steps = len(rollout.reasoning)
+    if request.method == "POST":
+        return _rollout_post(request, scheme=scheme, rollout=rollout, state=state, now=now)
+    if state.label is not None:
+        ratings = rules.ratings_of(state.label.prm_output, state.label.attributes.get("rated_steps"))
+        notes = list(state.label.explanations or [""] * steps)
+        context = {
+            "scheme": scheme,
+            "rollout": rollout,
+            "label": state.label,
+            "prompt": markdown_html(rollout.example),
+            "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+            "steps": [
+                {
+                    "number": i + 1,
+                    "html": markdown_html(text),
+                    "rating": ratings[i],
+                    "note": notes[i] if i < len(notes) else "",
+                }
+                for i, text in enumerate(rollout.reasoning)
+            ],
+        }
+        return render(request, "rollouts/labelling/labelled.html", context)
+    if state.lease is None and state.draft is None:
+        messages.warning(request, NOT_CHECKED_OUT.format(rollout_id=rollout.pk, prm_version=scheme.prm_version))
+        return redirect("labelling:scheme", prm_version=scheme.prm_version)
+    return _page(
+        request,
+        scheme=scheme,
+        rollout=rollout,
+        state=state,
+        data=_draft_input(state, steps),
+        seconds_before=state.draft.seconds_spent if state.draft else 0.0,
+        now=now,
+    )
+
+
+def _rollout_post(
+    request: HttpRequest, *, scheme: LabellingScheme, rollout: Rollout, state: selectors.RolloutState, now: datetime
+) -> HttpResponse:
+    form = LabelForm(request.POST, steps=len(rollout.reasoning))
+    seconds_before = state.draft.seconds_spent if state.draft else 0.0
+    if not form.is_valid():
+        errors = form.error_messages()
+        if _wants_json(request):
+            return JsonResponse({"saved": False, "errors": errors}, status=400)
+        return _page(
+            request,
+            scheme=scheme,
+            rollout=rollout,
+            state=state,
+            data=form.raw_input(),
+            seconds_before=seconds_before,
+            now=now,
+            errors=errors,
+            status=400,
+        )
+    user = request.user
+    action = form.chosen_action
+    data = form.label_input()
+    visit_started = _visit_started(form.cleaned_data.get("visit") or "", rollout.pk)
+    if action == ACTION_SAVE:
+        saved = services.draft_save(
+            user=user,
+            scheme=scheme,
+            rollout=rollout,
+            data=data,
+            visit_started=visit_started,
+            now=now,
+            resume=form.cleaned_data.get("resume", False),
+        )
+        if _wants_json(request):
+            return JsonResponse(
+                {
+                    "saved": saved.draft is not None,
+                    "labelled": saved.draft is None,
+                    "lease_expires_at": saved.lease_expires_at.isoformat() if saved.lease_expires_at else None,
+                    "seconds_spent": round(saved.draft.seconds_spent, 1) if saved.draft else None,
+                    "visit": _visit_token(rollout.pk, now),
+                }
+            )
+        messages.success(request, DRAFT_SAVED)
+        return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout.pk)
+    if action == ACTION_DISCARD:
+        services.draft_discard(user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk)
+        messages.info(request, DRAFT_DISCARDED)
+        return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout.pk)
+    if action == ACTION_SKIP:
+        next_id = services.label_skip(user=user, scheme=scheme, rollout_id=rollout.pk, now=now)
+        messages.info(request, SKIPPED.format(rollout_id=rollout.pk))
+        if next_id is None:
+            messages.info(request, NOTHING_LEFT.format(title=scheme.title))
+        return _to_rollout_or_scheme(scheme, next_id)
+    try:
+        label = services.label_submit(
+            user=user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now
+        )
+    except ConflictError as exc:
+        state = selectors.rollout_state(user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now)
+        return _page(
+            request,
+            scheme=scheme,
+            rollout=rollout,
+            state=state,
+            data=data,
+            seconds_before=state.draft.seconds_spent if state.draft else seconds_before,
+            now=now,
+            conflict=LEASE_LOST.format(reason=exc.message),
+            status=409,
+        )
+    except ApplicationError as exc:
+        return _page(
+            request,
+            scheme=scheme,
+            rollout=rollout,
+            state=state,
+            data=data,
+            seconds_before=seconds_before,
+            now=now,
+            errors=[exc.message],
+            status=400,
+        )
+    attributes = label.attributes or {}
+    messages.success(
+        request,
+        LABEL_STORED.format(
+            rollout_id=rollout.pk,
+            rated=attributes.get("rated_steps", len(label.prm_output)),
+            steps=len(label.prm_output),
+            finish_reason=attributes.get("finish_reason", "stored"),
+        ),
+    )
+    try:
+        next_id = services.labelling_next(scheme=scheme, username=user.get_username(), now=timezone.now())
+    except ApplicationError as exc:  # the scheme was closed meanwhile
+        messages.info(request, exc.message)
+        next_id = None
+    else:
+        if next_id is None:
+            messages.info(request, NOTHING_LEFT.format(title=scheme.title))
+    return _to_rollout_or_scheme(scheme, next_id)

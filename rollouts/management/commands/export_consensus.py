@@ -1,0 +1,56 @@
+"""python manage.py export_consensus --prm_version human-v1 --output consensus.jsonl [--mc] [--versions judge-v1,...]
+[--rule steps|first_error] [--min_labels K] [--format jsonl|parquet|hf_disk]"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from prmsite.errors import NotFoundError
+from rollouts.labelling.consensus import RULE_STEPS, RULES
+from rollouts.labelling.exports import ConsensusOptions, consensus_export
+from rollouts.labelling.selectors import scheme_get
+from rollouts.labelling.stepwise import FORMATS, ExportError
+
+
+class Command(BaseCommand):
+    help = (
+        "Write the consensus set of a labelling scheme (the steps where its labels agree with the chosen sources) "
+        "as a stepwise dataset: prompt, completions, labels and metadata columns."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--prm_version", required=True, help="The labelling scheme's version.")
+        parser.add_argument("--output", required=True, help="File to write (a folder for --format hf_disk).")
+        parser.add_argument("--format", choices=FORMATS, default="jsonl", help="jsonl (default), parquet, hf_disk.")
+        parser.add_argument("--mc", action="store_true", help="The forest's Monte-Carlo values must agree too.")
+        parser.add_argument(
+            "--versions", default="", help="Comma-separated versions whose labels must agree too (an AI judge's …)."
+        )
+        parser.add_argument("--rule", choices=RULES, default=RULE_STEPS, help="steps (default) or first_error.")
+        parser.add_argument(
+            "--min_labels", type=int, default=None, help="Labels of the scheme a rollout needs (default: its K)."
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            scheme = scheme_get(prm_version=options["prm_version"])
+        except NotFoundError as exc:
+            raise CommandError(exc.message) from exc
+        try:
+            consensus = ConsensusOptions(
+                mc=options["mc"],
+                versions=tuple(v.strip() for v in options["versions"].split(",") if v.strip()),
+                rule=options["rule"],
+                min_labels=options["min_labels"],
+            )
+            tally = consensus_export(scheme=scheme, options=consensus, output=options["output"], fmt=options["format"])
+        except (ExportError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        for _key, text, n in tally.skipped_described():
+            self.stdout.write(f"left out: {n} ({text})")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{tally.records} records ({tally.steps} steps) of {tally.rollouts} labelled rollouts written to "
+                f"{options['output']}"
+            )
+        )

@@ -1,0 +1,331 @@
+// The labelling page's keys, its draft and its lease. The form works without this script; with it:
+// - keys rate the current step and move through the steps, submit, skip, save (the list is on the page, "?" shows it);
+// - the draft is saved on the server a moment after each change, every minute while the person is active, and when
+//   the page is hidden or left, so it survives closing the tab and opening the rollout in another browser; each save
+//   renews the person's lease, and its answer says whether they still hold it;
+// - in stop-at-first-error mode the steps after the first -1 are greyed out and take no rating.
+"use strict";
+
+(() => {
+  const form = document.getElementById("label-form");
+  if (!form) {
+    return;
+  }
+  // The form's address (form.action would be the control named "action").
+  const saveUrl = form.getAttribute("action");
+  const steps = Array.from(form.querySelectorAll("li.step"));
+  const stopAtFirstError = form.dataset.stopAtFirstError === "true";
+  const secondsBefore = parseFloat(form.dataset.secondsBefore || "0") || 0;
+  const visitInput = form.elements.namedItem("visit");
+  const saveStatus = document.getElementById("save-status");
+  const leaseStatus = document.getElementById("lease-status");
+  const timer = document.getElementById("timer");
+  const keysHelp = document.getElementById("keys-help");
+  const finishPanel = document.getElementById("finish-panel");
+  const badProblem = form.elements.namedItem("bad_problem");
+  const RATING_KEYS = { 1: "-1", "-": "-1", 2: "0", 0: "0", 3: "1", "+": "1", "=": "1" };
+  const SAVE_DELAY_MS = 1500;
+  const SAVE_EVERY_MS = 60000;
+
+  let current = 0;
+  let dirty = false;
+  let active = false;
+  let submitting = false;
+  let savedWhileHidden = false;
+  let saveTimer = null;
+  const shownAt = Date.now();
+  let hiddenMs = 0;
+  let hiddenSince = document.hidden ? Date.now() : null;
+
+  const ratingOf = (step) => {
+    const checked = step.querySelector("input[type=radio]:checked");
+    return checked ? checked.value : "";
+  };
+
+  function setCurrent(index, scroll = true) {
+    if (!steps.length) {
+      return;
+    }
+    current = Math.max(0, Math.min(steps.length - 1, index));
+    steps.forEach((step, i) => {
+      step.classList.toggle("current", i === current);
+      if (i === current) {
+        step.setAttribute("aria-current", "step");
+      } else {
+        step.removeAttribute("aria-current");
+      }
+    });
+    if (scroll) {
+      steps[current].scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  // Stop-at-first-error: the steps after the first -1 take no rating (the server drops them too).
+  function applyStopRule() {
+    if (!stopAtFirstError) {
+      return;
+    }
+    let ended = false;
+    for (const step of steps) {
+      step.classList.toggle("after-error", ended);
+      for (const radio of step.querySelectorAll("input[type=radio]")) {
+        radio.disabled = ended;
+      }
+      if (!ended && ratingOf(step) === "-1") {
+        ended = true;
+      }
+    }
+  }
+
+  function changed() {
+    dirty = true;
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(() => save(), SAVE_DELAY_MS);
+  }
+
+  function rate(value) {
+    const step = steps[current];
+    if (!step || step.classList.contains("after-error")) {
+      return;
+    }
+    const radio = step.querySelector(`input[type=radio][value="${value}"]`);
+    if (!radio) {
+      return;
+    }
+    radio.checked = true;
+    applyStopRule();
+    changed();
+    if (stopAtFirstError && value === "-1") {
+      finishPanel.scrollIntoView({ block: "nearest" });
+      return;
+    }
+    if (value !== "" && current < steps.length - 1) {
+      setCurrent(current + 1);
+    }
+  }
+
+  function cycleFinishReason() {
+    const radios = Array.from(form.querySelectorAll("input[name=finish_reason]"));
+    const index = radios.findIndex((radio) => radio.checked);
+    radios[(index + 1) % radios.length].checked = true;
+    changed();
+  }
+
+  function submitWith(action) {
+    const button = form.querySelector(`button[name=action][value="${action}"]`);
+    if (button) {
+      form.requestSubmit(button);
+    }
+  }
+
+  function timeText(iso) {
+    return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function showLease(expiresAt) {
+    if (!leaseStatus) {
+      return;
+    }
+    form.dataset.leaseExpiresAt = expiresAt || "";
+    if (expiresAt) {
+      leaseStatus.className = "ok";
+      leaseStatus.textContent = `Checked out to you until ${timeText(expiresAt)}; saving renews it.`;
+    } else {
+      leaseStatus.className = "warning";
+      leaseStatus.textContent =
+        "Your lease has ended: your draft is kept, and submitting still works unless someone else has taken this " +
+        "rollout's place.";
+    }
+  }
+
+  async function save({ keepalive = false, resume = false } = {}) {
+    if (submitting) {
+      return;
+    }
+    clearTimeout(saveTimer);
+    const body = new FormData(form);
+    body.set("action", "save");
+    if (resume) {
+      body.set("resume", "on");
+    }
+    dirty = false;
+    active = false;
+    try {
+      const response = await fetch(saveUrl, {
+        method: "POST",
+        body,
+        keepalive,
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (keepalive) {
+        return;
+      }
+      const answer = await response.json();
+      if (!response.ok) {
+        dirty = true;
+        saveStatus.textContent = `Draft not saved: ${(answer.errors || []).join("; ") || response.status}`;
+        return;
+      }
+      if (answer.labelled) {
+        saveStatus.textContent = "You have labelled this rollout already.";
+        return;
+      }
+      if (answer.visit) {
+        visitInput.value = answer.visit;
+      }
+      showLease(answer.lease_expires_at);
+      saveStatus.textContent = `Draft saved at ${timeText(new Date().toISOString())}.`;
+    } catch (error) {
+      dirty = true;
+      if (!keepalive) {
+        saveStatus.textContent = "Draft not saved: the server did not answer; it is tried again.";
+      }
+    }
+  }
+
+  function isTyping(target) {
+    if (target instanceof HTMLTextAreaElement || target.isContentEditable) {
+      return true;
+    }
+    return target instanceof HTMLInputElement && !["radio", "checkbox", "button", "submit"].includes(target.type);
+  }
+
+  document.addEventListener("keydown", (event) => {
+    active = true;
+    const target = event.target;
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      submitWith("submit");
+      return;
+    }
+    if (isTyping(target)) {
+      if (event.key === "Escape") {
+        target.blur();
+        setCurrent(current);
+      }
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) {
+      return;
+    }
+    const activates = target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement;
+    if ((activates || target.tagName === "SUMMARY") && (event.key === "Enter" || event.key === " ")) {
+      return; // the focused button, link or note toggle does what it says
+    }
+    const key = event.key;
+    let handled = true;
+    if (key in RATING_KEYS) {
+      rate(RATING_KEYS[key]);
+    } else if (key === "Backspace" || key === "Delete") {
+      rate("");
+    } else if (key === "j" || key === "ArrowDown") {
+      setCurrent(current + 1);
+    } else if (key === "k" || key === "ArrowUp") {
+      setCurrent(current - 1);
+    } else if (key === "n") {
+      const note = steps[current] && steps[current].querySelector("details.note");
+      if (note) {
+        note.open = true;
+        note.querySelector("textarea").focus();
+      }
+    } else if (key === "b") {
+      badProblem.checked = !badProblem.checked;
+      changed();
+    } else if (key === "r") {
+      cycleFinishReason();
+    } else if (key === "s") {
+      save();
+    } else if (key === "Enter") {
+      submitWith("submit");
+    } else if (key === "X") {
+      submitWith("skip");
+    } else if (key === "?") {
+      keysHelp.open = !keysHelp.open;
+    } else {
+      handled = false;
+    }
+    if (handled) {
+      event.preventDefault();
+    }
+  });
+
+  form.addEventListener("change", (event) => {
+    if (event.target.type === "radio" && event.target.name.startsWith("rating_")) {
+      const step = event.target.closest("li.step");
+      applyStopRule();
+      setCurrent(steps.indexOf(step), false);
+    }
+    changed();
+  });
+  form.addEventListener("input", changed);
+  form.addEventListener("click", (event) => {
+    const step = event.target.closest("li.step");
+    if (step) {
+      setCurrent(steps.indexOf(step), false);
+    }
+  });
+  form.addEventListener("submit", () => {
+    submitting = true;
+    clearTimeout(saveTimer);
+  });
+  document.addEventListener("mousemove", () => {
+    active = true;
+  });
+  document.addEventListener("scroll", () => {
+    active = true;
+  });
+
+  // Hidden: save now (the time so far counts). Shown again: save with "resume" (the hidden time does not count).
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      hiddenSince = Date.now();
+      savedWhileHidden = true;
+      save({ keepalive: true });
+    } else {
+      if (hiddenSince !== null) {
+        hiddenMs += Date.now() - hiddenSince;
+        hiddenSince = null;
+      }
+      savedWhileHidden = false;
+      save({ resume: true });
+    }
+  });
+  window.addEventListener("pagehide", () => {
+    if (!submitting && !savedWhileHidden) {
+      save({ keepalive: true });
+    }
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) {
+      submitting = false;
+      save({ resume: true }); // back from the browser's cache: count from now
+    }
+  });
+  setInterval(() => {
+    if (!document.hidden && (dirty || active)) {
+      save();
+    }
+  }, SAVE_EVERY_MS);
+
+  setInterval(() => {
+    const hidden = hiddenMs + (hiddenSince !== null ? Date.now() - hiddenSince : 0);
+    const seconds = Math.max(0, Math.round(secondsBefore + (Date.now() - shownAt - hidden) / 1000));
+    const minutes = Math.floor(seconds / 60);
+    const hours = Math.floor(minutes / 60);
+    const mm = String(minutes % 60).padStart(hours ? 2 : 1, "0");
+    const ss = String(seconds % 60).padStart(2, "0");
+    timer.textContent = hours ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
+    const expiresAt = form.dataset.leaseExpiresAt;
+    if (expiresAt && Date.parse(expiresAt) <= Date.now()) {
+      showLease(null);
+    }
+  }, 1000);
+
+  if (form.dataset.leaseExpiresAt) {
+    showLease(form.dataset.leaseExpiresAt);
+  }
+  applyStopRule();
+  const firstOpen = steps.findIndex((step) => !step.classList.contains("after-error") && ratingOf(step) === "");
+  setCurrent(firstOpen === -1 ? 0 : firstOpen, false);
+})();

@@ -1,0 +1,37 @@
+"""Filters of the labelling pages: durations, shares and kappas as people read them."""
+
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+NONE = "\u2013"  # an en dash
+
+
+@register.filter
+def duration(seconds) -> str:
+    """``1:05`` for 65 seconds, ``1:01:05`` past an hour; a dash for none."""
+    if seconds is None or seconds == "":
+        return NONE
+    total = round(float(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@register.filter
+def percent(share) -> str:
+    """``73.2%`` for 0.732; a dash for none."""
+    return NONE if share is None else f"{100 * float(share):.1f}%"
+
+
+@register.filter
+def figure(value, digits: int = 3) -> str:
+    """A kappa or a rate with ``digits`` decimals; a dash for none (undefined)."""
+    return NONE if value is None else f"{float(value):.{int(digits)}f}"
+
+
+@register.filter
+def rating_text(rating) -> str:
+    return {-1: "\u22121", 0: "0", 1: "+1"}.get(rating, "unrated")

@@ -1,0 +1,151 @@
+"""End to end in a real headless browser: Debian's chromium, driven by Selenium through Debian's chromedriver (no tool
+downloads a browser or a driver). A labeller logs in, labels two rollouts with the keyboard alone, and the stored
+labels are checked. Screenshots go to test-artifacts/labelling/ (git-ignored)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
+from tests.factories import make_rollout
+from tests.rollouts.labelling.conftest import PASSWORD, make_labeller, make_scheme
+from tests.servers import PROJECT_ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--window-size=1366,900",
+]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "labelling"
+WAIT_S = 20
+
+pytestmark = pytest.mark.skipif(
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason="needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
+)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements-dev.txt")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def keys(driver, *sequence: str) -> None:
+    """Press keys in the page, as a person would: sent to whatever has the focus."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    chain = ActionChains(driver)
+    for key in sequence:
+        chain.send_keys(key)
+    chain.perform()
+
+
+def wait_for(driver, condition, message: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(condition, message)
+
+
+def wait_for_labelling_page(driver, url: str) -> None:
+    """The page of ``url`` is shown and its script has marked the current step."""
+    wait_for(driver, lambda d: d.current_url == url, f"the browser did not reach {url} (at {driver.current_url})")
+    wait_for(
+        driver,
+        lambda d: d.execute_script("return document.querySelector('li.step.current') !== null"),
+        "the labelling script did not start",
+    )
+
+
+def screenshot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_labeller_labels_two_rollouts_with_the_keyboard_alone(browser, live_api_server):
+    from selenium.webdriver.common.keys import Keys
+
+    make_labeller("ann")
+    make_scheme("human-phase2", title="Phase 2", stop_at_first_error=True, instructions="Find the **first** error.")
+    first = make_rollout(
+        example="What is 2 + 3 * 4?",
+        reasoning=["Multiply first: 3 * 4 = 12. ", "Then 2 + 12 = 15. ", "Answer: 15"],
+        prediction=15,
+        ground_truth=14,
+    )
+    second = make_rollout(example="Is 9 prime?", reasoning=["9 = 3 * 3. ", "So 9 is not prime."], prediction=0)
+    base = live_api_server.url
+    rollout_page = base + "/label/human-phase2/rollouts/{}/"
+
+    browser.get(base + "/label/login/")
+    keys(browser, "ann", Keys.TAB, PASSWORD, Keys.ENTER)  # the user name field has the focus
+    wait_for(browser, lambda d: d.current_url == base + "/label/", "the login did not lead to the scheme list")
+    screenshot(browser, "01-schemes")
+
+    browser.get(base + "/label/human-phase2/")
+    keys(browser, Keys.ENTER)  # "Start labelling" has the focus
+    wait_for_labelling_page(browser, rollout_page.format(first.pk))
+    screenshot(browser, "02-first-rollout")
+    # +1 on step 1 (the focus moves on), a note on step 2, then -1 on step 2: the rollout ends there.
+    keys(browser, "3")
+    wait_for(
+        browser,
+        lambda d: "Draft saved" in d.find_element("id", "save-status").text,
+        "the change was not saved as a draft",
+    )
+    assert LabelDraft.objects.get().ratings == [1, None, None]
+    keys(browser, "n", "precedence is right, the sum is 14", Keys.ESCAPE, "1")
+    assert "after-error" in browser.find_element("id", "step-2").get_attribute("class")
+    screenshot(browser, "03-first-error-found")
+    keys(browser, Keys.ENTER)
+
+    wait_for_labelling_page(browser, rollout_page.format(second.pk))
+    screenshot(browser, "04-second-rollout")
+    # 0 on step 1, back to it (k), +1 instead, +1 on step 2, flag the problem (b), submit.
+    keys(browser, "2", "k", "3", "3", "b", Keys.ENTER)
+    wait_for(
+        browser,
+        lambda d: d.current_url == base + "/label/human-phase2/",
+        "the last submit did not lead back to the scheme page",
+    )
+    assert "Nothing left for you to label" in browser.page_source
+    screenshot(browser, "05-done")
+
+    labels = {label.rollout_id: label for label in ProcessRewardLabel.objects.filter(prm_version="human-phase2")}
+    assert set(labels) == {first.pk, second.pk}
+    one, two = labels[first.pk], labels[second.pk]
+    assert one.prm_output == [1, 0, 2]  # +1, -1, then unrated (stored neutral)
+    assert one.explanations == ["", "precedence is right, the sum is 14", ""]
+    assert one.attributes["rated_steps"] == 2
+    assert one.attributes["finish_reason"] == "found_error"
+    assert one.attributes["mode"] == "stop_at_first_error"
+    assert one.attributes["seconds_spent"] > 0
+    assert two.prm_output == [1, 1]
+    assert two.attributes["finish_reason"] == "solution"
+    assert two.attributes["bad_problem"] is True
+    assert {one.labelled_by, two.labelled_by} == {"ann"}
+    assert not LabelDraft.objects.exists()
+    assert not RolloutCheckout.objects.exists()
