@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
@@ -37,6 +37,16 @@ FORESTS_PER_PAGE = 50
 TREES_PER_PAGE = 50
 
 
+def forest_viewer_required(view):
+    """Logged in (else the login page), with permission to view forests (else 403).
+
+    The pages show ground truths and exact values: a person labelling steps (issue 11's labellers log in too) must
+    not see them, so a login alone is not enough. Staff superusers have the permission; give it to researchers
+    through a group.
+    """
+    return login_required(permission_required("forests.view_forest", raise_exception=True)(view))
+
+
 def _int_param(request: HttpRequest, name: str, default: int, *, low: int, high: int) -> int:
     try:
         return min(high, max(low, int(request.GET.get(name, default))))
@@ -45,7 +55,7 @@ def _int_param(request: HttpRequest, name: str, default: int, *, low: int, high:
 
 
 @require_safe
-@login_required
+@forest_viewer_required
 def forest_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(Forest.objects.order_by("-created_at", "-id"), FORESTS_PER_PAGE).get_page(request.GET.get("page"))
     progress = forest_progress_many(forest_ids=[forest.pk for forest in page])
@@ -61,7 +71,7 @@ def _forest_or_404(forest_name: str) -> Forest:
 
 
 @require_safe
-@login_required
+@forest_viewer_required
 def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
     forest = _forest_or_404(forest_name)
     page = Paginator(forest_roots(forest=forest), TREES_PER_PAGE).get_page(request.GET.get("page"))
@@ -87,7 +97,7 @@ def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
 
 
 @require_safe
-@login_required
+@forest_viewer_required
 def forest_search_plot(request: HttpRequest, forest_name: str) -> HttpResponse:
     """The plot of the search report saved on the forest (PNG), drawn from the saved figures."""
     report = forest_search_report_saved(forest=_forest_or_404(forest_name))
@@ -99,7 +109,7 @@ def forest_search_plot(request: HttpRequest, forest_name: str) -> HttpResponse:
 
 
 @require_safe
-@login_required
+@forest_viewer_required
 def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpResponse:
     forest = _forest_or_404(forest_name)
     try:
@@ -155,7 +165,8 @@ def forest_redirect(request: HttpRequest, forest_name: str) -> HttpResponse:
     CommonMiddleware's APPEND_SLASH cannot see that ``/admin`` has a page at ``/admin/``: when no forest has the name,
     this view does what APPEND_SLASH would, and 404s otherwise.
     """
-    if request.user.is_authenticated and Forest.objects.filter(name=forest_name).exists():
+    may_view = request.user.is_authenticated and request.user.has_perm("forests.view_forest")
+    if may_view and Forest.objects.filter(name=forest_name).exists():
         return redirect("forests:detail", forest_name=forest_name)
     with_slash = request.path_info + "/"
     if settings.APPEND_SLASH and is_valid_path(with_slash, getattr(request, "urlconf", None)):

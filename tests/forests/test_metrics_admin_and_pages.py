@@ -30,7 +30,11 @@ def act(client, action: str, forests, **fields):
 
 @pytest.fixture
 def user_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user(username="researcher", password="a-long-test-password"))
+    from django.contrib.auth.models import Permission
+
+    researcher = django_user_model.objects.create_user(username="researcher", password="a-long-test-password")
+    researcher.user_permissions.add(Permission.objects.get(codename="view_forest", content_type__app_label="forests"))
+    client.force_login(researcher)
     return client
 
 

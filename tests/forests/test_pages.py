@@ -20,7 +20,11 @@ PROMPT = "Is **this** statement true?\n\n| who | said |\n| --- | --- |\n| Ann | 
 
 @pytest.fixture
 def user_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user(username="researcher", password="a-long-test-password"))
+    from django.contrib.auth.models import Permission
+
+    researcher = django_user_model.objects.create_user(username="researcher", password="a-long-test-password")
+    researcher.user_permissions.add(Permission.objects.get(codename="view_forest", content_type__app_label="forests"))
+    client.force_login(researcher)
     return client
 
 
@@ -85,7 +89,7 @@ def test_the_forest_page_is_paginated_with_a_constant_number_of_queries(
     forest, _ = grown_forest
     for i in range(60):
         make_root(forest, f"item {i}", ground_truth=i % 2)
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(12):  # constant: 10, and the viewer's permissions (user, groups)
         first = user_client.get(reverse("forests:detail", args=[forest.name]))
     assert first.content.decode().count("/trees/") == 50
     assert "page 1 of 2" in first.content.decode()
@@ -211,3 +215,16 @@ def test_only_users_who_may_add_forests_see_the_seed_link(user_client, staff_use
     staff = Client()
     staff.force_login(staff_user)
     assert seed_url in staff.get(reverse("forests:list")).content.decode()
+
+
+def test_a_logged_in_user_without_the_view_permission_sees_no_forest(client, django_user_model, grown_forest):
+    # A labeller logs in too, and must not see ground truths and exact values while rating steps.
+    forest, root = grown_forest
+    client.force_login(django_user_model.objects.create_user(username="labeller", password="a-long-test-password"))
+    for url in (
+        reverse("forests:list"),
+        reverse("forests:detail", args=[forest.name]),
+        reverse("forests:tree", args=[forest.name, root.pk]),
+    ):
+        assert client.get(url).status_code == 403
+    assert client.get(f"/{forest.name}").status_code == 404  # existence not told either
