@@ -12,6 +12,7 @@ urlpatterns = [
     # The active-learning API sits at the server root, with the paths of spec/active-learning-webserver.md.
     path("", include("rollouts.urls")),
     path("", include("adapters.urls")),
+    path("", include("forests.api_urls")),  # forest growth (rollout_worker --forest_name) and POST /rollout/batch
     # Last: forests own /forests/… and the catch-all /<forest_name> redirect of the specification.
     path("", include("forests.urls")),
 ]

@@ -115,6 +115,13 @@ class RolloutCreateSerializer(serializers.Serializer):
     root_id = StrictIntegerField(
         required=False, min_value=1, max_value=ID_MAX, help_text="Root node of the tree (with forest_name)."
     )
+    expansion_id = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=ID_MAX,
+        help_text="The leased expansion this rollout answers (with forest_name); see "
+        "POST /forest/<forest_name>/expansions/claim.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         extras = {k: v for k, v in self.initial_data.items() if k not in self.fields}
