@@ -113,10 +113,8 @@ class LLMClient:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         timeout = httpx2.Timeout(request_timeout_s, connect=connect_timeout_s)
-        http_client = openai.DefaultAsyncHttpxClient(
-            timeout=timeout,
-            limits=httpx2.Limits(max_connections=max_connections + 8, max_keepalive_connections=max_connections + 8),
-        )
+        limits = httpx2.Limits(max_connections=max_connections + 8, max_keepalive_connections=max_connections + 8)
+        http_client = _http_client(timeout=timeout, limits=limits)
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout, http_client=http_client
         )
@@ -203,6 +201,18 @@ class LLMClient:
         if extra_body:
             request["extra_body"] = extra_body
         return request
+
+
+def _http_client(*, timeout: httpx2.Timeout, limits: httpx2.Limits) -> httpx2.AsyncClient:
+    """openai's aiohttp transport (``openai.DefaultAioHttpClient``) when aiohttp is installed: with hundreds of
+    requests in flight, httpx's own connection pool spends more CPU choosing a connection (it checks every one of them
+    per request) than the rest of the worker together. Else openai's default httpx client."""
+    try:
+        import aiohttp  # noqa: F401
+
+        return openai.DefaultAioHttpClient(timeout=timeout, limits=limits)
+    except (ImportError, RuntimeError):
+        return openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
 
 
 def load_tokenizer(name_or_path: str) -> ChatTemplate:
