@@ -96,6 +96,7 @@ class WorkerOptions:
     shutdown_grace_s: float = 20.0
     drain_timeout_s: float = 600.0
     batch_size: int = 256
+    send_backoff_max_s: float = 30.0
     log_json: bool = False
     show_bar: bool = True
     processes: int = 1
@@ -406,6 +407,7 @@ class RolloutWorker:
                 self.spool,
                 self._send_batch,
                 batch_size=o.batch_size,
+                backoff_max_s=o.send_backoff_max_s,
                 on_sent=self._on_sent,
                 on_refused=self._on_refused,
             )

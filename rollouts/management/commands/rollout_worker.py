@@ -184,6 +184,12 @@ class Command(BaseCommand):
         )
         run_group.add_argument("--batch_size", type=int, default=256, help="Rollouts per POST /rollout/batch.")
         run_group.add_argument(
+            "--send_backoff_max_s",
+            type=float,
+            default=30.0,
+            help="Longest wait between two tries to store rollouts while the server is unreachable (default 30).",
+        )
+        run_group.add_argument(
             "--log_json",
             action="store_true",
             help="JSON lines (progress every 10 s, then the summary) on stdout instead of the progress bar.",
@@ -289,6 +295,7 @@ class Command(BaseCommand):
             shutdown_grace_s=o["shutdown_grace_s"],
             drain_timeout_s=o["drain_timeout_s"],
             batch_size=o["batch_size"],
+            send_backoff_max_s=o["send_backoff_max_s"],
             log_json=o["log_json"],
             processes=o["num_os_processes"],
         )
