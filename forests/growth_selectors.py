@@ -140,15 +140,18 @@ class GrowthSummary:
 
 def forest_growth_summary(*, forest: Forest, now: datetime) -> GrowthSummary:
     """The forest's growth in a handful of aggregate queries (a page, not a claim: it counts the queue)."""
-    plan = growth_plan_get(forest=forest)
-    tally = ForestTally.objects.filter(forest=forest).first()
+    row = Forest.objects.filter(pk=forest.pk).select_related("growth_plan", "tally").first()
+    plan: GrowthPlan | None = getattr(row, "growth_plan", None)
+    tally: ForestTally | None = getattr(row, "tally", None)
     queue = Expansion.objects.filter(forest=forest).aggregate(
         pending=Count("id", filter=Q(available_at__lt=GIVEN_UP_AT)),
         pending_rollouts=Sum("count", filter=Q(available_at__lt=GIVEN_UP_AT)),
         leased=Count("id", filter=Q(available_at__gt=now, available_at__lt=GIVEN_UP_AT)),
         given_up=Count("id", filter=Q(available_at__gte=GIVEN_UP_AT)),
     )
-    roots = Node.objects.filter(forest=forest, depth=0)
+    roots = Node.objects.filter(forest=forest, depth=0).aggregate(
+        all=Count("id"), planned=Count("id", filter=Q(pk__lte=plan.root_cursor if plan else 0))
+    )
     by_stage = dict(
         RolloutGrowth.objects.filter(forest=forest)
         .order_by()
@@ -156,18 +159,20 @@ def forest_growth_summary(*, forest: Forest, now: datetime) -> GrowthSummary:
         .annotate(n=Count("rollout_id"))
         .values_list("stage", "n")
     )
-    searches = dict(
-        ErrorSearch.objects.filter(forest=forest)
-        .order_by()
-        .values("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
+    searches = {}
+    if plan is not None and plan.options.get("policy") == "omega":
+        searches = dict(
+            ErrorSearch.objects.filter(forest=forest)
+            .order_by()
+            .values("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
     return GrowthSummary(
         options=plan.options if plan else None,
         version=plan.version if plan else None,
-        planned_roots=roots.filter(pk__lte=plan.root_cursor).count() if plan else 0,
-        roots=roots.count(),
+        planned_roots=roots["planned"] if plan else 0,
+        roots=roots["all"],
         rollouts=tally.rollouts if tally else 0,
         prompt_tokens=tally.prompt_tokens if tally else 0,
         completion_tokens=tally.completion_tokens if tally else 0,
