@@ -195,7 +195,11 @@ class LLMClient:
             if partial:
                 messages.append({"role": "assistant", "content": partial})
                 extra_body.update(continue_final_message=True, add_generation_prompt=False)
-            request["messages"] = messages
+            # The messages travel in extra_body, which openai merges into the JSON body as it is: the same request,
+            # without the typed-parameter transform that costs about 1 ms of CPU per request (a third of the
+            # worker's CPU at 500 requests/s). Plain role/content strings need no transforming.
+            request["messages"] = []
+            extra_body["messages"] = messages
         else:
             request["prompt"] = self.render_prompt(prompt, partial)
         if extra_body:

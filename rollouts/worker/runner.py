@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -185,6 +186,9 @@ class RolloutWorker:
         self.model = options.model
         self._api: PrmsiteClient | None = None
         self._sender_api: PrmsiteClient | None = None
+        # Idempotency keys: random per process, then a counter (unique, and cheaper than a uuid4 per rollout).
+        self._key_prefix = uuid.uuid4().hex
+        self._keys = itertools.count()
 
     # --- setup ------------------------------------------------------------------------------------------------------
 
@@ -319,7 +323,7 @@ class RolloutWorker:
         assert self.spool is not None and self.settings is not None
         shares = split_usage(generation.usage, [choice.text for choice in generation.choices])
         for offset, (choice, usage) in enumerate(zip(generation.choices, shares, strict=True)):
-            key = uuid.uuid4().hex
+            key = f"{self._key_prefix}{next(self._keys):x}"
             extra = dict(job.extra)
             if job.meta is not None:
                 extra["repeat"] = job.first_index + offset
