@@ -204,3 +204,18 @@ def test_a_killed_forest_worker_is_continued_by_the_next_one(server_process, tok
     per_tree = Counter(Rollout.objects.values_list("node__tree_id", flat=True))
     assert set(per_tree) == {r.pk for r in roots} and min(per_tree.values()) >= 3
     assert max(Counter(Rollout.objects.values_list("attributes__idempotency_key", flat=True)).values()) == 1
+
+
+def test_several_os_processes_share_the_dataset_and_each_item_arrives_once(
+    server_process, token, stub, dataset, tmp_path
+):
+    server = server_process().start()
+    stub.reply = verdict_reply
+    args = ["--template_json", str(dataset), "--num_repeats", "2", "--num_processes", "4", "--num_os_processes", "2"]
+    code, summary = summary_of(worker(server.url, token, stub, tmp_path, *args))
+    assert code == 0 and summary["status"] == "completed" and summary["results"] == 12 and summary["processes"] == 2
+    rollouts = list(Rollout.objects.all())
+    assert Counter((r.attributes["dataset_item"], r.attributes["repeat"]) for r in rollouts) == Counter(
+        {(i, k): 1 for i in range(6) for k in range(2)}
+    )
+    assert {r.worker for r in rollouts} == {"w/p0", "w/p1"}
