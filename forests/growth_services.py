@@ -493,11 +493,19 @@ def rollout_receive(*, expansion_id: int | None = None, **fields: Any):
     if fields.get("forest_name") is None:
         if expansion_id is not None:
             raise ApplicationError(EXPANSION_WITHOUT_FOREST)
-        return rollout_create(**fields)
+        return _stored(rollout_create(**fields))[0]
     with transaction.atomic():
-        rollout = rollout_create(**fields)
-        _account(rollout=rollout, expansion_id=expansion_id)
+        rollout, created = _stored(rollout_create(**fields))
+        if created:
+            _account(rollout=rollout, expansion_id=expansion_id)
     return rollout
+
+
+def _stored(result: Any) -> tuple[Any, bool]:
+    """``(rollout, created)`` from what ``rollout_create`` answers: a ``Rollout``, or (with idempotency keys) a
+    ``RolloutCreated(rollout, created)`` whose ``created`` is False for a repeated key."""
+    rollout = getattr(result, "rollout", result)
+    return rollout, bool(getattr(result, "created", True))
 
 
 def _usage(attributes: Mapping[str, Any] | None) -> tuple[int, int]:
