@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -281,12 +282,11 @@ class PrmsiteClient:
         """``POST /rollout/batch``: store many rollouts; answer one result per rollout, in order: ``{"id": …}`` or the
         error that kept it out (``{"detail", "code", "status", …}``).
 
-        Retried like an idempotent call (also after a read timeout) when every rollout carries an
-        ``idempotency_key``: the server then stores a repeated one once.
+        Every rollout carries an ``idempotency_key`` (a new UUID unless it has one), so the batch is retried like an
+        idempotent call, also after a read timeout: the server stores a repeated rollout once.
         """
-        keyed = all(isinstance(r, dict) and r.get("idempotency_key") for r in rollouts)
-        body = {"rollouts": list(rollouts)}
-        return self._request("POST", "/rollout/batch", json=body, idempotent=keyed).json()["results"]
+        body = {"rollouts": [{**r, "idempotency_key": r.get("idempotency_key") or uuid.uuid4().hex} for r in rollouts]}
+        return self._request("POST", "/rollout/batch", json=body).json()["results"]
 
     def get_forest_config(self, forest_name: str) -> dict[str, Any]:
         """``GET /forest/<forest_name>/config``: the forest's generation settings and growth options."""
@@ -304,12 +304,12 @@ class PrmsiteClient:
 
     def claim_expansions(self, forest_name: str, *, limit: int, max_rollouts: int | None = None) -> dict[str, Any]:
         """``POST /forest/<forest_name>/expansions/claim``: lease expansions; ``{"expansions", "done", "reason",
-        "lease_s"}``. Not retried after a read timeout (a lease may have been granted; it expires)."""
+        "lease_s"}``. A claim retried after a lost answer may lease other expansions: the first ones' leases expire
+        (``GROWTH_LEASE_S``) and go to the next claimer."""
         body: dict[str, Any] = {"limit": limit}
         if max_rollouts is not None:
             body["max_rollouts"] = max_rollouts
-        path = f"/forest/{_segment(forest_name)}/expansions/claim"
-        return self._request("POST", path, json=body, idempotent=False).json()
+        return self._request("POST", f"/forest/{_segment(forest_name)}/expansions/claim", json=body).json()
 
     def release_expansions(self, forest_name: str, ids: Sequence[int], *, failed: bool = False, error: str = "") -> int:
         """``POST /forest/<forest_name>/expansions/release``: end this caller's leases on ``ids``; answer how many."""

@@ -113,7 +113,9 @@ def test_a_batch_stores_each_rollout_on_its_own_and_reports_each_outcome(api):
     wrong_truth = {**rollout(forest, e, ["Step 1: b. "], 1), "ground_truth": 0}
     not_typed = {**good, "prediction": "1"}
     response = api.post(
-        "/rollout/batch", {"rollouts": [good, wrong_truth, not_typed, {**good, "worker": "w2"}]}, format="json"
+        "/rollout/batch",
+        {"rollouts": [good, wrong_truth, not_typed, {**good, "worker": "w2", "idempotency_key": "k2"}]},
+        format="json",
     )
     results = response.json()["results"]
     assert response.status_code == 200 and len(results) == 4
