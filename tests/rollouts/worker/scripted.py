@@ -40,3 +40,8 @@ def planted_reply(request: StubRequest) -> str:
     if request.index % 2 == 0:
         return "Step 1: a. Step 2: b. Step 3: c. Step 4: d. Verdict: code: 1"
     return "Step 1: a. Step 2: b. Step 3: WRONG turn. Step 4: e. Step 5: f. Step 6: g. Verdict: code: 0"
+
+
+def idempotency_key_of(rollout) -> str | None:
+    """The key a rollout was posted with: a column once POST /rollout knows it, an extra attribute before."""
+    return getattr(rollout, "idempotency_key", None) or rollout.attributes.get("idempotency_key")

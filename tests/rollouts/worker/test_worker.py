@@ -16,7 +16,7 @@ from rollouts.client import PrmsiteClient
 from rollouts.models import Rollout
 from rollouts.worker.llm import SamplingParams
 from rollouts.worker.runner import DatasetSpec, RolloutWorker, WorkerOptions
-from tests.rollouts.worker.scripted import DELIMITER, planted_reply, seeded_forest, verdict_reply
+from tests.rollouts.worker.scripted import DELIMITER, idempotency_key_of, planted_reply, seeded_forest, verdict_reply
 from tests.stub_openai import StubRequest
 
 
@@ -70,7 +70,7 @@ def test_dataset_mode_posts_every_item_times_repeat_once(live_api_server, worker
         assert r.ground_truth == item % 2 and r.prediction == int(answer[-1])
         assert r.model == "stub-model" and r.worker == "test-worker"
         assert r.attributes["finish_reason"] == "stop" and r.attributes["latency_s"] >= 0
-        assert r.attributes["usage"]["total_tokens"] > 0 and r.attributes["idempotency_key"]
+        assert r.attributes["usage"]["total_tokens"] > 0 and idempotency_key_of(r)
         assert r.attributes["rollout_config_version"] == "test-v1"
     seeds = [req["body"]["seed"] for req in stub.requests if req["body"].get("seed") is not None]
     assert len(set(seeds)) == 12  # one per request, each different
