@@ -155,7 +155,7 @@ def spool_folder(options: WorkerOptions) -> Path:
 
 
 @dataclass
-class Settings:
+class GenerationSettings:
     """Generation settings in force: from the template JSON (dataset mode) or the forest (forest mode)."""
 
     delimiter_pattern: str
@@ -182,7 +182,7 @@ class RolloutWorker:
         self.sender: SpoolSender | None = None
         self.llm: LLMClient | None = None
         self.source: DatasetSource | ForestSource | None = None
-        self.settings: Settings | None = None
+        self.settings: GenerationSettings | None = None
         self.model = options.model
         self._api: PrmsiteClient | None = None
         self._sender_api: PrmsiteClient | None = None
@@ -242,7 +242,7 @@ class RolloutWorker:
         except requests.RequestException as exc:
             raise WorkerError(f"the server at {o.webserver_url} cannot be reached: {exc}") from exc
         stored = config.get("rollout_config") or {}
-        self.settings = Settings(
+        self.settings = GenerationSettings(
             delimiter_pattern=o.reasoning_delimiter_pattern or stored.get("reasoning_delimiter_pattern") or "",
             prediction_pattern=o.prediction_pattern or stored.get("prediction_pattern") or "",
             rollout_config_version=str(stored.get("rollout_config_version") or ""),
@@ -267,7 +267,7 @@ class RolloutWorker:
         o = self.options
         assert o.dataset is not None and self.spool is not None
         config, items, total = await asyncio.to_thread(load_dataset_items, o.dataset)
-        self.settings = Settings(
+        self.settings = GenerationSettings(
             delimiter_pattern=o.reasoning_delimiter_pattern or config.reasoning_delimiter_pattern,
             prediction_pattern=o.prediction_pattern or config.prediction_pattern,
             rollout_config_version=config.rollout_config_version,
@@ -496,7 +496,7 @@ class RolloutWorker:
         return drain.result()
 
 
-def _check_patterns(settings: Settings) -> None:
+def _check_patterns(settings: GenerationSettings) -> None:
     for name, pattern in (
         ("reasoning_delimiter_pattern", settings.delimiter_pattern),
         ("prediction_pattern", settings.prediction_pattern),
