@@ -185,3 +185,35 @@ def test_the_worker_imports_nothing_from_django():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_forest_mode_continues_partial_paths_through_the_completions_api_and_the_models_chat_template(
+    live_api_server, worker_token, stub, tmp_path, tokenizer_dir
+):
+    forest, _roots = seeded_forest("completions-forest", roots=1)
+    stub.reply = lambda request: (
+        " Step 9: and so. Verdict: code: 1"
+        if "<|assistant|>\nStep" in request.user_prompt
+        else "Step 1: a. Verdict: code: 0"
+    )
+    opts = options(
+        live_api_server,
+        worker_token,
+        stub,
+        tmp_path,
+        forest_name=forest.name,
+        growth={"policy": "mc", "num_repeats": 1, "completions_per_step": 2},
+        api="completions",
+        tokenizer=str(tokenizer_dir),
+    )
+    summary = run_worker(opts)
+    assert summary["status"] == "completed" and summary["refused"] == 0
+    prompts = [r["body"]["prompt"] for r in stub.requests]
+    assert all(r["kind"] == "completions" for r in stub.requests)
+    # The first answer starts a fresh assistant turn; continuations leave the turn open after the partial path.
+    assert prompts[0] == "<|user|>\nQuestion #0?<|end|>\n<|assistant|>\n"
+    assert "<|user|>\nQuestion #0?<|end|>\n<|assistant|>\nStep 1: a. " in prompts
+    mc = sorted(r.reasoning for r in Rollout.objects.filter(forest=forest, growth__stage="mc"))
+    # From the root: a fresh answer. From "Step 1: a. ": the prefix step as it was, then what the model added, split
+    # on its own (its leading white space joins the step it opens).
+    assert mc == [["Step 1: a. ", " Step 9: and so. ", "Verdict: code: 1"], ["Step 1: a. ", "Verdict: code: 0"]]
