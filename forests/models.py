@@ -101,3 +101,158 @@ class Node(models.Model):
     @property
     def is_root(self) -> bool:
         return self.parent_id is None
+
+
+# --- Growth: what a forest grows next (forests/growth.py decides, forests/growth_services.py applies) ----------------
+
+
+class GrowthPlan(models.Model):
+    """How a forest is grown (the options of ``forests.growth.GrowthOptions``) and how far planning has got.
+
+    Roots are planned in id order, a batch at a time, as workers claim work: ``root_cursor`` is the largest root id
+    planned under ``version``. Replacing the plan bumps ``version`` and plans every tree again.
+    """
+
+    forest = models.OneToOneField(Forest, on_delete=models.CASCADE, related_name="growth_plan")
+    options = models.JSONField(help_text="GrowthOptions: policy, num_repeats, completions_per_step, caps, …")
+    version = models.PositiveIntegerField(default=1, help_text="Bumped when the plan is replaced.")
+    root_cursor = models.BigIntegerField(default=0, help_text="Roots with an id up to this one are planned.")
+    history = models.JSONField(default=list, blank=True, help_text="Earlier options, with when they were replaced.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"growth plan of {self.forest_id} (v{self.version}): {self.options.get('policy')}"
+
+
+class ForestTally(models.Model):
+    """Running counts of a forest's rollouts as the growth bookkeeping received them (the token cap reads it)."""
+
+    forest = models.OneToOneField(Forest, on_delete=models.CASCADE, primary_key=True, related_name="tally")
+    rollouts = models.BigIntegerField(default=0)
+    correct = models.BigIntegerField(default=0, help_text="Rollouts whose prediction is the ground truth.")
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"forest {self.forest_id}: {self.rollouts} rollouts"
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class TreeTally(models.Model):
+    """Running counts of one tree's rollouts, kept as they arrive (so no request has to count a forest)."""
+
+    root = models.OneToOneField(Node, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
+    rollouts = models.BigIntegerField(default=0)
+    correct = models.BigIntegerField(default=0, help_text="Rollouts whose prediction is the ground truth.")
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    planned_version = models.PositiveIntegerField(default=0, help_text="Plan version whose repeats were queued.")
+    branched_version = models.PositiveIntegerField(
+        default=0, help_text="Plan version whose branching stage (mc/omega) was queued for this tree."
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["forest"], name="treetally_forest")]
+
+    def __str__(self) -> str:
+        return f"tree {self.root_id}: {self.rollouts} rollouts"
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Expansion(models.Model):
+    """Pending work: ``count`` more rollouts that continue from ``node`` (its path from the root is ``path``).
+
+    The queue of a forest is its rows with ``available_at <= now``, oldest first (index ``expansion_queue``), so a
+    claim reads only the rows it hands out, whatever the size of the forest. A claim leases a row by moving
+    ``available_at`` to the lease's end; a rollout answering it lowers ``count`` and the row is deleted at 0; a row
+    handed out ``GROWTH_MAX_ATTEMPTS`` times without being answered is given up (``available_at`` far in the future).
+    """
+
+    STAGES = [("repeats", "repeats"), ("mc", "mc"), ("omega", "omega")]
+
+    forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
+    tree = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+", help_text="Continue from here.")
+    path = models.JSONField(help_text="Node ids from the root down to node.")
+    stage = models.CharField(max_length=10, choices=STAGES)
+    count = models.PositiveIntegerField(help_text="Rollouts still wanted.")
+    search = models.ForeignKey(
+        "ErrorSearch", on_delete=models.CASCADE, null=True, blank=True, related_name="+", help_text="omega only."
+    )
+    plan_version = models.PositiveIntegerField()
+    available_at = models.DateTimeField(help_text="Claimable from this instant (the end of the current lease).")
+    leased_by = models.CharField(max_length=150, blank=True, help_text="User the last lease went to.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Leases handed out so far.")
+    last_error = models.TextField(blank=True, help_text="What the last worker that gave it back reported.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["available_at", "id"]
+        constraints = [models.CheckConstraint(condition=models.Q(count__gte=1), name="expansion_count_positive")]
+        indexes = [
+            models.Index(fields=["forest", "available_at", "id"], name="expansion_queue"),
+            models.Index(fields=["tree"], name="expansion_tree"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stage} x{self.count} from node {self.node_id}"
+
+
+class ErrorSearch(models.Model):
+    """OmegaPRM's binary search for the first wrong step of one wrong rollout (see ``forests.growth.OmegaSearch``)."""
+
+    STATUSES = [("searching", "searching"), ("found", "found"), ("none", "none"), ("capped", "capped")]
+
+    forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
+    tree = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    leaf = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+", help_text="Where the wrong path ends.")
+    plan_version = models.PositiveIntegerField()
+    state = models.JSONField(help_text="OmegaSearch: path, lo, hi, probe, done, first_error.")
+    status = models.CharField(max_length=10, choices=STATUSES, default="searching")
+    probe_wanted = models.PositiveIntegerField(default=0, help_text="Completions the current probe asks for.")
+    probe_received = models.PositiveIntegerField(default=0)
+    probe_correct = models.PositiveIntegerField(default=0)
+    first_error = models.ForeignKey(
+        Node, on_delete=models.CASCADE, null=True, blank=True, related_name="+", help_text="The first wrong step."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["forest", "status"], name="errorsearch_forest_status")]
+
+    def __str__(self) -> str:
+        return f"search of leaf {self.leaf_id}: {self.status}"
+
+
+class RolloutGrowth(models.Model):
+    """A forest rollout as the growth bookkeeping counted it (once: a repeated post of the same rollout is not).
+
+    Keeps what the rollout cost and which expansion it answered (expansions are deleted once answered).
+    """
+
+    rollout = models.OneToOneField(
+        "rollouts.Rollout", on_delete=models.CASCADE, primary_key=True, related_name="growth"
+    )
+    forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
+    tree = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    expansion_id = models.BigIntegerField(null=True, blank=True, help_text="The expansion it answered, if any.")
+    stage = models.CharField(max_length=10, blank=True, help_text="Stage of that expansion ('' when none).")
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["forest", "stage"], name="rolloutgrowth_forest_stage")]
+
+    def __str__(self) -> str:
+        return f"rollout {self.rollout_id} ({self.stage or 'no expansion'})"

@@ -156,12 +156,14 @@ def forest_delete(*, forest: Forest) -> DeleteResult:
     Rollouts that point into the forest are kept, detached (``forest`` and ``node`` set to null), as ``SET_NULL``
     would. Foreign keys between nodes are checked at commit (deferred), so the nodes go in one ``DELETE``.
     """
+    from forests.growth_services import forest_growth_delete
     from rollouts.models import Rollout
 
     using = router.db_for_write(Node)
     with transaction.atomic(using=using):
         detached = Rollout.objects.filter(forest=forest).update(forest=None, node=None)
         detached += Rollout.objects.filter(node__forest=forest).update(node=None)
+        forest_growth_delete(forest=forest)
         nodes = Node.objects.filter(forest=forest)._raw_delete(using)
         name = forest.name
         Forest.objects.filter(pk=forest.pk)._raw_delete(using)

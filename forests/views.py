@@ -11,10 +11,12 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
 from django.urls import is_valid_path
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
+from forests.growth_selectors import forest_growth_summary, tree_tokens_many
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
@@ -93,6 +95,9 @@ def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
         "report": report,
         "baselines": baselines,
     }
+    # Growth (rollout_worker --forest_name): the plan, the queue, tokens per forest and per tree.
+    context["growth"] = forest_growth_summary(forest=forest, now=timezone.now())
+    context["tree_tokens"] = tree_tokens_many(root_ids=[root.pk for root in page])
     return render(request, "forests/forest_detail.html", context)
 
 

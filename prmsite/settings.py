@@ -271,6 +271,17 @@ EXPERIMENT_CONFIG_DIRS = env_paths("EXPERIMENT_CONFIG_DIRS", [])
 LOGIN_URL = "admin:login"
 # Most nodes a tree page lays out at once; a node whose subtree did not fit links to a page of its own.
 FOREST_TREE_MAX_NODES = env_int("FOREST_TREE_MAX_NODES", 2000)
+# --- Forest growth (rollout_worker --forest_name): the expansion queue, its leases, batched rollouts ---
+# Seconds an expansion handed out by POST /forest/<name>/expansions/claim stays leased to the claimer.
+GROWTH_LEASE_S = env_int("GROWTH_LEASE_S", 600)
+# Leases of one expansion handed out without an answer before it is given up (a prompt the model cannot take).
+GROWTH_MAX_ATTEMPTS = env_int("GROWTH_MAX_ATTEMPTS", 3)
+# Roots planned per batch as claims come in (planning never reads more than this many trees per request).
+GROWTH_PLAN_BATCH = env_int("GROWTH_PLAN_BATCH", 500)
+# Most rollouts one expansion (one lease) asks for; bigger needs are split into several expansions.
+GROWTH_EXPANSION_MAX_COUNT = env_int("GROWTH_EXPANSION_MAX_COUNT", 8)
+# Most rollouts one POST /rollout/batch takes.
+ROLLOUT_BATCH_MAX = env_int("ROLLOUT_BATCH_MAX", 500)
 # Name of the database the test suite creates (default: Django's test_<name>, or .test-db.sqlite3 on SQLite), for
 # servers where only some database names may be used.
 if os.environ.get("DATABASE_TEST_NAME", "").strip():

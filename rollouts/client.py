@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
+from urllib.parse import quote
 
 import requests
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
@@ -318,6 +319,52 @@ class PrmsiteClient:
                 sink.write(chunk)
         partial.replace(target)
         return target
+
+    # --- forest growth and batched rollouts (rollout_worker; forests/api.py) ----------------------------------------
+
+    def post_rollouts(self, rollouts: Sequence[RolloutPayload | dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /rollout/batch``: store many rollouts; answer one result per rollout, in order: ``{"id": …}`` or the
+        error that kept it out (``{"detail", "code", "status", …}``).
+
+        Every rollout carries an ``idempotency_key`` (a new UUID unless it has one), so the batch is retried like an
+        idempotent call, also after a read timeout: the server stores a repeated rollout once.
+        """
+        body = {"rollouts": [{**r, "idempotency_key": r.get("idempotency_key") or uuid.uuid4().hex} for r in rollouts]}
+        return self._request("POST", "/rollout/batch", json=body).json()["results"]
+
+    def get_forest_config(self, forest_name: str) -> dict[str, Any]:
+        """``GET /forest/<forest_name>/config``: the forest's generation settings and growth options."""
+        return self._request("GET", f"/forest/{_segment(forest_name)}/config").json()
+
+    def get_growth(self, forest_name: str) -> dict[str, Any]:
+        """``GET /forest/<forest_name>/growth``: the growth plan and its progress."""
+        return self._request("GET", f"/forest/{_segment(forest_name)}/growth").json()
+
+    def put_growth_plan(self, forest_name: str, options: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """``PUT /forest/<forest_name>/growth``: grow the forest with ``options`` (409 if others are stored, unless
+        ``replace``)."""
+        body = {**options, "replace": replace}
+        return self._request("PUT", f"/forest/{_segment(forest_name)}/growth", json=body).json()
+
+    def claim_expansions(self, forest_name: str, *, limit: int, max_rollouts: int | None = None) -> dict[str, Any]:
+        """``POST /forest/<forest_name>/expansions/claim``: lease expansions; ``{"expansions", "done", "reason",
+        "lease_s"}``. Like a rollout claim, it is retried only when it cannot have reached the server, so a lost
+        answer never leaves expansions leased twice."""
+        body: dict[str, Any] = {"limit": limit}
+        if max_rollouts is not None:
+            body["max_rollouts"] = max_rollouts
+        path = f"/forest/{_segment(forest_name)}/expansions/claim"
+        return self._request("POST", path, json=body, retry="unprocessed").json()
+
+    def release_expansions(self, forest_name: str, ids: Sequence[int], *, failed: bool = False, error: str = "") -> int:
+        """``POST /forest/<forest_name>/expansions/release``: end this caller's leases on ``ids``; answer how many."""
+        body = {"ids": [int(i) for i in ids], "failed": failed, "error": error[:2000]}
+        path = f"/forest/{_segment(forest_name)}/expansions/release"
+        return int(self._request("POST", path, json=body).json()["released"])
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:

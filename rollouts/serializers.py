@@ -103,6 +103,13 @@ class RolloutCreateSerializer(serializers.Serializer):
         help_text="A key the worker makes up for this rollout (e.g. a UUID): posting the same rollout again with it "
         "stores nothing and answers the first id, so a retry after a lost answer is safe.",
     )
+    expansion_id = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=ID_MAX,
+        help_text="The leased expansion this rollout answers (with forest_name); see "
+        "POST /forest/<forest_name>/expansions/claim.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # The parser has already refused text no database can store (NUL, lone surrogates) and deep nesting.

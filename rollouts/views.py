@@ -11,6 +11,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from forests.growth_services import rollout_receive
 from prmsite.api import ERROR_RESPONSES, is_token_request, json_encode
 from rollouts import selectors, services
 from rollouts.models import ProcessRewardLabel, Rollout
@@ -90,7 +91,8 @@ class RolloutView(ApiView):
     def post(self, request: Request) -> Response:
         serializer = RolloutCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return Response(services.rollout_create(**serializer.validated_data).rollout.pk)
+        rollout = rollout_receive(**serializer.validated_data)  # rollout_create plus forest-growth bookkeeping
+        return Response(rollout.pk)
 
     @extend_schema(
         operation_id="rollout_claim",

@@ -1,0 +1,124 @@
+"""Request and response shapes of the forest-growth endpoints and of ``POST /rollout/batch``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from forests.growth import POLICIES, POLICY_HELP
+from forests.growth_services import CLAIM_LIMIT_MAX
+from rollouts.serializers import StrictCharField, StrictIntegerField
+
+ID_MAX = 2**63 - 1
+NOT_A_BOOLEAN = "Must be true or false."
+NOT_AN_OBJECT = "Every rollout must be a JSON object."
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false`` (not ``"yes"`` or ``1``)."""
+
+    default_error_messages = {"not_a_boolean": NOT_A_BOOLEAN}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("not_a_boolean")
+        return data
+
+
+class ForestConfigSerializer(serializers.Serializer):
+    """``GET /forest/<forest_name>/config``: what a worker needs to grow the forest."""
+
+    forest_name = serializers.CharField()
+    rollout_config = serializers.DictField(
+        help_text="template, reasoning_delimiter_pattern, prediction_pattern, rollout_config_version, config_name, "
+        "dataset_name (as seeded)."
+    )
+    trees = serializers.IntegerField()
+    growth = serializers.DictField(allow_null=True, help_text="The growth plan's options, or null before the first.")
+
+
+class GrowthPlanSerializer(serializers.Serializer):
+    """Body of ``PUT /forest/<forest_name>/growth``: the options a worker was started with (omitted ones keep their
+    stored value, or their default for a new plan)."""
+
+    policy = serializers.ChoiceField(
+        choices=POLICIES,
+        required=False,
+        help_text="; ".join(f"{name}: {text}" for name, text in POLICY_HELP.items()) + ". Default mc.",
+    )
+    num_repeats = StrictIntegerField(required=False, min_value=0, max_value=100_000)
+    completions_per_step = StrictIntegerField(required=False, min_value=0, max_value=100_000)
+    max_branch_depth = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=100_000)
+    skip_uniform = StrictBooleanField(required=False)
+    max_children_per_node = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**9)
+    max_rollouts_per_tree = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**12)
+    max_forest_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX)
+    replace = StrictBooleanField(
+        required=False, default=False, help_text="Replace a stored plan with other options (else 409)."
+    )
+
+
+class ExpansionClaimSerializer(serializers.Serializer):
+    """Body of ``POST /forest/<forest_name>/expansions/claim``."""
+
+    limit = StrictIntegerField(
+        required=False, default=16, min_value=1, max_value=CLAIM_LIMIT_MAX, help_text="Most expansions to lease."
+    )
+    max_rollouts = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=10**6,
+        help_text="Stop adding expansions once they ask for this many rollouts (at least one is handed out).",
+    )
+
+
+class ClaimedExpansionSerializer(serializers.Serializer):
+    """One leased expansion: generate ``count`` rollouts whose first steps are ``prefix``, then post each with
+    ``forest_name``, ``root_id`` and ``expansion_id``."""
+
+    id = serializers.IntegerField(help_text="Send it back as expansion_id.")
+    root_id = serializers.IntegerField()
+    node_id = serializers.IntegerField(help_text="The node the rollouts continue from (the root for depth 0).")
+    depth = serializers.IntegerField(help_text="Steps in prefix.")
+    stage = serializers.CharField(help_text="repeats, mc or omega.")
+    count = serializers.IntegerField(help_text="Rollouts wanted.")
+    prompt = serializers.CharField(help_text="The root's prompt (the user message).")
+    prefix = serializers.ListField(
+        child=serializers.CharField(), help_text="Steps from the root down to the node: the start of the answer."
+    )
+    ground_truth = serializers.IntegerField(allow_null=True)
+    lease_expires_at = serializers.DateTimeField()
+
+
+class ExpansionClaimResultSerializer(serializers.Serializer):
+    expansions = ClaimedExpansionSerializer(many=True)
+    done = serializers.BooleanField(help_text="Nothing is queued or leased and every root is planned.")
+    reason = serializers.CharField(help_text="Why nothing more is handed out, when a cap stopped it.")
+    lease_s = serializers.IntegerField(help_text="Length of a lease (GROWTH_LEASE_S).")
+
+
+class ExpansionReleaseSerializer(serializers.Serializer):
+    """Body of ``POST /forest/<forest_name>/expansions/release``."""
+
+    ids = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=ID_MAX), max_length=CLAIM_LIMIT_MAX * 10
+    )
+    failed = StrictBooleanField(
+        required=False, default=False, help_text="The worker could not answer (counts as an attempt)."
+    )
+    error = StrictCharField(required=False, default="", allow_blank=True, max_length=2000)
+
+
+class RolloutBatchSerializer(serializers.Serializer):
+    """Body of ``POST /rollout/batch``: rollouts in the body format of ``POST /rollout``."""
+
+    rollouts = serializers.ListField(child=serializers.JSONField(), min_length=1)
+
+    def validate_rollouts(self, value: list[Any]) -> list[Any]:
+        if len(value) > settings.ROLLOUT_BATCH_MAX:
+            raise serializers.ValidationError(f"At most {settings.ROLLOUT_BATCH_MAX} rollouts per batch.")
+        if not all(isinstance(item, dict) for item in value):
+            raise serializers.ValidationError(NOT_AN_OBJECT)
+        return value

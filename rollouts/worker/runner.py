@@ -1,0 +1,638 @@
+"""The rollout worker: dataset mode and forest mode, one asyncio loop per process, optionally several processes.
+
+It is a pure client: the ``openai`` async client for generations, ``rollouts.client`` (HTTP) for this project's
+server, an asyncio loop, an on-disk spool. It imports no Django model; ``python manage.py rollout_worker`` only parses
+flags into :class:`WorkerOptions` and calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import requests
+
+from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from rollouts.worker.llm import API_CHAT, Generation, LLMClient, SamplingParams, load_tokenizer
+from rollouts.worker.pool import PoolResult, Shutdown, run_pool
+from rollouts.worker.progress import Counters, Progress
+from rollouts.worker.retry import FatalGenerationError
+from rollouts.worker.rollout import FINISH_LENGTH, request_seed, rollout_payload, split_usage
+from rollouts.worker.sources import (
+    DatasetItem,
+    DatasetSource,
+    ForestSource,
+    GenerationJob,
+    done_units,
+    request_sizes,
+)
+from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Spool, SpoolBusyError, SpoolRecord, SpoolSender
+
+logger = logging.getLogger("rollouts.worker")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class WorkerError(Exception):
+    """The worker cannot run as configured (one clear line for the user)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Dataset mode: the template JSON (generation settings, label field/map) and where its items are."""
+
+    template_json: str
+    dataset_name: str | None = None
+    dataset_split: str = "train"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    openai_base_url: str
+    openai_api_key: str
+    webserver_url: str
+    webserver_token: str
+    model: str = ""  # empty: the only model the OpenAI-compatible server lists
+    worker_name: str = ""
+    # exactly one of the two modes
+    forest_name: str | None = None
+    dataset: DatasetSpec | None = None
+    num_repeats: int | None = None
+    # forest mode
+    growth: dict[str, Any] = field(default_factory=dict)  # the growth options given explicitly
+    replan: bool = False
+    wait_for_work: bool = False
+    reasoning_delimiter_pattern: str | None = None
+    prediction_pattern: str | None = None
+    # generation
+    api: str = API_CHAT
+    tokenizer: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    concurrency: int = 128
+    request_timeout_s: float = 600.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    # plumbing
+    spool_dir: str | None = None
+    shutdown_grace_s: float = 20.0
+    drain_timeout_s: float = 600.0
+    batch_size: int = 256
+    send_backoff_max_s: float = 30.0
+    log_json: bool = False
+    show_bar: bool = True
+    processes: int = 1
+    process_index: int = 0
+
+    def describe(self) -> str:
+        if self.forest_name:
+            return f"forest {self.forest_name}"
+        assert self.dataset is not None
+        return f"dataset {self.dataset.dataset_name or self.dataset.template_json} ({self.dataset.dataset_split})"
+
+
+# --- where things are ------------------------------------------------------------------------------------------------
+
+
+def default_worker_name() -> str:
+    return socket.gethostname()
+
+
+def spool_root(spool_dir: str | None) -> Path:
+    if spool_dir:
+        return Path(spool_dir).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "prmsite" / "rollout_worker"
+
+
+def run_fingerprint(options: WorkerOptions) -> dict[str, Any]:
+    """What identifies a run for resuming: the same flags give the same spool folder (and continue its work)."""
+    if options.forest_name:
+        return {"forest": options.forest_name, "model": options.model, "worker": options.worker_name}
+    assert options.dataset is not None
+    template = Path(options.dataset.template_json).expanduser()
+    content = template.read_bytes() if template.is_file() else options.dataset.template_json.encode()
+    return {
+        "template_sha256": hashlib.sha256(content).hexdigest(),
+        "dataset": options.dataset.dataset_name,
+        "split": options.dataset.dataset_split,
+        "num_repeats": options.num_repeats,
+        "n": options.n,
+        "model": options.model,
+        "processes": options.processes,
+    }
+
+
+def spool_folder(options: WorkerOptions) -> Path:
+    fingerprint = run_fingerprint(options)
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    label = options.forest_name or (Path(options.dataset.template_json).stem if options.dataset else "run")
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}-{options.worker_name}")[:80]
+    folder = spool_root(options.spool_dir) / f"{label}-{digest}"
+    return folder / f"p{options.process_index}" if options.processes > 1 else folder
+
+
+# --- one process -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationSettings:
+    """Generation settings in force: from the template JSON (dataset mode) or the forest (forest mode)."""
+
+    delimiter_pattern: str
+    prediction_pattern: str
+    rollout_config_version: str = ""
+
+
+class RolloutWorker:
+    """One process's worker. ``await run()`` answers its summary dict (``status``: completed, stopped, failed)."""
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        progress: Progress | None = None,
+        report: Callable[[Counters], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.progress = progress or Progress(log_json=options.log_json, show_bar=options.show_bar)
+        self.report = report
+        self.counters = self.progress.counters
+        self.shutdown = Shutdown()
+        self.spool: Spool | None = None
+        self.sender: SpoolSender | None = None
+        self.llm: LLMClient | None = None
+        self.source: DatasetSource | ForestSource | None = None
+        self.settings: GenerationSettings | None = None
+        self.model = options.model
+        self._api: PrmsiteClient | None = None
+        self._sender_api: PrmsiteClient | None = None
+        # Idempotency keys: random per process, then a counter (unique, and cheaper than a uuid4 per rollout).
+        self._key_prefix = uuid.uuid4().hex
+        self._keys = itertools.count()
+
+    # --- setup ------------------------------------------------------------------------------------------------------
+
+    def _clients(self) -> None:
+        o = self.options
+        self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
+        # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
+        self._sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
+        tokenizer = None
+        if o.tokenizer:
+            try:
+                tokenizer = load_tokenizer(o.tokenizer)
+            except Exception as exc:
+                raise WorkerError(f"cannot load the tokenizer {o.tokenizer!r}: {exc}") from exc
+        try:
+            self.llm = LLMClient(
+                base_url=o.openai_base_url,
+                api_key=o.openai_api_key,
+                model=o.model or "",
+                api=o.api,
+                tokenizer=tokenizer,
+                max_connections=o.concurrency,
+                request_timeout_s=o.request_timeout_s,
+                max_attempts=o.max_attempts,
+                backoff_initial_s=o.backoff_initial_s,
+                backoff_max_s=o.backoff_max_s,
+            )
+        except ValueError as exc:
+            raise WorkerError(str(exc)) from exc
+
+    async def _resolve_model(self) -> None:
+        if self.model:
+            return
+        assert self.llm is not None
+        try:
+            models = await self.llm.list_models()
+        except openai.OpenAIError as exc:
+            raise WorkerError(f"no --model_name, and listing the server's models failed: {exc}") from exc
+        if len(models) != 1:
+            raise WorkerError(f"no --model_name, and the server lists {len(models)} models ({', '.join(models)})")
+        self.model = self.llm.model = models[0]
+
+    async def _setup_forest(self) -> ForestSource:
+        o = self.options
+        assert self._api is not None and o.forest_name
+        try:
+            config = await asyncio.to_thread(self._api.get_forest_config, o.forest_name)
+            plan = await asyncio.to_thread(self._api.put_growth_plan, o.forest_name, o.growth, replace=o.replan)
+        except PrmsiteAPIError as exc:
+            raise WorkerError(_api_error_line(exc)) from exc
+        except requests.RequestException as exc:
+            raise WorkerError(f"the server at {o.webserver_url} cannot be reached: {exc}") from exc
+        stored = config.get("rollout_config") or {}
+        self.settings = GenerationSettings(
+            delimiter_pattern=o.reasoning_delimiter_pattern or stored.get("reasoning_delimiter_pattern") or "",
+            prediction_pattern=o.prediction_pattern or stored.get("prediction_pattern") or "",
+            rollout_config_version=str(stored.get("rollout_config_version") or ""),
+        )
+        _check_patterns(self.settings)
+        logger.info("forest %s: growth plan v%s %s", o.forest_name, plan.get("version"), plan.get("options"))
+        api = self._api
+        return ForestSource(
+            forest_name=o.forest_name,
+            claim=lambda limit, max_rollouts: api.claim_expansions(
+                o.forest_name, limit=limit, max_rollouts=max_rollouts
+            ),
+            release=lambda ids, failed, error: api.release_expansions(o.forest_name, ids, failed=failed, error=error),
+            results_pending=lambda: self.spool.unsent if self.spool else 0,
+            concurrency=o.concurrency,
+            n=o.n,
+            wait_for_work=o.wait_for_work,
+            extra={"rollout_config_version": self.settings.rollout_config_version},
+        )
+
+    async def _setup_dataset(self) -> DatasetSource:
+        o = self.options
+        assert o.dataset is not None and self.spool is not None
+        config, items, total = await asyncio.to_thread(load_dataset_items, o.dataset)
+        self.settings = GenerationSettings(
+            delimiter_pattern=o.reasoning_delimiter_pattern or config.reasoning_delimiter_pattern,
+            prediction_pattern=o.prediction_pattern or config.prediction_pattern,
+            rollout_config_version=config.rollout_config_version,
+        )
+        _check_patterns(self.settings)
+        repeats = o.num_repeats or 1
+        done = done_units(self.spool.metas())
+        if total is not None:
+            share = len(range(o.process_index, total, o.processes))
+            sizes = request_sizes(repeats, o.n)
+            already = sum(sizes[chunk] for item, chunk in done if chunk < len(sizes))
+            self.progress.set_total(max(0, share * repeats - already))
+        version = config.rollout_config_version
+        dataset_name = o.dataset.dataset_name or getattr(config, "dataset_location", "")
+        source = DatasetSource(
+            items,
+            num_repeats=repeats,
+            n=o.n,
+            done=done,
+            shard=(o.process_index, o.processes),
+            fields_of=lambda item: {
+                "rollout_config_version": version,
+                "dataset_name": dataset_name,
+                "dataset_split": o.dataset.dataset_split,
+                "dataset_item": item.index,
+            },
+        )
+        return source
+
+    # --- the work ---------------------------------------------------------------------------------------------------
+
+    async def _handle(self, job: GenerationJob) -> bool:
+        assert self.llm is not None and self.spool is not None and self.settings is not None
+        o = self.options
+        params = dataclasses.replace(o.sampling, seed=request_seed(o.sampling.seed, job.key))
+        try:
+            generation = await self.llm.generate(prompt=job.prompt, partial="".join(job.prefix), n=job.n, params=params)
+        except FatalGenerationError:
+            raise
+        except (openai.OpenAIError, OSError) as exc:
+            self.counters.requests_failed += 1
+            logger.warning("request %s failed: %s", job.key, exc)
+            if isinstance(self.source, ForestSource):
+                await asyncio.to_thread(self.source.job_failed, job, str(exc)[:2000])
+            return False
+        finally:
+            self.counters.retries = self.llm.retries
+        self._keep(job, generation)
+        self.counters.requests_done += 1
+        return True
+
+    def _keep(self, job: GenerationJob, generation: Generation) -> None:
+        assert self.spool is not None and self.settings is not None
+        shares = split_usage(generation.usage, [choice.text for choice in generation.choices])
+        for offset, (choice, usage) in enumerate(zip(generation.choices, shares, strict=True)):
+            key = f"{self._key_prefix}{next(self._keys):x}"
+            extra = dict(job.extra)
+            if job.meta is not None:
+                extra["repeat"] = job.first_index + offset
+            if len(generation.choices) > 1:
+                extra["usage_shared_by"] = len(generation.choices)
+            if generation.attempts > 1:
+                extra["attempts"] = generation.attempts
+            payload = rollout_payload(
+                model=self.model,
+                worker=self.options.worker_name,
+                example=job.prompt,
+                ground_truth=job.ground_truth,
+                prefix=job.prefix,
+                continuation=choice.text,
+                delimiter_pattern=self.settings.delimiter_pattern,
+                prediction_pattern=self.settings.prediction_pattern,
+                usage=usage,
+                finish_reason=choice.finish_reason,
+                latency_s=generation.latency_s,
+                idempotency_key=key,
+                extra=extra,
+            )
+            self.spool.put(SpoolRecord(key=key, payload=payload, meta=job.meta))
+            self.counters.results += 1
+            self.counters.empty += int(bool(payload.get("empty")))
+            self.counters.truncated += int(choice.finish_reason == FINISH_LENGTH)
+        self.counters.prompt_tokens += generation.usage.prompt_tokens
+        self.counters.completion_tokens += generation.usage.completion_tokens
+        if self.sender is not None:
+            self.sender.notify()
+
+    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused]:
+        assert self._sender_api is not None
+        try:
+            results = await asyncio.to_thread(self._sender_api.post_rollouts, [r.payload for r in records])
+        except PrmsiteAPIError as exc:
+            if exc.status_code >= 500 or exc.status_code in (408, 429):
+                raise ServerUnavailableError(str(exc)) from exc
+            raise
+        except requests.RequestException as exc:
+            raise ServerUnavailableError(str(exc)) from exc
+        outcomes: list[Sent | Refused] = []
+        for result in results:
+            if isinstance(result, dict) and "id" in result:
+                outcomes.append(Sent(result["id"]))
+            else:
+                outcomes.append(Refused(result))
+        return outcomes
+
+    def _on_sent(self, record: SpoolRecord, outcome: Sent) -> None:
+        self.counters.sent += 1
+        if isinstance(self.source, ForestSource):
+            self.source.notify()
+
+    def _on_refused(self, record: SpoolRecord, outcome: Refused) -> None:
+        self.counters.refused += 1
+        logger.error("the server refused a rollout (kept in %s/rejected.jsonl): %s", self.spool.folder, outcome.error)
+
+    async def _tick(self) -> None:
+        while True:
+            self.counters.unsent = self.spool.unsent if self.spool else 0
+            self.progress.refresh()
+            if self.report is not None:
+                self.report(self.counters)
+            await asyncio.sleep(0.5)
+
+    async def run(self) -> dict[str, Any]:
+        o = self.options
+        status, error = "completed", ""
+        result: PoolResult | None = None
+        ticker: asyncio.Task | None = None
+        folder = spool_folder(o)
+        self.shutdown.install()
+        try:
+            try:
+                self.spool = Spool(folder).open()
+            except SpoolBusyError as exc:
+                raise WorkerError(str(exc)) from exc
+            if self.spool.recovered:
+                logger.info("%d finished rollout(s) of an earlier run are in the spool", self.spool.recovered)
+            self._clients()
+            await self._resolve_model()
+            self.source = await (self._setup_forest() if o.forest_name else self._setup_dataset())
+            self.sender = SpoolSender(
+                self.spool,
+                self._send_batch,
+                batch_size=o.batch_size,
+                backoff_max_s=o.send_backoff_max_s,
+                on_sent=self._on_sent,
+                on_refused=self._on_refused,
+            )
+            self.sender.start()
+            ticker = asyncio.create_task(self._tick())
+            self.progress.emit("start", model=self.model, mode=o.describe(), spool=str(folder))
+            self.progress.started = time.monotonic()  # rates count from here, not from loading the dataset
+            result = await run_pool(
+                self.source,
+                self._handle,
+                concurrency=o.concurrency,
+                shutdown=self.shutdown,
+                grace_s=o.shutdown_grace_s,
+                is_fatal=lambda exc: isinstance(exc, FatalGenerationError | PrmsiteAPIError | WorkerError),
+                on_change=self._in_flight,
+            )
+            if result.fatal is not None:
+                status, error = "failed", _error_line(result.fatal)
+            elif result.stopped:
+                status = "stopped"
+            if isinstance(self.source, ForestSource):
+                await self.source.release_backlog()
+            drain_s = o.drain_timeout_s if status == "completed" else min(o.drain_timeout_s, 10.0)
+            drained = await self._drain(drain_s)
+            if self.sender.fatal is not None:
+                status, error = "failed", _error_line(self.sender.fatal)
+            elif not drained:
+                if self.shutdown.requested.is_set() and status == "completed":
+                    status = "stopped"
+                logger.warning(
+                    "%d rollout(s) are not stored yet; they stay in %s and the next run with the same flags sends them",
+                    self.spool.unsent,
+                    folder,
+                )
+        except WorkerError as exc:
+            status, error = "failed", str(exc)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            if self.sender is not None:
+                await self.sender.stop()
+            self.counters.unsent = self.spool.unsent if self.spool else 0
+            if self.spool is not None:
+                self.spool.close()
+            if self.llm is not None:
+                await self.llm.aclose()
+            for client in (self._api, self._sender_api):
+                if client is not None:
+                    client.close()
+            self.shutdown.uninstall()
+        extra: dict[str, Any] = {"spool": str(folder)}
+        if isinstance(self.source, ForestSource):
+            extra["expansions"] = self.source.expansions
+            if self.source.reason:
+                extra["reason"] = self.source.reason
+        if isinstance(self.source, DatasetSource) and self.source.skipped_units:
+            extra["skipped_done_requests"] = self.source.skipped_units
+        if error:
+            extra["error"] = error
+        if self.report is not None:
+            self.report(self.counters)
+        return self.progress.finish(status=status, **extra)
+
+    def _in_flight(self, running: int) -> None:
+        self.counters.in_flight = running
+
+    async def _drain(self, timeout_s: float) -> bool:
+        assert self.sender is not None
+        drain = asyncio.create_task(self.sender.drain(timeout_s))
+        # Stop draining on the next signal (the first one, if the work ran out by itself).
+        signal_event = self.shutdown.forced if self.shutdown.requested.is_set() else self.shutdown.requested
+        stop = asyncio.create_task(signal_event.wait())
+        await asyncio.wait({drain, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not drain.done():
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+            return False
+        return drain.result()
+
+
+def _check_patterns(settings: GenerationSettings) -> None:
+    for name, pattern in (
+        ("reasoning_delimiter_pattern", settings.delimiter_pattern),
+        ("prediction_pattern", settings.prediction_pattern),
+    ):
+        if not pattern:
+            raise WorkerError(f"no {name}: the forest or template has none; pass --{name}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise WorkerError(f"{name} {pattern!r} does not compile: {exc}") from exc
+
+
+def _api_error_line(exc: PrmsiteAPIError) -> str:
+    detail = exc.body.get("detail") if isinstance(exc.body, dict) else exc.body
+    return f"the server refused ({exc.status_code}): {detail}"
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, PrmsiteAPIError):
+        return _api_error_line(exc)
+    return str(exc) or type(exc).__name__
+
+
+def load_dataset_items(spec: DatasetSpec):
+    """The template JSON's config and the items of its split as :class:`DatasetItem` (or the exception an item
+    raised), with their number (``None`` if unknown). Runs ``datasets``; no Django model."""
+    from forests.experiment_configs.interfaces import ConfigError, check_generation_settings
+    from forests.experiment_configs.loader import config_load
+
+    path = Path(spec.template_json).expanduser()
+    if not path.is_file():
+        raise WorkerError(f"--template_json {spec.template_json!r} is not a file")
+    try:
+        config = config_load(str(path), dataset_name=spec.dataset_name)
+        check_generation_settings(config)
+        dataset = config.get_dataset_iterator(spec.dataset_split)
+    except ConfigError as exc:
+        raise WorkerError(exc.message) from exc
+    try:
+        total = len(dataset)
+    except TypeError:
+        total = None
+
+    def items():
+        for index, item in enumerate(dataset):
+            try:
+                yield DatasetItem(index=index, prompt=config.format_template(item), ground_truth=config.get_label(item))
+            except ConfigError as exc:
+                yield exc
+
+    return config, items(), total
+
+
+# --- several processes -----------------------------------------------------------------------------------------------
+
+
+def run(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
+    """Run the worker (``options.processes`` OS processes, each with its share of ``concurrency``); answer the exit
+    status and the summary."""
+    if options.processes <= 1:
+        summary = asyncio.run(RolloutWorker(options).run())
+        return (EXIT_FAILED if summary["status"] == "failed" else EXIT_OK), summary
+    return _run_processes(options)
+
+
+def _child(options: WorkerOptions, queue) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def report(counters: Counters) -> None:
+        queue.put(("counters", options.process_index, dataclasses.asdict(counters)))
+
+    progress = Progress(log_json=False, show_bar=False, out=open(os.devnull, "w"))  # noqa: SIM115
+    summary = asyncio.run(RolloutWorker(options, progress=progress, report=report).run())
+    queue.put(("summary", options.process_index, summary))
+
+
+def _run_processes(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    count = options.processes
+    shares = [options.concurrency // count + (1 if i < options.concurrency % count else 0) for i in range(count)]
+    children = []
+    for index in range(count):
+        child_options = dataclasses.replace(
+            options,
+            process_index=index,
+            concurrency=max(1, shares[index]),
+            worker_name=f"{options.worker_name}/p{index}",
+            show_bar=False,
+            log_json=False,
+        )
+        process = context.Process(target=_child, args=(child_options, queue), name=f"rollout-worker-{index}")
+        process.start()
+        children.append(process)
+    progress = Progress(log_json=options.log_json, show_bar=options.show_bar)
+    latest: dict[int, Counters] = {}
+    summaries: dict[int, dict[str, Any]] = {}
+
+    def forward(signum, frame) -> None:
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while len(summaries) < count:
+            try:
+                kind, index, data = queue.get(timeout=0.5)
+            except Exception:  # queue.Empty
+                if not any(child.is_alive() for child in children) and queue.empty():
+                    break
+                continue
+            if kind == "counters":
+                latest[index] = Counters(**data)
+            else:
+                summaries[index] = data
+                latest[index] = Counters(**{k: data[k] for k in Counters.__dataclass_fields__ if k in data})
+            total = Counters()
+            for counters in latest.values():
+                total.add(counters)
+            progress.counters.__dict__.update(total.__dict__)
+            progress.refresh()
+    finally:
+        for child in children:
+            child.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    statuses = [summaries.get(i, {}).get("status", "failed") for i in range(count)]
+    status = "failed" if "failed" in statuses else "stopped" if "stopped" in statuses else "completed"
+    errors = sorted({s["error"] for s in summaries.values() if s.get("error")})
+    extra: dict[str, Any] = {"processes": count}
+    if errors:
+        extra["error"] = "; ".join(errors)
+    missing = [i for i in range(count) if i not in summaries]
+    if missing:
+        extra["error"] = (extra.get("error", "") + f"; process(es) {missing} died").strip("; ")
+        status = "failed"
+    summary = progress.finish(status=status, **extra)
+    return (EXIT_FAILED if status == "failed" else EXIT_OK), summary
