@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,16 +52,16 @@ def forest_rollouts_export(*, forest: Forest) -> Iterator[dict[str, Any]]:
 def rollouts_file_write(records: Iterable[dict[str, Any]], path: Path) -> int:
     """Write ``records`` as JSON lines to ``path`` (a temporary file, then renamed: nothing half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # opened plainly: the file gets the umask's mode
     count = 0
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as sink:
+        with temporary.open("w", encoding="utf-8") as sink:
             for record in records:
                 sink.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
                 count += 1
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return count
 

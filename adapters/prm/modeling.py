@@ -14,6 +14,7 @@ own ``logits`` (``StepHead``); a model whose logits are not ``lm_head(decoder(..
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ from torch import nn
 from adapters.prm.errors import PRMError
 from adapters.prm.format import EncodedRollout
 from prmsite.pretrained import pretrained_source
+
+# peft calls transformers' deprecated `is_gradient_checkpointing` when it wraps a model: the libraries' business, not
+# the user's; every train_prm and prm_label_worker run printed it.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from forests.models import Node
 from rollouts.models import Rollout
 from rollouts.services import rollout_create
 from tests.factories import make_forest, make_root, rollout_fields
+from tests.servers import PROJECT_ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +87,25 @@ def test_a_bad_line_fails_with_one_line_and_nothing_is_imported(tmp_path, line, 
         call_command("import_rollouts", "--forest_name", "target", "--input", str(path))
     assert not Rollout.objects.exists()
     assert Node.objects.filter(depth__gt=0).count() == 0
+
+
+def test_make_runs_demo_forest_comes_with_real_branching_rollouts():
+    # What `make run` does: seed the demo forest, then load the rollouts `make demo` made (forests/demo/).
+    from django.db.models import Count
+
+    from forests.selectors import forest_progress
+
+    call_command(
+        "seed_forest", "--dataset_config_name", "liar_demo", "--dataset_split", "test", "--forest_name_suffix", "demo"
+    )
+    shipped = PROJECT_ROOT / "forests" / "demo" / "liar_demo_rollouts.jsonl"
+    for _ in range(2):  # make run twice
+        call_command("import_rollouts", "--forest_name", "liar_demo-test-demo", "--input", str(shipped))
+    forest = Rollout.objects.first().forest
+    lines = shipped.read_text(encoding="utf-8").splitlines()
+    assert forest.name == "liar_demo-test-demo" and Rollout.objects.count() == len(lines) >= 60
+    branching = Node.objects.filter(forest=forest).annotate(k=Count("children")).filter(k__gt=1, depth__gt=0)
+    assert branching.count() >= 10  # real branching below the roots, not twenty bare roots
+    progress = forest_progress(forest=forest)
+    assert progress.trees_with_rollouts == 20 and 0 < progress.correct_rollouts < progress.rollouts
+    assert all(r.attributes["usage"]["total_tokens"] > 0 for r in Rollout.objects.all())
