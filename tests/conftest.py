@@ -114,3 +114,11 @@ def live_api_server(transactional_db, live_server):
         yield live_server
     finally:
         settings_dict["CONN_MAX_AGE"] = previous
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless chromium driven by Selenium (see tests/browser.py); mark the test with ``requires_chromium``."""
+    from tests.browser import chromium
+
+    yield from chromium(tmp_path / "chromium-profile")

@@ -4,53 +4,15 @@ labels are checked. Screenshots go to test-artifacts/labelling/ (git-ignored).""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
+from tests.browser import requires_chromium, wait_for
+from tests.browser import screenshot as save_screenshot
 from tests.factories import make_rollout
 from tests.rollouts.labelling.conftest import PASSWORD, make_labeller, make_scheme
-from tests.servers import PROJECT_ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--window-size=1366,900",
-]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "labelling"
-WAIT_S = 20
-
-pytestmark = pytest.mark.skipif(
-    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-    reason="needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
-)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements-dev.txt")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+pytestmark = requires_chromium
 
 
 def keys(driver, *sequence: str) -> None:
@@ -61,12 +23,6 @@ def keys(driver, *sequence: str) -> None:
     for key in sequence:
         chain.send_keys(key)
     chain.perform()
-
-
-def wait_for(driver, condition, message: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_S).until(condition, message)
 
 
 def wait_for_labelling_page(driver, url: str) -> None:
@@ -80,8 +36,7 @@ def wait_for_labelling_page(driver, url: str) -> None:
 
 
 def screenshot(driver, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    save_screenshot(driver, "labelling", name)
 
 
 @pytest.mark.django_db(transaction=True)
