@@ -212,6 +212,10 @@ class Spool:
     def unsent(self) -> int:
         return len(self._pending) + len(self._in_flight)
 
+    def unsent_records(self) -> list[SpoolRecord]:
+        """The records the server does not have yet (pending or being sent), oldest first."""
+        return [*self._in_flight.values(), *self._pending.values()]
+
     def metas(self) -> Iterator[Any]:
         """The ``meta`` of every record this folder ever held (sent or not): what a restarted worker has done."""
         yield from self._history
