@@ -459,7 +459,12 @@ class AILabelWorker(PoolWorker[RolloutJob]):
 
     def _summary_extra(self) -> dict[str, Any]:
         self._sync_source_counts()  # leases given back at the stop included
-        return {"labelling_scheme_version": self.options.labelling_scheme_version}
+        o = self.options
+        return {
+            "labelling_scheme_version": o.labelling_scheme_version,
+            "active_learning": o.active_learning,
+            "reference_prm_version": o.reference_prm_version,
+        }
 
 
 def run(

@@ -55,61 +55,7 @@ class Command(BaseCommand):
             help="Long-poll seconds of a claim when the queue is empty (default 10); a stop takes effect within it.",
         )
 
-        judge = parser.add_argument_group("the judge")
-        judge.add_argument(
-            "--model_name",
-            default=None,
-            help=f"Model name sent to the server (default: ${ENV_MODEL}, else the only model the server lists).",
-        )
-        judge.add_argument(
-            "--prompt_template",
-            default=None,
-            help="A text file with the prompt and the fields {problem}, {steps} (required), {num_steps}, "
-            "{format_instructions}, {prediction}, {ground_truth}, {correct}, {model} (default: the built-in template).",
-        )
-        judge.add_argument("--system_prompt", default=None, help="A system message sent before the prompt.")
-        judge.add_argument(
-            "--structured_output",
-            choices=STRUCTURED_OUTPUTS,
-            default=STRUCTURED_JSON_SCHEMA,
-            help="How to ask for the verdicts' JSON schema: json_schema (OpenAI's response_format; vLLM, SGLang, "
-            "llama.cpp and Ollama take it too), structured_outputs (vLLM >= 0.10.2's extra_body), guided_json "
-            "(vLLM before 0.12), none (the prompt only). Answers are parsed tolerantly in every mode.",
-        )
-        judge.add_argument(
-            "--api",
-            choices=APIS,
-            default="chat",
-            help="chat (default) or completions (the prompt rendered with --tokenizer's chat template).",
-        )
-        judge.add_argument(
-            "--tokenizer",
-            default=None,
-            help="Hub name or local folder of the judge's tokenizer, for --api completions.",
-        )
-        judge.add_argument(
-            "--temperature", type=float, default=0.0, help="Default 0 (the same answer for the same rollout)."
-        )
-        judge.add_argument("--top_p", type=float, default=None)
-        judge.add_argument("--max_tokens", type=int, default=None, help="Longest answer (default: the server's).")
-        judge.add_argument("--seed", type=int, default=None)
-        judge.add_argument(
-            "--extra_body", default=None, help="JSON object of server-specific parameters, e.g. '{\"top_k\": 20}'."
-        )
-        judge.add_argument(
-            "--answer_attempts",
-            type=int,
-            default=3,
-            help="Answers asked per rollout (default 3): an unusable one is asked again with what is wrong with it; "
-            "after the last, the rollout is released.",
-        )
-        judge.add_argument(
-            "--max_attempts",
-            type=int,
-            default=8,
-            help="Tries per request (timeouts, connection errors, 429 and 5xx are retried with back-off).",
-        )
-        judge.add_argument("--request_timeout_s", type=float, default=600.0)
+        add_judge_arguments(parser.add_argument_group("the judge"))
 
         running = parser.add_argument_group("running")
         running.add_argument(
@@ -169,25 +115,86 @@ class Command(BaseCommand):
             raise CommandError(f"ai_label_worker: {summary.get('error') or 'the worker failed'}")
 
 
-def options_from_flags(o: dict[str, Any]) -> LabellerOptions:
-    """The labeller's options from the command's flags and the environment; ``CommandError`` for what is missing."""
+def add_judge_arguments(judge: Any, *, seed_flag: str = "--seed") -> None:
+    """The flags of the judge (model, prompt, structured output, sampling, tries): ``al_round`` takes them too (with
+    ``--judge_seed``, its ``--seed`` being the training's)."""
+    judge.add_argument(
+        "--model_name",
+        default=None,
+        help=f"Model name sent to the server (default: ${ENV_MODEL}, else the only model the server lists).",
+    )
+    judge.add_argument(
+        "--prompt_template",
+        default=None,
+        help="A text file with the prompt and the fields {problem}, {steps} (required), {num_steps}, "
+        "{format_instructions}, {prediction}, {ground_truth}, {correct}, {model} (default: the built-in template).",
+    )
+    judge.add_argument("--system_prompt", default=None, help="A system message sent before the prompt.")
+    judge.add_argument(
+        "--structured_output",
+        choices=STRUCTURED_OUTPUTS,
+        default=STRUCTURED_JSON_SCHEMA,
+        help="How to ask for the verdicts' JSON schema: json_schema (OpenAI's response_format; vLLM, SGLang, "
+        "llama.cpp and Ollama take it too), structured_outputs (vLLM >= 0.10.2's extra_body), guided_json "
+        "(vLLM before 0.12), none (the prompt only). Answers are parsed tolerantly in every mode.",
+    )
+    judge.add_argument(
+        "--api",
+        choices=APIS,
+        default="chat",
+        help="chat (default) or completions (the prompt rendered with --tokenizer's chat template).",
+    )
+    judge.add_argument(
+        "--tokenizer",
+        default=None,
+        help="Hub name or local folder of the judge's tokenizer, for --api completions.",
+    )
+    judge.add_argument(
+        "--temperature", type=float, default=0.0, help="Default 0 (the same answer for the same rollout)."
+    )
+    judge.add_argument("--top_p", type=float, default=None)
+    judge.add_argument("--max_tokens", type=int, default=None, help="Longest answer (default: the server's).")
+    judge.add_argument(seed_flag, dest="seed" if seed_flag == "--seed" else seed_flag[2:], type=int, default=None,
+                       help="The judge's sampling seed.")  # fmt: skip
+    judge.add_argument(
+        "--extra_body", default=None, help="JSON object of server-specific parameters, e.g. '{\"top_k\": 20}'."
+    )
+    judge.add_argument(
+        "--answer_attempts",
+        type=int,
+        default=3,
+        help="Answers asked per rollout (default 3): an unusable one is asked again with what is wrong with it; "
+        "after the last, the rollout is released.",
+    )
+    judge.add_argument(
+        "--max_attempts",
+        type=int,
+        default=8,
+        help="Tries per request (timeouts, connection errors, 429 and 5xx are retried with back-off).",
+    )
+    judge.add_argument("--request_timeout_s", type=float, default=600.0)
+
+
+def options_from_flags(o: dict[str, Any], *, command: str = "ai_label_worker") -> LabellerOptions:
+    """The labeller's options from the command's flags and the environment; ``CommandError`` (its line starting with
+    ``command``) for what is missing. ``al_round`` builds its judge with it too."""
     env = {
         name: os.environ.get(name, "").strip()
         for name in ("OPENAI_API_BASE", "OPENAI_API_KEY", "WEBSERVER_API_BASE", "WEBSERVER_API_TOKEN", ENV_MODEL)
     }
     for name in ("OPENAI_API_BASE", "WEBSERVER_API_BASE", "WEBSERVER_API_TOKEN"):
         if not env[name]:
-            raise CommandError(f"ai_label_worker: set {name} (see .env.example)")
+            raise CommandError(f"{command}: set {name} (see .env.example)")
     if o["api"] == "completions" and not o["tokenizer"]:
-        raise CommandError("ai_label_worker: --api completions needs --tokenizer (the judge's chat template)")
+        raise CommandError(f"{command}: --api completions needs --tokenizer (the judge's chat template)")
     extra_body: dict[str, Any] = {}
     if o["extra_body"]:
         try:
             extra_body = json.loads(o["extra_body"])
         except ValueError as exc:
-            raise CommandError(f"ai_label_worker: --extra_body is not JSON: {exc}") from exc
+            raise CommandError(f"{command}: --extra_body is not JSON: {exc}") from exc
         if not isinstance(extra_body, dict):
-            raise CommandError("ai_label_worker: --extra_body must be a JSON object")
+            raise CommandError(f"{command}: --extra_body must be a JSON object")
     return LabellerOptions(
         openai_base_url=env["OPENAI_API_BASE"],
         openai_api_key=env["OPENAI_API_KEY"] or "EMPTY",
