@@ -342,13 +342,14 @@ class AILabelWorker(PoolWorker[RolloutJob]):
             c.requests_done += 1
             c.prompt_tokens += generation.usage.prompt_tokens
             c.completion_tokens += generation.usage.completion_tokens
-            answer = generation.choices[0].text if generation.choices else ""
+            choice = generation.choices[0] if generation.choices else None
+            answer = choice.text if choice is not None else ""
             try:
                 verdicts = parse_verdicts(answer, len(steps))
                 break
             except VerdictError as exc:
                 c.malformed += 1
-                cut = " (cut off by max_tokens)" if generation.choices[0].finish_reason == "length" else ""
+                cut = " (cut off by max_tokens)" if choice is not None and choice.finish_reason == "length" else ""
                 logger.info("rollout %d: answer %d of %d unusable%s: %s", job.id, attempt, o.answer_attempts, cut, exc)
                 problem = str(exc) + ("; the answer was cut off: be brief" if cut else "")
                 repair = REPAIR_MESSAGE.format(problem=problem, num_steps=len(steps))

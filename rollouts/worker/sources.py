@@ -318,9 +318,10 @@ class ClaimSource:
     """Rollouts leased from ``GET /rollout`` for one ``prm_version``, as jobs (the AI labeller's source).
 
     ``claim(limit, wait_s)`` and ``release(ids)`` are the HTTP calls (blocking; they run in a thread). A claim asks for
-    as many rollouts as there are free slots, so no lease is taken long before its rollout is worked on; it long-polls
-    ``wait_s`` seconds when the queue is empty. ``already_done(id)`` names rollouts whose result this worker holds
-    already (in its spool, not yet stored: their lease ends when it arrives), which are not labelled again.
+    the free slots and a quarter of ``concurrency`` more, so no lease is taken long before its rollout is worked on;
+    it long-polls ``wait_s`` seconds when the queue is empty and nothing is in flight. ``already_done(id)`` names
+    rollouts whose result this worker holds already (in its spool, not yet stored: their lease ends when it arrives),
+    which are not labelled again.
 
     A rollout the worker could not label is given back (:meth:`give_up`) and not taken again by this source: a claim
     that hands out only such rollouts is as good as empty. The source ends (``next_job`` answers ``None``) when
@@ -366,8 +367,9 @@ class ClaimSource:
         return len(self._handed)
 
     def _room(self) -> int:
-        """How many more rollouts to claim now: the free slots, within what ``max_jobs`` leaves."""
-        room = self.concurrency - self.in_flight - len(self._backlog)
+        """How many more rollouts to claim now: the free slots and a quarter of ``concurrency`` to spare (slots free
+        up one by one; a claim per slot would cost a round trip each), within what ``max_jobs`` leaves."""
+        room = self.concurrency - self.in_flight - len(self._backlog) + self.concurrency // 4
         if self.max_jobs is not None:
             room = min(room, self.max_jobs - self.succeeded - self.in_flight - len(self._backlog))
         return room
