@@ -167,10 +167,10 @@ class Round:
                 f"{exc.message.rstrip('.')} in this database; al_round measures through the database, like "
                 "beam_search: run it where DATABASE_URL reaches the server's"
             ) from exc
-        self.record = self._round_record()
-        previous = self.state.previous_completed(self.record)
         with self.client_factory() as client:
             client.list_prm_adapters()  # the server answers and takes the token, before any work
+            self.record = self._round_record()
+            previous = self.state.previous_completed(self.record)
             for number, name in enumerate(STAGES, start=1):
                 self._stage(number, name, client, previous)
         self.record["status"] = ROUND_COMPLETED

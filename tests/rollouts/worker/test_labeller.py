@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+import requests
 from django.db import connection
 from django.utils import timezone
 
 from adapters.prm.synthetic import synthetic_rows
+from rollouts.client import PrmsiteAPIError
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.worker.labeller import AILabelWorker, LabellerOptions, spool_folder
 from rollouts.worker.llm import SamplingParams
-from rollouts.worker.spool import Spool, SpoolRecord
+from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, Spool, SpoolRecord
 from tests.factories import make_label, make_rollout
 from tests.stub_openai import StubRequest, judge_reply, judge_verdicts
 
@@ -255,3 +258,41 @@ def test_structured_output_modes_system_prompt_and_a_template_file(live_api_serv
         "response_format" not in r["body"] and "guided_json" not in r["body"] and "structured_outputs" not in r["body"]
         for r in stub.requests
     )
+
+
+class ScriptedClient:
+    """Answers each post with the next scripted outcome: an id, or an exception to raise."""
+
+    def __init__(self, *outcomes) -> None:
+        self.outcomes = list(outcomes)
+        self.posted: list[dict] = []
+
+    def post_process_reward_label(self, payload: dict) -> int:
+        self.posted.append(payload)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def api_error(status: int, code: str = "") -> PrmsiteAPIError:
+    return PrmsiteAPIError(method="POST", url="/process_reward_label", status_code=status,
+                           body={"detail": "no", "code": code} if code else {"detail": "no"})  # fmt: skip
+
+
+def test_posting_labels_maps_each_answer_of_the_server_to_an_outcome():
+    worker = AILabelWorker(LabellerOptions(openai_base_url="http://judge/v1", openai_api_key="x",
+                                           webserver_url="http://server", webserver_token="t",
+                                           labelling_scheme_version=SCHEME, show_bar=False))  # fmt: skip
+    records = [SpoolRecord(key=str(i), payload={"rollout_id": i}) for i in range(3)]
+    worker._sender_api = ScriptedClient(7, api_error(409, "already_labelled"), api_error(400))
+    outcomes = worker._post_labels(records)
+    assert outcomes == [Sent(7), Skipped("already_labelled"), Refused({"detail": "no"})]
+    # A server that fails or cannot be reached: the whole batch waits in the spool (posting again is idempotent).
+    for failure in (api_error(503), requests.ConnectionError("refused"), api_error(429)):
+        worker._sender_api = ScriptedClient(8, failure)
+        with pytest.raises(ServerUnavailableError):
+            worker._post_labels(records[:2])
+    worker._sender_api = ScriptedClient(api_error(401))
+    with pytest.raises(PrmsiteAPIError):  # a bad token stops the sender: the worker fails with one line
+        worker._post_labels(records[:1])
