@@ -10,9 +10,9 @@ from rest_framework.permissions import BasePermission
 
 def is_token_request(request) -> bool:
     """The caller authenticated with a worker token (not a browser session)."""
-    from rest_framework.authtoken.models import Token
+    from knox.models import get_token_model
 
-    return isinstance(getattr(request, "auth", None), Token)
+    return isinstance(getattr(request, "auth", None), get_token_model())
 
 
 class IsWorkerOrStaff(BasePermission):

@@ -94,7 +94,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "prmsite",
@@ -223,7 +223,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # --- REST framework and the OpenAPI schema ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "prmsite.authentication.WorkerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Closed by default: a view that names no permission admits worker tokens and staff sessions only.
@@ -237,6 +237,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "prmsite.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# Worker tokens are stored hashed (knox); they do not expire unless made with create_worker_token --expires_in_days.
+REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None, "AUTO_REFRESH": False}
 SPECTACULAR_SETTINGS = {
     "TITLE": "prmsite active-learning API",
     "DESCRIPTION": "Rollouts, process reward labels and PRM adapters for the active-learning loop around a PRM.",

@@ -10,9 +10,9 @@ import time
 import pytest
 import requests
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.factories import make_worker_token
 from tests.servers import PROJECT_ROOT, database_url_for_subprocess, free_port
 
 
@@ -44,7 +44,7 @@ def worker_user(django_user_model):
 
 @pytest.fixture
 def worker_token(worker_user) -> str:
-    return Token.objects.create(user=worker_user).key
+    return make_worker_token(worker_user)
 
 
 @pytest.fixture

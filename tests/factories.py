@@ -63,3 +63,10 @@ def make_label(rollout: Rollout, prm_version: str = "prm-v1", **fields) -> Proce
     values = {"prm_output": [0.5] * len(rollout.reasoning), "worker": "prm-worker"}
     values.update(fields)
     return ProcessRewardLabel.objects.create(rollout=rollout, prm_version=prm_version, **values)
+
+
+def make_worker_token(user) -> str:
+    """A new API token for ``user`` (stored hashed: this is the only time its value is known)."""
+    from knox.models import get_token_model
+
+    return get_token_model().objects.create(user=user)[1]

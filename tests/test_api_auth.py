@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from rollouts.models import Rollout
@@ -52,24 +52,100 @@ def test_a_staff_session_may_use_the_api(staff_client):
 def test_create_worker_token_prints_a_working_token_last(capsys):
     call_command("create_worker_token", "gpu-node-3")
     token = capsys.readouterr().out.strip().splitlines()[-1]
-    assert Token.objects.get(key=token).user.username == "gpu-node-3"
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.post("/rollout", rollout_body(), format="json").status_code == 200
     assert Rollout.objects.get().worker == "rollout-worker"
 
 
-def test_create_worker_token_twice_prints_the_same_token_and_rotate_replaces_it(capsys):
-    call_command("create_worker_token", "w")
-    first = capsys.readouterr().out.splitlines()[-1]
-    call_command("create_worker_token", "w")
-    assert capsys.readouterr().out.splitlines()[-1] == first
-    call_command("create_worker_token", "w", "--rotate")
-    rotated = capsys.readouterr().out.splitlines()[-1]
-    assert rotated != first
-    assert list(Token.objects.values_list("key", flat=True)) == [rotated]
+def test_tokens_are_stored_hashed_and_never_in_plaintext(capsys):
+    from django.db import connection
+
+    call_command("create_worker_token", "gpu-node-3")
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    stored = AuthToken.objects.get()
+    assert stored.user.username == "gpu-node-3"
+    assert token not in stored.digest and len(stored.digest) == 128  # sha512
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            assert not any(token in str(value) for row in cursor.fetchall() for value in row), table
+
+
+def test_each_run_makes_another_token_and_rotate_revokes_the_others(capsys):
+    tokens = []
+    for args in ([], [], ["--rotate"]):
+        call_command("create_worker_token", "w", *args)
+        tokens.append(capsys.readouterr().out.splitlines()[-1])
+    assert len(set(tokens)) == 3
+    client = APIClient()
+    for token, works in zip(tokens, [False, False, True], strict=True):
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        assert (client.get("/prm_adapters").status_code == 200) is works
+
+
+def test_a_token_made_to_expire_stops_working(capsys):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    call_command("create_worker_token", "w", "--expires_in_days", "1")
+    token = capsys.readouterr().out.splitlines()[-1]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/prm_adapters").status_code == 200
+    AuthToken.objects.update(expiry=timezone.now() - timedelta(seconds=1))
+    assert client.get("/prm_adapters").status_code == 401
+
+
+@pytest.mark.parametrize(("method", "url"), ENDPOINTS)
+def test_a_deactivated_workers_token_gets_401_everywhere(method, url, worker_user, worker_token):
+    worker_user.is_active = False
+    worker_user.save()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {worker_token}")
+    assert getattr(client, method)(url).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Token \xff\xfe\xfd",
+        b"Token abc\x00def",
+        b"Token " + b"a" * 5000,
+        b"Token ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        b"Token",
+    ],
+)
+def test_hostile_token_headers_are_a_401_not_a_crash(header):
+    client = APIClient()
+    response = client.get("/prm_adapters", HTTP_AUTHORIZATION=header.decode("latin-1"))
+    assert response.status_code == 401
+    assert response.json()["code"] in {"authentication_failed", "not_authenticated"}
 
 
 def test_create_worker_token_refuses_an_empty_name():
     with pytest.raises(CommandError):
         call_command("create_worker_token", "  ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tokens_from_before_hashing_keep_working_and_their_plaintext_is_dropped(worker_user):
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("rollouts.migrations.0008_hashed_worker_tokens")
+    key = "0123456789abcdef0123456789abcdef01234567"  # a DRF authtoken key: 40 hex characters
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, user_id integer, created date)")
+        cursor.execute(
+            "INSERT INTO authtoken_token (key, user_id, created) VALUES (%s, %s, '2026-01-01')", [key, worker_user.pk]
+        )
+    with connection.schema_editor() as editor:
+        migration.hash_plaintext_tokens(apps, editor)
+    assert "authtoken_token" not in connection.introspection.table_names()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/prm_adapters").status_code == 200

@@ -14,6 +14,7 @@ own ``logits`` (``StepHead``); a model whose logits are not ``lm_head(decoder(..
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ from torch import nn
 
 from adapters.prm.errors import PRMError
 from adapters.prm.format import EncodedRollout
+from prmsite.pretrained import pretrained_source
+
+# peft calls transformers' deprecated `is_gradient_checkpointing` when it wraps a model: the libraries' business, not
+# the user's; every train_prm and prm_label_worker run printed it.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 logger = logging.getLogger(__name__)
 
@@ -60,23 +66,10 @@ def dtype_resolve(name: str | None, device: torch.device, *, training: bool) -> 
 
 def base_model_source(base_model: str) -> tuple[str, dict[str, str]]:
     """Where ``from_pretrained`` reads ``base_model`` from: (name or folder, extra keyword arguments)."""
-    path = Path(base_model).expanduser()
-    # A hub id is "owner/name": never absolute, never starting with "." or "~".
-    local = path.is_absolute() or base_model.startswith((".", "~"))
-    if base_model.lower().endswith(".gguf"):
-        if path.is_file():
-            return str(path.parent), {"gguf_file": path.name}
-        repo, _, filename = base_model.rpartition("/")
-        if local or repo.count("/") != 1 or path.exists():
-            raise PRMError(f"--base_model {base_model}: no such .gguf file (or owner/repo/file.gguf on the hub)")
-        return repo, {"gguf_file": filename}
-    if path.is_dir():
-        return str(path), {}
-    if path.exists():
-        raise PRMError(f"--base_model {base_model} is a file: pass a model folder, a .gguf file or a hub name")
-    if local:
-        raise PRMError(f"--base_model {base_model}: no such folder")
-    return base_model, {}
+    try:
+        return pretrained_source(base_model, what="--base_model")
+    except ValueError as exc:
+        raise PRMError(str(exc)) from exc
 
 
 def base_model_load(base_model: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:

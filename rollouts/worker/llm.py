@@ -243,10 +243,14 @@ def _http_client(*, timeout: httpx2.Timeout, limits: httpx2.Limits) -> httpx2.As
 
 
 def load_tokenizer(name_or_path: str) -> ChatTemplate:
-    """The tokenizer (with its chat template) of a hub model name or a local folder."""
+    """The tokenizer (with its chat template) of a hub model name, a local folder or a ``.gguf`` file (the model a
+    llama.cpp server serves: its chat template comes from the file)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    from prmsite.pretrained import pretrained_source
+
+    source, extra = pretrained_source(name_or_path, what="--tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"tokenizer {name_or_path!r} has no chat template; the completions API needs one")
     return tokenizer

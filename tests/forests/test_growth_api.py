@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from forests.models import Expansion, RolloutGrowth
 from rollouts.models import Rollout
+from tests.factories import make_worker_token
 from tests.forests.growth_helpers import seed
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 def api(django_user_model) -> APIClient:
     user = django_user_model.objects.create_user(username="grower")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_worker_token(user)}")
     return client
 
 

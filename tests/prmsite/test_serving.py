@@ -12,16 +12,16 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
 from rollouts.models import RolloutCheckout
+from tests.factories import make_worker_token
 from tests.rollouts.conftest import rollout_body
 from tests.servers import PROJECT_ROOT
 
 
 @pytest.fixture
 def token(django_user_model) -> str:
-    return Token.objects.create(user=django_user_model.objects.create_user("long-poller")).key
+    return make_worker_token(django_user_model.objects.create_user("long-poller"))
 
 
 def open_long_poll(base: str, token: str, *, prm_version: str = "v", wait: int = 30) -> socket.socket:

@@ -9,17 +9,16 @@ from collections import Counter
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from rollouts.client import PrmsiteClient
 from rollouts.models import ProcessRewardLabel, Rollout
-from tests.factories import make_rollout
+from tests.factories import make_rollout, make_worker_token
 
 PRM_VERSION = "prm-concurrency"
 
 
 def new_token(name: str) -> str:
-    return Token.objects.create(user=get_user_model().objects.create_user(username=name)).key
+    return make_worker_token(get_user_model().objects.create_user(username=name))
 
 
 def claim_and_label_everything(base_url: str, token: str, *, claimers: int, limit: int) -> list[int]:

@@ -151,15 +151,14 @@ def test_a_rollout_with_too_many_steps_is_a_413_and_writes_nothing(api):
 
 
 def test_release_ends_only_the_callers_leases(api, django_user_model):
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
+
+    from tests.factories import make_worker_token
 
     ids = [make_rollout().pk for _ in range(3)]
     mine = [r["id"] for r in api.get("/rollout", {"prm_version": "v", "limit": 2}).json()]
     other = APIClient()
-    other.credentials(
-        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=django_user_model.objects.create_user('w2')).key}"
-    )
+    other.credentials(HTTP_AUTHORIZATION=f"Token {make_worker_token(django_user_model.objects.create_user('w2'))}")
     theirs = [r["id"] for r in other.get("/rollout", {"prm_version": "v"}).json()]
     assert theirs == ids[2:]
     released = api.post("/rollout/release", {"prm_version": "v", "rollout_ids": mine + theirs}, format="json")

@@ -12,11 +12,10 @@ from collections import Counter
 import pytest
 import requests
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from rollouts.client import PrmsiteClient
 from rollouts.models import ProcessRewardLabel
-from tests.factories import make_rollout
+from tests.factories import make_rollout, make_worker_token
 from tests.rollouts.labelling.conftest import PASSWORD, form_data, make_labeller, make_scheme
 
 VERSION = "human-race"
@@ -84,7 +83,7 @@ def run_everyone(base: str) -> list[tuple[str, int]]:
         jobs.append((person, (base, f"person-{i}", handed, start)))
     for i in range(WORKERS):
         user = get_user_model().objects.create_user(username=f"judge-{i}")
-        jobs.append((worker, (base, Token.objects.create(user=user).key, f"judge-{i}", handed, start)))
+        jobs.append((worker, (base, make_worker_token(user), f"judge-{i}", handed, start)))
 
     def run(target, args) -> None:
         try:

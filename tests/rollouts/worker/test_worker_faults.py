@@ -84,9 +84,9 @@ def server_process(transactional_db, tmp_path):
 
 @pytest.fixture
 def token(transactional_db, django_user_model) -> str:
-    from rest_framework.authtoken.models import Token
+    from tests.factories import make_worker_token
 
-    return Token.objects.create(user=django_user_model.objects.create_user(username="fault-worker")).key
+    return make_worker_token(django_user_model.objects.create_user(username="fault-worker"))
 
 
 def worker(server_url: str, token: str, stub, tmp_path: Path, *args: str) -> subprocess.Popen:
