@@ -44,7 +44,7 @@ STRUCTURED_VLLM = "structured_outputs"  # vLLM >= 0.10.2: extra_body {"structure
 STRUCTURED_GUIDED_JSON = "guided_json"  # vLLM before 0.12 (and TGI-era servers): extra_body {"guided_json": schema}
 STRUCTURED_OUTPUTS = (STRUCTURED_JSON_SCHEMA, STRUCTURED_VLLM, STRUCTURED_GUIDED_JSON, STRUCTURED_NONE)
 SCHEMA_NAME = "step_verdicts"
-LENIENT_ATTEMPTS = 20
+DECODE_BUDGET = 4  # characters handed to the JSON decoders, per character of the answer
 
 KIND_NO_VERDICTS = "no_verdicts"
 KIND_INCOMPLETE = "incomplete"
@@ -188,57 +188,69 @@ def strip_thinking(text: str) -> str:
 
 def json_values(text: str) -> Iterator[Any]:
     """Every top-level JSON object or array in ``text``, in order, forgiving trailing commas, comments and
-    Python-style literals (for the first ``LENIENT_ATTEMPTS`` brackets that strict JSON cannot read: an answer full
-    of unclosed brackets costs linear time, not quadratic)."""
-    decoder = json.JSONDecoder()
-    position = 0
-    lenient_left = LENIENT_ATTEMPTS
-    while True:
-        starts = [i for i in (text.find("{", position), text.find("[", position)) if i >= 0]
-        if not starts:
+    Python-style literals.
+
+    One pass finds the balanced bracketed spans (brackets inside strings do not count); each span is decoded at most
+    once, outermost first, and the spans inside one that decoded are not tried again. The characters handed to the
+    decoders are capped at ``DECODE_BUDGET`` times the text's length, so an answer full of brackets that decode to
+    nothing costs linear time, never quadratic."""
+    budget = DECODE_BUDGET * len(text) + 10_000
+    taken_until = 0
+    for start, end in _bracket_spans(text):
+        if start < taken_until:
+            continue  # inside a value already read
+        if end - start > budget:
             return
-        start = min(starts)
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            value, end = None, None
-            if lenient_left > 0:
-                lenient_left -= 1
-                end = _matching_bracket(text, start)
-                value = _lenient_loads(text[start:end]) if end is not None else None
-            if value is None or end is None:
-                position = start + 1
-                continue
-        yield value
-        position = end
+        budget -= end - start
+        value = _loads(text[start:end])
+        if value is not None:
+            taken_until = end
+            yield value
 
 
-def _matching_bracket(text: str, start: int) -> int | None:
-    """The end (exclusive) of the bracketed value opening at ``start``, skipping strings; None when unclosed."""
+def _bracket_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every balanced ``{…}`` / ``[…]`` span of ``text``, by start. Inside brackets, a double quote
+    opens a string, and so does a single quote where a Python literal may begin (after ``[{,:`` and spaces, not in
+    a word such as "it's"); a string ends at its closing quote or at the end of its line. A closing bracket that
+    matches nothing forgets the brackets open so far."""
     closing = {"{": "}", "[": "]"}
-    stack: list[str] = []
+    stack: list[tuple[str, int]] = []
+    spans: list[tuple[int, int]] = []
     quote = ""
     escaped = False
-    for index in range(start, len(text)):
-        char = text[index]
+    previous = ""  # the last character outside strings that is not a space
+    for index, char in enumerate(text):
         if quote:
             if escaped:
                 escaped = False
             elif char == "\\":
                 escaped = True
-            elif char == quote:
+            elif char == quote or char == "\n":
                 quote = ""
+                previous = char
             continue
-        if char in "\"'":
+        if stack and (char == '"' or (char == "'" and previous != "" and previous in "[{,:")):
             quote = char
         elif char in closing:
-            stack.append(closing[char])
+            stack.append((closing[char], index))
         elif char in "}]":
-            if not stack or stack.pop() != char:
-                return None
-            if not stack:
-                return index + 1
-    return None
+            if stack and stack[-1][0] == char:
+                spans.append((stack.pop()[1], index + 1))
+            else:
+                stack.clear()
+        if not char.isspace():
+            previous = char
+    spans.sort()
+    return spans
+
+
+def _loads(fragment: str) -> Any:
+    """A JSON object or array (or a Python literal of one) from ``fragment``; None when it is not one."""
+    try:
+        value = json.loads(fragment)
+    except (ValueError, RecursionError):
+        value = _lenient_loads(fragment)
+    return value if isinstance(value, dict | list) else None
 
 
 def _lenient_loads(fragment: str) -> Any:
@@ -246,13 +258,13 @@ def _lenient_loads(fragment: str) -> Any:
     repaired = re.sub(r",\s*([}\]])", r"\1", repaired)
     try:
         return json.loads(repaired)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
         value = ast.literal_eval(repaired)
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         return None
-    return value if isinstance(value, dict | list) else None
+    return value
 
 
 def _entries_from_json(value: Any, num_steps: int) -> list[_Entry]:
