@@ -12,10 +12,11 @@ As a process (the benchmarks)::
 
     python -m tests.stub_openai --port 8123 --latency_s 1.0
 
-``reply(request) -> str | Reply`` decides each choice's text (default: a fixed three-step answer). Tokens are counted
-as white-space separated words; ``max_tokens`` cuts an answer to that many words with ``finish_reason="length"``.
-A chat request whose last message is the assistant's with ``continue_final_message`` continues it; a completions
-request continues its ``prompt``.
+``reply(request) -> str | Reply`` decides each choice's text (default: a fixed three-step answer; ``judge_reply``
+answers an AI labeller's prompt as a perfect judge of the synthetic task, ``--judge`` on the command line). Tokens
+are counted as white-space separated words; ``max_tokens`` cuts an answer to that many words with
+``finish_reason="length"``. A chat request whose last message is the assistant's with ``continue_final_message``
+continues it; a completions request continues its ``prompt``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -70,6 +72,35 @@ class StubRequest:
 class Reply:
     text: str
     finish_reason: str = "stop"
+
+
+JUDGE_STEP = re.compile(r'<step number="(\d+)">\n(.*?)\n</step>', re.DOTALL)
+JUDGE_MARKER = re.compile(r"\bm(\d)\b")
+
+
+def judge_verdicts(prompt: str) -> list[tuple[int, str]]:
+    """What a perfect judge says of the steps in an AI labeller's prompt (``<step number="i">`` tags) of the synthetic
+    task (``adapters.prm.synthetic``): a step whose marker ``m5``…``m9`` is good is preferred (1), ``m0``…``m4`` not
+    preferred (0), a step without a marker neutral (2). (code, explanation) per step, in order."""
+    verdicts = []
+    for _number, text in JUDGE_STEP.findall(prompt):
+        marker = JUDGE_MARKER.search(text)
+        if marker is None:
+            verdicts.append((2, "no marker: neither right nor wrong"))
+        elif int(marker.group(1)) >= 5:
+            verdicts.append((1, f"marker m{marker.group(1)} is a good one"))
+        else:
+            verdicts.append((0, f"marker m{marker.group(1)} is a bad one"))
+    return verdicts
+
+
+def judge_reply(request: StubRequest) -> str:
+    """The perfect judge's answer, as the JSON object the labeller's schema asks for."""
+    steps = [
+        {"step": i, "explanation": explanation, "label": code}
+        for i, (code, explanation) in enumerate(judge_verdicts(request.user_prompt), start=1)
+    ]
+    return json.dumps({"steps": steps})
 
 
 def words(text: str) -> int:
@@ -248,8 +279,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency_s", type=float, default=0.0)
     parser.add_argument("--answer", default=DEFAULT_ANSWER)
+    parser.add_argument("--judge", action="store_true", help="Answer as the perfect judge of the synthetic task.")
     args = parser.parse_args()
-    stub = StubOpenAI(latency_s=args.latency_s, reply=lambda request: args.answer, port=args.port, record=False)
+    reply = judge_reply if args.judge else (lambda request: args.answer)
+    stub = StubOpenAI(latency_s=args.latency_s, reply=reply, port=args.port, record=False)
     config = uvicorn.Config(
         stub.app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="off", backlog=4096, interface="asgi3"
     )

@@ -2,7 +2,8 @@
 
 The bar shows results done (with the rate), requests in flight, failed requests, results/s and tokens/s. With
 ``log_json`` there is no bar: a JSON object per ``interval_s`` (``"event": "progress"``) and one at the end
-(``"event": "summary"``) go to ``out``, one per line.
+(``"event": "summary"``) go to ``out``, one per line. A worker with counters of its own passes a ``Counters``
+subclass and overrides ``postfix`` and ``summary_line`` (the AI labeller does).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class Progress:
         out: TextIO | None = None,
         show_bar: bool = True,
         description: str = "rollout_worker",
+        counters: Counters | None = None,
     ) -> None:
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
         self.unit = unit
         self.log_json = log_json
         self.interval_s = interval_s
@@ -102,15 +104,19 @@ class Progress:
             if c.results != self._bar_n:
                 self.bar.update(c.results - self._bar_n)
                 self._bar_n = c.results
-            per_s, tokens_per_s = self.rates()
-            self.bar.set_postfix_str(
-                f"done={c.requests_done} in flight={c.in_flight} failed={c.requests_failed} "
-                f"{per_s:.1f} {self.unit}s/s {tokens_per_s:.0f} tokens/s" + (f" unsent={c.unsent}" if c.unsent else ""),
-                refresh=True,
-            )
+            self.bar.set_postfix_str(self.postfix(), refresh=True)
         if self.log_json and (force or now - self._last_json >= self.interval_s):
             self._last_json = now
             self.emit("progress")
+
+    def postfix(self) -> str:
+        """What the bar shows after its count (a subclass shows its own counters)."""
+        c = self.counters
+        per_s, tokens_per_s = self.rates()
+        return (
+            f"done={c.requests_done} in flight={c.in_flight} failed={c.requests_failed} "
+            f"{per_s:.1f} {self.unit}s/s {tokens_per_s:.0f} tokens/s" + (f" unsent={c.unsent}" if c.unsent else "")
+        )
 
     def emit(self, event: str, **extra: Any) -> None:
         """One JSON line on ``out`` (only with ``log_json``)."""

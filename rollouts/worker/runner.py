@@ -8,7 +8,6 @@ flags into :class:`WorkerOptions` and calls :func:`run`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -19,7 +18,6 @@ import os
 import re
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +28,8 @@ import openai
 import requests
 
 from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from rollouts.worker.base import PoolWorker, WorkerError, api_error_line, spool_root
 from rollouts.worker.llm import API_CHAT, Generation, LLMClient, SamplingParams, load_tokenizer
-from rollouts.worker.pool import PoolResult, Shutdown, run_pool
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
 from rollouts.worker.rollout import FINISH_LENGTH, request_seed, rollout_payload, split_usage
@@ -43,16 +41,12 @@ from rollouts.worker.sources import (
     done_units,
     request_sizes,
 )
-from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Spool, SpoolBusyError, SpoolRecord, SpoolSender
+from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, SpoolRecord
 
 logger = logging.getLogger("rollouts.worker")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-
-
-class WorkerError(Exception):
-    """The worker cannot run as configured (one clear line for the user)."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +111,6 @@ def default_worker_name() -> str:
     return socket.gethostname()
 
 
-def spool_root(spool_dir: str | None) -> Path:
-    if spool_dir:
-        return Path(spool_dir).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "prmsite" / "rollout_worker"
-
-
 def run_fingerprint(options: WorkerOptions) -> dict[str, Any]:
     """What identifies a run for resuming: the same flags give the same spool folder (and continue its work)."""
     if options.forest_name:
@@ -163,7 +150,7 @@ class GenerationSettings:
     rollout_config_version: str = ""
 
 
-class RolloutWorker:
+class RolloutWorker(PoolWorker[GenerationJob]):
     """One process's worker. ``await run()`` answers its summary dict (``status``: completed, stopped, failed)."""
 
     def __init__(
@@ -173,26 +160,21 @@ class RolloutWorker:
         progress: Progress | None = None,
         report: Callable[[Counters], None] | None = None,
     ) -> None:
-        self.options = options
-        self.progress = progress or Progress(log_json=options.log_json, show_bar=options.show_bar)
-        self.report = report
-        self.counters = self.progress.counters
-        self.shutdown = Shutdown()
-        self.spool: Spool | None = None
-        self.sender: SpoolSender | None = None
-        self.llm: LLMClient | None = None
+        super().__init__(options, progress=progress, report=report)
+        self.options: WorkerOptions = options
         self.source: DatasetSource | ForestSource | None = None
         self.settings: GenerationSettings | None = None
         self.model = options.model
-        self._api: PrmsiteClient | None = None
-        self._sender_api: PrmsiteClient | None = None
         # Idempotency keys: random per process, then a counter (unique, and cheaper than a uuid4 per rollout).
         self._key_prefix = uuid.uuid4().hex
         self._keys = itertools.count()
 
     # --- setup ------------------------------------------------------------------------------------------------------
 
-    def _clients(self) -> None:
+    def _spool_folder(self) -> Path:
+        return spool_folder(self.options)
+
+    def _make_clients(self) -> None:
         o = self.options
         self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
         # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
@@ -219,17 +201,9 @@ class RolloutWorker:
         except ValueError as exc:
             raise WorkerError(str(exc)) from exc
 
-    async def _resolve_model(self) -> None:
-        if self.model:
-            return
-        assert self.llm is not None
-        try:
-            models = await self.llm.list_models()
-        except openai.OpenAIError as exc:
-            raise WorkerError(f"no --model_name, and listing the server's models failed: {exc}") from exc
-        if len(models) != 1:
-            raise WorkerError(f"no --model_name, and the server lists {len(models)} models ({', '.join(models)})")
-        self.model = self.llm.model = models[0]
+    async def _setup(self) -> DatasetSource | ForestSource:
+        self.model = self.llm.model if self.llm is not None else self.model
+        return await (self._setup_forest() if self.options.forest_name else self._setup_dataset())
 
     async def _setup_forest(self) -> ForestSource:
         o = self.options
@@ -238,7 +212,7 @@ class RolloutWorker:
             config = await asyncio.to_thread(self._api.get_forest_config, o.forest_name)
             plan = await asyncio.to_thread(self._api.put_growth_plan, o.forest_name, o.growth, replace=o.replan)
         except PrmsiteAPIError as exc:
-            raise WorkerError(_api_error_line(exc)) from exc
+            raise WorkerError(api_error_line(exc)) from exc
         except requests.RequestException as exc:
             raise WorkerError(f"the server at {o.webserver_url} cannot be reached: {exc}") from exc
         stored = config.get("rollout_config") or {}
@@ -355,7 +329,7 @@ class RolloutWorker:
         if self.sender is not None:
             self.sender.notify()
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused]:
+    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         assert self._sender_api is not None
         try:
             results = await asyncio.to_thread(self._sender_api.post_rollouts, [r.payload for r in records])
@@ -365,7 +339,7 @@ class RolloutWorker:
             raise
         except requests.RequestException as exc:
             raise ServerUnavailableError(str(exc)) from exc
-        outcomes: list[Sent | Refused] = []
+        outcomes: list[Sent | Refused | Skipped] = []
         for result in results:
             if isinstance(result, dict) and "id" in result:
                 outcomes.append(Sent(result["id"]))
@@ -378,122 +352,22 @@ class RolloutWorker:
         if isinstance(self.source, ForestSource):
             self.source.notify()
 
-    def _on_refused(self, record: SpoolRecord, outcome: Refused) -> None:
-        self.counters.refused += 1
-        logger.error("the server refused a rollout (kept in %s/rejected.jsonl): %s", self.spool.folder, outcome.error)
+    def _start_fields(self) -> dict[str, Any]:
+        return {"model": self.model, "mode": self.options.describe()}
 
-    async def _tick(self) -> None:
-        while True:
-            self.counters.unsent = self.spool.unsent if self.spool else 0
-            self.progress.refresh()
-            if self.report is not None:
-                self.report(self.counters)
-            await asyncio.sleep(0.5)
+    async def _after_pool(self) -> None:
+        if isinstance(self.source, ForestSource):
+            await self.source.release_backlog()
 
-    async def run(self) -> dict[str, Any]:
-        o = self.options
-        status, error = "completed", ""
-        result: PoolResult | None = None
-        ticker: asyncio.Task | None = None
-        folder = spool_folder(o)
-        self.shutdown.install()
-        try:
-            try:
-                self.spool = Spool(folder).open()
-            except SpoolBusyError as exc:
-                raise WorkerError(str(exc)) from exc
-            if self.spool.recovered:
-                logger.info("%d finished rollout(s) of an earlier run are in the spool", self.spool.recovered)
-            self._clients()
-            await self._resolve_model()
-            self.source = await (self._setup_forest() if o.forest_name else self._setup_dataset())
-            self.sender = SpoolSender(
-                self.spool,
-                self._send_batch,
-                batch_size=o.batch_size,
-                backoff_max_s=o.send_backoff_max_s,
-                on_sent=self._on_sent,
-                on_refused=self._on_refused,
-            )
-            self.sender.start()
-            ticker = asyncio.create_task(self._tick())
-            self.progress.emit("start", model=self.model, mode=o.describe(), spool=str(folder))
-            self.progress.started = time.monotonic()  # rates count from here, not from loading the dataset
-            result = await run_pool(
-                self.source,
-                self._handle,
-                concurrency=o.concurrency,
-                shutdown=self.shutdown,
-                grace_s=o.shutdown_grace_s,
-                is_fatal=lambda exc: isinstance(exc, FatalGenerationError | PrmsiteAPIError | WorkerError),
-                on_change=self._in_flight,
-            )
-            if result.fatal is not None:
-                status, error = "failed", _error_line(result.fatal)
-            elif result.stopped:
-                status = "stopped"
-            if isinstance(self.source, ForestSource):
-                await self.source.release_backlog()
-            drain_s = o.drain_timeout_s if status == "completed" else min(o.drain_timeout_s, 10.0)
-            drained = await self._drain(drain_s)
-            if self.sender.fatal is not None:
-                status, error = "failed", _error_line(self.sender.fatal)
-            elif not drained:
-                if self.shutdown.requested.is_set() and status == "completed":
-                    status = "stopped"
-                logger.warning(
-                    "%d rollout(s) are not stored yet; they stay in %s and the next run with the same flags sends them",
-                    self.spool.unsent,
-                    folder,
-                )
-        except WorkerError as exc:
-            status, error = "failed", str(exc)
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-            if self.sender is not None:
-                await self.sender.stop()
-            self.counters.unsent = self.spool.unsent if self.spool else 0
-            if self.spool is not None:
-                self.spool.close()
-            if self.llm is not None:
-                await self.llm.aclose()
-            for client in (self._api, self._sender_api):
-                if client is not None:
-                    client.close()
-            self.shutdown.uninstall()
-        extra: dict[str, Any] = {"spool": str(folder)}
+    def _summary_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         if isinstance(self.source, ForestSource):
             extra["expansions"] = self.source.expansions
             if self.source.reason:
                 extra["reason"] = self.source.reason
         if isinstance(self.source, DatasetSource) and self.source.skipped_units:
             extra["skipped_done_requests"] = self.source.skipped_units
-        if error:
-            extra["error"] = error
-        if self.report is not None:
-            self.report(self.counters)
-        return self.progress.finish(status=status, **extra)
-
-    def _in_flight(self, running: int) -> None:
-        self.counters.in_flight = running
-
-    async def _drain(self, timeout_s: float) -> bool:
-        assert self.sender is not None
-        drain = asyncio.create_task(self.sender.drain(timeout_s))
-        # Stop draining on the next signal (the first one, if the work ran out by itself).
-        signal_event = self.shutdown.forced if self.shutdown.requested.is_set() else self.shutdown.requested
-        stop = asyncio.create_task(signal_event.wait())
-        await asyncio.wait({drain, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not drain.done():
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
-            return False
-        return drain.result()
+        return extra
 
 
 def _check_patterns(settings: GenerationSettings) -> None:
@@ -507,17 +381,6 @@ def _check_patterns(settings: GenerationSettings) -> None:
             re.compile(pattern)
         except re.error as exc:
             raise WorkerError(f"{name} {pattern!r} does not compile: {exc}") from exc
-
-
-def _api_error_line(exc: PrmsiteAPIError) -> str:
-    detail = exc.body.get("detail") if isinstance(exc.body, dict) else exc.body
-    return f"the server refused ({exc.status_code}): {detail}"
-
-
-def _error_line(exc: BaseException) -> str:
-    if isinstance(exc, PrmsiteAPIError):
-        return _api_error_line(exc)
-    return str(exc) or type(exc).__name__
 
 
 def load_dataset_items(spec: DatasetSpec):

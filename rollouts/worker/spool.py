@@ -212,6 +212,10 @@ class Spool:
     def unsent(self) -> int:
         return len(self._pending) + len(self._in_flight)
 
+    def unsent_records(self) -> list[SpoolRecord]:
+        """The records the server does not have yet (pending or being sent), oldest first."""
+        return [*self._in_flight.values(), *self._pending.values()]
+
     def metas(self) -> Iterator[Any]:
         """The ``meta`` of every record this folder ever held (sent or not): what a restarted worker has done."""
         yield from self._history
@@ -293,17 +297,26 @@ class Refused:
     error: Any
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """The server did not store the record and never will, and that is no error: another worker's result came first
+    (an AI label of a rollout someone else labelled). Acknowledged like a sent record, not kept."""
+
+    reason: Any = None
+
+
 class ServerUnavailableError(Exception):
     """The whole batch could not be delivered now (server down, 5xx): try again later."""
 
 
-SendBatch = Callable[[list[SpoolRecord]], Awaitable[list[Sent | Refused]]]
+SendBatch = Callable[[list[SpoolRecord]], Awaitable[list[Sent | Refused | Skipped]]]
 
 
 class SpoolSender:
     """Sends a spool's pending records in batches while a worker runs, backing off while the server is unavailable.
 
-    ``send_batch(records)`` answers one outcome per record, or raises :class:`ServerUnavailableError` (or any
+    ``send_batch(records)`` answers one outcome per record (:class:`Sent`, :class:`Refused` or :class:`Skipped`), or
+    raises :class:`ServerUnavailableError` (or any
     ``OSError``) when nothing could be delivered. Up to ``concurrency`` batches are in flight; a batch is whatever is
     pending when a slot frees up, so batches grow by themselves when the server is slow.
     """
@@ -320,6 +333,7 @@ class SpoolSender:
         backoff_max_s: float = 30.0,
         on_sent: Callable[[SpoolRecord, Sent], None] | None = None,
         on_refused: Callable[[SpoolRecord, Refused], None] | None = None,
+        on_skipped: Callable[[SpoolRecord, Skipped], None] | None = None,
     ) -> None:
         self.spool = spool
         self.send_batch = send_batch
@@ -330,6 +344,7 @@ class SpoolSender:
         self.backoff_max_s = backoff_max_s
         self.on_sent = on_sent
         self.on_refused = on_refused
+        self.on_skipped = on_skipped
         self.sent = 0
         self.failures_in_a_row = 0
         self.last_error: str = ""
@@ -429,6 +444,10 @@ class SpoolSender:
                     self.spool.reject(record, outcome.error)
                     if self.on_refused is not None:
                         self.on_refused(record, outcome)
+                elif isinstance(outcome, Skipped):
+                    acked.append(record.key)
+                    if self.on_skipped is not None:
+                        self.on_skipped(record, outcome)
                 else:
                     acked.append(record.key)
                     self.sent += 1

@@ -92,3 +92,22 @@ def test_a_wrong_key_or_model_stops_the_run(stub):
     stub.fail_next(404)
     with pytest.raises(FatalGenerationError, match="404"):
         generate(client(stub), prompt="q", params=SamplingParams())
+
+
+def test_a_conversation_is_sent_as_it_is_and_rendered_whole_for_the_completions_api(stub, tokenizer_dir):
+    conversation = [
+        {"role": "system", "content": "Be strict."},
+        {"role": "user", "content": "Grade it."},
+        {"role": "assistant", "content": "Step 1: 5"},
+        {"role": "user", "content": "Codes are 0, 1, 2. Again."},
+    ]
+    generate(client(stub), messages=conversation, params=SamplingParams())
+    assert stub.requests[-1]["body"]["messages"] == conversation
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    generate(client(stub, api="completions", tokenizer=tokenizer), messages=conversation, params=SamplingParams())
+    assert stub.requests[-1]["body"]["prompt"] == (
+        "<|system|>\nBe strict.<|end|>\n<|user|>\nGrade it.<|end|>\n<|assistant|>\nStep 1: 5<|end|>\n"
+        "<|user|>\nCodes are 0, 1, 2. Again.<|end|>\n<|assistant|>\n"
+    )
+    with pytest.raises(ValueError, match="prompt or messages, not both"):
+        generate(client(stub), prompt="x", messages=conversation, params=SamplingParams())
