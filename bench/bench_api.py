@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.servers import manage, production_server, stop  # noqa: E402
+
 CLIENTS = 32
 N = int(os.environ.get("BENCH_N", "1500"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", str(2 * (os.cpu_count() or 1) + 1)))
@@ -68,18 +71,6 @@ class Phase:
         if len(self.latencies_ms) < 2:
             return self.latencies_ms[0] if self.latencies_ms else float("nan")
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    ).stdout
 
 
 def run_clients(worker) -> Phase:
@@ -175,41 +166,11 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str]) -> li
     manage(env, "migrate", "--noinput")
     token = manage(env, "create_worker_token", "bench").strip().splitlines()[-1]
     HEADERS["Authorization"] = f"Token {token}"
-    port = free_port()
-    server_env = {
-        **env,
-        "WEBSERVER_HOST": "127.0.0.1",
-        "WEBSERVER_PORT": str(port),
-        "WEBSERVER_WORKERS": str(WORKERS),
-        "WEBSERVER_ACCESS_LOG": "0",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prmsite.wsgi"],
-        cwd=ROOT,
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = production_server(env, workers=WORKERS, token=token)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/prm_adapters", headers=HEADERS, timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not come up")
-            time.sleep(0.2)
         posted, claimed = bench_http(base)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     floor = json.loads(
         subprocess.run(
             [sys.executable, __file__, "--orm-floor"], cwd=ROOT, env=env, check=True, capture_output=True, text=True

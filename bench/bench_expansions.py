@@ -3,9 +3,9 @@
     .venv/bin/python bench/bench_expansions.py      # or: python bench/run.py bench_expansions
 
 1. Claims per second: 32 client threads claim the expansions of a forest one at a time
-   (``POST /forest/<name>/expansions/claim``, limit 1) from gunicorn until none is left, every expansion handed out
-   once; floor: the same claims through the service (``expansion_claim``) in one process, one after the other, on
-   a twin forest of the same database. Planning (roots queued a batch at a time) is part of both.
+   (``POST /forest/<name>/expansions/claim``, limit 1) from the production server until none is left, every expansion
+   handed out once; floor: the same claims through the service (``expansion_claim``) in one process, one after the
+   other, on a twin forest of the same database. Planning (roots queued a batch at a time) is part of both.
 2. Claim latency against forest size: the median time of one claim (service call, limit 1) in a forest of
    ``BENCH_BIG_NODES`` nodes (default 1,000,000: 100,000 trees of 10 nodes) as a ratio to the same in a forest of
    1,000 nodes (100 trees of 10 nodes), ``BENCH_LATENCY_CLAIMS`` claims each (default 400).
@@ -31,7 +31,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import free_port, manage, pg_admin  # noqa: E402
+from bench.bench_api import pg_admin  # noqa: E402
+from bench.servers import manage, production_server, stop  # noqa: E402
 
 CLIENTS = 32
 CLAIM_ROOTS = int(os.environ.get("BENCH_CLAIM_ROOTS", "2000"))
@@ -192,26 +193,11 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str]) -> li
     manage(env, "migrate", "--noinput")
     token = manage(env, "create_worker_token", "bench").strip().splitlines()[-1]
     child(env, "--setup")
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "prmsite.wsgi", "--bind", f"127.0.0.1:{port}"]
-    command += ["--workers", str(WORKERS), "--worker-class", "gthread", "--threads", "4", "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server, base = production_server(env, workers=WORKERS, token=token)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base}/prm_adapters", headers={"Authorization": f"Token {token}"}, timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not come up")
-            time.sleep(0.2)
         claims, seconds, latencies = http_claims(base, token)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     floor = child(env, "--orm-floor")
     sizes = child(env, "--latency")
     rate, floor_rate = claims / seconds, floor["claimed"] / floor["seconds"]
@@ -245,7 +231,7 @@ def main() -> int:
         finally:
             pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
     print(
-        f"{CLAIM_ROOTS} expansions claimed by {CLIENTS} clients, gunicorn gthread {WORKERS} workers x 4 threads, "
+        f"{CLAIM_ROOTS} expansions claimed by {CLIENTS} clients, uvicorn {WORKERS} worker processes, "
         f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
     )
     print("| benchmark | figure | floor | ratio |")

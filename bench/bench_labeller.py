@@ -3,15 +3,14 @@ fixed latency L, so the ideal is N / L labels per second.
 
     .venv/bin/python bench/bench_labeller.py          # or: python bench/run.py bench_labeller
 
-For N in ``BENCH_LABELLER_N`` (default 32,128) and L = ``BENCH_LABELLER_LATENCY_S`` (default 1.0): the server (gunicorn
-on SQLite, on this machine, like the stub) holds ``BENCH_LABELLER_ROUNDS`` x N rollouts of the synthetic task (default
-8 rounds); one ``manage.py ai_label_worker --num_processes N --exit_when_idle`` process claims them (active learning),
-has the stub (``tests/stub_openai.py --judge``) grade every step, parses the answers and posts one label per rollout.
-The figure is its labels per second from its first claim to its last label stored (its own JSON summary, checked
-against the database), as a share of N / L, and its peak RSS. The floor, measured in the same run against the same
-stub: the ``openai`` async client alone sending the same prompts (same schema, same transport, same N), nothing
-claimed, parsed or stored. Ratio = labeller / floor: what claiming, parsing, the spool and posting cost.
-"""
+For N in ``BENCH_LABELLER_N`` (default 32,128) and L = ``BENCH_LABELLER_LATENCY_S`` (default 1.0): the production server
+(uvicorn, SQLite, on this machine, like the stub) holds ``BENCH_LABELLER_ROUNDS`` x N rollouts of the synthetic task
+(default 8 rounds); one ``manage.py ai_label_worker --num_processes N --exit_when_idle`` process claims them (active
+learning), has the stub (``tests/stub_openai.py --judge``) grade every step, parses the answers and posts one label per
+rollout. The figure is its labels per second from its first claim to its last label stored (its own JSON summary,
+checked against the database), as a share of N / L, and its peak RSS. The floor, measured in the same run against the
+same stub: the ``openai`` async client alone sending the same prompts (same schema, same transport, same N), nothing
+claimed, parsed or stored. Ratio = labeller / floor: what claiming, parsing, the spool and posting cost."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import free_port, manage  # noqa: E402
-from bench.bench_worker import stop, wait_http  # noqa: E402
+from bench.servers import free_port, manage, production_server, stop, wait_http  # noqa: E402
 
 NS = [int(n) for n in os.environ.get("BENCH_LABELLER_N", "32,128").split(",")]
 LATENCY_S = float(os.environ.get("BENCH_LABELLER_LATENCY_S", "1.0"))
@@ -121,7 +119,7 @@ def main() -> int:
         }
         manage(env, "migrate", "--noinput")
         token = manage(env, "create_worker_token", "bench").strip().splitlines()[-1]
-        stub_port, server_port = free_port(), free_port()
+        stub_port = free_port()
         stub_command = [sys.executable, "-m", "tests.stub_openai", "--port", str(stub_port), "--judge"]
         stub = subprocess.Popen(
             [*stub_command, "--latency_s", str(LATENCY_S)],
@@ -130,20 +128,11 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        server_command = [sys.executable, "-m", "gunicorn", "prmsite.wsgi", "--bind", f"127.0.0.1:{server_port}"]
-        server_command += ["--workers", str(WORKERS), "--worker-class", "gthread", "--threads", "4"]
-        server = subprocess.Popen(
-            [*server_command, "--log-level", "warning"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server_base = f"http://127.0.0.1:{server_port}"
+        server = None
         try:
             stub_base = f"http://127.0.0.1:{stub_port}/v1"
             wait_http(f"{stub_base}/models", 200, stub)
-            wait_http(f"{server_base}/prm_adapters", 200, server, {"Authorization": f"Token {token}"})
+            server, server_base = production_server(env, workers=WORKERS, token=token)
             labeller_env = {
                 **env,
                 "OPENAI_API_BASE": stub_base,
@@ -185,11 +174,12 @@ def main() -> int:
                     f"({floor / ideal:.2f} of N/L) | {rate / floor:.2f} |"
                 )
         finally:
-            stop(server)
+            if server is not None:
+                stop(server)
             stop(stub)
     print(
-        f"{len(NS)} runs, {ROUNDS} rounds of N rollouts seeded per run, gunicorn gthread {WORKERS} workers x 4 "
-        f"threads, {os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
+        f"{len(NS)} runs, {ROUNDS} rounds of N rollouts seeded per run, uvicorn {WORKERS} worker processes, "
+        f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
     )
     print("| benchmark | figure | floor | ratio |")
     print("| --- | --- | --- | --- |")

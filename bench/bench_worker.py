@@ -5,7 +5,7 @@ fixed latency L, so the ideal is N / L rollouts per second.
 
 For N in ``BENCH_WORKER_N`` (default 32,128,512) and L = ``BENCH_WORKER_LATENCY_S`` (default 1.0): one worker process
 (``manage.py rollout_worker``, dataset mode, ``--num_processes N``) generates ``BENCH_WORKER_ROUNDS`` x N rollouts
-(default 8 rounds) and posts them to this project's server (gunicorn, SQLite, on the same machine, like the stub).
+(default 8 rounds) and posts them to this project's production server (SQLite, on the same machine, like the stub).
 The figure is the worker's rollouts per second from its first request to its last rollout stored (its own JSON
 summary, checked against the database), as a share of N / L, and its peak RSS. The floor, measured in the same run
 against the same stub: the ``openai`` async client alone (same transport, same N, nothing stored), requests per
@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import psutil
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import free_port, manage  # noqa: E402
+from bench.servers import free_port, manage, production_server, stop, wait_http  # noqa: E402
 
 NS = [int(n) for n in os.environ.get("BENCH_WORKER_N", "32,128,512").split(",")]
 LATENCY_S = float(os.environ.get("BENCH_WORKER_LATENCY_S", "1.0"))
@@ -56,29 +55,6 @@ async def main():
     print(json.dumps({"rate": total / elapsed}))
 asyncio.run(main())
 """
-
-
-def wait_http(url: str, ok: int, process: subprocess.Popen, headers: dict | None = None) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(url, headers=headers or {}, timeout=5).status_code == ok:
-                return
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not come up")
-        time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_worker(env: dict[str, str], template: Path, n: int, spool: Path) -> tuple[dict, float]:
@@ -119,7 +95,7 @@ def main() -> int:
         }
         manage(env, "migrate", "--noinput")
         token = manage(env, "create_worker_token", "bench").strip().splitlines()[-1]
-        stub_port, server_port = free_port(), free_port()
+        stub_port = free_port()
         stub = subprocess.Popen(
             [sys.executable, "-m", "tests.stub_openai", "--port", str(stub_port), "--latency_s", str(LATENCY_S)],
             cwd=ROOT,
@@ -127,24 +103,16 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        server_command = [sys.executable, "-m", "gunicorn", "prmsite.wsgi", "--bind", f"127.0.0.1:{server_port}"]
-        server_command += ["--workers", str(WORKERS), "--worker-class", "gthread", "--threads", "4"]
-        server = subprocess.Popen(
-            [*server_command, "--log-level", "warning"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = None
         try:
             stub_base = f"http://127.0.0.1:{stub_port}/v1"
             wait_http(f"{stub_base}/models", 200, stub)
-            wait_http(f"http://127.0.0.1:{server_port}/prm_adapters", 200, server, {"Authorization": f"Token {token}"})
+            server, server_base = production_server(env, workers=WORKERS, token=token)
             worker_env = {
                 **env,
                 "OPENAI_API_BASE": stub_base,
                 "OPENAI_API_KEY": "x",
-                "WEBSERVER_API_BASE": f"http://127.0.0.1:{server_port}",
+                "WEBSERVER_API_BASE": server_base,
                 "WEBSERVER_API_TOKEN": token,
             }
             for n in NS:
@@ -192,10 +160,11 @@ def main() -> int:
                     f"{rate / floor:.2f} |"
                 )
         finally:
-            stop(server)
+            if server is not None:
+                stop(server)
             stop(stub)
     print(
-        f"{len(NS)} runs, {ROUNDS} rounds each, gunicorn gthread {WORKERS} workers x 4 threads, "
+        f"{len(NS)} runs, {ROUNDS} rounds each, uvicorn {WORKERS} worker processes, "
         f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
     )
     print("| benchmark | figure | floor | ratio |")

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,41 +34,16 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.servers import manage, production_server, stop  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(*args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}")
-    return result.stdout
-
-
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    server_env = {**env, "WEBSERVER_HOST": "127.0.0.1", "WEBSERVER_PORT": str(port), "WEBSERVER_ACCESS_LOG": "0"}
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prmsite.wsgi"], cwd=ROOT, env=server_env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/rollout", timeout=2).status_code == 401:
-                return process
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not answer within 60 s")
+def manage_or_exit(*args: str, env: dict[str, str]) -> str:
+    try:
+        return manage(env, *args)
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"manage.py {' '.join(args)} failed: {exc.stderr.strip().splitlines()[-1:]}") from exc
 
 
 async def slow_socket(port: int, stop: asyncio.Event) -> None:
@@ -161,23 +135,17 @@ def main() -> int:
             "DATABASE_URL": args.database_url or f"sqlite:///{folder}/db.sqlite3",
             "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or os.urandom(32).hex(),
             "DJANGO_MEDIA_ROOT": f"{folder}/media",
-            "WEBSERVER_WORKERS": str(args.workers),
             "DJANGO_LOG_LEVEL": "WARNING",
         }
-        manage("migrate", "--noinput", env=env)
-        token = manage("create_worker_token", f"serving-check-{os.getpid()}", env=env).strip().splitlines()[-1]
-        port = free_port()
-        log = Path(folder) / "server.log"
-        server = start_server(env, port, log)
+        manage_or_exit("migrate", "--noinput", env=env)
+        token = manage_or_exit("create_worker_token", f"serving-check-{os.getpid()}", env=env).strip().splitlines()[-1]
+        server, base = production_server(env, workers=args.workers, token=token)
+        port = int(base.rsplit(":", 1)[1])
         try:
             floor = timed_requests(f"http://127.0.0.1:{port}", token, args.requests)
             results = asyncio.run(check(port, token, args))
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
 
     latencies = sorted(seconds for _, seconds, _ in results)
     floor_p50 = statistics.median(seconds for _, seconds, _ in floor)

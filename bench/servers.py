@@ -1,0 +1,78 @@
+"""What the benchmarks share: free ports, manage.py, and the production server (``python -m prmsite.wsgi``: uvicorn)
+started on a database of the benchmark's own."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run ``manage.py`` with ``env``; answer its stdout (``CalledProcessError`` when it fails)."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def wait_http(url: str, ok: int, process: subprocess.Popen, headers: dict | None = None, timeout_s: float = 60) -> None:
+    """Wait until ``url`` answers ``ok``; ``RuntimeError`` when ``process`` exits first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(url, headers=headers or {}, timeout=5).status_code == ok:
+                return
+        except requests.RequestException:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def production_server(env: dict[str, str], *, workers: int, token: str) -> tuple[subprocess.Popen, str]:
+    """Start the production server with ``env`` (its ``DATABASE_URL``) and ``workers`` processes on a free port; wait
+    until it answers ``token``; answer the process and its base URL. Stop it with ``stop``."""
+    port = free_port()
+    server_env = {
+        **env,
+        "WEBSERVER_HOST": "127.0.0.1",
+        "WEBSERVER_PORT": str(port),
+        "WEBSERVER_WORKERS": str(workers),
+        "WEBSERVER_ACCESS_LOG": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prmsite.wsgi"],
+        cwd=ROOT,
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/prm_adapters", 200, process, {"Authorization": f"Token {token}"})
+    except BaseException:
+        stop(process)
+        raise
+    return process, base
