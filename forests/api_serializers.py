@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from forests.growth import POLICIES, POLICY_HELP
@@ -111,13 +112,24 @@ class ExpansionReleaseSerializer(serializers.Serializer):
     error = StrictCharField(required=False, default="", allow_blank=True, max_length=2000)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class RolloutBatchItemField(serializers.JSONField):
+    """One rollout of a batch: any JSON object; its fields are checked one rollout at a time, as POST /rollout checks
+    them, and a rollout refused there is reported in the answer instead of refusing the batch."""
+
+
 class RolloutBatchSerializer(serializers.Serializer):
     """Body of ``POST /rollout/batch``: rollouts in the body format of ``POST /rollout``."""
 
-    rollouts = serializers.ListField(child=serializers.JSONField(), min_length=1)
+    rollouts = serializers.ListField(
+        child=RolloutBatchItemField(),
+        min_length=1,
+        max_length=settings.ROLLOUT_BATCH_MAX,
+        help_text="POST /rollout bodies, each checked on its own (see the answer's results).",
+    )
 
     def validate_rollouts(self, value: list[Any]) -> list[Any]:
-        if len(value) > settings.ROLLOUT_BATCH_MAX:
+        if len(value) > settings.ROLLOUT_BATCH_MAX:  # the setting may have changed since the field was made
             raise serializers.ValidationError(f"At most {settings.ROLLOUT_BATCH_MAX} rollouts per batch.")
         if not all(isinstance(item, dict) for item in value):
             raise serializers.ValidationError(NOT_AN_OBJECT)
