@@ -25,7 +25,9 @@ from forests.api_serializers import (
     ExpansionClaimSerializer,
     ExpansionReleaseSerializer,
     ForestConfigSerializer,
+    GrowthPlanResultSerializer,
     GrowthPlanSerializer,
+    RolloutBatchResultSerializer,
     RolloutBatchSerializer,
 )
 from forests.models import Forest, Node
@@ -89,7 +91,7 @@ class GrowthView(GrowthApiView):
         operation_id="forest_growth_set",
         request=GrowthPlanSerializer,
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The plan: options, version, changed."),
+            200: GrowthPlanResultSerializer,
             409: error_response("Other options are stored (carries `stored`)."),
             **NOT_FOUND,
             **ERROR_RESPONSES,
@@ -187,7 +189,7 @@ class RolloutBatchView(GrowthApiView):
         request=RolloutBatchSerializer,
         responses={
             200: OpenApiResponse(
-                OpenApiTypes.OBJECT,
+                RolloutBatchResultSerializer,
                 description='`{"results": [...]}`, one per rollout in order: `{"id": 12}` when stored (or already '
                 'stored under its idempotency_key), else `{"detail", "code", "status", "errors"?}`.',
             ),

@@ -134,3 +134,25 @@ class RolloutBatchSerializer(serializers.Serializer):
         if not all(isinstance(item, dict) for item in value):
             raise serializers.ValidationError(NOT_AN_OBJECT)
         return value
+
+
+class GrowthPlanResultSerializer(serializers.Serializer):
+    """Answer of ``PUT /forest/<forest_name>/growth``."""
+
+    options = serializers.DictField(help_text="Every option of the plan, the stored ones with the given ones.")
+    version = serializers.IntegerField(help_text="The plan's version; it grows when options are replaced.")
+    changed = serializers.BooleanField(help_text="Whether this request made or changed the plan.")
+
+
+class RolloutBatchOutcomeSerializer(serializers.Serializer):
+    """One rollout's outcome in ``POST /rollout/batch``: ``id`` when stored, else the error shape and ``status``."""
+
+    id = serializers.IntegerField(required=False, help_text="Stored (or already stored under its idempotency_key).")
+    detail = serializers.CharField(required=False)
+    code = serializers.CharField(required=False)
+    status = serializers.IntegerField(required=False, help_text="The status POST /rollout would have answered.")
+    errors = serializers.DictField(required=False)
+
+
+class RolloutBatchResultSerializer(serializers.Serializer):
+    results = RolloutBatchOutcomeSerializer(many=True, help_text="One per rollout, in order.")
