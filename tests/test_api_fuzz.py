@@ -106,7 +106,8 @@ CONFIG = schemathesis.Config.from_dict(
             # which tests/test_api_auth.py covers, and ignored_auth checks every operation refuses no token.
             "with-security-parameters": False,
             # No NUL characters: the JSON parser and the URL middleware refuse them in any text, anywhere (README,
-            # "Errors"; tested in tests/rollouts/test_hostile_input.py), which JSON Schema cannot say of every string.
+            # "Errors"; tests/test_api_defaults.py, tests/rollouts/test_rollout_api.py), which JSON Schema cannot say of
+            # every string.
             "allow-x00": False,
         },
         "checks": {
