@@ -12,7 +12,6 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
@@ -27,6 +26,7 @@ from forests.api_serializers import (
     ForestConfigSerializer,
     GrowthPlanResultSerializer,
     GrowthPlanSerializer,
+    GrowthSummarySerializer,
     RolloutBatchResultSerializer,
     RolloutBatchSerializer,
 )
@@ -78,7 +78,7 @@ class GrowthView(GrowthApiView):
     @extend_schema(
         operation_id="forest_growth",
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="Plan and progress."),
+            200: GrowthSummarySerializer,
             **NOT_FOUND,
             **ERROR_RESPONSES,
         },

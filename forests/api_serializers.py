@@ -156,3 +156,22 @@ class RolloutBatchOutcomeSerializer(serializers.Serializer):
 
 class RolloutBatchResultSerializer(serializers.Serializer):
     results = RolloutBatchOutcomeSerializer(many=True, help_text="One per rollout, in order.")
+
+
+class GrowthSummarySerializer(serializers.Serializer):
+    """Answer of ``GET /forest/<forest_name>/growth``: the plan and the forest's progress under it."""
+
+    options = serializers.DictField(allow_null=True, help_text="The plan's options; null before the first plan.")
+    version = serializers.IntegerField(allow_null=True, help_text="The plan's version; null before the first plan.")
+    planned_roots = serializers.IntegerField(help_text="Trees whose expansions have been queued.")
+    roots = serializers.IntegerField()
+    rollouts = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    pending_expansions = serializers.IntegerField()
+    pending_rollouts = serializers.IntegerField(help_text="Rollouts the pending expansions ask for.")
+    leased_expansions = serializers.IntegerField()
+    given_up_expansions = serializers.IntegerField()
+    rollouts_by_stage = serializers.DictField(child=serializers.IntegerField())
+    searches = serializers.DictField(child=serializers.IntegerField(), help_text="Omega searches by status.")
