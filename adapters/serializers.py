@@ -18,14 +18,20 @@ class PRMAdapterSerializer(serializers.ModelSerializer):
 class PRMAdapterVersionQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /prm_adapter``."""
 
-    prm_version = serializers.CharField(max_length=200, trim_whitespace=False, help_text="PRM version to download.")
+    prm_version = serializers.CharField(
+        min_length=1, max_length=200, trim_whitespace=False, help_text="PRM version to download."
+    )
 
 
 class PRMAdapterUploadQuerySerializer(serializers.Serializer):
     """Query parameters of ``POST /prm_adapter`` (the body is the zip itself)."""
 
-    prm_version = serializers.CharField(max_length=200, trim_whitespace=False, help_text="PRM version of the adapter.")
-    base_model = serializers.CharField(
-        max_length=300, trim_whitespace=False, help_text="Base model the adapter was trained on."
+    prm_version = serializers.CharField(
+        min_length=1, max_length=200, trim_whitespace=False, help_text="PRM version of the adapter."
     )
-    worker = serializers.CharField(max_length=200, trim_whitespace=False, help_text="Uploading worker, kept as given.")
+    base_model = serializers.CharField(
+        min_length=1, max_length=300, trim_whitespace=False, help_text="Base model the adapter was trained on."
+    )
+    worker = serializers.CharField(
+        min_length=1, max_length=200, trim_whitespace=False, help_text="Uploading worker, kept as given."
+    )

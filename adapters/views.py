@@ -17,7 +17,7 @@ from adapters.serializers import (
     PRMAdapterUploadQuerySerializer,
     PRMAdapterVersionQuerySerializer,
 )
-from prmsite.api import ERROR_RESPONSES
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response
 
 
 class AdapterBytesRenderer(BaseRenderer):
@@ -48,6 +48,7 @@ class RawBodyBrowsableAPIRenderer(BrowsableAPIRenderer):
 class PRMAdapterListView(GenericAPIView):
     """Every PRM adapter uploaded so far, oldest first (`GET /prm_adapters`)."""
 
+    schema = ApiAutoSchema()
     serializer_class = PRMAdapterSerializer
     queryset = PRMAdapter.objects.all()  # for the browsable API only
     pagination_class = None
@@ -65,14 +66,16 @@ class PRMAdapterView(GenericAPIView):
     base_model=B&worker=W` with the zip as the raw body stores it and answers its path on the server.
     """
 
+    schema = ApiAutoSchema()
     serializer_class = PRMAdapterSerializer  # what OPTIONS and the browsable API describe; the body is a raw zip
     renderer_classes = [AdapterBytesRenderer, JSONRenderer, RawBodyBrowsableAPIRenderer]
     parser_classes: list = []  # the body is read raw by POST, never parsed
 
     def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, Response) and isinstance(
-            getattr(request, "accepted_renderer", None), AdapterBytesRenderer
-        ):
+        # Data (an error, the POST's path) is JSON. That includes a 406: content negotiation failed, so DRF would
+        # pick the first renderer, this one, which cannot render data.
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(response, Response) and (renderer is None or isinstance(renderer, AdapterBytesRenderer)):
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
@@ -83,7 +86,7 @@ class PRMAdapterView(GenericAPIView):
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The uploaded zip."),
             (200, "application/json"): PRMAdapterSerializer,
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="No adapter for this prm_version."),
+            404: error_response("No adapter for this prm_version, or an unknown `format`."),
             **ERROR_RESPONSES,
         },
         description="Exactly the uploaded bytes. `ETag` is their sha256.",
@@ -109,8 +112,9 @@ class PRMAdapterView(GenericAPIView):
         request={"application/octet-stream": OpenApiTypes.BINARY, "application/zip": OpenApiTypes.BINARY},
         responses={
             200: OpenApiResponse(OpenApiTypes.STR, description="Path of the stored zip on the server (JSON string)."),
-            409: OpenApiResponse(OpenApiTypes.OBJECT, description="prm_version already has other bytes."),
-            413: OpenApiResponse(OpenApiTypes.OBJECT, description="Larger than PRM_ADAPTER_MAX_BYTES."),
+            404: error_response("An unknown `format`."),
+            409: error_response("prm_version already has other bytes."),
+            413: error_response("Larger than PRM_ADAPTER_MAX_BYTES."),
             **ERROR_RESPONSES,
         },
         description="Store an adapter: the raw body is a zip of the folder peft's `save_pretrained` writes "

@@ -12,7 +12,6 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
@@ -25,19 +24,23 @@ from forests.api_serializers import (
     ExpansionClaimSerializer,
     ExpansionReleaseSerializer,
     ForestConfigSerializer,
+    GrowthPlanResultSerializer,
     GrowthPlanSerializer,
+    GrowthSummarySerializer,
+    RolloutBatchResultSerializer,
     RolloutBatchSerializer,
 )
-from forests.models import Node
+from forests.models import Forest, Node
 from forests.selectors import forest_get
-from prmsite.api import ERROR_RESPONSES, BoundedJSONParser, IsWorkerOrStaff
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, BoundedJSONParser, IsWorkerOrStaff, error_response
 from prmsite.errors import ApplicationError
 from rollouts.serializers import RolloutCreateSerializer
 
-NOT_FOUND = {404: OpenApiResponse(OpenApiTypes.OBJECT, description="No forest of that name, or no growth plan yet.")}
+NOT_FOUND = {404: error_response("No forest of that name, or no growth plan yet.")}
 
 
 class GrowthApiView(GenericAPIView):
+    schema = ApiAutoSchema()
     permission_classes = [IsWorkerOrStaff]
     parser_classes = [BoundedJSONParser]
 
@@ -66,10 +69,19 @@ class GrowthView(GrowthApiView):
     """A forest's growth plan: `PUT` states the options a worker runs with, `GET` shows the plan and its progress."""
 
     serializer_class = GrowthPlanSerializer
+    # What OPTIONS and the browsable API look the forest up with to describe the PUT form (DRF asks the view for the
+    # object a PUT would change); the handlers themselves read the forest by name.
+    queryset = Forest.objects.all()
+    lookup_field = "name"
+    lookup_url_kwarg = "forest_name"
 
     @extend_schema(
         operation_id="forest_growth",
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="Plan and progress."), **ERROR_RESPONSES},
+        responses={
+            200: GrowthSummarySerializer,
+            **NOT_FOUND,
+            **ERROR_RESPONSES,
+        },
     )
     def get(self, request: Request, forest_name: str) -> Response:
         forest = forest_get(name=forest_name)
@@ -79,8 +91,8 @@ class GrowthView(GrowthApiView):
         operation_id="forest_growth_set",
         request=GrowthPlanSerializer,
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The plan: options, version, changed."),
-            409: OpenApiResponse(OpenApiTypes.OBJECT, description="Other options are stored (carries `stored`)."),
+            200: GrowthPlanResultSerializer,
+            409: error_response("Other options are stored (carries `stored`)."),
             **NOT_FOUND,
             **ERROR_RESPONSES,
         },
@@ -177,7 +189,7 @@ class RolloutBatchView(GrowthApiView):
         request=RolloutBatchSerializer,
         responses={
             200: OpenApiResponse(
-                OpenApiTypes.OBJECT,
+                RolloutBatchResultSerializer,
                 description='`{"results": [...]}`, one per rollout in order: `{"id": 12}` when stored (or already '
                 'stored under its idempotency_key), else `{"detail", "code", "status", "errors"?}`.',
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from forests.growth import POLICIES, POLICY_HELP
@@ -111,14 +112,66 @@ class ExpansionReleaseSerializer(serializers.Serializer):
     error = StrictCharField(required=False, default="", allow_blank=True, max_length=2000)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class RolloutBatchItemField(serializers.JSONField):
+    """One rollout of a batch: any JSON object; its fields are checked one rollout at a time, as POST /rollout checks
+    them, and a rollout refused there is reported in the answer instead of refusing the batch."""
+
+
 class RolloutBatchSerializer(serializers.Serializer):
     """Body of ``POST /rollout/batch``: rollouts in the body format of ``POST /rollout``."""
 
-    rollouts = serializers.ListField(child=serializers.JSONField(), min_length=1)
+    rollouts = serializers.ListField(
+        child=RolloutBatchItemField(),
+        min_length=1,
+        max_length=settings.ROLLOUT_BATCH_MAX,
+        help_text="POST /rollout bodies, each checked on its own (see the answer's results).",
+    )
 
     def validate_rollouts(self, value: list[Any]) -> list[Any]:
-        if len(value) > settings.ROLLOUT_BATCH_MAX:
+        if len(value) > settings.ROLLOUT_BATCH_MAX:  # the setting may have changed since the field was made
             raise serializers.ValidationError(f"At most {settings.ROLLOUT_BATCH_MAX} rollouts per batch.")
         if not all(isinstance(item, dict) for item in value):
             raise serializers.ValidationError(NOT_AN_OBJECT)
         return value
+
+
+class GrowthPlanResultSerializer(serializers.Serializer):
+    """Answer of ``PUT /forest/<forest_name>/growth``."""
+
+    options = serializers.DictField(help_text="Every option of the plan, the stored ones with the given ones.")
+    version = serializers.IntegerField(help_text="The plan's version; it grows when options are replaced.")
+    changed = serializers.BooleanField(help_text="Whether this request made or changed the plan.")
+
+
+class RolloutBatchOutcomeSerializer(serializers.Serializer):
+    """One rollout's outcome in ``POST /rollout/batch``: ``id`` when stored, else the error shape and ``status``."""
+
+    id = serializers.IntegerField(required=False, help_text="Stored (or already stored under its idempotency_key).")
+    detail = serializers.CharField(required=False)
+    code = serializers.CharField(required=False)
+    status = serializers.IntegerField(required=False, help_text="The status POST /rollout would have answered.")
+    errors = serializers.DictField(required=False)
+
+
+class RolloutBatchResultSerializer(serializers.Serializer):
+    results = RolloutBatchOutcomeSerializer(many=True, help_text="One per rollout, in order.")
+
+
+class GrowthSummarySerializer(serializers.Serializer):
+    """Answer of ``GET /forest/<forest_name>/growth``: the plan and the forest's progress under it."""
+
+    options = serializers.DictField(allow_null=True, help_text="The plan's options; null before the first plan.")
+    version = serializers.IntegerField(allow_null=True, help_text="The plan's version; null before the first plan.")
+    planned_roots = serializers.IntegerField(help_text="Trees whose expansions have been queued.")
+    roots = serializers.IntegerField()
+    rollouts = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    tokens = serializers.IntegerField()
+    pending_expansions = serializers.IntegerField()
+    pending_rollouts = serializers.IntegerField(help_text="Rollouts the pending expansions ask for.")
+    leased_expansions = serializers.IntegerField()
+    given_up_expansions = serializers.IntegerField()
+    rollouts_by_stage = serializers.DictField(child=serializers.IntegerField())
+    searches = serializers.DictField(child=serializers.IntegerField(), help_text="Omega searches by status.")

@@ -60,7 +60,7 @@ from forests.growth_selectors import (
     tree_true_counts,
 )
 from forests.models import ErrorSearch, Expansion, Forest, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
-from prmsite.errors import ApplicationError, ConflictError, NotFoundError
+from prmsite.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
 
 FOREST_NOT_FOUND = "No forest named {name!r}."
 NO_PLAN = "Forest {name!r} has no growth plan yet: PUT /forest/{name}/growth first (rollout_worker does)."
@@ -524,11 +524,13 @@ def _account(*, rollout, expansion_id: int | None) -> None:
         expansion = Expansion.objects.select_for_update().filter(pk=expansion_id).first()
         if expansion is not None:
             if expansion.forest_id != forest_id:
-                raise ApplicationError(
+                raise UnprocessableError(
                     EXPANSION_NOT_IN_FOREST.format(expansion_id=expansion_id, name=rollout.forest.name)
                 )
             if not _passes_through(rollout, expansion, root_id=root_id):
-                raise ApplicationError(EXPANSION_OFF_PATH.format(node_id=expansion.node_id, expansion_id=expansion_id))
+                raise UnprocessableError(
+                    EXPANSION_OFF_PATH.format(node_id=expansion.node_id, expansion_id=expansion_id)
+                )
     prompt_tokens, completion_tokens = _usage(rollout.attributes)
     try:
         with transaction.atomic():

@@ -24,7 +24,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
 from forests.models import Forest, Node, text_sha256
-from prmsite.errors import ApplicationError, NotFoundError, PayloadTooLargeError
+from prmsite.errors import ApplicationError, NotFoundError, PayloadTooLargeError, UnprocessableError
 
 FOREST_NOT_FOUND = "No forest named {name!r}."
 ROOT_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."
@@ -62,16 +62,16 @@ def forest_root_resolve(*, forest: Forest, example: str | None, root_id: int | N
         if root is None:
             raise NotFoundError(ROOT_NOT_FOUND.format(forest=forest.name, root_id=root_id))
         if example is not None and example != root.text:
-            raise ApplicationError(EXAMPLE_MISMATCH.format(root_id=root.pk, forest=forest.name))
+            raise UnprocessableError(EXAMPLE_MISMATCH.format(root_id=root.pk, forest=forest.name))
         return root
     if example is None:
-        raise ApplicationError(EXAMPLE_NOT_FOUND.format(forest=forest.name))
+        raise UnprocessableError(EXAMPLE_NOT_FOUND.format(forest=forest.name))
     matches = [r for r in roots.filter(text_sha256=text_sha256(example))[:2] if r.text == example]
     if not matches:
-        raise ApplicationError(EXAMPLE_NOT_FOUND.format(forest=forest.name))
+        raise UnprocessableError(EXAMPLE_NOT_FOUND.format(forest=forest.name))
     if len(matches) > 1:
         count = roots.filter(text_sha256=text_sha256(example)).count()
-        raise ApplicationError(EXAMPLE_AMBIGUOUS.format(count=count, forest=forest.name))
+        raise UnprocessableError(EXAMPLE_AMBIGUOUS.format(count=count, forest=forest.name))
     return matches[0]
 
 
@@ -177,7 +177,7 @@ def forest_rollout_insert(
         raise NotFoundError(FOREST_NOT_FOUND.format(name=forest_name))
     root = forest_root_resolve(forest=forest, example=example, root_id=root_id)
     if ground_truth is not None and root.ground_truth is not None and ground_truth != root.ground_truth:
-        raise ApplicationError(
+        raise UnprocessableError(
             GROUND_TRUTH_MISMATCH.format(
                 given=ground_truth, expected=root.ground_truth, root_id=root.pk, forest=forest.name
             )

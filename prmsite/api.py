@@ -13,11 +13,13 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.types import OpenApiTypes
+from django.http import Http404
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import status
+from rest_framework import exceptions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -28,20 +30,64 @@ from prmsite.permissions import IsWorkerOrStaff, is_token_request
 
 __all__ = [
     "ERROR_RESPONSES",
+    "JSON_QUERY",
+    "ApiAutoSchema",
+    "ApiErrorSerializer",
     "BoundedJSONParser",
     "IsWorkerOrStaff",
     "error_body",
+    "error_response",
     "exception_handler",
     "is_token_request",
     "json_encode",
     "text_problem",
 ]
 
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The one shape of every refusal (``error_body``); a refusal may add fields of its own (``id``, ``missing``,
+    ``expires_at``, ``stored``, …)."""
+
+    detail = serializers.CharField(help_text="What is wrong, in a sentence.")
+    code = serializers.CharField(help_text="Why, for programs: invalid, not_found, conflict, too_large, …")
+    errors = serializers.DictField(required=False, help_text="Validation errors: field name to its messages.")
+
+
+def error_response(description: str) -> OpenApiResponse:
+    """An error answer in the OpenAPI schema: the one error shape, with what this status means here."""
+    return OpenApiResponse(ApiErrorSerializer, description=description)
+
+
 # The error answers every endpoint documents in the OpenAPI schema.
 ERROR_RESPONSES = {
-    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Bad input: `detail`, `code` and per-field `errors`."),
-    401: OpenApiResponse(OpenApiTypes.OBJECT, description="No or bad token."),
+    400: error_response("Bad input: `detail`, `code` and per-field `errors`."),
+    401: error_response("No or bad token."),
 }
+
+# Marks the schema of a query parameter that carries JSON (``keys=[1,2,3]``); see ``ApiAutoSchema``.
+JSON_QUERY = "x-json-query"
+
+
+class ApiAutoSchema(AutoSchema):
+    """drf-spectacular's schema, with query parameters described as the API reads them.
+
+    An optional query parameter may be empty (``allowEmptyValue``), which means "not given". A field whose schema
+    carries ``JSON_QUERY`` (``extend_schema_field({..., JSON_QUERY: True})``) becomes a parameter with
+    ``content: {"application/json": {"schema": …}}``: the value is the JSON text of that schema's instances, so a
+    client (or a fuzzer) knows ``keys`` is a JSON list of ids, not any string.
+    """
+
+    def _get_parameters(self) -> list[dict[str, Any]]:
+        parameters = super()._get_parameters()
+        for parameter in parameters:
+            schema = parameter.get("schema", {})
+            if schema.pop(JSON_QUERY, False):
+                parameter["content"] = {"application/json": {"schema": parameter.pop("schema")}}
+            if parameter["in"] == "query" and not parameter.get("required"):
+                # DRF reads an optional query parameter given empty (``limit=``) as not given: its default applies.
+                parameter["allowEmptyValue"] = True
+        return parameters
+
 
 BODY_TOO_LARGE = "Request body is larger than the server accepts ({limit} bytes)."
 INVALID_INPUT = "Invalid input: {summary}"
@@ -80,6 +126,12 @@ def _api_exception_body(exc: APIException) -> dict[str, Any]:
 
 
 def exception_handler(exc, context):
+    # Django's own errors as DRF's (as DRF's handler does), so that they take the one shape too (content negotiation
+    # raises Http404 for an unknown ``format``).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.message, exc.code, **exc.extra), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):

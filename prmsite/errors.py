@@ -30,6 +30,13 @@ class ConflictError(ApplicationError):
     code = "conflict"
 
 
+class UnprocessableError(ApplicationError):
+    """Well-formed input that contradicts what is stored (a label's length against its rollout's steps, an example
+    that names no tree of the forest): 422, so that a 400 always means the request itself breaks the API schema."""
+
+    status_code = 422
+
+
 class PayloadTooLargeError(ApplicationError):
     status_code = 413
     code = "too_large"

@@ -11,9 +11,11 @@ import math
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from prmsite.api import JSON_QUERY
 from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.services import CLAIM_LIMIT_DEFAULT, CLAIM_LIMIT_MAX, reward_is_finite
 
@@ -27,6 +29,7 @@ NOT_A_STRING = "Must be a string."
 NOT_AN_INTEGER = "Must be an integer."
 NOT_A_NUMBER = "Must be a finite number."
 RESERVED_FIELD = "{name!r} is set by the server and cannot be posted."
+NEEDS_FOREST = "{name} names part of a forest: send forest_name with it."
 ID_LIST_MALFORMED = "{name} must be a JSON list of ids, for example {name}=[1,2,3]."
 ID_LIST_TOO_LONG = "At most {max} {name} per request; ask in batches."
 
@@ -41,6 +44,8 @@ class StrictCharField(serializers.CharField):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
+        if not kwargs.get("allow_blank", False):
+            kwargs.setdefault("min_length", 1)  # "" is refused as blank: the schema says so (minLength)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
@@ -115,10 +120,31 @@ class RolloutCreateSerializer(serializers.Serializer):
         # The parser has already refused text no database can store (NUL, lone surrogates) and deep nesting.
         extras = {k: v for k, v in self.initial_data.items() if k not in self.fields}
         errors = {name: [RESERVED_FIELD.format(name=name)] for name in extras if name in RESERVED_ROLLOUT_FIELDS}
+        if "forest_name" not in attrs:
+            errors.update({name: [NEEDS_FOREST.format(name=name)] for name in FOREST_FIELDS if name in attrs})
         if errors:
             raise serializers.ValidationError(errors)
         attrs["attributes"] = extras
         return attrs
+
+
+# Fields that only mean something with forest_name.
+FOREST_FIELDS = ("root_id", "expansion_id")
+
+
+class RolloutCreateSchema(OpenApiSerializerExtension):
+    """The schema of ``RolloutCreateSerializer``, with the rule its ``validate`` enforces across fields: ``root_id``
+    and ``expansion_id`` come with ``forest_name``."""
+
+    target_class = "rollouts.serializers.RolloutCreateSerializer"
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["anyOf"] = [
+            {"required": ["forest_name"]},
+            {"not": {"anyOf": [{"required": [name]} for name in FOREST_FIELDS]}},
+        ]
+        return schema
 
 
 class RolloutSerializer(serializers.Serializer):
@@ -156,7 +182,10 @@ class RolloutClaimQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /rollout``."""
 
     prm_version = serializers.CharField(
-        max_length=200, trim_whitespace=False, help_text="PRM version (or labelling-scheme version) to label for."
+        min_length=1,
+        max_length=200,
+        trim_whitespace=False,
+        help_text="PRM version (or labelling-scheme version) to label for.",
     )
     limit = serializers.IntegerField(
         default=CLAIM_LIMIT_DEFAULT,
@@ -167,6 +196,7 @@ class RolloutClaimQuerySerializer(serializers.Serializer):
     wait = serializers.FloatField(
         default=0.0,
         min_value=0.0,
+        max_value=settings.PRM_CHECKOUT_WAIT_MAX_S,
         help_text="Seconds to wait for a rollout when none is available (long-poll); then `[]`. "
         "Default 0; at most PRM_CHECKOUT_WAIT_MAX_S (60).",
     )
@@ -176,6 +206,7 @@ class RolloutClaimQuerySerializer(serializers.Serializer):
     )
     reference_prm_version = serializers.CharField(
         required=False,
+        min_length=1,
         max_length=200,
         trim_whitespace=False,
         help_text="PRM version whose rewards active learning compares with the ground truth "
@@ -224,7 +255,9 @@ class ProcessRewardLabelSerializer(serializers.ModelSerializer):
 class ProcessRewardLabelIdsQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /process_reward_labels``."""
 
-    prm_version = serializers.CharField(max_length=200, trim_whitespace=False, help_text="Labels of this version.")
+    prm_version = serializers.CharField(
+        min_length=1, max_length=200, trim_whitespace=False, help_text="Labels of this version."
+    )
 
 
 def id_list_parse(value: str, *, name: str, limit: int) -> list[int]:
@@ -243,28 +276,48 @@ def id_list_parse(value: str, *, name: str, limit: int) -> list[int]:
     return ids
 
 
+def id_list_schema(limit: int) -> dict[str, Any]:
+    """The OpenAPI schema of a query parameter that ``id_list_parse`` accepts: JSON text of a list of ids."""
+    return {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 1, "maximum": ID_MAX},
+        "maxItems": limit,
+        JSON_QUERY: True,
+    }
+
+
+@extend_schema_field(id_list_schema(KEYS_MAX))
+class LabelKeysField(serializers.CharField):
+    """``keys``: a JSON list of label ids."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> list[int]:  # type: ignore[override]
+        return id_list_parse(super().to_internal_value(data), name="keys", limit=KEYS_MAX)
+
+
+@extend_schema_field(id_list_schema(IDS_MAX))
+class RolloutIdsField(serializers.CharField):
+    """``ids``: a JSON list of rollout ids."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> list[int]:  # type: ignore[override]
+        return id_list_parse(super().to_internal_value(data), name="ids", limit=IDS_MAX)
+
+
 class ProcessRewardLabelKeysQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /process_reward_label``."""
 
-    keys = serializers.CharField(
-        trim_whitespace=False,
-        help_text=f"JSON list of label ids, e.g. `[1,2,3]` (URL-encoded), at most {KEYS_MAX}.",
-    )
-
-    def validate_keys(self, value: str) -> list[int]:
-        return id_list_parse(value, name="keys", limit=KEYS_MAX)
+    keys = LabelKeysField(help_text=f"JSON list of label ids, e.g. `[1,2,3]` (URL-encoded), at most {KEYS_MAX}.")
 
 
 class RolloutIdsQuerySerializer(serializers.Serializer):
     """Query parameters of ``GET /rollouts``."""
 
-    ids = serializers.CharField(
-        trim_whitespace=False,
-        help_text=f"JSON list of rollout ids, e.g. `[1,2,3]` (URL-encoded), at most {IDS_MAX}.",
-    )
-
-    def validate_ids(self, value: str) -> list[int]:
-        return id_list_parse(value, name="ids", limit=IDS_MAX)
+    ids = RolloutIdsField(help_text=f"JSON list of rollout ids, e.g. `[1,2,3]` (URL-encoded), at most {IDS_MAX}.")
 
 
 class RolloutReleaseSerializer(serializers.Serializer):

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from prmsite.errors import ApplicationError, ConflictError, NotFoundError
+from prmsite.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
 from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 from rollouts.selectors import (
     labels_per_rollout,
@@ -562,7 +562,7 @@ def label_create(
         if rollout is None:
             raise NotFoundError(ROLLOUT_NOT_FOUND.format(rollout_id=rollout_id), extra={"rollout_id": rollout_id})
         if len(values) != len(rollout.reasoning):
-            raise ApplicationError(
+            raise UnprocessableError(
                 OUTPUT_LENGTH_MISMATCH.format(given=len(values), rollout_id=rollout_id, steps=len(rollout.reasoning))
             )
         labels_wanted = labels_per_rollout(prm_version=prm_version)

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from forests.growth_services import rollout_receive
-from prmsite.api import ERROR_RESPONSES, is_token_request, json_encode
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, is_token_request, json_encode
 from rollouts import selectors, services
 from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.serializers import (
@@ -29,9 +29,7 @@ from rollouts.serializers import (
 
 ID_LIST = {"type": "array", "items": {"type": "integer"}}
 ID_RESPONSE = OpenApiResponse(OpenApiTypes.INT, description="Database id, as a bare JSON integer.")
-CONFLICT_RESPONSE = OpenApiResponse(
-    OpenApiTypes.OBJECT, description="Refused by the labelling rules (`code` says why)."
-)
+CONFLICT_RESPONSE = error_response("Refused by the labelling rules (`code` says why).")
 # Marks an answer of GET /rollout that leased nothing (a browser session previews the queue).
 PREVIEW_HEADER = "X-Prmsite-Claim"
 
@@ -43,6 +41,8 @@ def rollout_encode(rollout: Rollout) -> bytes:
 
 class ApiView(GenericAPIView):
     """Base of the API's views: the project's defaults (worker token or staff session; bounded JSON) apply."""
+
+    schema = ApiAutoSchema()  # JSON-valued query parameters (keys=[1,2]) described as JSON
 
 
 class RolloutView(ApiView):
@@ -63,9 +63,13 @@ class RolloutView(ApiView):
         request=RolloutCreateSerializer,
         responses={
             200: ID_RESPONSE,
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown forest or root."),
-            409: OpenApiResponse(OpenApiTypes.OBJECT, description="idempotency_key reused with other content."),
-            413: OpenApiResponse(OpenApiTypes.OBJECT, description="Too many steps or too much text."),
+            404: error_response("Unknown forest or root."),
+            409: error_response("idempotency_key reused with other content."),
+            413: error_response("Too many steps or too much text."),
+            422: error_response(
+                "The rollout contradicts its forest: its example names no tree (or several, or not root_id's), its "
+                "ground_truth is not the tree's, or expansion_id is another forest's or off its path."
+            ),
             **ERROR_RESPONSES,
         },
         examples=[
@@ -166,7 +170,7 @@ class RolloutListView(ApiView):
         parameters=[RolloutIdsQuerySerializer],
         responses={
             200: RolloutSerializer(many=True),
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Some ids name no rollout (listed in `missing`)."),
+            404: error_response("Some ids name no rollout (listed in `missing`)."),
             **ERROR_RESPONSES,
         },
         description="The rollouts with these ids, in the order of `ids`, in the format GET /rollout answers. Reading "
@@ -194,8 +198,9 @@ class ProcessRewardLabelView(ApiView):
         request=ProcessRewardLabelCreateSerializer,
         responses={
             200: ID_RESPONSE,
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown rollout id."),
+            404: error_response("Unknown rollout id."),
             409: CONFLICT_RESPONSE,
+            422: error_response("prm_output does not have one value per reasoning step of the rollout."),
             **ERROR_RESPONSES,
         },
         examples=[
@@ -234,7 +239,7 @@ class ProcessRewardLabelView(ApiView):
         parameters=[ProcessRewardLabelKeysQuerySerializer],
         responses={
             200: ProcessRewardLabelSerializer(many=True),
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Some keys name no label (listed in `missing`)."),
+            404: error_response("Some keys name no label (listed in `missing`)."),
             **ERROR_RESPONSES,
         },
         description="The labels with these ids, in the order of `keys`, in the POST format plus `id`.",

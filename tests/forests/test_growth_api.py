@@ -120,7 +120,7 @@ def test_a_batch_stores_each_rollout_on_its_own_and_reports_each_outcome(api):
     results = response.json()["results"]
     assert response.status_code == 200 and len(results) == 4
     assert "id" in results[0] and "id" in results[3]
-    assert results[1]["status"] == 400 and "ground_truth" in results[1]["detail"]
+    assert results[1]["status"] == 422 and "ground_truth" in results[1]["detail"]
     assert results[2]["code"] == "invalid" and "prediction" in results[2]["errors"]
     assert Rollout.objects.count() == 2 and not Expansion.objects.exists()
 

@@ -80,7 +80,7 @@ def test_an_unknown_rollout_id_is_a_404(api):
 @pytest.mark.parametrize("prm_output", [[0.5], [0.5, 0.5, 0.5], []])
 def test_prm_output_needs_one_value_per_step(api, prm_output):
     response = api.post("/process_reward_label", label_body(make_rollout(), prm_output=prm_output), format="json")
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "reasoning steps" in response.json()["detail"]
     assert not ProcessRewardLabel.objects.exists()
 

@@ -128,7 +128,7 @@ def test_root_id_chooses_among_trees_with_the_same_prompt(api):
     make_root(forest, "Is the sky green?")
     second = make_root(forest, "Is the sky green?")
     ambiguous = api.post("/rollout", rollout_body(forest_name="twins"), format="json")
-    assert ambiguous.status_code == 400
+    assert ambiguous.status_code == 422
     rollout_id = api.post("/rollout", rollout_body(forest_name="twins", root_id=second.pk), format="json").json()
     assert Rollout.objects.get(pk=rollout_id).node.tree_id == second.pk
 
@@ -137,8 +137,8 @@ def test_root_id_chooses_among_trees_with_the_same_prompt(api):
     ("extra", "status"),
     [
         ({"forest_name": "nope"}, 404),
-        ({"forest_name": "liar", "ground_truth": 1}, 400),
-        ({"forest_name": "liar", "example": "Another prompt"}, 400),
+        ({"forest_name": "liar", "ground_truth": 1}, 422),
+        ({"forest_name": "liar", "example": "Another prompt"}, 422),
         ({"forest_name": "liar", "root_id": 999999}, 404),
         ({"root_id": 1}, 400),
     ],
