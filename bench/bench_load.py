@@ -27,9 +27,10 @@ labeller got, and no other label; no lease left (the labels ended them); every e
 with the rollouts its grower posted.
 
 The floor, measured in the same run on the same database: the same operations through the services in one process,
-one after the other, without HTTP (``BENCH_LOAD_FLOOR_S`` seconds each, default 3). Ratio = HTTP req/s of the mix /
-floor ops/s. The last lines are Markdown tables, one per backend; ``BENCH_LOAD_JSON`` names a file that receives the
-figures and audits as JSON; ``BENCH_LOAD_DATABASES`` picks backends (``sqlite,postgresql``).
+one after the other, without HTTP (``BENCH_LOAD_FLOOR_S`` seconds each, default 3; 0 skips it). Ratio = HTTP req/s
+of the mix / floor ops/s. The last lines are Markdown tables, one per backend; ``BENCH_LOAD_JSON`` names a file that
+receives the figures and audits as JSON; ``BENCH_LOAD_DATABASES`` picks backends (``sqlite,postgresql``;
+``sqlite-busy`` is SQLite with its write queue off, ``SQLITE_WRITE_QUEUE=0``).
 """
 
 from __future__ import annotations
@@ -146,8 +147,10 @@ def _roots(forest, count: int) -> list[dict[str, Any]]:
 
 
 def setup() -> None:
-    """Child: seed the two forests and the growth plan; print the roots posters use."""
+    """Child: seed the two forests and the growth plan, make a worker token; print the roots posters use and the
+    token."""
     _django()
+    from django.core.management import call_command
     from django.db import transaction
     from django.utils import timezone
 
@@ -161,7 +164,9 @@ def setup() -> None:
         grow = Forest.objects.create(name=GROW_FOREST, rollout_config=config)
         _roots(grow, GROW_ROOTS)
     growth_plan_set(forest_name=GROW_FOREST, given={"policy": "repeats", "num_repeats": 8}, now=timezone.now())
-    print(json.dumps({"roots": roots}))
+    out = io.StringIO()
+    call_command("create_worker_token", "load", stdout=out)
+    print(json.dumps({"roots": roots, "token": out.getvalue().strip().splitlines()[-1]}))
 
 
 def audit(path: str) -> None:
@@ -527,8 +532,8 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str], folde
 
     env = {**env_base, "DATABASE_URL": database_url, "DJANGO_MEDIA_ROOT": str(folder / "media")}
     manage(env, "migrate", "--noinput")
-    token = manage(env, "create_worker_token", "load").strip().splitlines()[-1]
-    roots = child(env, "--setup")["roots"]
+    seeded = child(env, "--setup")
+    roots, token = seeded["roots"], seeded["token"]
     server, base = production_server(env, workers=WORKERS, token=token)
     try:
         data = adapter_zip()
@@ -559,7 +564,7 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str], folde
         )
     )
     audited = child(env, "--audit", str(seen_path))
-    rates = child(env, "--floor")
+    rates = child(env, "--floor") if FLOOR_S > 0 else {}
     operations = []
     for name in OPERATIONS:
         latencies = seen.latencies_ms.get(name, [])
@@ -603,8 +608,9 @@ def table(result: dict[str, Any]) -> list[str]:
         return f"{value:.0f} ms" if value >= 100 else f"{value:.1f} ms"
 
     rows = [
-        f"{result['database']}: {result['clients']} clients, {result['seconds']:.0f} s, uvicorn {result['workers']} "
-        f"processes, load average {result['load_before'][0]:.2f} before / {result['load_after'][0]:.2f} after",
+        f"| **{result['database']}**: {result['clients']} clients, {result['seconds']:.0f} s, uvicorn "
+        f"{result['workers']} processes, load average {result['load_before'][0]:.2f} before / "
+        f"{result['load_after'][0]:.2f} after | | | | | | | |",
         "| operation | requests | req/s | p50 | p99 | errors | floor (services, 1 process) | ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -628,8 +634,13 @@ def main() -> int:
     for database in DATABASES:
         with tempfile.TemporaryDirectory(prefix="prmsite-load-") as name:
             folder = Path(name)
-            if database == "sqlite":
-                results.append(bench_backend("SQLite", f"sqlite:///{folder / 'load.sqlite3'}", env_base, folder))
+            if database in {"sqlite", "sqlite-busy"}:
+                # sqlite-busy: the write queue off, every writer left to SQLite's busy handler (the before of
+                # RELIABILITY.md's section 2)
+                queue = "0" if database == "sqlite-busy" else "1"
+                label = "SQLite (busy handler)" if database == "sqlite-busy" else "SQLite"
+                env = {**env_base, "SQLITE_WRITE_QUEUE": queue}
+                results.append(bench_backend(label, f"sqlite:///{folder / 'load.sqlite3'}", env, folder))
                 continue
             try:
                 pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
