@@ -3,10 +3,15 @@
 Each benchmark prints Markdown table rows (``| benchmark | figure | floor | ratio |``) as its last lines of output.
 Figures are reported as ratios to a floor measured in the same run, because these machines are shared and noisy.
 Results go to stdout and to bench/results/latest.md.
+
+    python bench/run.py                      # every benchmark
+    python bench/run.py bench_load           # the ones named
+    python bench/run.py --short bench_load   # short mode: BENCH_SHORT=1 (bench_load: 15 s a backend, not 180)
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +22,8 @@ ROOT = HERE.parent
 
 
 def main(argv: list[str]) -> int:
-    selected = set(argv)
+    short = "--short" in argv
+    selected = {name for name in argv if name != "--short"}
     scripts = sorted(p for p in HERE.glob("bench_*.py") if not selected or p.stem in selected)
     if not scripts:
         print(f"no benchmark matches {sorted(selected)}", file=sys.stderr)
@@ -29,7 +35,8 @@ def main(argv: list[str]) -> int:
     for script in scripts:
         started = time.monotonic()
         print(f"=== {script.name}", flush=True)
-        proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, text=True, capture_output=True)
+        env = {**os.environ, "BENCH_SHORT": "1"} if short else None
+        proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, text=True, capture_output=True, env=env)
         sys.stdout.write(proc.stdout)
         if proc.returncode != 0:
             failed += 1

@@ -488,12 +488,29 @@ def rollout_receive(*, expansion_id: int | None = None, **fields: Any):
 
     All or nothing; a rollout posted twice (same idempotency key) is counted once.
     """
+    from forests.trie import forest_rollout_place, steps_check
+    from rollouts.models import Rollout
     from rollouts.services import rollout_create
 
     if fields.get("forest_name") is None:
         if expansion_id is not None:
             raise ApplicationError(EXPANSION_WITHOUT_FOREST)
         return rollout_create(**fields).rollout
+    # Reads first, outside the write transaction (on SQLite it holds the database's one write lock): a repeated
+    # idempotency key is answered without one, and the rollout's forest and tree are found before it starts.
+    key = fields.get("idempotency_key")
+    if key is not None and Rollout.objects.filter(idempotency_key=key).exists():
+        return rollout_create(**fields).rollout  # the stored rollout, or the key's conflict; writes nothing
+    reasoning = fields.get("reasoning") or []
+    if reasoning:
+        steps_check(reasoning)
+        fields["place"] = forest_rollout_place(
+            forest_name=fields["forest_name"],
+            example=fields.get("example"),
+            steps=list(reasoning),
+            ground_truth=fields.get("ground_truth"),
+            root_id=fields.get("root_id"),
+        )
     with transaction.atomic():
         stored = rollout_create(**fields)
         if stored.created:  # a repeated idempotency key is counted once

@@ -17,6 +17,7 @@ on each other in a cycle.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -154,21 +155,24 @@ def _chain_insert(*, parent: Node, steps: Sequence[str], digests: Sequence[str])
     return ids[-1]
 
 
-def forest_rollout_insert(
-    *,
-    forest_name: str,
-    example: str | None,
-    steps: Sequence[str],
-    prediction: int | None,
-    ground_truth: int | None = None,
-    root_id: int | None = None,
-) -> Node:
-    """Insert a rollout's steps below its root and return the leaf where it ends.
+@dataclass(frozen=True)
+class TriePlace:
+    """Where a rollout goes, resolved by reads alone (``forest_rollout_place``): its forest, its tree's root, the
+    digests of its steps."""
 
-    Creates only the nodes the path is missing; marks the last one as a leaf carrying ``prediction`` (a leaf that
-    already has a prediction keeps it: the same text parses to the same prediction). All or nothing: it runs in one
-    transaction (a savepoint inside the caller's), so an error leaves the forest as it was.
-    """
+    forest: Forest
+    root: Node
+    digests: list[str]
+
+
+def forest_rollout_place(
+    *, forest_name: str, example: str | None, steps: Sequence[str], ground_truth: int | None, root_id: int | None
+) -> TriePlace:
+    """Check a rollout against its forest and find its tree, by reads only: callers resolve this before their write
+    transaction, which on SQLite holds the database's one write lock, and pass it to ``forest_rollout_insert``.
+
+    Nodes are only ever added below a root, so the place stays valid until the insert (a forest deleted meanwhile
+    makes the insert fail on its foreign keys, as it could on PostgreSQL all along)."""
     if not steps:
         raise ApplicationError(NO_STEPS)
     steps_check(steps)
@@ -182,7 +186,31 @@ def forest_rollout_insert(
                 given=ground_truth, expected=root.ground_truth, root_id=root.pk, forest=forest.name
             )
         )
-    digests = [text_sha256(step) for step in steps]
+    return TriePlace(forest=forest, root=root, digests=[text_sha256(step) for step in steps])
+
+
+def forest_rollout_insert(
+    *,
+    forest_name: str,
+    example: str | None,
+    steps: Sequence[str],
+    prediction: int | None,
+    ground_truth: int | None = None,
+    root_id: int | None = None,
+    place: TriePlace | None = None,
+) -> Node:
+    """Insert a rollout's steps below its root and return the leaf where it ends.
+
+    Creates only the nodes the path is missing; marks the last one as a leaf carrying ``prediction`` (a leaf that
+    already has a prediction keeps it: the same text parses to the same prediction). All or nothing: it runs in one
+    transaction (a savepoint inside the caller's), so an error leaves the forest as it was. ``place``: what
+    ``forest_rollout_place`` answered for the same arguments, resolved before the caller's transaction.
+    """
+    if place is None:
+        place = forest_rollout_place(
+            forest_name=forest_name, example=example, steps=steps, ground_truth=ground_truth, root_id=root_id
+        )
+    root, digests = place.root, place.digests
     with transaction.atomic():
         prefix = _existing_prefix(root=root, digests=digests)
         leaf_id = prefix[-1] if prefix else root.pk

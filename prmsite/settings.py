@@ -173,11 +173,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_int
         "timeout": env_int("DATABASE_POOL_TIMEOUT_S", 30),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with write transactions queued in the kernel (a flock beside the database) rather than on
+    # SQLite's busy handler, which sleeps and retries and so starves waiters under contention (prmsite/db/sqlite3).
+    DATABASES["default"]["ENGINE"] = "prmsite.db.sqlite3"
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
-        # Take the write lock when a transaction starts, so two writers queue on the busy timeout instead of one of
-        # them failing with "database is locked" when it upgrades a read lock half-way through.
+        # Take the write lock when a transaction starts, so two writers queue instead of one of them failing with
+        # "database is locked" when it upgrades a read lock half-way through.
         "transaction_mode": "IMMEDIATE",
+        "write_queue": env_bool("SQLITE_WRITE_QUEUE", True),
         "timeout": env_int("SQLITE_BUSY_TIMEOUT_S", 30),
         "init_command": (
             "PRAGMA journal_mode=WAL;"

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -39,6 +39,9 @@ from rollouts.selectors import (
     rollout_claim_candidates,
     rollout_claim_candidates_overlap,
 )
+
+if TYPE_CHECKING:
+    from forests.trie import TriePlace
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ def rollout_create(
     forest_name: str | None = None,
     root_id: int | None = None,
     idempotency_key: str | None = None,
+    place: TriePlace | None = None,
 ) -> RolloutCreated:
     """Store a rollout; with ``forest_name``, also insert its steps into that forest's trie and link the leaf.
 
@@ -110,8 +114,9 @@ def rollout_create(
     ground truth that differs from the tree's) leaves no rollout and no node behind. The steps are bounded
     (``forests.trie.steps_check``). With ``idempotency_key``, posting the same rollout again (a retry after a lost
     answer) stores nothing and answers the first one; the same key with other content is a ``ConflictError``.
+    ``place``: the forest's ``forest_rollout_place`` for this rollout, when the caller resolved it already.
     """
-    from forests.trie import forest_rollout_insert, steps_check
+    from forests.trie import forest_rollout_insert, forest_rollout_place, steps_check
 
     if not reasoning:
         raise ApplicationError(NO_STEPS)
@@ -128,6 +133,15 @@ def rollout_create(
     }
     if idempotency_key is not None and (stored := Rollout.objects.filter(idempotency_key=idempotency_key).first()):
         return RolloutCreated(rollout=_same_rollout_or_conflict(stored, fields), created=False)
+    if forest_name is not None and place is None:
+        # Reads only, before the write transaction: on SQLite it holds the database's one write lock.
+        place = forest_rollout_place(
+            forest_name=forest_name,
+            example=example,
+            steps=fields["reasoning"],
+            ground_truth=ground_truth,
+            root_id=root_id,
+        )
     try:
         with transaction.atomic():
             node = None
@@ -139,6 +153,7 @@ def rollout_create(
                     prediction=prediction,
                     ground_truth=ground_truth,
                     root_id=root_id,
+                    place=place,
                 )
             rollout = Rollout.objects.create(
                 **fields,

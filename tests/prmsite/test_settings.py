@@ -62,7 +62,7 @@ def test_database_url_switches_to_postgresql():
     assert result.stdout.strip() == "django.db.backends.postgresql"
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3", reason="SQLite only")
+@pytest.mark.skipif("sqlite3" not in settings.DATABASES["default"]["ENGINE"], reason="SQLite only")
 def test_sqlite_takes_the_write_lock_up_front_and_waits_when_busy():
     options = settings.DATABASES["default"]["OPTIONS"]
     assert options["transaction_mode"] == "IMMEDIATE"
@@ -71,7 +71,7 @@ def test_sqlite_takes_the_write_lock_up_front_and_waits_when_busy():
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3", reason="SQLite only")
+@pytest.mark.skipif("sqlite3" not in settings.DATABASES["default"]["ENGINE"], reason="SQLite only")
 def test_sqlite_runs_in_wal_mode():
     from django.db import connection
 
