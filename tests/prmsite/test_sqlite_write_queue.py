@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 
+from prmsite.db.sqlite3.base import flock_within
 from rollouts.models import Rollout
 from tests.factories import make_rollout
 
@@ -64,7 +65,7 @@ def test_a_write_statement_outside_a_transaction_takes_the_lock_too(monkeypatch)
     real = base.fcntl.flock
     monkeypatch.setattr(base.fcntl, "flock", lambda fd, op: (calls.append(op), real(fd, op))[1])
     Rollout.objects.filter(pk=rollout.pk).update(worker="someone else")
-    assert calls == [fcntl.LOCK_EX, fcntl.LOCK_UN]
+    assert calls == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_UN]  # free: taken at once, no waiting thread
     calls.clear()
     assert Rollout.objects.filter(pk=rollout.pk).count() == 1  # reads take nothing
     assert calls == []
@@ -84,19 +85,73 @@ def test_a_writer_in_another_process_waits_for_the_lock_and_then_writes():
         f"Rollout.objects.filter(pk={rollout.pk}).update(worker='other process')\n"
         "print(f'{time.monotonic() - started:.3f}', flush=True)\n"
     )
-    env = {**os.environ, "SQLITE_BUSY_TIMEOUT_S": "1"}  # the busy handler alone would give up after 1 s
+    env = {**os.environ, "SQLITE_BUSY_TIMEOUT_S": "20"}
     with transaction.atomic():
         Rollout.objects.filter(pk=rollout.pk).update(worker="this process")
         child = subprocess.Popen(
             [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(2)  # longer than the busy timeout: the child waits in the queue, not on the busy handler
+        time.sleep(2)
         assert child.poll() is None
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     assert float(out.strip()) >= 1.5
     assert Rollout.objects.get(pk=rollout.pk).worker == "other process"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_waits_no_longer_than_the_busy_timeout_then_fails_as_locked():
+    """A transaction that does not end makes the other writers fail after the busy timeout (the API's 503), not hang."""
+    rollout = make_rollout()
+    script = (
+        "import django, os, sys, time; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'prmsite.settings')\n"
+        "django.setup()\n"
+        "from django.db import OperationalError, connection\n"
+        f"connection.settings_dict['NAME'] = {connection.settings_dict['NAME']!r}\n"
+        "from rollouts.models import Rollout\n"
+        "print('ready', flush=True); started = time.monotonic()\n"
+        "try:\n"
+        f"    Rollout.objects.filter(pk={rollout.pk}).update(worker='other process')\n"
+        "except OperationalError as exc:\n"
+        "    print(f'{time.monotonic() - started:.3f} {exc}', flush=True); sys.exit(3)\n"
+    )
+    env = {**os.environ, "SQLITE_BUSY_TIMEOUT_S": "1"}
+    with transaction.atomic():
+        Rollout.objects.filter(pk=rollout.pk).update(worker="this process")
+        child = subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline().strip() == "ready"
+        out, err = child.communicate(timeout=60)  # while this transaction is still open
+    assert child.returncode == 3, err
+    waited, message = out.strip().split(" ", 1)
+    assert 0.9 <= float(waited) < 10
+    assert "database is locked" in message
+    assert Rollout.objects.get(pk=rollout.pk).worker == "this process"
+
+
+def test_a_waiter_that_gave_up_lets_the_lock_go_once_it_gets_it(tmp_path):
+    path = tmp_path / "db.write-lock"
+    holder = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    waiter = os.open(path, os.O_RDWR)
+    assert not flock_within(waiter, 0.2)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    probe = os.open(path, os.O_RDWR)
+    deadline = time.monotonic() + 10
+    while True:  # the abandoned waiter takes the lock, then lets it go and closes its descriptor
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "the abandoned waiter kept the lock"
+            time.sleep(0.01)
+    with pytest.raises(BlockingIOError):  # the probe holds it now
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(probe)
+    assert flock_within(holder, 5)
+    os.close(holder)
 
 
 @pytest.mark.django_db(transaction=True)

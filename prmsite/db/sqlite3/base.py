@@ -14,6 +14,12 @@ A write statement outside a transaction (an ``UPDATE`` in autocommit mode) is a 
 same way: left to the busy handler it would hardly ever find the lock free between two queued transactions. The busy
 timeout stays for other programs on the same file.
 
+A writer waits at most the busy timeout (``OPTIONS["timeout"]``, ``SQLITE_BUSY_TIMEOUT_S``) for the queue, as it would
+for SQLite's lock, and then fails with ``OperationalError("database is locked")`` (the API answers 503): a transaction
+that never ends makes the others fail, not hang. The wait itself blocks in the kernel, in a helper thread when the
+lock is taken (a blocking ``flock`` cannot time out); a waiter that gives up leaves its descriptor to that thread,
+which lets the lock go and closes it as soon as it gets it.
+
 A lock file descriptor belongs to one connection (flock locks belong to the open file, so two threads of a process
 sharing one descriptor would not exclude each other). The kernel drops the lock of a process that dies.
 ``SQLITE_WRITE_QUEUE=0`` turns the queue off (``OPTIONS["write_queue"]``).
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 
+from django.db import OperationalError
 from django.db.backends.sqlite3 import base
 
 # Statements that write; one of these outside a transaction is a transaction of its own and queues like one.
@@ -32,6 +40,37 @@ _WRITES = ("insert", "update", "delete", "replace")
 
 def _writes(query: str) -> bool:
     return query.lstrip()[:7].lower().startswith(_WRITES)
+
+
+def flock_within(fd: int, timeout_s: float) -> bool:
+    """Take an exclusive flock on ``fd``, waiting at most ``timeout_s``; False when it was not taken in time, in which
+    case ``fd`` belongs to a helper thread from then on (it unlocks and closes it once it gets the lock)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    taken = threading.Event()
+    guard = threading.Lock()
+    abandoned = False
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with guard:
+            if abandoned:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            else:
+                taken.set()
+
+    threading.Thread(target=wait, name="sqlite-write-queue", daemon=True).start()
+    if taken.wait(timeout_s):
+        return True
+    with guard:
+        if taken.is_set():
+            return True
+        abandoned = True
+    return False
 
 
 class QueuedCursorWrapper(base.SQLiteCursorWrapper):
@@ -96,7 +135,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             if path is None:
                 return
             self._write_lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+        timeout_s = float(self.settings_dict["OPTIONS"].get("timeout", 5))
+        if not flock_within(self._write_lock_fd, timeout_s):
+            self._write_lock_fd = None  # the waiting thread owns it now
+            raise OperationalError(f"database is locked (waited {timeout_s:g} s for the write queue)")
         self._write_lock_held = True
 
     def _write_lock_release(self) -> None:
