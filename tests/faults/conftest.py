@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.adapters.conftest import adapter_folder, adapter_zip  # noqa: F401 - fixtures of the storage scenario
 from tests.rollouts.worker.conftest import dataset, stub  # noqa: F401 - fixtures of the rollout_worker scenario
 from tests.servers import PROJECT_ROOT, database_url_for_subprocess, free_port
 
