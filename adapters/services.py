@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +30,8 @@ VERSION_TAKEN = (
 STORAGE_FULL = "The server's adapter storage is full; nothing was stored. Retry once space has been freed."
 _CHUNK = 1024 * 1024
 _STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_SPOOL_PREFIX = ".upload-"
+_STALE_SPOOL_S = 3600  # a spool this old was left by a server killed mid-upload (no request lasts an hour)
 
 
 class _SpooledFile(File):
@@ -42,13 +45,18 @@ class _SpooledFile(File):
 @contextlib.contextmanager
 def _spool_file() -> Iterator[tuple[Path, BinaryIO]]:
     """A temporary file for the upload, in the storage's own folder when it is a local one (so the final move is a
-    rename), removed on the way out unless it was moved into place."""
+    rename), removed on the way out unless it was moved into place. Spools older than an hour, left by a server
+    killed mid-upload, are removed first."""
     storage = PRMAdapter._meta.get_field("file").storage
     folder = None
     with contextlib.suppress(NotImplementedError):
         folder = Path(storage.path("prm_adapters"))
         folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".zip", dir=folder)
+        for stale in folder.glob(f"{_SPOOL_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - stale.stat().st_mtime > _STALE_SPOOL_S:
+                    stale.unlink()
+    fd, name = tempfile.mkstemp(prefix=_SPOOL_PREFIX, suffix=".zip", dir=folder)
     try:
         with os.fdopen(fd, "w+b") as spool:
             yield Path(name), spool

@@ -76,7 +76,7 @@ def test_an_unreachable_database_is_a_503_with_retry_after_and_the_server_recove
     server_factory, token, django_user_model
 ):
     django_user_model.objects.create_user(username="staff", password=STAFF_PASSWORD, is_staff=True, is_superuser=True)
-    server = server_factory(SQLITE_BUSY_TIMEOUT_S="1", DATABASE_POOL_TIMEOUT_S="2").start()
+    server = server_factory(SQLITE_BUSY_TIMEOUT_S="1", DATABASE_POOL_TIMEOUT_S="1").start()
     api = requests.Session()
     api.headers["Authorization"] = f"Token {token}"
     browser = requests.Session()
@@ -94,7 +94,7 @@ def test_an_unreachable_database_is_a_503_with_retry_after_and_the_server_recove
 
     refused = 0
     with database_unreachable():
-        for number in range(3):
+        for number in range(2):
             body = rollout_body(idempotency_key=f"during-{number}")
             _assert_clean_503(api.post(f"{server.url}/rollout", json=body, timeout=30))
             _assert_clean_503(api.get(f"{server.url}/rollout?prm_version=v&limit=4", timeout=30))
@@ -107,7 +107,7 @@ def test_an_unreachable_database_is_a_503_with_retry_after_and_the_server_recove
             _assert_clean_503(api.get(f"{server.url}/prm_adapters", timeout=30))
             _assert_clean_503(staff.get(f"{server.url}/forests/", timeout=30, allow_redirects=False), html=True)
             refused += 2
-    assert refused >= 10
+    assert refused >= 7
 
     # Back by itself: no restart of the web server.
     deadline = time.monotonic() + 30

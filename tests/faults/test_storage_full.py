@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,20 @@ def test_a_failed_move_into_place_leaves_no_file_and_no_row(api, adapter_zip, me
     assert response.status_code == 507, response.content
     assert [p for p in Path(media_root).rglob("*") if p.is_file()] == []
     assert PRMAdapter.objects.count() == 0
+
+
+def test_a_spool_left_by_a_killed_server_is_removed_by_the_next_upload(api, adapter_zip, media_root):
+    folder = Path(media_root) / "prm_adapters"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".upload-killed.zip", folder / ".upload-in-flight.zip"
+    stale.write_bytes(b"PK half")
+    fresh.write_bytes(b"PK half")
+    an_hour_ago = time.time() - 3700
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    response = api.post(
+        "/prm_adapter?prm_version=prm-next&base_model=tiny&worker=trainer",
+        data=adapter_zip,
+        content_type="application/zip",
+    )
+    assert response.status_code == 200, response.content
+    assert not stale.exists() and fresh.exists()  # another upload may still be writing a recent one
