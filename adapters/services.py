@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import os
 import re
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,7 +19,7 @@ from django.db import IntegrityError, transaction
 
 from adapters.models import PRMAdapter
 from adapters.validation import adapter_zip_validate
-from prmsite.errors import ApplicationError, ConflictError, PayloadTooLargeError
+from prmsite.errors import ApplicationError, ConflictError, InsufficientStorageError, PayloadTooLargeError
 
 EMPTY_BODY = "The body is empty: send the adapter zip as the raw request body (with a Content-Length)."
 TOO_LARGE = "The adapter zip is larger than the {limit} bytes allowed (PRM_ADAPTER_MAX_BYTES)."
@@ -22,7 +27,53 @@ VERSION_TAKEN = (
     "prm_version {prm_version!r} already has an adapter with different content (sha256 {sha256}); "
     "a prm_version names one adapter for good, so upload under a new prm_version."
 )
+STORAGE_FULL = "The server's adapter storage is full; nothing was stored. Retry once space has been freed."
 _CHUNK = 1024 * 1024
+_STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_SPOOL_PREFIX = ".upload-"
+_STALE_SPOOL_S = 3600  # a spool this old was left by a server killed mid-upload (no request lasts an hour)
+
+
+class _SpooledFile(File):
+    """The spooled upload; Django's file storage moves a file that has a ``temporary_file_path`` into place (a rename
+    on the same file system), so no reader ever sees a half-written adapter under its final name."""
+
+    def temporary_file_path(self) -> str:
+        return self.name
+
+
+@contextlib.contextmanager
+def _spool_file() -> Iterator[tuple[Path, BinaryIO]]:
+    """A temporary file for the upload, in the storage's own folder when it is a local one (so the final move is a
+    rename), removed on the way out unless it was moved into place. Spools older than an hour, left by a server
+    killed mid-upload, are removed first."""
+    storage = PRMAdapter._meta.get_field("file").storage
+    folder = None
+    with contextlib.suppress(NotImplementedError):
+        folder = Path(storage.path("prm_adapters"))
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(f"{_SPOOL_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - stale.stat().st_mtime > _STALE_SPOOL_S:
+                    stale.unlink()
+    fd, name = tempfile.mkstemp(prefix=_SPOOL_PREFIX, suffix=".zip", dir=folder)
+    try:
+        with os.fdopen(fd, "w+b") as spool:
+            yield Path(name), spool
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+@contextlib.contextmanager
+def _storage_full_refused() -> Iterator[None]:
+    """A full disk or quota (ENOSPC, EDQUOT, or EFBIG beyond a file size limit) is a 507, not a server error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _STORAGE_FULL_ERRNOS:
+            raise InsufficientStorageError(STORAGE_FULL) from exc
+        raise
 
 
 def _storage_filename(prm_version: str) -> str:
@@ -42,12 +93,13 @@ def adapter_upload(
 
     The zip must pass ``adapter_zip_validate`` and fit ``PRM_ADAPTER_MAX_BYTES``. A prm_version holds one adapter for
     good: the same bytes again return the stored adapter, other bytes are a ``ConflictError``. Nothing is kept when
-    anything fails (the stored file is removed if its row cannot be written).
+    anything fails (the stored file is removed if its row cannot be written); the file appears under its name whole
+    or not at all. A full disk is an ``InsufficientStorageError`` (507), with nothing stored.
     """
     limit = settings.PRM_ADAPTER_MAX_BYTES if max_bytes is None else max_bytes
     if content_length is not None and content_length > limit:
         raise PayloadTooLargeError(TOO_LARGE.format(limit=limit))
-    with tempfile.NamedTemporaryFile(prefix="prm-adapter-", suffix=".zip") as spool:
+    with _storage_full_refused(), _spool_file() as (spool_path, spool):
         digest = hashlib.sha256()
         size = 0
         while chunk := body.read(_CHUNK):
@@ -57,6 +109,7 @@ def adapter_upload(
             digest.update(chunk)
             spool.write(chunk)
         spool.flush()
+        os.fsync(spool.fileno())
         if size == 0:
             raise ApplicationError(EMPTY_BODY)
         sha256 = digest.hexdigest()
@@ -67,19 +120,17 @@ def adapter_upload(
             storage = existing.file.storage
             if not storage.exists(existing.file.name):
                 # Storage lost the file: the same bytes (same sha256, validated when first stored) put it back.
-                spool.seek(0)
-                name = storage.save(existing.file.name, File(spool))
+                name = storage.save(existing.file.name, _SpooledFile(spool, name=str(spool_path)))
                 if name != existing.file.name:
                     PRMAdapter.objects.filter(pk=existing.pk).update(file=name)
                     existing.file.name = name
             return existing, False
 
         # A zip may unpack to no more than the upload limit itself (a zip bomb stops here, before anything is read).
-        adapter_zip_validate(path=Path(spool.name), max_uncompressed_bytes=limit)
+        adapter_zip_validate(path=spool_path, max_uncompressed_bytes=limit)
 
         adapter = PRMAdapter(prm_version=prm_version, base_model=base_model, worker=worker, sha256=sha256, size=size)
-        spool.seek(0)
-        adapter.file.save(_storage_filename(prm_version), File(spool), save=False)
+        adapter.file.save(_storage_filename(prm_version), _SpooledFile(spool, name=str(spool_path)), save=False)
     try:
         with transaction.atomic():
             adapter.save()

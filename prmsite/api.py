@@ -24,7 +24,13 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from prmsite.errors import ApplicationError
+from prmsite.errors import (
+    DATABASE_RETRY_AFTER_S,
+    DATABASE_UNAVAILABLE,
+    DATABASE_UNAVAILABLE_CODE,
+    ApplicationError,
+    is_database_unavailable,
+)
 from prmsite.parsers import BoundedJSONParser, text_problem
 from prmsite.permissions import IsWorkerOrStaff, is_token_request
 
@@ -142,6 +148,8 @@ def exception_handler(exc, context):
             ),
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if is_database_unavailable(exc):
+        return database_unavailable_response()
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body(BODY_TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), "too_large"),
@@ -151,6 +159,15 @@ def exception_handler(exc, context):
     if response is not None and isinstance(exc, APIException):
         response.data = _api_exception_body(exc)
     return response
+
+
+def database_unavailable_response() -> Response:
+    """The 503 of a request that found the database unreachable (see ``prmsite.errors.is_database_unavailable``)."""
+    return Response(
+        error_body(DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_CODE),
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
 
 
 def json_encode(data: Any) -> bytes:

@@ -40,3 +40,28 @@ class UnprocessableError(ApplicationError):
 class PayloadTooLargeError(ApplicationError):
     status_code = 413
     code = "too_large"
+
+
+class InsufficientStorageError(ApplicationError):
+    """The server's disk (or its quota) is full: nothing was stored, the same request may succeed later."""
+
+    status_code = 507
+    code = "insufficient_storage"
+
+
+# The database is unreachable for a moment (restarted, connections refused, locked beyond the busy timeout, the
+# connection pool exhausted): requests are answered 503 with this detail and a Retry-After, never a 500.
+DATABASE_UNAVAILABLE = "The database is unavailable for the moment; retry in a few seconds."
+DATABASE_UNAVAILABLE_CODE = "database_unavailable"
+DATABASE_RETRY_AFTER_S = 5
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """``exc`` says the database could not be reached or used right now (not that a query or the data is wrong).
+
+    Django raises ``OperationalError`` for a refused or dropped connection, a lock held beyond SQLite's busy timeout
+    and psycopg_pool's ``PoolTimeout`` (which it wraps), and ``InterfaceError`` for a connection already closed.
+    """
+    from django.db import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from prmsite.api import error_body
+from prmsite.errors import (
+    DATABASE_RETRY_AFTER_S,
+    DATABASE_UNAVAILABLE,
+    DATABASE_UNAVAILABLE_CODE,
+    is_database_unavailable,
+)
 
 NUL_IN_REQUEST = "The URL or the query string contains a NUL character (%00)."
 
@@ -22,4 +28,38 @@ class RejectNulMiddleware(MiddlewareMixin):
             "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()
         ):
             return JsonResponse(error_body(NUL_IN_REQUEST, "bad_request"), status=400)
+        return None
+
+
+DATABASE_UNAVAILABLE_PAGE = (
+    '<!doctype html><html lang="en"><head><title>Service unavailable</title></head><body>'
+    "<h1>Service unavailable</h1><p>The database is unavailable for the moment. Reload the page in a few seconds."
+    "</p></body></html>"
+)
+
+
+def database_unavailable_response(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After: the API's JSON error shape for programs, a plain page for browsers."""
+    from prmsite.views import wants_json
+
+    if wants_json(request):
+        response: HttpResponse = JsonResponse(error_body(DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_CODE), status=503)
+    else:
+        response = HttpResponse(DATABASE_UNAVAILABLE_PAGE, status=503, content_type="text/html; charset=utf-8")
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
+    """A view (a page, the admin, an API view whose error escaped DRF) that found the database unreachable answers
+    503 with Retry-After instead of a 500. The server needs no restart: the next request opens a new connection
+    (SQLite, or psycopg_pool, which drops broken connections and reconnects by itself).
+
+    Errors raised before any view (in another middleware) reach ``prmsite.views.server_error``, which answers the
+    same 503.
+    """
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if is_database_unavailable(exception):
+            return database_unavailable_response(request)
         return None

@@ -6,6 +6,8 @@ view runs or outside DRF: an unknown path, a malformed request, a refused host, 
 
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
@@ -38,4 +40,15 @@ permission_denied = _error_handler(
 page_not_found = _error_handler(
     404, "Nothing here: see /api/docs/ for the endpoints.", "not_found", defaults.page_not_found
 )
-server_error = _error_handler(500, "Server error; it has been logged.", "server_error", defaults.server_error)
+_server_error = _error_handler(500, "Server error; it has been logged.", "server_error", defaults.server_error)
+
+
+def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    """A 500, except for an unreachable database raised outside a view (a middleware): a 503 with Retry-After."""
+    from prmsite.errors import is_database_unavailable
+    from prmsite.middleware import database_unavailable_response
+
+    exc = sys.exc_info()[1]
+    if exc is not None and is_database_unavailable(exc):
+        return database_unavailable_response(request)
+    return _server_error(request, *args, **kwargs)
