@@ -70,9 +70,9 @@ class PRMAdapterView(GenericAPIView):
     parser_classes: list = []  # the body is read raw by POST, never parsed
 
     def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, Response) and isinstance(
-            getattr(request, "accepted_renderer", None), AdapterBytesRenderer
-        ):
+        # No renderer yet: negotiation itself failed (an unknown ?format=), and DRF would force the first, this one.
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(response, Response) and (renderer is None or isinstance(renderer, AdapterBytesRenderer)):
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
