@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 
 from forests.models import Forest
 from rollouts.models import ProcessRewardLabel
-from tests.factories import make_forest, make_label, make_rollout, make_root
+from tests.factories import make_forest, make_label, make_rollout, make_root, make_worker_token
 from tests.hostile_routes import UNSAFE_METHODS, Route, api_calls, api_routes
 from tests.rollouts.conftest import rollout_body
 
@@ -592,3 +592,39 @@ def test_a_member_whose_header_understates_its_size_is_refused(api, tmp_path, se
     )
     assert_refused(response, 400)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+# --- Many long-polls at once: the server keeps answering every other endpoint and page ---------------------------
+
+
+def test_many_long_polls_at_once_leave_every_endpoint_and_page_answering(production_server, django_user_model):
+    # tests/prmsite/test_serving.py holds 100 long-polls against two endpoints; here every GET endpoint and the pages
+    # answer while 60 long-polls wait (python -m prmsite.wsgi, 3 worker processes).
+    import time
+
+    import requests
+
+    from tests.prmsite.test_serving import open_long_poll
+
+    token = make_worker_token(django_user_model.objects.create_user("long-poller"))
+    polls = [open_long_poll(production_server, token, prm_version="busy", wait=30) for _ in range(60)]
+    try:
+        time.sleep(1)
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+        started = time.monotonic()
+        for route, _method in SAFE:
+            url = production_server + url_of(route)
+            if route.name == "rollout":
+                url += "&wait=0"
+            response = session.get(url, headers={"Accept": "application/json"}, timeout=10)
+            assert response.status_code < 500, (url, response.status_code)
+            if response.status_code >= 400:
+                assert response.json()["code"], url
+        anonymous = requests.Session()
+        for page, status in (("/label/login/", 200), ("/admin/login/", 200), ("/forests/", 302), ("/label/", 302)):
+            assert anonymous.get(production_server + page, allow_redirects=False, timeout=10).status_code == status
+        assert time.monotonic() - started < 20  # a functional bound with a wide margin, not a speed goal
+    finally:
+        for sock in polls:
+            sock.close()
