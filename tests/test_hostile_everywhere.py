@@ -621,3 +621,18 @@ def test_many_long_polls_at_once_leave_every_endpoint_and_page_answering(product
     finally:
         for sock in polls:
             sock.close()
+
+
+@pytest.mark.parametrize("parameter", ["lang", "version"])
+def test_markup_in_the_docs_parameters_stays_out_of_their_script(staff_client, parameter):
+    # Swagger UI's start-up script (a file, for the Content-Security-Policy) carries the schema URL with these.
+    value = '";window.__pwned=1;//</script><script>window.__pwned=2</script>'
+    script = staff_client.get("/api/docs/", {"script": "", parameter: value})
+    assert script.status_code == 200
+    body = script.content.decode()
+    assert "__pwned" in body  # the value is there, escaped
+    assert '";window.__pwned' not in body and "</script>" not in body
+    page = staff_client.get("/api/docs/", {parameter: value}).content.decode()
+    from tests.html_checks import assert_no_live_markup
+
+    assert_no_live_markup(page)
