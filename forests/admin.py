@@ -30,6 +30,7 @@ from forests.metrics.search import parse_num_beam_values
 from forests.models import Forest, Node
 from forests.selectors import forest_counts, forest_progress, forest_search_report
 from forests.services import forest_delete, forest_search_report_save, forest_seed
+from prmsite.admin import JSON_FORM_FIELDS
 from prmsite.errors import ApplicationError
 
 DATASET_OUTSIDE_ALLOWED = (
@@ -131,6 +132,7 @@ class ExportForm(forms.Form):
 
 @admin.register(Forest)
 class ForestAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_FORM_FIELDS
     list_display = ["name", "config_name", "dataset_split", "tree_count", "rollout_count", "pages", "created_at"]
     list_filter = ["config_name", "dataset_split", "created_at"]
     search_fields = ["name", "config_name"]
@@ -368,6 +370,7 @@ class ForestAdmin(admin.ModelAdmin):
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_FORM_FIELDS
     list_display = ["id", "forest", "depth", "short_text", "is_leaf", "prediction", "ground_truth", "created_at"]
     list_filter = ["is_leaf", "depth", ("forest", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=id", "text"]

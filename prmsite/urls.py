@@ -1,15 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from prmsite.views import DocsView, SchemaView
 
 admin.site.site_header = "prmsite administration"
 admin.site.site_title = "prmsite"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script (Content-Security-Policy).
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/docs/", DocsView.as_view(url_name="schema"), name="swagger-ui"),
     # The active-learning API sits at the server root, with the paths of spec/active-learning-webserver.md.
     path("", include("rollouts.urls")),
     path("", include("adapters.urls")),

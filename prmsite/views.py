@@ -10,6 +10,9 @@ import sys
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 
 from prmsite.api import error_body
 
@@ -52,3 +55,27 @@ def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
     if exc is not None and is_database_unavailable(exc):
         return database_unavailable_response(request)
     return _server_error(request, *args, **kwargs)
+
+
+class _JsonRefusals:
+    """Refusals (401, 403, 404, …) in the API's JSON shape for programs, not in the view's own format: the schema's
+    renderers would write them as YAML and the docs' as an HTML page. Only a browser asking for HTML gets the view's
+    format (``always_json`` = False)."""
+
+    always_json = True
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(response, Response) and response.exception and (self.always_json or wants_json(request)):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class SchemaView(_JsonRefusals, SpectacularAPIView):
+    """The OpenAPI schema (``/api/schema/``)."""
+
+
+class DocsView(_JsonRefusals, SpectacularSwaggerSplitView):
+    """Swagger UI (``/api/docs/``); its start-up script is a file (Content-Security-Policy: no inline script)."""
+
+    always_json = False

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from prmsite.admin import JSON_FORM_FIELDS
 from rollouts.labelling.urls import RESERVED_NAMES
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.services import label_delete_many
@@ -14,6 +15,7 @@ from rollouts.services import label_delete_many
 
 class ProcessRewardLabelInline(admin.TabularInline):
     model = ProcessRewardLabel
+    formfield_overrides = JSON_FORM_FIELDS
     extra = 0
     fields = ["prm_version", "worker", "prm_output", "created_at"]
     readonly_fields = ["created_at"]
@@ -24,6 +26,7 @@ class ProcessRewardLabelInline(admin.TabularInline):
 
 @admin.register(Rollout)
 class RolloutAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_FORM_FIELDS
     list_display = ["id", "model", "worker", "prediction", "ground_truth", "correct", "forest", "created_at"]
     list_filter = ["model", "worker", ("forest", admin.RelatedOnlyFieldListFilter), "created_at"]
     search_fields = ["=id", "example", "worker", "model"]
@@ -41,6 +44,7 @@ class RolloutAdmin(admin.ModelAdmin):
 
 @admin.register(ProcessRewardLabel)
 class ProcessRewardLabelAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_FORM_FIELDS
     list_display = ["id", "rollout", "prm_version", "worker", "labelled_by", "steps", "created_at"]
     list_filter = ["prm_version", "worker", "created_at"]
     search_fields = ["=id", "=rollout__id", "prm_version", "worker", "labelled_by"]
