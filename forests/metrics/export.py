@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -459,6 +459,9 @@ class ExportError(ValueError):
     """The export cannot be written; nothing was."""
 
 
+NOTHING_TO_EXPORT = "nothing to export: no record matches (nothing was written)"
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it, renamed into place."""
     target = Path(path)
@@ -487,17 +490,48 @@ def _is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
 
 
-def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike, fmt: str) -> int:
+LINES_PER_WRITE = 8192  # JSON lines are assembled this many records at a time (Arrow's 32-bit string offsets)
+
+
+def _record_batch(batch: Batch, schema) -> Any:
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays([_arrow(batch[field.name], field.type) for field in schema], schema=schema)
+
+
+def _lines_write(batches: Iterable[Batch], schema, path: Path, raw: Collection[str]) -> int:
+    """Write the records as JSON lines (``json_text.json_lines``) to ``path``; return how many."""
+    from forests.metrics.json_text import json_lines, text_bytes
+
+    written = 0
+    with open(path, "wb") as out:
+        for batch in batches:
+            record_batch = _record_batch(batch, schema)
+            for start in range(0, record_batch.num_rows, LINES_PER_WRITE):
+                out.write(text_bytes(json_lines(record_batch.slice(start, LINES_PER_WRITE), raw)))
+            written += record_batch.num_rows
+    return written
+
+
+def dataset_write(
+    batches: Iterable[Batch], features, output: str | os.PathLike, fmt: str, *, raw_json: bool = False
+) -> int:
     """Write column ``batches`` (following ``features``) to ``output`` as ``fmt``; return how many records.
 
-    The records go to an Arrow file in a temporary folder beside ``output``; ``datasets`` writes the final file from
-    it, which is then renamed onto ``output``. A folder that is not a dataset saved by ``save_to_disk`` is never
-    replaced. Raises ``ExportError`` (and writes nothing) when there are no records, since an empty file does not
-    load back.
+    Everything is written in a temporary folder beside ``output`` and renamed onto it. JSON lines are assembled from
+    the columns by ``json_text.json_lines``: the bytes ``datasets``' ``to_json(lines=True, force_ascii=False)``
+    writes, without its trip through pandas. With ``raw_json``, ``Json`` columns hold the text the lines get
+    (``json_text.LINES`` style, see ``export_batches``); without it, a ``Json`` column (or a column type
+    ``json_lines`` does not know) sends the records through ``datasets``' ``to_json``. Parquet and ``save_to_disk``
+    are written by ``datasets`` from an Arrow file of the records. A folder that is not a dataset saved by
+    ``save_to_disk`` is never replaced. Raises ``ExportError`` (and writes nothing) when there are no records, since
+    an empty file does not load back.
     """
     import pyarrow as pa
     from datasets import Dataset, Json
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    from forests.metrics.json_text import json_lines_supported
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -510,25 +544,33 @@ def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike,
         raise ExportError(f"folder {target.parent} does not exist")
 
     schema = features.arrow_schema
+    json_columns = {name for name, feature in features.items() if isinstance(feature, Json)}
+    lines_direct = fmt == "jsonl" and (raw_json or not json_columns) and json_lines_supported(schema, json_columns)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     bars_were_on = is_progress_bar_enabled()
     disable_progress_bar()  # the caller shows its own progress
     try:
+        if lines_direct:
+            staged = work / "out.jsonl"
+            written = _lines_write(batches, schema, staged, json_columns)
+            if written == 0:
+                raise ExportError(NOTHING_TO_EXPORT)
+            os.replace(staged, target)
+            return written
         arrow_path = work / "records.arrow"
         written = 0
         with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
             for batch in batches:
-                arrays = [_arrow(batch[field.name], field.type) for field in schema]
-                record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                record_batch = _record_batch(batch, schema)
                 writer.write_batch(record_batch)
                 written += record_batch.num_rows
         if written == 0:
-            raise ExportError("nothing to export: no record matches (nothing was written)")
+            raise ExportError(NOTHING_TO_EXPORT)
         dataset = Dataset.from_file(str(arrow_path))
         if fmt == "jsonl":
             staged = work / "out.jsonl"
             # datasets decodes JSON columns to objects to write them: a few whole trees at a time, not thousands.
-            rows_per_write = 64 if any(isinstance(f, Json) for f in features.values()) else None
+            rows_per_write = 64 if json_columns else None
             dataset.to_json(str(staged), lines=True, force_ascii=False, batch_size=rows_per_write)
             os.replace(staged, target)
         elif fmt == "parquet":
