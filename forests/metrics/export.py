@@ -433,11 +433,11 @@ class _Batches:
         the separator before the next node unless the tree ends.
         """
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         from forests.metrics.json_text import (
             bool_values,
             float_values,
+            grouped,
             int_values,
             joined,
             object_pieces,
@@ -482,8 +482,7 @@ class _Batches:
                 ("children", "["),
             ]
             pieces = [*object_pieces(members, style), tails.take(pa.array(code[low:high]))]
-            bounds = (tree_start[first : done + 1] - low).astype(np.int32)
-            trees = pa.ListArray.from_arrays(pa.array(bounds), joined(pieces))
+            trees = grouped(joined(pieces), tree_start[first : done + 1] - low)  # a tree's nodes are consecutive
             batch_roots = roots[first:done]
             yield {
                 "forest": [self.forest_name] * (done - first),
@@ -492,7 +491,7 @@ class _Batches:
                 "ground_truth": _nullable_ints(ground_truth[first:done]),
                 "num_nodes": size[batch_roots],
                 "num_rollouts": rollouts_per_tree[batch_roots].astype(np.int64),
-                "root": pc.binary_join(trees, ""),
+                "root": trees,
             }
             if progress is not None and done < total:
                 progress(done, total)

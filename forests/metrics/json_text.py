@@ -51,61 +51,29 @@ LINES = JsonStyle("lines", ",", ":", True, _lines_floats)
 DUMPS = JsonStyle("dumps", ", ", ": ", False, _dumps_floats)
 
 _NULL = "null"
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# The second byte of a two-byte escape, by the escaped byte; 0 where the byte is written as \u00xx.
-_SHORT = np.zeros(256, dtype=np.uint8)
-for _byte, _letter in {0x22: '"', 0x5C: "\\", 0x2F: "/", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r"}.items():
-    _SHORT[_byte] = ord(_letter)
+# How JSON writes each character it escapes (both writers alike; "/" only in the LINES style).
+_ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x2F: "\\/", 0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
+_ESCAPES.update({byte: f"\\u{byte:04x}" for byte in range(0x20) if byte not in _ESCAPES})
 
 
 def _escaped(strings: pa.Array, escape_slash: bool) -> pa.Array:
-    """``strings`` (a ``string`` array) with the characters JSON escapes escaped, in place in the UTF-8 bytes.
+    """``strings`` (a ``string`` array) with the characters JSON escapes escaped.
 
-    Works on the data buffer: in UTF-8 every byte below 0x80 is an ASCII character, so the bytes to escape are found
-    by comparing bytes, and each row's end moves by the bytes its escapes add.
+    In UTF-8 every byte below 0x80 is an ASCII character, so the characters present are found by comparing the bytes
+    of the data buffer (numpy), and only those are replaced, each by one pass of Arrow's ``replace_substring``;
+    backslashes first, since the other escapes add some.
     """
-    if strings.offset:
-        strings = pa.concat_arrays([strings])  # offset 0, so the validity bitmap can be reused as it is
-    validity, offsets_buffer, data_buffer = strings.buffers()
-    n = len(strings)
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=n + 1)
-    start, end = int(offsets[0]), int(offsets[-1])
-    if end == start:
+    data_buffer = strings.buffers()[2]
+    if data_buffer is None or len(strings) == 0:
         return strings
-    data = np.frombuffer(data_buffer, dtype=np.uint8, count=end - start, offset=start)
-    special = data < 0x20
-    special |= data == 0x22
-    special |= data == 0x5C
-    if escape_slash:
-        special |= data == 0x2F
-    where = np.flatnonzero(special)
-    if where.size == 0:
-        return strings
-    del special
-    escaped = data[where]
-    second = _SHORT[escaped]
-    long = second == 0  # written \u00xx: the byte becomes the last hex digit, five bytes go before it
-    out = data.copy()
-    out[where] = np.where(long, _HEX[escaped & 0xF], second)
-    at_long = where[long]
-    long_bytes = np.empty((at_long.size, 5), dtype=np.uint8)
-    long_bytes[:, :4] = np.frombuffer(b"\\u00", dtype=np.uint8)
-    long_bytes[:, 4] = _HEX[escaped[long] >> 4]
-    positions = np.concatenate([where[~long], np.repeat(at_long, 5)])
-    inserted = np.concatenate([np.full(int((~long).sum()), ord("\\"), dtype=np.uint8), long_bytes.ravel()])
-    order = np.argsort(positions, kind="stable")
-    out = np.insert(out, positions[order], inserted[order])
-    added = np.zeros(where.size + 1, dtype=np.int64)
-    np.cumsum(np.where(long, 5, 1), out=added[1:])
-    relative = offsets.astype(np.int64) - start
-    new_offsets = relative + added[np.searchsorted(where, relative, side="left")]
-    if new_offsets[-1] > np.iinfo(np.int32).max:
-        kind, new_offsets = pa.large_string(), new_offsets
-    else:
-        kind, new_offsets = pa.string(), new_offsets.astype(np.int32)
-    return pa.Array.from_buffers(
-        kind, n, [validity, pa.py_buffer(new_offsets), pa.py_buffer(out)], null_count=strings.null_count
-    )
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    present = [byte for byte in (0x5C, 0x22, 0x2F) if (escape_slash or byte != 0x2F) and (data == byte).any()]
+    controls = data < 0x20
+    if controls.any():
+        present += np.unique(data[controls]).tolist()
+    for byte in present:
+        strings = pc.replace_substring(strings, chr(byte), _ESCAPES[byte])
+    return strings
 
 
 def _strings(array: pa.Array) -> pa.Array:
@@ -138,10 +106,11 @@ def float_values(floats: pa.Array | np.ndarray, style: JsonStyle) -> pa.Array:
         floats = floats.to_numpy(zero_copy_only=False)  # nulls become NaN
     values = np.asarray(floats, dtype=np.float64)
     present = ~np.isnan(values)
-    distinct, index = np.unique(values[present].view(np.int64), return_inverse=True)
-    texts = style.floats(distinct.view(np.float64)) if distinct.size else []
+    encoded = pc.dictionary_encode(pa.array(values[present].view(np.int64)))  # hashed, not sorted
+    distinct = encoded.dictionary.to_numpy().view(np.float64)
+    texts = style.floats(distinct) if distinct.size else []
     gather = np.full(values.size, len(texts), dtype=np.int64)
-    gather[present] = index.reshape(-1)
+    gather[present] = encoded.indices.to_numpy()
     return pa.array([*texts, _NULL], type=pa.string()).take(pa.array(gather))
 
 
@@ -233,12 +202,28 @@ def json_lines(batch: pa.RecordBatch, raw: Collection[str] = ()) -> pa.Array:
     return joined([*object_pieces(members, LINES), "}\n"])
 
 
+def _offsets(text: pa.Array) -> np.ndarray:
+    offset_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets_buffer = text.buffers()[1]
+    width = np.dtype(offset_type).itemsize
+    return np.frombuffer(offsets_buffer, dtype=offset_type, count=len(text) + 1, offset=text.offset * width)
+
+
+def grouped(text: pa.Array, bounds: np.ndarray) -> pa.Array:
+    """One string per group: strings ``bounds[i]`` to ``bounds[i + 1] - 1`` of ``text`` (no nulls) one after another.
+
+    The groups share ``text``'s data buffer: only the offsets are new.
+    """
+    offsets = _offsets(text)
+    return pa.Array.from_buffers(
+        text.type, len(bounds) - 1, [None, pa.py_buffer(offsets[bounds].copy()), text.buffers()[2]], null_count=0
+    )
+
+
 def text_bytes(text: pa.Array) -> memoryview:
     """The UTF-8 bytes of every string of ``text`` one after another (``text`` without nulls)."""
-    offset_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
-    _, offsets_buffer, data_buffer = text.buffers()
-    width = np.dtype(offset_type).itemsize
-    bounds = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(text) + 1, offset=text.offset * width)
+    data_buffer = text.buffers()[2]
+    bounds = _offsets(text)
     if data_buffer is None:
         return memoryview(b"")
     return memoryview(data_buffer)[int(bounds[0]) : int(bounds[-1])]
