@@ -28,7 +28,6 @@ from forests.metrics.forest import NO_ROLLOUT_ROW, ForestArrays
 from forests.metrics.preferences import PATHS_DISTINCT, PathTable, ancestors, path_table, sibling_pairs
 from forests.metrics.processbench import first_error
 from forests.metrics.values import NodeValues
-from prmsite.domain import rollout_is_correct
 
 if TYPE_CHECKING:
     from forests.metrics.json_text import JsonStyle
@@ -173,10 +172,6 @@ def export_texts(texts: Sequence[str] | Any, *, consume: bool = False) -> Any:
     return pa.concat_arrays(chunks) if chunks else pa.array([], type=pa.large_string())
 
 
-def _int_or_none(value: float) -> int | None:
-    return None if value != value else int(value)
-
-
 Batch = dict[str, Any]  # column name -> pyarrow array or list of values, all of one length
 
 
@@ -211,6 +206,7 @@ class _Batches:
         self.options = options
         self.tally = tally
         self.features = features
+        self.schema = features.arrow_schema
         self.forest = source.forest
         self.value = source.values.value
         self.count = source.values.count
@@ -231,7 +227,7 @@ class _Batches:
     def _list(self, name: str, offsets: np.ndarray, flat) -> Any:
         import pyarrow as pa
 
-        field_type = self.features.arrow_schema.field(name).type
+        field_type = self.schema.field(name).type
         items = flat if isinstance(flat, pa.Array) else pa.array(flat, type=field_type.value_type)
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), items)
 
@@ -348,18 +344,21 @@ class _Batches:
         roots = forest.root[leaf]
         n = leaf.size
 
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        truths = forest.ground_truth[roots]  # NaN where none
         if table.per_rollout:
-            predictions = [forest.rollout_prediction[i] for i in rollout.tolist()]
+            predictions = pa.array([forest.rollout_prediction[i] for i in rollout.tolist()], type=pa.int64())
+            correct = forest.rollout_correct[rollout]
             rollout_ids = forest.rollout_id[rollout]
             missing_id = rollout_ids == NO_ROLLOUT_ROW
         else:
-            predictions = [_int_or_none(p) for p in forest.prediction[leaf].tolist()]
+            leaf_predictions = forest.prediction[leaf]  # NaN where none
+            predictions = _nullable_ints(leaf_predictions)
+            correct = leaf_predictions == truths  # rollout_is_correct: NaN (none) equals nothing
             rollout_ids = np.zeros(n, dtype=np.int64)
             missing_id = np.ones(n, dtype=bool)
-        truths = [_int_or_none(g) for g in forest.ground_truth[roots].tolist()]
-        correct = list(map(rollout_is_correct, predictions, truths))
-        import pyarrow as pa
-        import pyarrow.compute as pc
 
         good = step_values > options.threshold
         meta: Batch = {
@@ -371,8 +370,8 @@ class _Batches:
             "node_ids": self._list("node_ids", offsets, forest.ids[flat]),
             "values": self._list("values", offsets, step_values),
             "counts": self._list("counts", offsets, self.count[flat].astype(np.int64)),
-            "prediction": pa.array(predictions, type=pa.int64()),
-            "ground_truth": pa.array(truths, type=pa.int64()),
+            "prediction": predictions,
+            "ground_truth": _nullable_ints(truths),
             "correct": correct,
         }
         kind = options.kind
