@@ -1,4 +1,5 @@
-"""Preference and step-level datasets from a forest, written with ``datasets``. Pure: no Django.
+"""Preference and step-level datasets from a forest, written with ``datasets`` (JSON lines: the same bytes, assembled
+by ``forests.metrics.json_text``). Pure: no Django.
 
 Each kind is a generator of record batches (columns, tree by tree in ascending root id, deterministic and without
 repeats) following the kind's ``datasets.Features``; ``dataset_write`` writes any of them as jsonl, parquet or a

@@ -6,9 +6,10 @@ import io
 import json
 
 import pytest
-from datasets import load_dataset, load_from_disk
+from datasets import Features, Json, Value, load_dataset, load_from_disk
 from django.core.management import CommandError, call_command
 
+from forests.metrics.export import dataset_write
 from tests.factories import make_label
 from tests.forests.grown import PROMPTS, add_rollout, grow
 
@@ -230,6 +231,14 @@ def test_jsonl_is_byte_for_byte_what_datasets_writes_for_the_same_records(tmp_pa
     assert output.read_bytes() == reference.read_bytes()
     assert [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n")[:-1]] == list(lines)
     assert lines.column_names == saved.column_names and len(lines) == len(saved)
+
+
+def test_json_text_not_written_for_the_lines_goes_through_datasets_writer(tmp_path):
+    features = Features({"id": Value("int64"), "root": Json()})
+    output = tmp_path / "records.jsonl"
+    written = dataset_write([{"id": [1], "root": ['{"a": 0.6666666666666666, "b": "x/y"}']}], features, output, "jsonl")
+    assert written == 1
+    assert output.read_text(encoding="utf-8") == '{"id":1,"root":{"a":0.6666666667,"b":"x\\/y"}}\n'
 
 
 def test_the_same_forest_exports_the_same_bytes(tmp_path):
