@@ -21,6 +21,7 @@ from forests.metrics.export import (
     ExportTally,
     dataset_write,
     export_batches,
+    export_texts,
     features_of,
 )
 from forests.models import Forest
@@ -75,16 +76,20 @@ def preferences_export(
     value_function = value_function_parse(value_function_option)
     arrays = forest_arrays_load(forest=forest, on_rows=on_rows, with_texts=True)
     values = forest_values(forest=forest, arrays=arrays, value_function=value_function)
+    texts = export_texts(arrays.texts, consume=True)  # held once, in Arrow, not also as a million Python strings
+    arrays.texts = None
     source = ExportSource(
         forest_name=forest.name,
         forest=arrays,
         values=values,
-        texts=arrays.texts,
+        texts=texts,
         rollout_models=rollout_models_load(forest=forest) if options.kind == "processbench" else {},
     )
     tally = ExportTally()
+    lines = fmt == "jsonl"  # the tree's JSON written as the lines want it, spliced in as it is
     try:
-        written = dataset_write(export_batches(source, options, tally, on_progress), features_of(options), output, fmt)
+        batches = export_batches(source, options, tally, on_progress, json_lines=lines)
+        written = dataset_write(batches, features_of(options), output, fmt, raw_json=lines)
     except ExportError as exc:
         raise ApplicationError(str(exc)) from exc
     return ExportSummary(

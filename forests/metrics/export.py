@@ -1,4 +1,5 @@
-"""Preference and step-level datasets from a forest, written with ``datasets``. Pure: no Django.
+"""Preference and step-level datasets from a forest, written with ``datasets`` (JSON lines: the same bytes, assembled
+by ``forests.metrics.json_text``). Pure: no Django.
 
 Each kind is a generator of record batches (columns, tree by tree in ascending root id, deterministic and without
 repeats) following the kind's ``datasets.Features``; ``dataset_write`` writes any of them as jsonl, parquet or a
@@ -13,14 +14,14 @@ soft labels).
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +29,9 @@ from forests.metrics.forest import NO_ROLLOUT_ROW, ForestArrays
 from forests.metrics.preferences import PATHS_DISTINCT, PathTable, ancestors, path_table, sibling_pairs
 from forests.metrics.processbench import first_error
 from forests.metrics.values import NodeValues
-from prmsite.domain import rollout_is_correct
+
+if TYPE_CHECKING:
+    from forests.metrics.json_text import JsonStyle
 
 KINDS = ("pairs", "stepwise", "math_shepherd", "openrlhf", "processbench", "tree")
 FORMATS = ("jsonl", "parquet", "hf_disk")
@@ -37,6 +40,7 @@ GOOD_STEP, BAD_STEP = "+", "-"
 DEFAULT_PLACEHOLDER = STEP_TAG  # OpenRLHF's --placeholder_token for Math-Shepherd-style data
 
 Progress = Callable[[int, int], None]
+TEXT_CHUNK = 65_536  # texts converted to Arrow at a time
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class ExportSource:
     forest_name: str
     forest: ForestArrays
     values: NodeValues
-    texts: Sequence[str]  # text of each node, by index
+    texts: Sequence[str] | Any  # text of each node, by index (a list or an Arrow string array)
     rollout_models: dict[int, str] = field(default_factory=dict)  # model of each rollout row (processbench)
 
 
@@ -149,8 +153,24 @@ def features_of(options: ExportOptions):
     return Features(kinds[options.kind])
 
 
-def _int_or_none(value: float) -> int | None:
-    return None if value != value else int(value)
+def export_texts(texts: Sequence[str] | Any, *, consume: bool = False) -> Any:
+    """Node texts as the Arrow array the exports gather their text columns from (``large_string``: no 2 GiB cap).
+
+    With ``consume`` (``texts`` a list), the list is emptied as it is converted, from its end, so that the strings and
+    their Arrow copy are never both whole in memory.
+    """
+    import pyarrow as pa
+
+    if isinstance(texts, pa.Array | pa.ChunkedArray):
+        return texts if texts.type == pa.large_string() else texts.cast(pa.large_string())
+    if not consume:
+        return pa.array(texts, type=pa.large_string())
+    chunks = []
+    while texts:
+        chunks.append(pa.array(texts[-TEXT_CHUNK:], type=pa.large_string()))
+        del texts[-TEXT_CHUNK:]
+    chunks.reverse()
+    return pa.concat_arrays(chunks) if chunks else pa.array([], type=pa.large_string())
 
 
 Batch = dict[str, Any]  # column name -> pyarrow array or list of values, all of one length
@@ -163,6 +183,15 @@ def _nullable_floats(values: np.ndarray) -> Any:
     return pa.array(values, mask=np.isnan(values))
 
 
+def _nullable_ints(values: np.ndarray) -> Any:
+    """Whole numbers in a float array with NaN for "none" as an int64 Arrow array with nulls (0 under each null, as
+    ``pa.array`` writes from ``None``: the saved bytes do not depend on what NaN casts to)."""
+    import pyarrow as pa
+
+    missing = np.isnan(values)
+    return pa.array(np.where(missing, 0, values).astype(np.int64), mask=missing)
+
+
 class _Batches:
     """The record batches of every kind over one source, built column by column (vectorised where it can be)."""
 
@@ -170,28 +199,47 @@ class _Batches:
     PAIR_BATCH = 4096
     TREE_BATCH = 32  # a tree record holds a whole tree: keep batches small
 
-    def __init__(self, source: ExportSource, options: ExportOptions, tally: ExportTally, features) -> None:
+    def __init__(
+        self, source: ExportSource, options: ExportOptions, tally: ExportTally, features, json_style: JsonStyle
+    ) -> None:
         self.source = source
+        self.json_style = json_style
         self.options = options
         self.tally = tally
         self.features = features
+        self.schema = features.arrow_schema
         self.forest = source.forest
         self.value = source.values.value
         self.count = source.values.count
         self.low, self.high = source.values.intervals()
-        self.texts = np.asarray(source.texts, dtype=object)
         self.forest_name = source.forest_name
+
+    @functools.cached_property
+    def text_array(self) -> Any:
+        """Every node's text as one Arrow array, converted once: columns of texts are gathered from it."""
+        return export_texts(self.source.texts)
+
+    def texts_of(self, indices: np.ndarray) -> Any:
+        """The texts of nodes ``indices`` as a ``string`` array."""
+        import pyarrow as pa
+
+        return self.text_array.take(pa.array(indices, type=pa.int64())).cast(pa.string())
 
     def _list(self, name: str, offsets: np.ndarray, flat) -> Any:
         import pyarrow as pa
 
-        field_type = self.features.arrow_schema.field(name).type
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=field_type.value_type))
+        field_type = self.schema.field(name).type
+        items = flat if isinstance(flat, pa.Array) else pa.array(flat, type=field_type.value_type)
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), items)
 
-    def prefix(self, index: int) -> str:
-        """The root prompt followed by the steps down to ``index``."""
-        forest, texts = self.forest, self.source.texts
-        return texts[int(forest.root[index])] + "".join(texts[i] for i in forest.path(index))
+    def prefixes(self, indices: np.ndarray) -> Any:
+        """The root prompt followed by the steps down to each node of ``indices``, as a ``string`` array."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        offsets, steps = ancestors(self.forest, indices)
+        below = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), self.texts_of(steps)), "")
+        return pc.binary_join_element_wise(self.texts_of(self.forest.root[indices]), below, "")
 
     # --- pairs -----------------------------------------------------------------------------------------------
 
@@ -201,8 +249,6 @@ class _Batches:
         branching = np.flatnonzero(np.diff(forest.child_start) >= 2)
         parents = branching[np.lexsort((branching, forest.root[branching]))].tolist()  # by tree, then node id
         found: dict[str, list] = {"parent": [], "chosen": [], "rejected": [], "margin": [], "preference": []}
-        prompts: list[str] = []
-        prompt_of: tuple[int, str] = (-1, "")
         for pair in sibling_pairs(
             forest,
             self.value,
@@ -211,34 +257,31 @@ class _Batches:
             neutral=options.neutral_pairs,
             parents=parents,
         ):
-            if prompt_of[0] != pair.parent:
-                prompt_of = (pair.parent, self.prefix(pair.parent))
-            prompts.append(prompt_of[1])
             for name in found:
                 found[name].append(getattr(pair, name))
-            if len(prompts) >= self.PAIR_BATCH:
-                yield self._pair_batch(found, prompts)
+            if len(found["parent"]) >= self.PAIR_BATCH:
+                yield self._pair_batch(found)
                 if progress is not None:
                     progress(int(np.searchsorted(forest.roots, forest.root[pair.parent])) + 1, total)
                 found = {name: [] for name in found}
-                prompts = []
-        if prompts:
-            yield self._pair_batch(found, prompts)
+        if found["parent"]:
+            yield self._pair_batch(found)
         if progress is not None:
             progress(total, total)
 
-    def _pair_batch(self, found: dict[str, list], prompts: list[str]) -> Batch:
+    def _pair_batch(self, found: dict[str, list]) -> Batch:
         forest = self.forest
         parent, chosen, rejected = (
             np.asarray(found[name], dtype=np.int64) for name in ("parent", "chosen", "rejected")
         )
+        parents, which = np.unique(parent, return_inverse=True)  # a prompt per parent, gathered for its pairs
         return {
-            "prompt": prompts,
-            "chosen": self.texts[chosen],
-            "rejected": self.texts[rejected],
+            "prompt": self.prefixes(parents).take(which.reshape(-1)),
+            "chosen": self.texts_of(chosen),
+            "rejected": self.texts_of(rejected),
             "margin": found["margin"],
             "preference": found["preference"],
-            "forest": [self.forest_name] * len(prompts),
+            "forest": [self.forest_name] * parent.size,
             "tree_id": forest.ids[forest.root[parent]],
             "parent_id": forest.ids[parent],
             "chosen_id": forest.ids[chosen],
@@ -262,8 +305,10 @@ class _Batches:
         tree_rank = np.searchsorted(forest.roots, forest.root[table.leaf]) + 1 if len(table) else None
         tagged = None
         if options.kind in ("math_shepherd", "openrlhf"):
+            import pyarrow.compute as pc
+
             tag = STEP_TAG if options.kind == "math_shepherd" else options.placeholder_token
-            tagged = np.fromiter((tag in text for text in self.source.texts), dtype=bool, count=forest.size)
+            tagged = pc.match_substring(self.text_array, tag).to_numpy(zero_copy_only=False)
         for start in range(0, len(table), self.PATH_BATCH):
             end = min(start + self.PATH_BATCH, len(table))
             batch = self._path_batch(table, slice(start, end), tagged)
@@ -300,18 +345,21 @@ class _Batches:
         roots = forest.root[leaf]
         n = leaf.size
 
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        truths = forest.ground_truth[roots]  # NaN where none
         if table.per_rollout:
-            predictions = [forest.rollout_prediction[i] for i in rollout.tolist()]
+            predictions = pa.array([forest.rollout_prediction[i] for i in rollout.tolist()], type=pa.int64())
+            correct = forest.rollout_correct[rollout]
             rollout_ids = forest.rollout_id[rollout]
             missing_id = rollout_ids == NO_ROLLOUT_ROW
         else:
-            predictions = [_int_or_none(p) for p in forest.prediction[leaf].tolist()]
+            leaf_predictions = forest.prediction[leaf]  # NaN where none
+            predictions = _nullable_ints(leaf_predictions)
+            correct = leaf_predictions == truths  # rollout_is_correct: NaN (none) equals nothing
             rollout_ids = np.zeros(n, dtype=np.int64)
             missing_id = np.ones(n, dtype=bool)
-        truths = [_int_or_none(g) for g in forest.ground_truth[roots].tolist()]
-        correct = list(map(rollout_is_correct, predictions, truths))
-        import pyarrow as pa
-        import pyarrow.compute as pc
 
         good = step_values > options.threshold
         meta: Batch = {
@@ -323,17 +371,16 @@ class _Batches:
             "node_ids": self._list("node_ids", offsets, forest.ids[flat]),
             "values": self._list("values", offsets, step_values),
             "counts": self._list("counts", offsets, self.count[flat].astype(np.int64)),
-            "prediction": pa.array(predictions, type=pa.int64()),
-            "ground_truth": pa.array(truths, type=pa.int64()),
+            "prediction": predictions,
+            "ground_truth": _nullable_ints(truths),
             "correct": correct,
         }
-        prompts = self.texts[roots]
         kind = options.kind
         if kind == "stepwise":
             labels = step_values if options.soft_labels else good
             return {
-                "prompt": prompts,
-                "completions": self._list("completions", offsets, self.texts[flat]),
+                "prompt": self.texts_of(roots),
+                "completions": self._list("completions", offsets, self.texts_of(flat)),
                 "labels": self._list("labels", offsets, labels),
                 **meta,
             }
@@ -341,8 +388,8 @@ class _Batches:
         if kind in ("math_shepherd", "openrlhf"):
             tag = STEP_TAG if kind == "math_shepherd" else options.placeholder_token
             # Joined by Arrow's string kernels: no Python loop over the steps.
-            steps = pc.utf8_trim_whitespace(pa.array(self.texts[flat], type=pa.string()))
-            heads = pc.utf8_trim_whitespace(pa.array(prompts, type=pa.string()))
+            steps = pc.utf8_trim_whitespace(self.texts_of(flat))
+            heads = pc.utf8_trim_whitespace(self.texts_of(roots))
 
             def joined(pieces) -> Any:
                 body = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pieces), "\n")
@@ -368,8 +415,8 @@ class _Batches:
         return {
             "id": record_ids,
             "generator": generators,
-            "problem": prompts,
-            "steps": self._list("steps", offsets, self.texts[flat]),
+            "problem": self.texts_of(roots),
+            "steps": self._list("steps", offsets, self.texts_of(flat)),
             "final_answer_correct": correct,
             "label": first_wrong,
             **meta,
@@ -378,69 +425,117 @@ class _Batches:
     # --- tree --------------------------------------------------------------------------------------------------
 
     def trees(self, progress: Progress | None) -> Iterator[Batch]:
-        forest, texts = self.forest, self.source.texts
+        """One record per tree; ``root`` is the tree as nested JSON, every node an object whose ``children`` are in
+        ascending id, written in ``json_style`` (``json.dumps``' text by default).
+
+        The JSON is assembled from column pieces, not from Python objects: in preorder (trees in root order), each
+        node's text is its object up to the ``[`` of its children, then as many ``]}`` as subtrees end there, then
+        the separator before the next node unless the tree ends.
+        """
+        import pyarrow as pa
+
+        from forests.metrics.json_text import (
+            bool_values,
+            float_values,
+            grouped,
+            int_values,
+            joined,
+            object_pieces,
+            string_values,
+        )
+
+        forest, style = self.forest, self.json_style
         total = int(forest.roots.size)
-        order = np.argsort(forest.root, kind="stable")  # nodes grouped by tree, ascending id within it
-        bounds = [*np.searchsorted(forest.root[order], forest.roots).tolist(), forest.size]
+        roots = forest.roots
+        order, size = _preorder(forest)
+        depth = forest.depth[order]
+        tree_start = np.zeros(total + 1, dtype=np.int64)
+        np.cumsum(size[roots], out=tree_start[1:])
+        # Subtrees closing after each node in preorder: its depth minus the next node's plus one (0: a child comes
+        # next); the tree's last node closes the whole tree. Code = closings, plus `top` at a tree's last node.
+        closing = np.empty(forest.size, dtype=np.int64)
+        closing[:-1] = depth[:-1] - depth[1:] + 1
+        last = tree_start[1:] - 1
+        closing[last] = depth[last] + 1
+        top = int(closing.max()) + 1 if closing.size else 1
+        code = closing.copy()
+        code[last] += top
+        tails = pa.array(
+            ["]}" * c + (style.item_separator if c else "") for c in range(top)] + ["]}" * c for c in range(top)],
+            type=pa.string(),
+        )
         rollouts_per_tree = np.bincount(forest.rollout_tree, minlength=forest.size)
-        columns: dict[str, list] = {name: [] for name in self.features}
-        for done, root in enumerate(forest.roots.tolist(), start=1):
-            nodes = order[bounds[done - 1] : bounds[done]]  # one tree's nodes: lists of this size only
-            indices = nodes.tolist()
-            made = [
-                {
-                    "id": node_id,
-                    "text": texts[index],
-                    "value": None if value != value else value,
-                    "count": count,
-                    "ci95_low": None if low != low else low,
-                    "ci95_high": None if high != high else high,
-                    "is_leaf": is_leaf,
-                    "prediction": None if prediction != prediction else int(prediction),
-                    "children": [],
-                }
-                for index, node_id, value, count, low, high, is_leaf, prediction in zip(
-                    indices,
-                    forest.ids[nodes].tolist(),
-                    self.value[nodes].tolist(),
-                    self.count[nodes].astype(np.int64).tolist(),
-                    self.low[nodes].tolist(),
-                    self.high[nodes].tolist(),
-                    forest.is_leaf[nodes].tolist(),
-                    forest.prediction[nodes].tolist(),
-                    strict=True,
-                )
+        ground_truth = forest.ground_truth[roots]
+        for first in range(0, total, self.TREE_BATCH):
+            done = min(first + self.TREE_BATCH, total)
+            low, high = int(tree_start[first]), int(tree_start[done])
+            nodes = order[low:high]
+            members = [
+                ("id", int_values(pa.array(forest.ids[nodes]))),
+                ("text", string_values(self.texts_of(nodes), style)),
+                ("value", float_values(self.value[nodes], style)),
+                ("count", int_values(pa.array(self.count[nodes].astype(np.int64)))),
+                ("ci95_low", float_values(self.low[nodes], style)),
+                ("ci95_high", float_values(self.high[nodes], style)),
+                ("is_leaf", bool_values(pa.array(forest.is_leaf[nodes]))),
+                ("prediction", int_values(_nullable_ints(forest.prediction[nodes]))),
+                ("children", "["),
             ]
-            position = {index: i for i, index in enumerate(indices)}
-            for i, parent in enumerate(forest.parent[nodes].tolist()):  # ascending id: children in id order
-                if parent >= 0:
-                    made[position[parent]]["children"].append(made[i])
-            for name, item in (
-                ("forest", self.forest_name),
-                ("tree_id", int(forest.ids[root])),
-                ("prompt", texts[root]),
-                ("ground_truth", forest.tree_ground_truth(root)),
-                ("num_nodes", len(indices)),
-                ("num_rollouts", int(rollouts_per_tree[root])),
-                ("root", json.dumps(made[position[root]], ensure_ascii=False)),
-            ):
-                columns[name].append(item)
-            if len(columns["root"]) >= self.TREE_BATCH:
-                yield columns
-                columns = {name: [] for name in self.features}
-                if progress is not None:
-                    progress(done, total)
-        if columns["root"]:
-            yield columns
+            pieces = [*object_pieces(members, style), tails.take(pa.array(code[low:high]))]
+            trees = grouped(joined(pieces), tree_start[first : done + 1] - low)  # a tree's nodes are consecutive
+            batch_roots = roots[first:done]
+            yield {
+                "forest": [self.forest_name] * (done - first),
+                "tree_id": forest.ids[batch_roots],
+                "prompt": self.texts_of(batch_roots),
+                "ground_truth": _nullable_ints(ground_truth[first:done]),
+                "num_nodes": size[batch_roots],
+                "num_rollouts": rollouts_per_tree[batch_roots].astype(np.int64),
+                "root": trees,
+            }
+            if progress is not None and done < total:
+                progress(done, total)
         if progress is not None:
             progress(total, total)
 
 
+def _preorder(forest: ForestArrays) -> tuple[np.ndarray, np.ndarray]:
+    """The node indices in preorder, trees in root order and children in ascending id; and each subtree's size."""
+    n = forest.size
+    size = np.ones(n, dtype=np.int64)
+    for level in reversed(forest.levels[1:]):  # deepest first: a level's sizes are whole before they are added up
+        size += np.bincount(forest.parent[level], weights=size[level], minlength=n).astype(np.int64)
+    children = forest.child_index
+    sizes_before = np.zeros(children.size + 1, dtype=np.int64)
+    np.cumsum(size[children], out=sizes_before[1:])
+    earlier_siblings = np.zeros(n, dtype=np.int64)  # nodes in the subtrees of the node's earlier siblings
+    earlier_siblings[children] = sizes_before[:-1] - sizes_before[forest.child_start[forest.parent[children]]]
+    position = np.empty(n, dtype=np.int64)
+    roots = forest.roots
+    position[roots] = np.cumsum(size[roots]) - size[roots]
+    for level in forest.levels[1:]:
+        position[level] = position[forest.parent[level]] + 1 + earlier_siblings[level]
+    order = np.empty(n, dtype=np.int64)
+    order[position] = np.arange(n)
+    return order, size
+
+
 def export_batches(
-    source: ExportSource, options: ExportOptions, tally: ExportTally, progress: Progress | None = None
+    source: ExportSource,
+    options: ExportOptions,
+    tally: ExportTally,
+    progress: Progress | None = None,
+    *,
+    json_lines: bool = False,
 ) -> Iterator[Batch]:
-    """The records of ``options.kind`` as column batches; ``progress(trees_done, trees)`` is called as they go."""
-    batches = _Batches(source, options, tally, features_of(options))
+    """The records of ``options.kind`` as column batches; ``progress(trees_done, trees)`` is called as they go.
+
+    ``Json`` columns (the tree's ``root``) hold ``json.dumps``' text, what parquet and ``save_to_disk`` store; with
+    ``json_lines``, the text a JSON lines file gets instead (``dataset_write(..., raw_json=True)``).
+    """
+    from forests.metrics.json_text import DUMPS, LINES
+
+    batches = _Batches(source, options, tally, features_of(options), LINES if json_lines else DUMPS)
     if options.kind == "pairs":
         generator = batches.pairs(progress)
     elif options.kind == "tree":
@@ -457,6 +552,9 @@ def export_batches(
 
 class ExportError(ValueError):
     """The export cannot be written; nothing was."""
+
+
+NOTHING_TO_EXPORT = "nothing to export: no record matches (nothing was written)"
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -487,17 +585,48 @@ def _is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
 
 
-def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike, fmt: str) -> int:
+LINES_PER_WRITE = 8192  # JSON lines are assembled this many records at a time (Arrow's 32-bit string offsets)
+
+
+def _record_batch(batch: Batch, schema) -> Any:
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays([_arrow(batch[field.name], field.type) for field in schema], schema=schema)
+
+
+def _lines_write(batches: Iterable[Batch], schema, path: Path, raw: Collection[str]) -> int:
+    """Write the records as JSON lines (``json_text.json_lines``) to ``path``; return how many."""
+    from forests.metrics.json_text import json_lines, text_bytes
+
+    written = 0
+    with open(path, "wb") as out:
+        for batch in batches:
+            record_batch = _record_batch(batch, schema)
+            for start in range(0, record_batch.num_rows, LINES_PER_WRITE):
+                out.write(text_bytes(json_lines(record_batch.slice(start, LINES_PER_WRITE), raw)))
+            written += record_batch.num_rows
+    return written
+
+
+def dataset_write(
+    batches: Iterable[Batch], features, output: str | os.PathLike, fmt: str, *, raw_json: bool = False
+) -> int:
     """Write column ``batches`` (following ``features``) to ``output`` as ``fmt``; return how many records.
 
-    The records go to an Arrow file in a temporary folder beside ``output``; ``datasets`` writes the final file from
-    it, which is then renamed onto ``output``. A folder that is not a dataset saved by ``save_to_disk`` is never
-    replaced. Raises ``ExportError`` (and writes nothing) when there are no records, since an empty file does not
-    load back.
+    Everything is written in a temporary folder beside ``output`` and renamed onto it. JSON lines are assembled from
+    the columns by ``json_text.json_lines``: the bytes ``datasets``' ``to_json(lines=True, force_ascii=False)``
+    writes, without its trip through pandas. With ``raw_json``, ``Json`` columns hold the text the lines get
+    (``json_text.LINES`` style, see ``export_batches``); without it, a ``Json`` column (or a column type
+    ``json_lines`` does not know) sends the records through ``datasets``' ``to_json``. Parquet and ``save_to_disk``
+    are written by ``datasets`` from an Arrow file of the records. A folder that is not a dataset saved by
+    ``save_to_disk`` is never replaced. Raises ``ExportError`` (and writes nothing) when there are no records, since
+    an empty file does not load back.
     """
     import pyarrow as pa
     from datasets import Dataset, Json
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    from forests.metrics.json_text import json_lines_supported
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -510,25 +639,33 @@ def dataset_write(batches: Iterable[Batch], features, output: str | os.PathLike,
         raise ExportError(f"folder {target.parent} does not exist")
 
     schema = features.arrow_schema
+    json_columns = {name for name, feature in features.items() if isinstance(feature, Json)}
+    lines_direct = fmt == "jsonl" and (raw_json or not json_columns) and json_lines_supported(schema, json_columns)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     bars_were_on = is_progress_bar_enabled()
     disable_progress_bar()  # the caller shows its own progress
     try:
+        if lines_direct:
+            staged = work / "out.jsonl"
+            written = _lines_write(batches, schema, staged, json_columns)
+            if written == 0:
+                raise ExportError(NOTHING_TO_EXPORT)
+            os.replace(staged, target)
+            return written
         arrow_path = work / "records.arrow"
         written = 0
         with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
             for batch in batches:
-                arrays = [_arrow(batch[field.name], field.type) for field in schema]
-                record_batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                record_batch = _record_batch(batch, schema)
                 writer.write_batch(record_batch)
                 written += record_batch.num_rows
         if written == 0:
-            raise ExportError("nothing to export: no record matches (nothing was written)")
+            raise ExportError(NOTHING_TO_EXPORT)
         dataset = Dataset.from_file(str(arrow_path))
         if fmt == "jsonl":
             staged = work / "out.jsonl"
             # datasets decodes JSON columns to objects to write them: a few whole trees at a time, not thousands.
-            rows_per_write = 64 if any(isinstance(f, Json) for f in features.values()) else None
+            rows_per_write = 64 if json_columns else None
             dataset.to_json(str(staged), lines=True, force_ascii=False, batch_size=rows_per_write)
             os.replace(staged, target)
         elif fmt == "parquet":

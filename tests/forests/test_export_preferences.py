@@ -6,9 +6,10 @@ import io
 import json
 
 import pytest
-from datasets import load_dataset, load_from_disk
+from datasets import Features, Json, Value, load_dataset, load_from_disk
 from django.core.management import CommandError, call_command
 
+from forests.metrics.export import dataset_write
 from tests.factories import make_label
 from tests.forests.grown import PROMPTS, add_rollout, grow
 
@@ -193,6 +194,51 @@ def test_tree_is_one_nested_record_per_tree(tmp_path):
     assert empty["root"]["value"] is None and empty["num_rollouts"] == 0
     parquet, _, _ = export(tmp_path, "--kind", "tree", fmt="parquet")
     assert parquet[0]["root"]["children"][0]["text"] == "s1 "
+
+
+TRICKY_TEXTS = [
+    'quote " backslash \\ slash / </script>',
+    "tab\tnewline\ncr\rbell\x07 esc\x1b del\x7f",  # no NUL: PostgreSQL text cannot hold it
+    "unicode é 中文 🙂 \u2028 ки",
+    "  padded, with a trailing newline\n",
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "args"),
+    [
+        ("pairs", ["--neutral_pairs"]),
+        ("stepwise", ["--paths", "rollouts"]),
+        ("stepwise", ["--soft_labels"]),
+        ("math_shepherd", []),
+        ("openrlhf", ["--placeholder_token", "<step/>"]),
+        ("processbench", []),
+        ("tree", []),
+    ],
+)
+def test_jsonl_is_byte_for_byte_what_datasets_writes_for_the_same_records(tmp_path, kind, args):
+    grown = grow()
+    for i, text in enumerate(TRICKY_TEXTS):
+        add_rollout("A", ["s1 ", text, "yes" if i % 2 else "no"], i % 2)
+        add_rollout("B", [text, f"tail {i} / 1/3"], 1)
+    make_label(grown.rollout("A", "u1 ", "no"), "prm-v1", prm_output=[1 / 3, 1e-20])
+    saved, _, _ = export(tmp_path, "--kind", kind, *args, fmt="hf_disk", name="saved")
+    lines, _, output = export(tmp_path, "--kind", kind, *args, name="lines")
+    # The JSON lines are assembled from Arrow columns (forests.metrics.json_text); datasets' own writer, given the
+    # records the same export saved with save_to_disk, writes the same bytes (pandas' ujson, 10 decimals, "\/").
+    reference = tmp_path / "reference.jsonl"
+    saved.to_json(str(reference), lines=True, force_ascii=False)
+    assert output.read_bytes() == reference.read_bytes()
+    assert [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n")[:-1]] == list(lines)
+    assert lines.column_names == saved.column_names and len(lines) == len(saved)
+
+
+def test_json_text_not_written_for_the_lines_goes_through_datasets_writer(tmp_path):
+    features = Features({"id": Value("int64"), "root": Json()})
+    output = tmp_path / "records.jsonl"
+    written = dataset_write([{"id": [1], "root": ['{"a": 0.6666666666666666, "b": "x/y"}']}], features, output, "jsonl")
+    assert written == 1
+    assert output.read_text(encoding="utf-8") == '{"id":1,"root":{"a":0.6666666667,"b":"x\\/y"}}\n'
 
 
 def test_the_same_forest_exports_the_same_bytes(tmp_path):
