@@ -30,6 +30,7 @@ from prmsite.errors import (
     DATABASE_UNAVAILABLE_CODE,
     ApplicationError,
     is_database_unavailable,
+    log_database_unavailable,
 )
 from prmsite.parsers import BoundedJSONParser, text_problem
 from prmsite.permissions import IsWorkerOrStaff, is_token_request
@@ -149,6 +150,7 @@ def exception_handler(exc, context):
             status=status.HTTP_400_BAD_REQUEST,
         )
     if is_database_unavailable(exc):
+        log_database_unavailable(exc)
         return database_unavailable_response()
     if isinstance(exc, RequestDataTooBig):
         return Response(

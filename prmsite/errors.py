@@ -3,6 +3,7 @@ management commands into a one-line ``CommandError``. Services never raise HTTP 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 
@@ -54,6 +55,12 @@ class InsufficientStorageError(ApplicationError):
 DATABASE_UNAVAILABLE = "The database is unavailable for the moment; retry in a few seconds."
 DATABASE_UNAVAILABLE_CODE = "database_unavailable"
 DATABASE_RETRY_AFTER_S = 5
+
+
+def log_database_unavailable(exc: BaseException) -> None:
+    """Log what made a request a 503, with its traceback: an ``OperationalError`` may also be a fault of ours (a
+    missing table), which the operator must still see."""
+    logging.getLogger("prmsite.database").error("Database unavailable, answered 503: %s", exc, exc_info=exc)
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

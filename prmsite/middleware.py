@@ -11,6 +11,7 @@ from prmsite.errors import (
     DATABASE_UNAVAILABLE,
     DATABASE_UNAVAILABLE_CODE,
     is_database_unavailable,
+    log_database_unavailable,
 )
 
 NUL_IN_REQUEST = "The URL or the query string contains a NUL character (%00)."
@@ -61,5 +62,6 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
     def process_exception(self, request: HttpRequest, exception: Exception):
         if is_database_unavailable(exception):
+            log_database_unavailable(exception)
             return database_unavailable_response(request)
         return None

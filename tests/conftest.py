@@ -13,7 +13,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import make_worker_token
-from tests.servers import PROJECT_ROOT, database_url_for_subprocess, free_port
+from tests.servers import PROJECT_ROOT, ServerProcess, database_url_for_subprocess, free_port
 
 
 def pytest_collection_modifyitems(config, items):
@@ -96,6 +96,21 @@ def production_server(transactional_db, tmp_path):
             process.kill()
             process.wait()
         log_file.close()
+
+
+@pytest.fixture
+def server_factory(transactional_db, tmp_path):
+    """Make ``ServerProcess``es (the production server on the test database, which a test can stop, kill -9 and start
+    again on the same port); every one made is stopped at the end."""
+    servers: list[ServerProcess] = []
+
+    def make(**env: str) -> ServerProcess:
+        servers.append(ServerProcess(tmp_path, **env))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import requests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +33,72 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m prmsite.wsgi`` on the test database, which a test can kill -9 and start again."""
+
+    def __init__(self, tmp_path: Path, *, wrap: list[str] | None = None, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"server-{self.port}.log"
+        self.wrap = wrap or []
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_subprocess(),
+            "WEBSERVER_HOST": "127.0.0.1",
+            "WEBSERVER_PORT": str(self.port),
+            "WEBSERVER_WORKERS": "2",
+            "WEBSERVER_ACCESS_LOG": "0",
+            "DJANGO_LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [*self.wrap, sys.executable, "-m", "prmsite.wsgi"],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(f"{self.url}/rollout", timeout=2).status_code == 401:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill9()
+                raise RuntimeError(f"the server did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def kill9(self) -> None:
+        """SIGKILL to the whole process group: the supervisor and every worker process die at once."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+        # The kernel frees the port once the processes are gone; wait until nothing answers on it.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{self.url}/rollout", timeout=0.5)
+            except requests.ConnectionError:
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.process = None

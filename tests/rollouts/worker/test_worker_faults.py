@@ -12,74 +12,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import requests
 from django.utils import timezone
 
 from forests.models import Expansion
 from rollouts.models import Rollout
-from tests.rollouts.conftest import PROJECT_ROOT, database_url_for_subprocess, free_port
+from tests.rollouts.conftest import PROJECT_ROOT
 from tests.rollouts.worker.scripted import idempotency_key_of, planted_reply, seeded_forest, verdict_reply
 
 pytestmark = pytest.mark.slow
-
-
-class ServerProcess:
-    """``python -m prmsite.wsgi`` on a fixed port, which a test can stop and start again."""
-
-    def __init__(self, tmp_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"server-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url_for_subprocess(),
-            "WEBSERVER_HOST": "127.0.0.1",
-            "WEBSERVER_PORT": str(self.port),
-            "WEBSERVER_WORKERS": "2",
-            "WEBSERVER_THREADS": "4",
-            "DJANGO_LOG_LEVEL": "WARNING",
-            **env,
-        }
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> ServerProcess:
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "prmsite.wsgi"], cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{self.url}/rollout", timeout=2).status_code == 401:
-                    return self
-            except requests.ConnectionError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-
-@pytest.fixture
-def server_process(transactional_db, tmp_path):
-    servers: list[ServerProcess] = []
-
-    def make(**env: str) -> ServerProcess:
-        servers.append(ServerProcess(tmp_path, **env))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
@@ -121,8 +61,8 @@ def wait_for(condition, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_kill_9_and_restart_lose_nothing_and_store_nothing_twice(server_process, token, stub, dataset, tmp_path):
-    server = server_process().start()
+def test_kill_9_and_restart_lose_nothing_and_store_nothing_twice(server_factory, token, stub, dataset, tmp_path):
+    server = server_factory().start()
     stub.reply = verdict_reply
     stub.latency_s = 0.3
     args = ["--template_json", str(dataset), "--num_repeats", "4", "--num_processes", "3"]
@@ -140,9 +80,9 @@ def test_kill_9_and_restart_lose_nothing_and_store_nothing_twice(server_process,
 
 
 def test_rollouts_wait_in_the_spool_while_the_webserver_is_away_and_arrive_when_it_is_back(
-    server_process, token, stub, dataset, tmp_path
+    server_factory, token, stub, dataset, tmp_path
 ):
-    server = server_process().start()
+    server = server_factory().start()
     stub.reply = verdict_reply
     stub.latency_s = 0.2
     args = ["--template_json", str(dataset), "--num_repeats", "3", "--num_processes", "1"]
@@ -160,9 +100,9 @@ def test_rollouts_wait_in_the_spool_while_the_webserver_is_away_and_arrive_when_
     )
 
 
-def test_sigterm_finishes_or_releases_the_work_in_flight_and_exits_0(server_process, token, stub, tmp_path):
+def test_sigterm_finishes_or_releases_the_work_in_flight_and_exits_0(server_factory, token, stub, tmp_path):
     forest, _roots = seeded_forest("sigterm-forest", roots=6)
-    server = server_process().start()
+    server = server_factory().start()
     stub.reply = planted_reply
     stub.latency_s = 5.0
     process = worker(
@@ -189,9 +129,9 @@ def test_sigterm_finishes_or_releases_the_work_in_flight_and_exits_0(server_proc
     assert Rollout.objects.count() == 0
 
 
-def test_a_killed_forest_worker_is_continued_by_the_next_one(server_process, token, stub, tmp_path):
+def test_a_killed_forest_worker_is_continued_by_the_next_one(server_factory, token, stub, tmp_path):
     forest, roots = seeded_forest("restart-forest", roots=4)
-    server = server_process(GROWTH_LEASE_S="2").start()
+    server = server_factory(GROWTH_LEASE_S="2").start()
     stub.reply = planted_reply
     stub.latency_s = 0.3
     args = ["--forest_name", forest.name, "--policy", "repeats", "--num_repeats", "3", "--num_processes", "2"]
@@ -208,9 +148,9 @@ def test_a_killed_forest_worker_is_continued_by_the_next_one(server_process, tok
 
 
 def test_several_os_processes_share_the_dataset_and_each_item_arrives_once(
-    server_process, token, stub, dataset, tmp_path
+    server_factory, token, stub, dataset, tmp_path
 ):
-    server = server_process().start()
+    server = server_factory().start()
     stub.reply = verdict_reply
     args = ["--template_json", str(dataset), "--num_repeats", "2", "--num_processes", "4", "--num_os_processes", "2"]
     code, summary = summary_of(worker(server.url, token, stub, tmp_path, *args))
