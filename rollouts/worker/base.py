@@ -2,10 +2,10 @@
 
 :class:`PoolWorker` opens the spool, makes the clients, sets up the job source, starts the spool's sender and the
 progress ticker, runs the pool until the work runs out, a signal arrives or a fatal error happens, gives back what it
-will not finish, tries to store what is in the spool, and closes everything — whatever goes wrong. A subclass says
-what is specific: its clients (``_make_clients``), its job source (``_setup``), a job (``_handle``), how results reach
-the server (``_send_batch``, ``_on_sent``, ``_on_refused``, ``_on_skipped``) and what its summary adds
-(``_summary_extra``). ``await worker.run()`` answers the summary dict (``status``: completed, stopped or failed).
+will not finish, tries to store what is in the spool, and closes everything — whatever goes wrong. The clients (the
+server's, the sender's and the LLM's) are made here from the options (``_make_clients``). A subclass says what is
+specific: its job source (``_setup``), a job (``_handle``), how results reach the server (``_send_batch``,
+``_on_sent``, ``_on_refused``, ``_on_skipped``) and what its summary adds (``_summary_extra``). ``await worker.run()`` answers the summary dict (``status``: completed, stopped or failed).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import openai
 
 from rollouts.client import PrmsiteAPIError, PrmsiteClient
-from rollouts.worker.llm import LLMClient
+from rollouts.worker.llm import LLMClient, load_tokenizer
 from rollouts.worker.pool import JobSource, PoolResult, Shutdown, run_pool
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
@@ -92,8 +92,35 @@ class PoolWorker(Generic[J]):
         raise NotImplementedError
 
     def _make_clients(self) -> None:
-        """Set ``self.llm``, ``self._api`` and ``self._sender_api`` (``WorkerError`` when they cannot be made)."""
-        raise NotImplementedError
+        """Set ``self.llm``, ``self._api`` and ``self._sender_api`` (``WorkerError`` when they cannot be made), from
+        the options' ``webserver_url``, ``webserver_token``, ``tokenizer``, ``openai_base_url``, ``openai_api_key``,
+        ``model``, ``api``, ``concurrency``, ``request_timeout_s``, ``max_attempts``, ``backoff_initial_s`` and
+        ``backoff_max_s``."""
+        o = self.options
+        self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
+        # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
+        self._sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
+        tokenizer = None
+        if o.tokenizer:
+            try:
+                tokenizer = load_tokenizer(o.tokenizer)
+            except Exception as exc:
+                raise WorkerError(f"cannot load the tokenizer {o.tokenizer!r}: {exc}") from exc
+        try:
+            self.llm = LLMClient(
+                base_url=o.openai_base_url,
+                api_key=o.openai_api_key,
+                model=o.model or "",
+                api=o.api,
+                tokenizer=tokenizer,
+                max_connections=o.concurrency,
+                request_timeout_s=o.request_timeout_s,
+                max_attempts=o.max_attempts,
+                backoff_initial_s=o.backoff_initial_s,
+                backoff_max_s=o.backoff_max_s,
+            )
+        except ValueError as exc:
+            raise WorkerError(str(exc)) from exc
 
     async def _setup(self) -> JobSource[J]:
         raise NotImplementedError

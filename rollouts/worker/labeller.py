@@ -37,10 +37,10 @@ from typing import Any, TextIO
 import openai
 import requests
 
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from rollouts.client import PrmsiteAPIError
 from rollouts.worker.base import STATUS_FAILED, PoolWorker, WorkerError, spool_root
 from rollouts.worker.judge_prompt import PromptTemplate, TemplateError
-from rollouts.worker.llm import API_CHAT, LLMClient, Message, SamplingParams, load_tokenizer
+from rollouts.worker.llm import API_CHAT, Message, SamplingParams
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
 from rollouts.worker.sources import ClaimSource, RolloutJob
@@ -242,33 +242,6 @@ class AILabelWorker(PoolWorker[RolloutJob]):
 
     def _spool_folder(self) -> Path:
         return spool_folder(self.options)
-
-    def _make_clients(self) -> None:
-        o = self.options
-        self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
-        # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
-        self._sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
-        tokenizer = None
-        if o.tokenizer:
-            try:
-                tokenizer = load_tokenizer(o.tokenizer)
-            except Exception as exc:
-                raise WorkerError(f"cannot load the tokenizer {o.tokenizer!r}: {exc}") from exc
-        try:
-            self.llm = LLMClient(
-                base_url=o.openai_base_url,
-                api_key=o.openai_api_key,
-                model=o.model,
-                api=o.api,
-                tokenizer=tokenizer,
-                max_connections=o.concurrency,
-                request_timeout_s=o.request_timeout_s,
-                max_attempts=o.max_attempts,
-                backoff_initial_s=o.backoff_initial_s,
-                backoff_max_s=o.backoff_max_s,
-            )
-        except ValueError as exc:
-            raise WorkerError(str(exc)) from exc
 
     async def _setup(self) -> ClaimSource:
         o = self.options

@@ -27,9 +27,9 @@ from typing import Any
 import openai
 import requests
 
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from rollouts.client import PrmsiteAPIError
 from rollouts.worker.base import PoolWorker, WorkerError, api_error_line, spool_root
-from rollouts.worker.llm import API_CHAT, Generation, LLMClient, SamplingParams, load_tokenizer
+from rollouts.worker.llm import API_CHAT, Generation, SamplingParams
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
 from rollouts.worker.rollout import FINISH_LENGTH, request_seed, rollout_payload, split_usage
@@ -173,33 +173,6 @@ class RolloutWorker(PoolWorker[GenerationJob]):
 
     def _spool_folder(self) -> Path:
         return spool_folder(self.options)
-
-    def _make_clients(self) -> None:
-        o = self.options
-        self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
-        # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
-        self._sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
-        tokenizer = None
-        if o.tokenizer:
-            try:
-                tokenizer = load_tokenizer(o.tokenizer)
-            except Exception as exc:
-                raise WorkerError(f"cannot load the tokenizer {o.tokenizer!r}: {exc}") from exc
-        try:
-            self.llm = LLMClient(
-                base_url=o.openai_base_url,
-                api_key=o.openai_api_key,
-                model=o.model or "",
-                api=o.api,
-                tokenizer=tokenizer,
-                max_connections=o.concurrency,
-                request_timeout_s=o.request_timeout_s,
-                max_attempts=o.max_attempts,
-                backoff_initial_s=o.backoff_initial_s,
-                backoff_max_s=o.backoff_max_s,
-            )
-        except ValueError as exc:
-            raise WorkerError(str(exc)) from exc
 
     async def _setup(self) -> DatasetSource | ForestSource:
         self.model = self.llm.model if self.llm is not None else self.model
