@@ -5,7 +5,8 @@ progress ticker, runs the pool until the work runs out, a signal arrives or a fa
 will not finish, tries to store what is in the spool, and closes everything — whatever goes wrong. The clients (the
 server's, the sender's and the LLM's) are made here from the options (``_make_clients``). A subclass says what is
 specific: its job source (``_setup``), a job (``_handle``), how results reach the server (``_send_batch``,
-``_on_sent``, ``_on_refused``, ``_on_skipped``) and what its summary adds (``_summary_extra``). ``await worker.run()`` answers the summary dict (``status``: completed, stopped or failed).
+``_on_sent``, ``_on_refused``, ``_on_skipped``) and what its summary adds (``_summary_extra``).
+``await worker.run()`` answers the summary dict (``status``: completed, stopped or failed).
 """
 
 from __future__ import annotations
