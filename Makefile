@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= $(or $(WEBSERVER_PORT),8000)
 HOST ?= 127.0.0.1
 
-.PHONY: install install-dev run demo test test-sqlite test-postgres lint format bench clean
+.PHONY: install install-dev run demo test test-sqlite test-postgres lint format bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,5 +65,9 @@ test: install-dev lint
 bench: install-dev
 	$(BIN)/python bench/run.py
 
+# The manual: docs/ into site/, offline; --strict fails on a broken link or a page missing from the nav.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .test-db.sqlite3*
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles site .test-db.sqlite3*
