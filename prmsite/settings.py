@@ -323,6 +323,9 @@ FOREST_TREE_MAX_NODES = env_int("FOREST_TREE_MAX_NODES", 2000)
 PAGE_MARKDOWN_MAX_CHARS = env_int("PAGE_MARKDOWN_MAX_CHARS", 100_000)
 PAGE_TEXT_MAX_BYTES = env_int("PAGE_TEXT_MAX_BYTES", 2_000_000)
 FOREST_TREE_STEP_CHARS = env_int("FOREST_TREE_STEP_CHARS", 4000)
+# Most nodes the admin's "Compute search metrics" and "Download an export" read in one request (the selected forests
+# together): the request's work stays bounded; larger forests go through beam_search --save and export_preferences.
+ADMIN_ACTION_MAX_NODES = env_int("ADMIN_ACTION_MAX_NODES", 2_000_000)
 # --- Forest growth (rollout_worker --forest_name): the expansion queue, its leases, batched rollouts ---
 # Seconds an expansion handed out by POST /forest/<name>/expansions/claim stays leased to the claimer.
 GROWTH_LEASE_S = env_int("GROWTH_LEASE_S", 600)
