@@ -13,12 +13,12 @@ Model output is untrusted, in two ways:
   is shown escaped, as preformatted plain text. Rendered HTML is cached by the text's hash, so a page shows a popular
   step without rendering it again.
 
-Bounding each text is not enough: markdown-it-py parses about 1 MB/s of prose but only 30 KB/s of brackets
-(``"![" * 50_000`` takes 1.6 s), and a tree of 60 steps of 200,000 characters took 230 s and 16 MB of HTML. So every
-page view shows its texts through one ``PageBudget``: at most ``markdown_chars`` characters parsed as markdown and
-``html_bytes`` bytes of text HTML per view, whatever the texts, the cache or the process. Beyond the budget a text is
-shown as escaped plain text, cut to what is left (``ShownText`` says how much was shown, so the page links to the
-whole text on a page of its own).
+Bounding each text is not enough: markdown-it-py parses about 0.5 MB/s of prose but only 30 KB/s of brackets
+(``"![" * 50_000``, 100,000 characters, takes 3 s), and a tree of 60 steps of 200,000 characters took 230 s and 16 MB
+of HTML. So every page view shows its texts through one ``PageBudget``: at most ``markdown_chars`` characters parsed as
+markdown and ``html_bytes`` bytes of text HTML per view, whatever the texts, the cache or the process. Beyond the
+budget a text is shown as escaped plain text, cut to what is left (``ShownText`` says how much was shown, so the page
+links to the whole text on a page of its own).
 """
 
 from __future__ import annotations
