@@ -1,8 +1,12 @@
 """Admin for forests: seeding a forest from a config ("Add forest"), its progress and pages, a delete that scales,
 and two actions: computing search metrics (shown on the forest's page) and downloading an export.
 
-Seeding, metrics and exports from the admin run in the request: fine for the forests people browse; for very large
-ones use the commands (``seed_forest``, ``beam_search --save``, ``export_preferences``), which show progress bars.
+Seeding, metrics and exports from the admin run in the request, so their work is bounded: every parameter is checked
+by the validator the commands use (``parse_num_beam_values``: at most 16 values of N, each at most 1024;
+``ExportOptions``: a placeholder of at most 32 printable characters, finite numbers), and the actions read at most
+``ADMIN_ACTION_MAX_NODES`` nodes per request. Larger forests go through the commands (``seed_forest``,
+``beam_search --save``, ``export_preferences``), which show progress bars. A download is streamed from the file the
+export wrote, never read into memory.
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ from forests.experiment_configs.data import local_location_allowed
 from forests.experiment_configs.loader import config_discover, config_load
 from forests.exports import export_options, preferences_export_download
 from forests.metrics.beam import Aggregation
-from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS
+from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOLDER_MAX_CHARS, placeholder_token_check
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
-from forests.metrics.search import parse_num_beam_values
+from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, parse_num_beam_values
 from forests.models import Forest, Node
 from forests.selectors import forest_counts, forest_progress, forest_search_report
 from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.admin import JSON_FORM_FIELDS
 from prmsite.errors import ApplicationError
 
+ACTION_TOO_LARGE = (
+    "The selected forests hold {nodes:,} nodes: the admin reads at most {max:,} in one request "
+    "(ADMIN_ACTION_MAX_NODES). Use python manage.py {command} for them."
+)
 DATASET_OUTSIDE_ALLOWED = (
     "Local datasets are read only from the folders in PRM_DATASET_DIRS ({dirs}); give a hub name, a path inside one "
     "of them, or use the seed_forest command."
@@ -92,10 +100,26 @@ class ForestSeedForm(forms.Form):
         return location
 
 
+def _action_too_large(forests, *, command: str) -> str | None:
+    """Why an admin action may not read ``forests`` in one request (``None`` when it may): more nodes in all than
+    ADMIN_ACTION_MAX_NODES."""
+    nodes = Node.objects.filter(forest__in=[forest.pk for forest in forests]).count()
+    if nodes > settings.ADMIN_ACTION_MAX_NODES:
+        return ACTION_TOO_LARGE.format(nodes=nodes, max=settings.ADMIN_ACTION_MAX_NODES, command=command)
+    return None
+
+
 class SearchMetricsForm(forms.Form):
-    num_beam_values = forms.CharField(initial="1,5", help_text="Numbers of beams N, comma-separated.")
+    num_beam_values = forms.CharField(
+        initial="1,5",
+        max_length=200,
+        help_text=f"Numbers of beams N, comma-separated: at most {MAX_BEAM_VALUES} values, each from 1 to "
+        f"{MAX_NUM_BEAMS}.",
+    )
     value_function_option = forms.CharField(
-        initial="labelled", help_text="labelled, prm:VERSION (a PRM's step scores) or labels:SCHEME (step labels)."
+        initial="labelled",
+        max_length=300,
+        help_text="labelled, prm:VERSION (a PRM's step scores) or labels:SCHEME (step labels).",
     )
     aggregation = forms.ChoiceField(
         choices=[(a.value, a.value) for a in Aggregation],
@@ -116,7 +140,9 @@ class ExportForm(forms.Form):
         choices=[(f, f if f != "hf_disk" else "hf_disk (zip of the save_to_disk folder)") for f in FORMATS],
         initial="jsonl",
     )
-    value_function_option = forms.CharField(initial="labelled", help_text="labelled, prm:VERSION or labels:SCHEME.")
+    value_function_option = forms.CharField(
+        initial="labelled", max_length=300, help_text="labelled, prm:VERSION or labels:SCHEME."
+    )
     min_margin = forms.FloatField(initial=0.0, min_value=0.0, help_text="pairs: smallest value difference kept.")
     max_pairs_per_node = forms.IntegerField(required=False, min_value=1, help_text="pairs: cap per node (empty: all).")
     neutral_pairs = forms.BooleanField(required=False, help_text="pairs: also equal-valued siblings, marked 2.")
@@ -127,7 +153,17 @@ class ExportForm(forms.Form):
     )
     threshold = forms.FloatField(initial=0.0, help_text="A step is good when its value is above this.")
     soft_labels = forms.BooleanField(required=False, help_text="stepwise: float labels (the values).")
-    placeholder_token = forms.CharField(initial=DEFAULT_PLACEHOLDER, help_text="openrlhf: token after each step.")
+    placeholder_token = forms.CharField(
+        initial=DEFAULT_PLACEHOLDER,
+        max_length=PLACEHOLDER_MAX_CHARS,
+        help_text=f"openrlhf: token after each step (at most {PLACEHOLDER_MAX_CHARS} characters, on one line).",
+    )
+
+    def clean_placeholder_token(self) -> str:
+        try:
+            return placeholder_token_check(self.cleaned_data["placeholder_token"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 @admin.register(Forest)
@@ -222,6 +258,9 @@ class ForestAdmin(admin.ModelAdmin):
     @admin.action(description="Compute search metrics (beam search and baselines)", permissions=["change"])
     def compute_search_metrics(self, request, queryset):
         form = SearchMetricsForm(request.POST if "apply" in request.POST else None)
+        too_large = _action_too_large(queryset, command="beam_search --save") if form.is_bound else None
+        if too_large:
+            form.add_error(None, too_large)
         if "apply" in request.POST and form.is_valid():
             data = form.cleaned_data
             for forest in queryset:
@@ -267,6 +306,9 @@ class ForestAdmin(admin.ModelAdmin):
             messages.error(request, "Select exactly one forest to export.")
             return None
         form = ExportForm(request.POST if "apply" in request.POST else None)
+        too_large = _action_too_large(forests, command="export_preferences") if form.is_bound else None
+        if too_large:
+            form.add_error(None, too_large)
         if "apply" in request.POST and form.is_valid():
             data = dict(form.cleaned_data)
             fmt = data.pop("format")
@@ -281,8 +323,11 @@ class ForestAdmin(admin.ModelAdmin):
             except ApplicationError as exc:
                 form.add_error(None, exc.message)
             else:
+                # Streamed from the file, FileResponse.block_size bytes at a time: never read into memory. The folder
+                # is removed at once; the open handle keeps the bytes on disk until the response is closed (sent, or
+                # the client went away).
                 handle = open(path, "rb")  # noqa: SIM115 - FileResponse closes it when sent
-                shutil.rmtree(path.parent, ignore_errors=True)  # the open handle keeps the bytes until then
+                shutil.rmtree(path.parent, ignore_errors=True)
                 return FileResponse(handle, as_attachment=True, filename=name)
         return self._action_page(
             request,

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Exists, Max, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.db.models.functions import Length, Substr
 
 from forests.metrics.beam import Aggregation
 from forests.metrics.evaluation import LABELS_STEP_OK, PrmEvaluation, mean_outputs
@@ -28,6 +29,7 @@ from prmsite.queries import correct_rollout_q
 
 FOREST_NOT_FOUND = "No forest named {name!r}."
 TREE_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."
+TREE_NODE_NOT_FOUND = "Tree {root_id} has no node {node_id}."
 NO_LABELS = "No label of {kind} {version!r} reaches a rollout of forest {forest!r}."
 NOT_A_LABEL_CODE = (
     "Label {label_id} of labelling scheme {version!r} holds {value!r}, not a step label code "
@@ -207,14 +209,29 @@ def tree_root_get(*, forest: Forest, root_id: int) -> Node:
     return root
 
 
-def tree_rows(*, root: Node) -> list[tuple[int, int | None, int, str, bool, int | None]]:
-    """Every node of ``root``'s tree as ``(id, parent_id, depth, text, is_leaf, prediction)``, in one query."""
+def tree_rows(
+    *, root: Node, text_chars: int | None = None
+) -> list[tuple[int, int | None, int, str, bool, int | None, int]]:
+    """Every node of ``root``'s tree as ``(id, parent_id, depth, text, is_leaf, prediction, text_chars)``, in one
+    query; with ``text_chars``, ``text`` is only the first ``text_chars`` characters of the node's text (the database
+    cuts it: a tree of long steps is not read whole for a page that shows their start), and the last column is always
+    the whole text's length in characters."""
+    text = F("text") if text_chars is None else Substr("text", 1, text_chars)
     return list(
         Node.objects.filter(tree_id=root.pk)
         .order_by("id")
-        .values_list("id", "parent_id", "depth", "text", "is_leaf", "prediction")
+        .annotate(shown_text=text, text_length=Length("text"))
+        .values_list("id", "parent_id", "depth", "shown_text", "is_leaf", "prediction", "text_length")
         .iterator(chunk_size=2000)
     )
+
+
+def tree_node_get(*, root: Node, node_id: int) -> Node:
+    """Node ``node_id`` of ``root``'s tree (its whole text); ``NotFoundError`` when the tree has no such node."""
+    node = Node.objects.filter(tree_id=root.pk, pk=node_id).first()
+    if node is None:
+        raise NotFoundError(TREE_NODE_NOT_FOUND.format(root_id=root.pk, node_id=node_id))
+    return node
 
 
 def tree_rollouts(*, root: Node) -> list[tuple[int, int, int | None]]:

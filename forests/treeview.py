@@ -2,19 +2,24 @@
 ``<details>`` without recursion. Pure: no Django.
 
 Subtrees deeper than ``open_depth`` below the shown node start collapsed; at most ``max_nodes`` entries are laid
-out, and a node whose descendants did not fit says how many were left out (its page shows them).
+out, and a node whose descendants did not fit says how many were left out (its page shows them). Each node shows at
+most ``step_chars`` characters of its text, through the page's ``PageBudget`` (``forests.rendering``), shallowest
+nodes first: the open ones are the ones read, so they get the markdown while it lasts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from forests.metrics.forest import forest_arrays
 from forests.metrics.values import NodeValue, labelled_values
+from forests.rendering import PageBudget, ShownText
 from prmsite.domain import rollout_is_correct
 
-TreeRow = tuple[int, int | None, int, str, bool, int | None]  # (id, parent_id, depth, text, is_leaf, prediction)
+# (id, parent_id, depth, text, is_leaf, prediction, text_chars): ``text`` may be the start of the node's text, whose
+# whole length is ``text_chars`` (the database sends a page only what it can show).
+TreeRow = tuple[int, int | None, int, str, bool, int | None, int]
 TreeRollout = tuple[int, int, int | None]  # (rollout id, node id where it ends, prediction)
 
 
@@ -23,7 +28,6 @@ class TreeEntry:
     id: int
     parent_id: int | None
     depth: int
-    html: str
     is_leaf: bool
     prediction: int | None
     value: NodeValue
@@ -33,6 +37,11 @@ class TreeEntry:
     hidden_nodes: int = 0  # descendants left out of the layout (over max_nodes)
     closes: int = 0  # how many <details> end right after this entry
     correct: bool | None = None  # leaves only: the leaf's prediction is the ground truth (prmsite.domain)
+    text: ShownText | None = None  # set once every entry is laid out
+
+    @property
+    def html(self) -> str:
+        return self.text.html if self.text is not None else ""
 
     @property
     def close_range(self) -> range:
@@ -53,16 +62,18 @@ def tree_layout(
     rows: Sequence[TreeRow],
     *,
     ground_truth: int | None,
-    render: Callable[[str], str],
+    budget: PageBudget,
     rollouts: Iterable[TreeRollout] = (),
     focus_id: int | None = None,
     open_depth: int = 3,
     max_nodes: int = 2000,
+    step_chars: int | None = None,
 ) -> TreeLayout:
     """The layout of the subtree under ``focus_id`` (the root when ``None``) of the tree made of ``rows``.
 
     Values are computed over the whole tree (``rows`` must be one whole tree) from ``rollouts``, counting rollouts
-    (a leaf no rollout ends at counts as one). Raises ``KeyError`` when ``focus_id`` is not one of the rows.
+    (a leaf no rollout ends at counts as one). Texts are shown through ``budget``, at most ``step_chars`` characters
+    each (``None``: no cap of its own). Raises ``KeyError`` when ``focus_id`` is not one of the rows.
     """
     arrays = forest_arrays(
         ((r[0], r[1], r[2], r[4], r[5], ground_truth if r[1] is None else None) for r in rows),
@@ -98,7 +109,7 @@ def tree_layout(
         if not opening:
             entries[-1].closes += 1
             continue
-        _, parent_id, depth, text, is_leaf, prediction = by_id[node_id]
+        _, parent_id, depth, _, is_leaf, prediction, _ = by_id[node_id]
         if len(entries) >= max_nodes:
             entry_of[parent_id].hidden_nodes += sizes[node_id]  # the parent was laid out: only it reaches here
             continue
@@ -106,7 +117,6 @@ def tree_layout(
             id=node_id,
             parent_id=parent_id,
             depth=depth,
-            html=render(text),
             is_leaf=is_leaf,
             prediction=prediction,
             value=values[node_id],
@@ -120,6 +130,9 @@ def tree_layout(
         entry_of[node_id] = entry
         stack.append((False, node_id))
         stack.extend((True, child) for child in reversed(children.get(node_id, ())))
+    for entry in sorted(entries, key=lambda e: e.depth):  # stable: depth first, then page order
+        row = by_id[entry.id]
+        entry.text = budget.show(row[3], full_chars=row[6], limit=step_chars)
     return TreeLayout(
         entries=entries,
         total_nodes=len(rows),

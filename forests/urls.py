@@ -9,6 +9,10 @@ urlpatterns = [
     path("forests/<str:forest_name>/", views.forest_detail, name="detail"),
     path("forests/<str:forest_name>/search.png", views.forest_search_plot, name="search_plot"),
     path("forests/<str:forest_name>/trees/<int:root_id>/", views.tree_detail, name="tree"),
+    path("forests/<str:forest_name>/trees/<int:root_id>/nodes/<int:node_id>/", views.node_detail, name="node"),
+    path(
+        "forests/<str:forest_name>/trees/<int:root_id>/nodes/<int:node_id>/text.txt", views.node_text, name="node_text"
+    ),
     # Included last at the server root: every other route has matched before this one is tried.
     path("<str:forest_name>", views.forest_redirect, name="redirect"),
 ]

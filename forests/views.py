@@ -12,21 +12,20 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanen
 from django.shortcuts import redirect, render
 from django.urls import is_valid_path
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_safe
 
 from forests.growth_selectors import forest_growth_summary, tree_tokens_many
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
-from forests.rendering import render_markdown
+from forests.rendering import PageBudget, ShownText
 from forests.selectors import (
     forest_get,
     forest_progress,
     forest_progress_many,
     forest_roots,
     forest_search_report_saved,
+    tree_node_get,
     tree_rollouts,
     tree_root_get,
     tree_rows,
@@ -113,14 +112,34 @@ def forest_search_plot(request: HttpRequest, forest_name: str) -> HttpResponse:
     return response
 
 
+def page_budget() -> PageBudget:
+    """What one forest page view may spend on its texts (PAGE_MARKDOWN_MAX_CHARS, PAGE_TEXT_MAX_BYTES)."""
+    return PageBudget(markdown_chars=settings.PAGE_MARKDOWN_MAX_CHARS, html_bytes=settings.PAGE_TEXT_MAX_BYTES)
+
+
+def _item_fields(item: dict | None, budget: PageBudget, *, limit: int | None) -> list[tuple[str, ShownText]]:
+    """The dataset item's fields: texts as markdown like every other text, other values as JSON in a code span."""
+    fields = []
+    for key, value in (item or {}).items():
+        if isinstance(value, str):
+            fields.append((key, budget.show(value, limit=limit)))
+        else:
+            fields.append((key, budget.show_code(json.dumps(value, ensure_ascii=False), limit=limit)))
+    return fields
+
+
+def _tree_root_or_404(forest: Forest, root_id: int):
+    try:
+        return tree_root_get(forest=forest, root_id=root_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+
+
 @require_safe
 @forest_viewer_required
 def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpResponse:
     forest = _forest_or_404(forest_name)
-    try:
-        root = tree_root_get(forest=forest, root_id=root_id)
-    except NotFoundError as exc:
-        raise Http404(exc.message) from exc
+    root = _tree_root_or_404(forest, root_id)
     focus_id = None
     if request.GET.get("node"):
         try:
@@ -128,28 +147,24 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
         except ValueError as exc:
             raise Http404("node must be a node id") from exc
     open_depth = _int_param(request, "open", 3, low=0, high=1000)
+    # One budget for every text of the view: the tree's steps (each cut to FOREST_TREE_STEP_CHARS, which is all the
+    # database sends of it), then the dataset item. Whatever the texts, the page parses and emits a bounded amount.
+    budget = page_budget()
+    step_chars = settings.FOREST_TREE_STEP_CHARS
     try:
         layout = tree_layout(
-            tree_rows(root=root),
+            tree_rows(root=root, text_chars=step_chars),
             ground_truth=root.ground_truth,
-            render=render_markdown,
+            budget=budget,
             rollouts=tree_rollouts(root=root),
             focus_id=focus_id,
             open_depth=open_depth,
             max_nodes=settings.FOREST_TREE_MAX_NODES,
+            step_chars=step_chars,
         )
     except KeyError as exc:
         raise Http404(f"Tree {root.pk} has no node {focus_id}.") from exc
-    # Text fields as markdown like every other text; other values as JSON in a code span (escaped).
-    item_fields = [
-        (
-            key,
-            mark_safe(render_markdown(value))  # noqa: S308 - render_markdown returns sanitised HTML
-            if isinstance(value, str)
-            else format_html("<code>{}</code>", json.dumps(value, ensure_ascii=False)),
-        )
-        for key, value in (root.serialized_item or {}).items()
-    ]
+    item_fields = _item_fields(root.serialized_item, budget, limit=step_chars)
     context = {
         "forest": forest,
         "root": root,
@@ -159,6 +174,43 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
         "open_depth": open_depth,
     }
     return render(request, "forests/tree_detail.html", context)
+
+
+@require_safe
+@forest_viewer_required
+def node_detail(request: HttpRequest, forest_name: str, root_id: int, node_id: int) -> HttpResponse:
+    """One node's whole text on a page of its own (where a tree page cut it), within the page's budget; beyond that,
+    its plain text at ``node_text``. A root also shows its whole dataset item."""
+    forest = _forest_or_404(forest_name)
+    root = _tree_root_or_404(forest, root_id)
+    try:
+        node = tree_node_get(root=root, node_id=node_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    budget = page_budget()
+    context = {
+        "forest": forest,
+        "root": root,
+        "node": node,
+        "text": budget.show(node.text),
+        "item_fields": _item_fields(root.serialized_item, budget, limit=None) if node.pk == root.pk else [],
+    }
+    return render(request, "forests/node_detail.html", context)
+
+
+@require_safe
+@forest_viewer_required
+def node_text(request: HttpRequest, forest_name: str, root_id: int, node_id: int) -> HttpResponse:
+    """One node's text as it is stored, as plain text: every character, with no rendering at all."""
+    forest = _forest_or_404(forest_name)
+    root = _tree_root_or_404(forest, root_id)
+    try:
+        node = tree_node_get(root=root, node_id=node_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    response = HttpResponse(node.text, content_type="text/plain; charset=utf-8")
+    response["X-Content-Type-Options"] = "nosniff"  # never sniffed into HTML, whatever the text holds
+    return response
 
 
 @require_safe

@@ -317,6 +317,15 @@ EXPERIMENT_CONFIG_DIRS = env_paths("EXPERIMENT_CONFIG_DIRS", [])
 LOGIN_URL = "admin:login"
 # Most nodes a tree page lays out at once; a node whose subtree did not fit links to a page of its own.
 FOREST_TREE_MAX_NODES = env_int("FOREST_TREE_MAX_NODES", 2000)
+# What one page view spends on texts, whatever they hold (forests.rendering.PageBudget): characters parsed as markdown
+# in all (tree, node and labelling pages; the rest shows as plain text), and bytes of text HTML (tree and node pages;
+# a text cut there links to its whole text). Characters of each step a tree page shows (a longer one links to its page).
+PAGE_MARKDOWN_MAX_CHARS = env_int("PAGE_MARKDOWN_MAX_CHARS", 50_000)
+PAGE_TEXT_MAX_BYTES = env_int("PAGE_TEXT_MAX_BYTES", 2_000_000)
+FOREST_TREE_STEP_CHARS = env_int("FOREST_TREE_STEP_CHARS", 4000)
+# Most nodes the admin's "Compute search metrics" and "Download an export" read in one request (the selected forests
+# together): the request's work stays bounded; larger forests go through beam_search --save and export_preferences.
+ADMIN_ACTION_MAX_NODES = env_int("ADMIN_ACTION_MAX_NODES", 2_000_000)
 # --- Forest growth (rollout_worker --forest_name): the expansion queue, its leases, batched rollouts ---
 # Seconds an expansion handed out by POST /forest/<name>/expansions/claim stays leased to the claimer.
 GROWTH_LEASE_S = env_int("GROWTH_LEASE_S", 600)

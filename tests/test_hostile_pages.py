@@ -165,6 +165,7 @@ def page_urls(world) -> list[str]:
     values = {
         "forest_name": quote(world["forest"].name, safe=""),
         "root_id": world["root"].pk,
+        "node_id": world["root"].pk,  # the node pages (a root is a node of its tree; its page shows the item)
         "prm_version": SCHEME,
         "rollout_id": world["rollouts"][0].pk,
     }

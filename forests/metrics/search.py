@@ -192,13 +192,28 @@ def _accuracy_fields(accuracy: Accuracy) -> dict[str, Any]:
     return {"accuracy": accuracy.accuracy, "ci95": accuracy.ci95, "num_trees": accuracy.num_trees}
 
 
+# A search report runs one beam search per N over every tree, and each costs up to N beams per depth: both are bounded
+# so that one request (the admin's action) or one command does a bounded amount of work (N = 1..2000 ran past 180 s).
+MAX_BEAM_VALUES = 16
+MAX_NUM_BEAMS = 1024
+NUM_BEAMS_MALFORMED = "--num_beam_values must be positive integers separated by commas, not {text!r}"
+NUM_BEAMS_TOO_MANY = "--num_beam_values takes at most {max} values of N, not {count}"
+NUM_BEAMS_TOO_LARGE = "--num_beam_values: each N must be at most {max}, not {value}"
+
+
 def parse_num_beam_values(text: str) -> list[int]:
-    """``"1,5"`` -> ``[1, 5]``: positive integers, ascending, each once. ``ValueError`` otherwise."""
+    """``"1,5"`` -> ``[1, 5]``: 1 to ``MAX_BEAM_VALUES`` distinct integers from 1 to ``MAX_NUM_BEAMS``, ascending.
+    ``ValueError`` with one of the messages above otherwise (the command and the admin's form both parse here)."""
+    parts = text.split(",")
+    if len(parts) > MAX_BEAM_VALUES:  # judged before parsing: "1," * 10**6 is refused at once
+        raise ValueError(NUM_BEAMS_TOO_MANY.format(max=MAX_BEAM_VALUES, count=len(parts)))
     values = set()
-    for part in text.split(","):
+    for part in parts:
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise ValueError(f"--num_beam_values must be positive integers separated by commas, not {text!r}")
+        if not (part.isascii() and part.isdigit()) or int(part[:12]) < 1:
+            raise ValueError(NUM_BEAMS_MALFORMED.format(text=text[:100]))
+        if len(part) > 12 or int(part) > MAX_NUM_BEAMS:
+            raise ValueError(NUM_BEAMS_TOO_LARGE.format(max=MAX_NUM_BEAMS, value=part[:20]))
         values.add(int(part))
     return sorted(values)
 

@@ -91,11 +91,15 @@ class NodeValues:
         return self.by_id(np.array([index]), np.array([index]))[index]
 
     def by_id(self, ids: np.ndarray, indices: np.ndarray | None = None) -> dict[int, NodeValue]:
-        """``NodeValue``s keyed by ``ids``, of the nodes at ``indices`` (all nodes, in index order, by default)."""
+        """``NodeValue``s keyed by ``ids``, of the nodes at ``indices`` (all nodes, in index order, by default).
+
+        Whatever the arrays' dtype, each total is an ``int`` when it is whole and a ``float`` otherwise.
+        """
         if indices is None:
             indices = np.arange(self.count.size)
-        count = self.count[indices]
-        total = self.total[indices]
+        # float64 whatever was passed in: tolist() then gives floats, whose is_integer() an int lacks before 3.12.
+        count = np.asarray(self.count[indices], dtype=np.float64)
+        total = np.asarray(self.total[indices], dtype=np.float64)
         low, high = wilson_intervals(total, count)
         return {
             node_id: NodeValue(
@@ -122,7 +126,9 @@ def labelled_values(forest: ForestArrays) -> NodeValues:
     """Exact values: correct rollouts through each node over rollouts through it."""
     n = forest.size
     count = np.bincount(forest.rollout_node, minlength=n).astype(np.float64)
-    total = np.bincount(forest.rollout_node, weights=forest.rollout_correct.astype(np.float64), minlength=n)
+    # astype: for an empty input (a tree without rollouts), bincount with weights returns int64, not float64.
+    weights = forest.rollout_correct.astype(np.float64)
+    total = np.bincount(forest.rollout_node, weights=weights, minlength=n).astype(np.float64)
     _add_subtrees_up(forest, count, total)
     return NodeValues(count=count, total=total)
 

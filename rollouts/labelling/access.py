@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from forests.rendering import render_markdown
+from forests.rendering import PageBudget
 from prmsite.errors import NotFoundError
 from rollouts.labelling import selectors
 from rollouts.models import LabellingScheme
@@ -70,6 +71,15 @@ def scheme_or_404(prm_version: str) -> LabellingScheme:
         raise Http404(exc.message) from exc
 
 
-def markdown_html(text: str) -> SafeString:
-    """Model output or user text as sanitised HTML (the forest pages' renderer), safe to put in a template."""
-    return mark_safe(render_markdown(text))  # noqa: S308 - render_markdown returns sanitised HTML
+def page_budget() -> PageBudget:
+    """What one labelling page view may parse as markdown (PAGE_MARKDOWN_MAX_CHARS). No cap on the HTML: a labeller
+    rates every step, so every character is shown (as plain text beyond the budget); a rollout's size is capped at
+    intake (PRM_ROLLOUT_MAX_CHARS)."""
+    return PageBudget(markdown_chars=settings.PAGE_MARKDOWN_MAX_CHARS)
+
+
+def markdown_html(text: str, budget: PageBudget | None = None) -> SafeString:
+    """Model output or user text as sanitised HTML (the forest pages' renderer), safe to put in a template: markdown
+    within ``budget`` (a fresh page's budget when ``None``), escaped plain text beyond it."""
+    shown = (budget or page_budget()).show(text)
+    return mark_safe(shown.html)  # noqa: S308 - PageBudget.show returns sanitised or escaped HTML

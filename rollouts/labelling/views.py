@@ -24,6 +24,7 @@ from rollouts.labelling.access import (
     labeller_or_staff_required,
     labeller_required,
     markdown_html,
+    page_budget,
     scheme_or_404,
 )
 from rollouts.labelling.forms import ACTION_DISCARD, ACTION_SAVE, ACTION_SKIP, FINISH_CHOICES, LabelForm
@@ -139,11 +140,12 @@ def _page(
 ) -> HttpResponse:
     """The labelling page of ``rollout`` showing ``data`` (a draft's, or what was just posted)."""
     wrong = rules.first_wrong(data.ratings)
+    budget = page_budget()  # one for the page's texts: the steps first, what the labeller rates
     steps = [
         {
             "index": index,
             "number": index + 1,
-            "html": markdown_html(text),
+            "html": markdown_html(text, budget),
             "rating": "" if data.ratings[index] is None else str(data.ratings[index]),
             "note": data.notes[index] if index < len(data.notes) else "",
             "after_error": scheme.stop_at_first_error and wrong is not None and index > wrong,
@@ -153,8 +155,8 @@ def _page(
     context = {
         "scheme": scheme,
         "rollout": rollout,
-        "instructions": markdown_html(scheme.instructions),
-        "prompt": markdown_html(rollout.example),
+        "instructions": markdown_html(scheme.instructions, budget),
+        "prompt": markdown_html(rollout.example, budget),
         "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
         "steps": steps,
         "data": data,
@@ -199,16 +201,17 @@ def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> Ht
     if state.label is not None:
         ratings = rules.ratings_of(state.label.prm_output, state.label.attributes.get("rated_steps"))
         notes = list(state.label.explanations or [""] * steps)
+        budget = page_budget()
         context = {
             "scheme": scheme,
             "rollout": rollout,
             "label": state.label,
-            "prompt": markdown_html(rollout.example),
+            "prompt": markdown_html(rollout.example, budget),
             "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
             "steps": [
                 {
                     "number": i + 1,
-                    "html": markdown_html(text),
+                    "html": markdown_html(text, budget),
                     "rating": ratings[i],
                     "note": notes[i] if i < len(notes) else "",
                 }

@@ -230,3 +230,17 @@ def test_a_logged_in_user_without_the_view_permission_sees_no_forest(client, dja
     ):
         assert client.get(url).status_code == 403
     assert client.get(f"/{forest.name}").status_code == 404  # existence not told either
+
+
+def test_a_freshly_seeded_tree_page_opens_before_any_rollout(user_client, liar_file):
+    # Issue 17, item 1: every tree without rollouts was a 500 (numpy's empty bincount is int64; Python 3.11 ints have
+    # no is_integer()). Seeded as a newcomer seeds, then opened before growing it.
+    from forests.experiment_configs.loader import config_load
+    from forests.services import forest_seed
+
+    result = forest_seed(config=config_load("liar", dataset_name=str(liar_file)), dataset_split="test")
+    root = Node.objects.filter(forest=result.forest, depth=0).order_by("id").first()
+    response = user_client.get(reverse("forests:tree", args=[result.forest.name, root.pk]))
+    assert response.status_code == 200
+    assert "(no rollouts yet)" in response.content.decode()
+    assert user_client.get(reverse("forests:detail", args=[result.forest.name])).status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forests.rendering import render_markdown
+from forests.rendering import RENDER_MAX_CHARS, PageBudget, render_markdown
 from tests.html_checks import assert_inert
 
 
@@ -101,3 +101,58 @@ def test_text_over_the_render_limit_is_shown_as_escaped_plain_text(monkeypatch):
     assert html.startswith('<pre class="plain-text">')
     assert "<script" not in html and "&lt;script&gt;" in html
     assert "<strong>" not in html
+
+
+# --- PageBudget: what one page view may spend on its texts (issue 17, item 7) ------------------------------------
+
+
+def counting_budget(markdown_chars: int, html_bytes: int | None = None) -> tuple[PageBudget, list[int]]:
+    parsed: list[int] = []
+
+    def render(text: str) -> str:
+        parsed.append(len(text))
+        return render_markdown(text)
+
+    return PageBudget(markdown_chars=markdown_chars, html_bytes=html_bytes, render=render), parsed
+
+
+def test_a_page_parses_at_most_its_budget_as_markdown_and_shows_the_rest_as_plain_text():
+    budget, parsed = counting_budget(markdown_chars=250)
+    shown = [budget.show(f"**step {i}** " + "x" * 90) for i in range(10)]
+    assert sum(parsed) <= 250 and len(parsed) == budget.markdown_calls == 2
+    assert [s.markdown for s in shown] == [True, True] + [False] * 8
+    assert "<strong>step 0</strong>" in shown[0].html
+    assert shown[5].html.startswith('<pre class="plain-text">**step 5** xxx') and not shown[5].cut
+    assert not shown[5].whole  # shown whole, but not as markdown: the page links to it
+
+
+def test_a_page_emits_at_most_its_html_bytes_whatever_the_texts_escape_to():
+    budget, _ = counting_budget(markdown_chars=1000, html_bytes=5000)
+    texts = ["<" * 3000, '"&' * 2000, "é" * 4000, "- a\n" * 500, "[x](https://example.org) " * 200, "plain " * 1000]
+    shown = [budget.show(text) for text in texts]
+    assert sum(len(s.html.encode()) for s in shown) == budget.html_used <= 5000
+    assert all(s.shown_chars <= s.full_chars for s in shown)
+    assert any(s.cut for s in shown)
+    for s in shown:  # a cut never splits an entity: the HTML stays well formed
+        assert s.html == "" or s.html.endswith(("</pre>", ">\n", ">"))
+
+
+def test_a_text_shows_at_most_its_limit_and_knows_its_whole_length():
+    budget, parsed = counting_budget(markdown_chars=10_000)
+    shown = budget.show("abc" * 100, full_chars=5000, limit=30)
+    assert (shown.shown_chars, shown.full_chars, shown.cut, shown.markdown) == (30, 5000, True, True)
+    assert parsed == [30]
+
+
+def test_no_text_longer_than_render_max_chars_is_parsed_even_within_budget():
+    budget, parsed = counting_budget(markdown_chars=10 * RENDER_MAX_CHARS)
+    shown = budget.show("[" * (RENDER_MAX_CHARS + 1))
+    assert parsed == [] and not shown.markdown and shown.shown_chars == RENDER_MAX_CHARS + 1
+
+
+def test_json_values_are_escaped_in_a_code_span_within_the_budget():
+    budget, parsed = counting_budget(markdown_chars=1000, html_bytes=60)
+    shown = budget.show_code('{"a": "<script>"}' * 10)
+    assert parsed == [] and shown.html.startswith("<code>{&quot;a&quot;: &quot;&lt;script&gt;") and shown.cut
+    assert shown.html.endswith("</code>") and len(shown.html.encode()) <= 60
+    assert budget.show_code("more").html == ""  # nothing left

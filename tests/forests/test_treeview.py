@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import pytest
 
+from forests.rendering import PageBudget
 from forests.treeview import tree_layout
 
-# (id, parent_id, depth, text, is_leaf, prediction)
+# (id, parent_id, depth, text, is_leaf, prediction, text_chars)
 ROWS = [
-    (1, None, 0, "prompt", False, None),
-    (2, 1, 1, "a", False, None),
-    (3, 2, 2, "a-a", True, 1),
-    (4, 2, 2, "a-b", True, 0),
-    (5, 1, 1, "b", True, None),
+    (1, None, 0, "prompt", False, None, 6),
+    (2, 1, 1, "a", False, None, 1),
+    (3, 2, 2, "a-a", True, 1, 3),
+    (4, 2, 2, "a-b", True, 0, 3),
+    (5, 1, 1, "b", True, None, 1),
 ]
 
 
-def layout(**kwargs):
-    return tree_layout(ROWS, ground_truth=1, render=lambda text: f"<p>{text}</p>", **kwargs)
+def budget(markdown_chars: int = 1000, html_bytes: int | None = None) -> PageBudget:
+    return PageBudget(markdown_chars=markdown_chars, html_bytes=html_bytes, render=lambda text: f"<p>{text}</p>")
+
+
+def layout(rows=ROWS, page_budget=None, **kwargs):
+    return tree_layout(rows, ground_truth=1, budget=page_budget or budget(), **kwargs)
 
 
 def test_entries_are_depth_first_and_close_their_details():
@@ -72,3 +77,18 @@ def test_values_count_the_rollouts_given_with_the_tree():
     assert (entries[2].value.count, entries[2].value.correct) == (3, 2)
     assert (entries[1].value.count, entries[1].value.correct) == (4, 2)
     assert entries[2].value.low is not None and entries[2].value.low < 2 / 3 < entries[2].value.high
+
+
+def test_shallow_nodes_get_the_markdown_budget_first():
+    # Depth-first page order is 1, 2, 3, 4, 5; the budget goes by depth: 1 (6 chars), then 2 and 5, then 3 and 4.
+    entries = {e.id: e for e in layout(page_budget=budget(markdown_chars=8)).entries}
+    assert [entries[i].text.markdown for i in (1, 2, 5, 3, 4)] == [True, True, True, False, False]
+    assert entries[3].html == '<pre class="plain-text">a-a</pre>'
+
+
+def test_each_step_shows_at_most_step_chars_and_knows_its_whole_length():
+    rows = [(1, None, 0, "p" * 50, False, None, 50), (2, 1, 1, "s" * 20, True, 1, 200_000)]  # the database cut it
+    entries = {e.id: e for e in layout(rows=rows, step_chars=10).entries}
+    assert (entries[1].text.shown_chars, entries[1].text.full_chars, entries[1].text.cut) == (10, 50, True)
+    assert (entries[2].text.shown_chars, entries[2].text.full_chars) == (10, 200_000)
+    assert entries[2].html == "<p>ssssssssss</p>"

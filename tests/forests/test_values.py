@@ -157,3 +157,22 @@ def test_accuracy_interval_is_196_standard_errors_across_trees():
     assert result.accuracy == pytest.approx(0.7)
     assert result.ci95 == pytest.approx(1.959963984540054 * np.std(scores, ddof=1) / math.sqrt(5))
     assert accuracy_of([1]).ci95 is None and accuracy_of([]).accuracy is None
+
+
+def test_a_forest_without_rollouts_has_float_values_and_no_value_anywhere():
+    # A freshly seeded tree: a root alone, no rollout. numpy's bincount of an empty input with weights is an int64
+    # array; NodeValues promises float64, and by_id must not call float methods on ints (issue 17, item 1).
+    forest = forest_arrays([(1, None, 0, False, None, 1), (2, None, 0, False, None, 0)], [])
+    node_values = labelled_values(forest)
+    assert node_values.count.dtype == np.float64 and node_values.total.dtype == np.float64
+    values = node_values.by_id(forest.ids)
+    assert values[1].count == 0 and values[1].value is None and values[1].low is None
+    assert values[2].correct == 0
+
+
+def test_by_id_accepts_integer_arrays():
+    from forests.metrics.values import NodeValues
+
+    values = NodeValues(count=np.array([2, 0]), total=np.array([1, 0])).by_id(np.array([7, 8]))
+    assert (values[7].count, values[7].correct, values[7].value) == (2, 1, 0.5)
+    assert values[8].value is None

@@ -12,7 +12,7 @@ from forests.management.progress import Bars
 from forests.metrics.beam import Aggregation
 from forests.metrics.export import ExportError, write_atomic
 from forests.metrics.plot import search_plot_png
-from forests.metrics.search import format_report, parse_num_beam_values
+from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, format_report, parse_num_beam_values
 from forests.models import Node
 from forests.selectors import forest_get, forest_search_report
 from forests.services import forest_search_report_save
@@ -27,7 +27,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--forest_name", required=True, help="Forest to search.")
-        parser.add_argument("--num_beam_values", default="1,5", help="Numbers of beams, comma-separated (default 1,5).")
+        parser.add_argument(
+            "--num_beam_values",
+            default="1,5",
+            help=f"Numbers of beams, comma-separated (default 1,5): at most {MAX_BEAM_VALUES} values, each from 1 to "
+            f"{MAX_NUM_BEAMS}.",
+        )
         parser.add_argument(
             "--value_function_option",
             default="labelled",
@@ -59,7 +64,7 @@ class Command(BaseCommand):
         try:
             beams = parse_num_beam_values(num_beam_values)
         except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+            raise CommandError(f"beam_search: {exc}") from exc
         started = time.monotonic()
         bars = Bars(self.stderr)
         try:

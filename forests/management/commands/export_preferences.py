@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from forests.exports import export_options, preferences_export
 from forests.management.progress import Bars
-from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS
+from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOLDER_MAX_CHARS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.models import Node
 from forests.selectors import forest_get
@@ -66,7 +65,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--placeholder_token",
             default=DEFAULT_PLACEHOLDER,
-            help=f"openrlhf: the token after each step (default {DEFAULT_PLACEHOLDER}).",
+            help=f"openrlhf: the token after each step (default {DEFAULT_PLACEHOLDER}; at most "
+            f"{PLACEHOLDER_MAX_CHARS} characters, no control characters).",
         )
         parser.add_argument(
             "--value_function_option",
@@ -91,15 +91,10 @@ class Command(BaseCommand):
         value_function_option: str,
         **options,
     ) -> None:
-        if not math.isfinite(min_margin) or min_margin < 0:
-            raise CommandError("export_preferences: --min_margin must be a number at least 0")
-        if max_pairs_per_node is not None and max_pairs_per_node < 1:
-            raise CommandError("export_preferences: --max_pairs_per_node must be at least 1")
-        if not math.isfinite(threshold):
-            raise CommandError("export_preferences: --threshold must be a finite number")
         started = time.monotonic()
         bars = Bars(self.stderr)
         try:
+            # Every option is checked here, by the validator the admin's download uses (ExportOptions).
             export = export_options(
                 kind=kind,
                 paths=paths,
