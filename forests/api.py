@@ -212,7 +212,9 @@ class RolloutBatchView(GrowthApiView):
                 continue
             try:
                 with transaction.atomic():
-                    rollout = growth_services.rollout_receive(**fields.validated_data)
+                    rollout = growth_services.rollout_receive(
+                        **fields.validated_data, answered_by=request.user.get_username()
+                    )
             except ApplicationError as exc:
                 results.append(_error_of(exc))
                 continue
