@@ -41,9 +41,9 @@ LINE_TOO_LONG = "longer than {limit} bytes (the largest line an import reads, DJ
 NOT_UTF8 = "not UTF-8 text (an invalid byte at offset {offset} of the line)"
 NOT_A_JSON_NUMBER = "{value} is not a JSON number (NaN and Infinity are not, nor numbers beyond float range)"
 BAD_BATCH_SIZE = "The batch size must be at least 1."
-# Rollouts stored per transaction by an import: a few seconds of work at most, so writers waiting meanwhile (on
-# SQLite the database has one write lock) wait that long, not for the whole import.
-IMPORT_BATCH_SIZE = 200
+# Rollouts stored per transaction by an import: about a second of work (20-50 ms a rollout), so writers waiting
+# meanwhile (on SQLite the database has one write lock) wait that long, not for the whole import.
+IMPORT_BATCH_SIZE = 50
 
 
 def forest_rollouts_export(*, forest: Forest) -> Iterator[dict[str, Any]]:
@@ -159,23 +159,26 @@ def rollouts_file_fields(
     validate: Validate,
     max_line_bytes: int,
     on_bytes: Callable[[int], None] | None = None,
+    check_forest: bool = False,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, fields to store)`` for each rollout of a JSON-lines file: each record passed through
     ``validate`` (which answers the fields to store or raises ``ApplicationError``), given an idempotency key when it
-    has none (``_key_of_line``), and checked against the forest by reads only (its tree is found, its ground truth
-    matches). ``ApplicationError`` naming the line at the first bad one."""
+    has none (``_key_of_line``) and, with ``check_forest``, checked against the forest by reads only (its tree is
+    found, its ground truth matches; storing it checks that again). ``ApplicationError`` naming the line at the first
+    bad one."""
     from forests.trie import forest_rollout_place
 
     for number, raw, record in rollout_lines(path, max_line_bytes=max_line_bytes, on_bytes=on_bytes):
         try:
             fields = validate(record)
-            forest_rollout_place(
-                forest_name=forest_name,
-                example=fields["example"],
-                steps=list(fields["reasoning"]),
-                ground_truth=fields["ground_truth"],
-                root_id=None,
-            )
+            if check_forest:
+                forest_rollout_place(
+                    forest_name=forest_name,
+                    example=fields["example"],
+                    steps=list(fields["reasoning"]),
+                    ground_truth=fields["ground_truth"],
+                    root_id=None,
+                )
         except ApplicationError as exc:
             raise _line_error(number, exc.message) from exc
         if not fields.get("idempotency_key"):
@@ -184,9 +187,9 @@ def rollouts_file_fields(
 
 
 def rollouts_file_check(path: Path, **arguments: Any) -> int:
-    """Read and check every rollout of the file (``rollouts_file_fields``, same arguments) without storing any;
-    answer how many it holds. Streams: memory stays bounded by one line."""
-    count = sum(1 for _ in rollouts_file_fields(path, **arguments))
+    """Read and check every rollout of the file (``rollouts_file_fields``, same arguments, against the forest too)
+    without storing any; answer how many it holds. Streams: memory stays bounded by one line."""
+    count = sum(1 for _ in rollouts_file_fields(path, **arguments, check_forest=True))
     if not count:
         raise ApplicationError(FILE_EMPTY.format(path=path))
     return count
