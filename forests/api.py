@@ -32,11 +32,28 @@ from forests.api_serializers import (
 )
 from forests.models import Forest, Node
 from forests.selectors import forest_get
-from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, BoundedJSONParser, IsWorkerOrStaff, error_response
+from prmsite.api import (
+    ERROR_RESPONSES,
+    ApiAutoSchema,
+    BoundedJSONParser,
+    IsWorkerOrStaff,
+    error_response,
+    text_problem,
+)
 from prmsite.errors import ApplicationError
 from rollouts.serializers import RolloutCreateSerializer
 
 NOT_FOUND = {404: error_response("No forest of that name, or no growth plan yet.")}
+
+
+class RolloutBatchParser(BoundedJSONParser):
+    """The bounded JSON parser of ``POST /rollout/batch``: the body's envelope is checked as any body is, each rollout
+    by the view, so that one rollout holding text no database stores (a NUL, a lone surrogate) is refused alone."""
+
+    def unstorable(self, parsed: Any) -> str | None:
+        if isinstance(parsed, dict) and isinstance(parsed.get("rollouts"), list):
+            return text_problem({key: value for key, value in parsed.items() if key != "rollouts"})
+        return text_problem(parsed)
 
 
 class GrowthApiView(GenericAPIView):
@@ -183,6 +200,7 @@ class RolloutBatchView(GrowthApiView):
     """Store many rollouts in one request (rollout workers post what they generated in batches)."""
 
     serializer_class = RolloutBatchSerializer
+    parser_classes = [RolloutBatchParser]
 
     @extend_schema(
         operation_id="rollout_create_batch",
@@ -196,14 +214,18 @@ class RolloutBatchView(GrowthApiView):
             **ERROR_RESPONSES,
         },
         description="Each rollout is validated and stored exactly as `POST /rollout` would (forest insertion, "
-        "`expansion_id`, `idempotency_key`), in its own transaction: one refused rollout does not keep the others "
-        "out. At most ROLLOUT_BATCH_MAX rollouts per request.",
+        "`expansion_id`, `idempotency_key`), in its own transaction: one refused rollout (text no database stores, "
+        "such as a NUL, included) does not keep the others out. At most ROLLOUT_BATCH_MAX rollouts per request.",
     )
     def post(self, request: Request) -> Response:
         body = RolloutBatchSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         results: list[dict[str, Any]] = []
-        for item in body.validated_data["rollouts"]:
+        for index, item in enumerate(body.validated_data["rollouts"]):
+            # Depth 2: the rollout sits at body.rollouts[index], so nesting is bounded as in any other body.
+            if problem := text_problem(item, where=f"rollouts[{index}]", depth=2):
+                results.append({"detail": problem, "code": "invalid", "status": 400})
+                continue
             fields = RolloutCreateSerializer(data=item)
             if not fields.is_valid():
                 results.append(
@@ -212,7 +234,9 @@ class RolloutBatchView(GrowthApiView):
                 continue
             try:
                 with transaction.atomic():
-                    rollout = growth_services.rollout_receive(**fields.validated_data)
+                    rollout = growth_services.rollout_receive(
+                        **fields.validated_data, answered_by=request.user.get_username()
+                    )
             except ApplicationError as exc:
                 results.append(_error_of(exc))
                 continue

@@ -15,6 +15,11 @@ Design note
   ``num_repeats`` rollouts, queues the tree's branching stage (mc or omega) from a snapshot of that one tree. An
   omega probe's answers move its search (``ErrorSearch``) and queue the next probe. A ``RolloutGrowth`` row per
   rollout makes all of this happen once per rollout, even when the same rollout is posted twice.
+- **Who answers.** Only the caller an expansion is leased to answers it, at most ``count`` times: the statement that
+  counts it down names the holder and the count it expects, so concurrent answers cannot pass it. An unknown id, an
+  expansion held by another, or one answered in full is refused and the rollout is not stored. A probe decided early
+  *closes* the expansions a worker holds (``CLOSED_AT``) rather than deleting them, so the answers it has in flight
+  are still taken.
 - **Locks (PostgreSQL).** Claims lock queue rows with ``SKIP LOCKED`` and never wait for them. Planning holds the plan
   row, then tree tallies. An arrival takes, in this order: its expansion row, its tree tally, its search, the forest
   tally (last, briefly). Nobody waits for the plan row while holding a tally, so there is no cycle. On SQLite every
@@ -52,6 +57,7 @@ from forests.growth import (
     wrong_rollouts,
 )
 from forests.growth_selectors import (
+    CLOSED_AT,
     GIVEN_UP_AT,
     forest_true_counts,
     growth_options_of,
@@ -74,6 +80,15 @@ EXPANSION_OFF_PATH = (
     "The rollout does not pass through node {node_id} that expansion {expansion_id} continues from: send the "
     "expansion's prefix steps unchanged as the first reasoning steps."
 )
+EXPANSION_NOT_FOUND = (
+    "No expansion {expansion_id}: answer the ids POST /forest/<forest_name>/expansions/claim hands you (a replaced "
+    "growth plan drops the expansions of the old one)."
+)
+EXPANSION_NOT_YOURS = (
+    "Expansion {expansion_id} is leased to another worker (or to none): answer only the expansions your claims hand "
+    "you."
+)
+EXPANSION_ANSWERED = "Expansion {expansion_id} has had all the answers it asked for; nothing was stored."
 BAD_LIMIT = "limit must be between 1 and {max}."
 # Most expansions one claim hands out.
 CLAIM_LIMIT_MAX = 1000
@@ -481,12 +496,16 @@ def expansion_release(
 # --- arriving rollouts -----------------------------------------------------------------------------------------------
 
 
-def rollout_receive(*, expansion_id: int | None = None, **fields: Any):
+def rollout_receive(*, expansion_id: int | None = None, answered_by: str | None = None, **fields: Any):
     """Store a posted rollout (``rollouts.services.rollout_create``) and, for a forest rollout, do the growth
     bookkeeping in the same transaction: tallies, the expansion it answers (``expansion_id``), the tree's branching
     stage when it reaches its repeats, and the omega search it probes for.
 
-    All or nothing; a rollout posted twice (same idempotency key) is counted once.
+    All or nothing; a rollout posted twice (same idempotency key) is counted once. An answer to an expansion is
+    refused, and nothing stored, when no expansion has that id (``NotFoundError``), when the expansion is leased to
+    another caller than ``answered_by`` (the caller's identity, as ``expansion_claim`` recorded it in ``leased_by``;
+    ``None`` skips that check, for trusted callers) and when it has had all the answers it asked for
+    (``ConflictError``s).
     """
     from forests.trie import forest_rollout_place, steps_check
     from rollouts.models import Rollout
@@ -514,7 +533,7 @@ def rollout_receive(*, expansion_id: int | None = None, **fields: Any):
     with transaction.atomic():
         stored = rollout_create(**fields)
         if stored.created:  # a repeated idempotency key is counted once
-            _account(rollout=stored.rollout, expansion_id=expansion_id)
+            _account(rollout=stored.rollout, expansion_id=expansion_id, answered_by=answered_by)
     return stored.rollout
 
 
@@ -530,7 +549,7 @@ def _usage(attributes: Mapping[str, Any] | None) -> tuple[int, int]:
     return count("prompt_tokens"), count("completion_tokens")
 
 
-def _account(*, rollout, expansion_id: int | None) -> None:
+def _account(*, rollout, expansion_id: int | None, answered_by: str | None = None) -> None:
     from django.utils import timezone
 
     leaf = rollout.node
@@ -538,16 +557,9 @@ def _account(*, rollout, expansion_id: int | None) -> None:
     root_id = leaf.tree_id or leaf.pk
     expansion = None
     if expansion_id is not None:
-        expansion = Expansion.objects.select_for_update().filter(pk=expansion_id).first()
-        if expansion is not None:
-            if expansion.forest_id != forest_id:
-                raise UnprocessableError(
-                    EXPANSION_NOT_IN_FOREST.format(expansion_id=expansion_id, name=rollout.forest.name)
-                )
-            if not _passes_through(rollout, expansion, root_id=root_id):
-                raise UnprocessableError(
-                    EXPANSION_OFF_PATH.format(node_id=expansion.node_id, expansion_id=expansion_id)
-                )
+        expansion = _expansion_answerable(
+            expansion_id=expansion_id, rollout=rollout, root_id=root_id, answered_by=answered_by
+        )
     prompt_tokens, completion_tokens = _usage(rollout.attributes)
     try:
         with transaction.atomic():
@@ -562,6 +574,10 @@ def _account(*, rollout, expansion_id: int | None) -> None:
             )
     except IntegrityError:
         return  # this rollout was counted when it was first posted
+    if expansion is not None:
+        # First of the rows an arrival locks (see the design note); raises, undoing the whole arrival, when the
+        # expansion's count was used up since it was read.
+        _expansion_count_down(expansion=expansion, answered_by=answered_by)
     correct = correct_of(rollout.prediction, rollout.ground_truth)
     now = timezone.now()
     tally = _tree_tally_add(
@@ -586,6 +602,42 @@ def _account(*, rollout, expansion_id: int | None) -> None:
     _forest_tally_add(
         forest_id=forest_id, correct=correct, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
+
+
+def _expansion_answerable(*, expansion_id: int, rollout, root_id: int, answered_by: str | None) -> Expansion:
+    """The expansion ``rollout`` answers, when the rollout may answer it: the expansion exists (an answered-in-full
+    one is gone), belongs to the rollout's forest, is held by ``answered_by`` (unless ``None``) and the rollout
+    passes through its node. Reads only: the count is taken by ``_expansion_count_down``."""
+    expansion = Expansion.objects.filter(pk=expansion_id).first()
+    if expansion is None:
+        if RolloutGrowth.objects.filter(expansion_id=expansion_id).exists():
+            raise ConflictError(EXPANSION_ANSWERED.format(expansion_id=expansion_id), code="expansion_answered")
+        raise NotFoundError(EXPANSION_NOT_FOUND.format(expansion_id=expansion_id))
+    if expansion.forest_id != rollout.forest_id:
+        raise UnprocessableError(EXPANSION_NOT_IN_FOREST.format(expansion_id=expansion_id, name=rollout.forest.name))
+    if answered_by is not None and expansion.leased_by != answered_by:
+        raise ConflictError(EXPANSION_NOT_YOURS.format(expansion_id=expansion_id), code="expansion_not_yours")
+    if not _passes_through(rollout, expansion, root_id=root_id):
+        raise UnprocessableError(EXPANSION_OFF_PATH.format(node_id=expansion.node_id, expansion_id=expansion_id))
+    return expansion
+
+
+def _expansion_count_down(*, expansion: Expansion, answered_by: str | None) -> None:
+    """Take one answer off ``expansion``'s count, deleting it with its last one, or raise ``ConflictError`` when none
+    is left (or it changed hands since it was read).
+
+    The statements decide, not what was read before them: each names the count it expects, so of concurrent answers
+    at most ``count`` find a row to change (PostgreSQL re-checks the condition on the latest row version after
+    waiting for a concurrent answer's lock; SQLite runs one write transaction at a time).
+    """
+    rows = Expansion.objects.filter(pk=expansion.pk)
+    if answered_by is not None:
+        rows = rows.filter(leased_by=answered_by)
+    if rows.filter(count__gt=1).update(count=F("count") - 1):
+        return
+    deleted, _ = rows.filter(count=1).delete()
+    if not deleted:
+        raise ConflictError(EXPANSION_ANSWERED.format(expansion_id=expansion.pk), code="expansion_answered")
 
 
 def _passes_through(rollout, expansion: Expansion, *, root_id: int) -> bool:
@@ -670,11 +722,7 @@ def _forest_tally_add(*, forest_id: int, correct: bool, prompt_tokens: int, comp
 
 
 def _expansion_answer(*, expansion: Expansion, plan: GrowthPlan | None, correct: bool, now: datetime) -> None:
-    """One more rollout answered ``expansion`` (its row is locked): count it down, and move its omega search."""
-    if expansion.count > 1:
-        Expansion.objects.filter(pk=expansion.pk).update(count=F("count") - 1)
-    else:
-        Expansion.objects.filter(pk=expansion.pk).delete()
+    """One more rollout answered ``expansion`` (counted down already): move its omega search."""
     if expansion.stage != STAGE_OMEGA or expansion.search_id is None or plan is None:
         return
     search_row = ErrorSearch.objects.select_for_update().filter(pk=expansion.search_id).first()
@@ -690,7 +738,11 @@ def _expansion_answer(*, expansion: Expansion, plan: GrowthPlan | None, correct:
         search_row.save(update_fields=["probe_received", "probe_correct", "updated_at"])
         return
     # The probe is decided (a correct completion ends it early): drop what it still asks for, queue the next one.
-    Expansion.objects.filter(search_id=search_row.pk, node_id=expansion.node_id).delete()
+    # What a worker holds is closed instead, so that its answers in flight are still taken (up to the count), as
+    # tallied rollouts of the tree.
+    probe = Expansion.objects.filter(search_id=search_row.pk, node_id=expansion.node_id)
+    probe.filter(leased_by="").delete()
+    probe.update(available_at=CLOSED_AT)
     options = growth_options_of(plan)
     search = omega_record(search, positive=positive)
     tally = TreeTally.objects.filter(root_id=search_row.tree_id).values_list("rollouts", flat=True).first() or 0

@@ -80,6 +80,11 @@ class BoundedJSONParser(JSONParser):
             parsed = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError(JSON_TOO_DEEP) from exc
-        if problem := text_problem(parsed):
+        if problem := self.unstorable(parsed):
             raise ParseError(problem)
         return parsed
+
+    def unstorable(self, parsed: Any) -> str | None:
+        """Why the parsed body cannot be taken (``text_problem``), or ``None``. An endpoint that answers for each
+        item of a body on its own (``POST /rollout/batch``) checks those items itself."""
+        return text_problem(parsed)

@@ -45,6 +45,7 @@ from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
 from rollouts.worker.sources import ClaimSource, RolloutJob
 from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, SpoolRecord
+from rollouts.worker.storable import storable
 from rollouts.worker.verdicts import (
     STRUCTURED_JSON_SCHEMA,
     STRUCTURED_OUTPUTS,
@@ -375,7 +376,8 @@ class AILabelWorker(PoolWorker[RolloutJob]):
             "worker": o.worker_name,
             "explanations": list(verdicts.explanations),
         }
-        self.spool.put(SpoolRecord(key=key, payload=payload))
+        # A judge's explanation may hold a NUL: replaced, so the label is stored rather than refused.
+        self.spool.put(SpoolRecord(key=key, payload=storable(payload)))
         self._spooled.add(job.id)
         c = self.label_counters
         c.results += 1

@@ -7,7 +7,8 @@ the model added is split with ``reasoning_delimiter_pattern`` (``forests.steps.s
 
 An empty answer is kept as such (``reasoning`` ``[""]`` for a fresh answer, the prefix alone for a continuation,
 ``prediction`` null), and so is one cut off by ``max_tokens`` (``finish_reason`` ``"length"``): both are what the
-model did, and count as wrong.
+model did, and count as wrong. A NUL the model wrote (or a lone surrogate) is replaced by U+FFFD, which databases
+store, and the rollout carries ``unstorable_text_replaced: true``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from typing import Any
 from forests.experiment_configs.interfaces import parse_prediction
 from forests.steps import split_steps
 from rollouts.worker.llm import Usage
+from rollouts.worker.storable import storable
 
 FINISH_LENGTH = "length"
+# Extra field of a rollout whose text held characters no database stores (replaced by U+FFFD before sending).
+UNSTORABLE_REPLACED = "unstorable_text_replaced"
 
 
 def split_usage(usage: Usage, texts: Sequence[str]) -> list[Usage]:
@@ -69,7 +73,9 @@ def rollout_payload(
     idempotency_key: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The body of ``POST /rollout`` for one generated answer (see the module docstring)."""
+    """The body of ``POST /rollout`` for one generated answer (see the module docstring). Its text is storable:
+    a NUL or lone surrogate anywhere in it is replaced (``rollouts.worker.storable``), and the body then says so
+    (``UNSTORABLE_REPLACED``: true)."""
     answer = "".join(prefix) + continuation
     payload: dict[str, Any] = {
         "model": model,
@@ -87,7 +93,10 @@ def rollout_payload(
         payload["empty"] = True
     if extra:
         payload.update(extra)
-    return payload
+    cleaned = storable(payload)
+    if cleaned is not payload:
+        cleaned[UNSTORABLE_REPLACED] = True
+    return cleaned
 
 
 def request_seed(base: int | None, key: str) -> int | None:

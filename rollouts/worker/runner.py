@@ -42,11 +42,14 @@ from rollouts.worker.sources import (
     request_sizes,
 )
 from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, SpoolRecord
+from rollouts.worker.storable import storable
 
 logger = logging.getLogger("rollouts.worker")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+# Statuses of a refused POST /rollout/batch that may be one rollout's fault: the batch is sent again in halves.
+BATCH_REFUSED_STATUSES = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ class RolloutWorker(PoolWorker[GenerationJob]):
             self.counters.requests_failed += 1
             logger.warning("request %s failed: %s", job.key, exc)
             if isinstance(self.source, ForestSource):
-                await asyncio.to_thread(self.source.job_failed, job, str(exc)[:2000])
+                await asyncio.to_thread(self.source.job_failed, job, storable(str(exc)[:2000]))
             return False
         finally:
             self.counters.retries = self.llm.retries
@@ -303,13 +306,29 @@ class RolloutWorker(PoolWorker[GenerationJob]):
             self.sender.notify()
 
     async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+        """Post ``records`` with ``POST /rollout/batch``: one outcome per record. The server answers for each rollout,
+        but a server may also refuse a whole batch for one bad rollout (400, 413, 422: one that kept its check on the
+        whole body, or a batch too large): then the batch is sent again in halves, so that only that rollout is
+        refused (and set aside in ``rejected.jsonl``) and a restarted worker never sends the same batch forever."""
+        assert self._sender_api is not None
+        # Records spooled by an older worker may hold text no database stores: cleaned here too.
+        payloads = [storable(record.payload) for record in records]
+        return await self._post_split(payloads)
+
+    async def _post_split(self, payloads: list[dict[str, Any]]) -> list[Sent | Refused | Skipped]:
         assert self._sender_api is not None
         try:
-            results = await asyncio.to_thread(self._sender_api.post_rollouts, [r.payload for r in records])
+            results = await asyncio.to_thread(self._sender_api.post_rollouts, payloads)
         except PrmsiteAPIError as exc:
             if exc.status_code >= 500 or exc.status_code in (408, 429):
                 raise ServerUnavailableError(str(exc)) from exc
-            raise
+            if exc.status_code not in BATCH_REFUSED_STATUSES:
+                raise  # the caller, not a rollout, is refused (401, 403) or the URL is wrong (404): fatal
+            if len(payloads) == 1:
+                error = exc.body if isinstance(exc.body, dict) else {"detail": exc.body}
+                return [Refused({**error, "status": exc.status_code})]
+            half = len(payloads) // 2
+            return [*await self._post_split(payloads[:half]), *await self._post_split(payloads[half:])]
         except requests.RequestException as exc:
             raise ServerUnavailableError(str(exc)) from exc
         outcomes: list[Sent | Refused | Skipped] = []

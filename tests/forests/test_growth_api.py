@@ -131,3 +131,35 @@ def test_a_batch_is_bounded(api, settings):
     assert api.post("/rollout/batch", {"rollouts": [body] * 3}, format="json").status_code == 400
     assert api.post("/rollout/batch", {"rollouts": [1]}, format="json").status_code == 400
     assert api.post("/rollout/batch", {"rollouts": [body] * 2}, format="json").status_code == 200
+
+
+def test_a_rollout_holding_a_nul_or_a_lone_surrogate_is_refused_alone_and_the_others_of_its_batch_are_stored(api):
+    # Issue 17, item 8: one NUL a model wrote made the whole batch a 400, so a worker stored none of its rollouts.
+    import json
+
+    body = {"model": "m", "example": "e", "reasoning": ["r"], "prediction": 1, "ground_truth": 1, "worker": "w"}
+    deep: list = [1]
+    for _ in range(40):
+        deep = [deep]
+    rollouts = [
+        {**body, "idempotency_key": "k0"},
+        {**body, "idempotency_key": "k1", "reasoning": ["a", "b PLACEHOLDER-NUL c"]},
+        {**body, "idempotency_key": "k2", "finish_reason": "PLACEHOLDER-SURROGATE"},
+        {**body, "idempotency_key": "k3", "extra": {"PLACEHOLDER-NUL": 1}},
+        {**body, "idempotency_key": "k4", "deep": deep},
+        {**body, "idempotency_key": "k5"},
+    ]
+    raw = json.dumps({"rollouts": rollouts}).replace("PLACEHOLDER-NUL", "\\u0000")
+    raw = raw.replace("PLACEHOLDER-SURROGATE", "\\ud800").encode()
+    response = api.generic("POST", "/rollout/batch", raw, content_type="application/json")
+    results = response.json()["results"]
+    assert response.status_code == 200 and ["id" in r for r in results] == [True, False, False, False, False, True]
+    assert [r["status"] for r in results[1:5]] == [400] * 4 and {r["code"] for r in results[1:5]} == {"invalid"}
+    assert "rollouts[1].reasoning[1]" in results[1]["detail"] and "NUL" in results[1]["detail"]
+    assert "surrogate" in results[2]["detail"] and "a key of rollouts[3].extra" in results[3]["detail"]
+    assert "nested too deeply" in results[4]["detail"]
+    assert sorted(Rollout.objects.values_list("idempotency_key", flat=True)) == ["k0", "k5"]
+    # Outside the rollouts, the body is checked as any body is: the whole request is refused.
+    envelope = json.dumps({"rollouts": [body], "note": "PLACEHOLDER"}).replace("PLACEHOLDER", "\\u0000").encode()
+    refused = api.generic("POST", "/rollout/batch", envelope, content_type="application/json")
+    assert refused.status_code == 400 and refused.json()["code"] == "parse_error"
