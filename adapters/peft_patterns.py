@@ -101,6 +101,7 @@ class PeftPattern:
     _transitions: dict[tuple[frozenset[int], str | None, str, bool], frozenset[int]] = field(
         default_factory=dict, repr=False
     )
+    _endings: dict[tuple[frozenset[int], str | None], bool] = field(default_factory=dict, repr=False)
 
     def fullmatch_all(self, texts: Iterable[str], *, max_steps: int) -> dict[str, bool]:
         """Whether ``re.fullmatch(pattern, text)`` would match, for each distinct text; ``PatternTooCostly`` once
@@ -201,8 +202,19 @@ class PeftPattern:
         return result
 
     def _accepts(self, raw: frozenset[int], text: str, max_steps: int) -> bool:
+        """Whether the final state is reached at the end of ``text``; what the anchors see there depends on its last
+        character alone, so the answer is kept for reuse too."""
+        key = (raw, text[-1] if text else None)
+        known = self._endings.get(key)
+        if known is not None:
+            self._count(1, max_steps)
+            return known
         reached = self._closure(raw, self._context(text, len(text)), max_steps)
-        return any(self.states[index].kind == _MATCH for index in reached)
+        accepted = any(self.states[index].kind == _MATCH for index in reached)
+        if len(self._endings) >= _TRANSITIONS_MAX:
+            self._endings.clear()
+        self._endings[key] = accepted
+        return accepted
 
     def _count(self, steps: int, max_steps: int) -> None:
         self.steps += steps

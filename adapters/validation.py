@@ -52,9 +52,13 @@ HEADER_MAX_BYTES = 100 * 1024 * 1024
 # Longest tensor name accepted (peft's are about 100 characters): it bounds the work each name costs.
 TENSOR_NAME_MAX_CHARS = 1000
 # Work allowed for checking the tensor names against the config: a step is one character through a target_modules
-# pattern, one name looked up in a target_modules list, or one modules_to_save entry searched for in a name. An
-# adapter of 47,000 MoE expert modules takes about 900,000; this bounds a hostile one to about a second of CPU.
-TENSOR_CHECK_MAX_STEPS = 2_000_000
+# pattern, one name looked up in a target_modules list, or one modules_to_save entry searched for in a name. A LoRA of
+# all 47,000 expert modules of a 61-layer MoE takes about 520,000 with a pattern; a hostile config stops here, after
+# well under a second of CPU (about a million steps a second on a busy core).
+TENSOR_CHECK_MAX_STEPS = 1_000_000
+# Characters of regular expressions a config may hold beyond plain module names (compiling one costs microseconds per
+# character; a rank_pattern of a few hundred layer-wise keys with anchors is a few thousand).
+PATTERNS_MAX_CHARS = 65536
 # Bytes per element of every safetensors dtype.
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
@@ -109,6 +113,10 @@ PATTERN_REFUSED = (
     f"{CONFIG_NAME}: peft reads {{field}} as a regular expression, and {{pattern!r}} is refused: {{reason}}. "
     r"Give a list of module names, or a simple pattern such as .*\.(q_proj|v_proj)."
 )
+PATTERNS_TOO_LONG = (
+    f"{CONFIG_NAME}: its regular expressions (target_modules, modules_to_save, rank_pattern keys, …) add up to more "
+    f"than {PATTERNS_MAX_CHARS} characters."
+)
 TENSOR_NAME_TOO_LONG = (
     f"{WEIGHTS_NAME}: a tensor name of {{length}} characters; names longer than {TENSOR_NAME_MAX_CHARS} are refused."
 )
@@ -116,6 +124,8 @@ TENSOR_CHECK_TOO_COSTLY = (
     f"Checking the tensor names of {WEIGHTS_NAME} against {CONFIG_NAME} takes more than {{limit}} "
     "steps; give target_modules as a list of module names or a simpler pattern, and fewer modules_to_save."
 )
+# A config value made of word characters, dots and dashes only: a regular expression of literals (and "." wildcards).
+_PLAIN_NAME = re.compile(r"[\w.-]*")
 
 
 @dataclass(frozen=True)
@@ -326,7 +336,13 @@ def _config_check(raw: bytes) -> dict[str, Any]:
         config.get("base_model_name_or_path") is None or isinstance(config["base_model_name_or_path"], str),
         "a string or null",
     )
+    compiled = 0
     for field, pattern in _config_patterns(config):
+        if _PLAIN_NAME.fullmatch(pattern):
+            continue  # a module name, dots and all: nothing in it can repeat or nest
+        compiled += len(pattern)
+        if compiled > PATTERNS_MAX_CHARS:
+            raise ApplicationError(PATTERNS_TOO_LONG)
         try:
             pattern_compile(pattern)
         except PatternRefused as exc:
@@ -422,7 +438,12 @@ def _targeted_modules(modules: set[str], targets: Any, budget: _StepBudget) -> s
     if targets is None or targets == "all-linear" or (isinstance(targets, list) and "all-linear" in targets):
         return set(modules)
     if isinstance(targets, str):
-        pattern = pattern_compile(targets)  # accepted by _config_check already
+        try:
+            pattern = pattern_compile(targets)  # refused here only when long: _config_check passes plain names
+        except PatternRefused as exc:
+            raise ApplicationError(
+                PATTERN_REFUSED.format(field="target_modules", pattern=_shorten(targets), reason=exc)
+            ) from exc
         try:
             answers = pattern.fullmatch_all(modules, max_steps=max(budget.left, 0))
         except PatternTooCostly as exc:

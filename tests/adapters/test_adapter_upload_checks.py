@@ -83,23 +83,15 @@ def test_the_backtracking_pattern_of_the_issue_is_refused_before_any_matching(ap
         (r"(?:a|aa)?" * 60 + "!", "a" * 900),
     ],
 )
-def test_a_pattern_that_would_backtrack_is_matched_in_counted_steps(api, members, no_backtracking, monkeypatch,
-                                                                    pattern, text):  # fmt: skip
+def test_a_pattern_that_would_backtrack_is_matched_in_counted_steps(api, members, no_backtracking,
+                                                                    compiled_patterns, pattern, text):  # fmt: skip
     no_backtracking.add(pattern)
-    compiled = []
-    real_compile = validation.pattern_compile
-
-    def counting_compile(source):
-        compiled.append(real_compile(source))
-        return compiled[-1]
-
-    monkeypatch.setattr(validation, "pattern_compile", counting_compile)
     tensors = {f"{text}.lora_A.weight": ("F32", [2, 16]), f"{text}.lora_B.weight": ("F32", [16, 2])}
     data = adapter_zip(
         {**with_config(members, target_modules=pattern), "adapter_model.safetensors": safetensors_bytes(tensors)}
     )
     refused(upload(api, data), "is not a LoRA weight of a module")
-    matcher = compiled[-1]
+    matcher = compiled_patterns[-1]
     assert 0 < matcher.steps <= (len(text) + 1) * 2 * len(matcher.states)
 
 
@@ -157,6 +149,33 @@ def test_every_field_peft_reads_as_a_pattern_is_checked(api, members, changes):
 def test_the_patterns_real_configs_use_stay_accepted(api, members, changes):
     response = upload(api, adapter_zip(with_config(members, **changes)))
     assert response.status_code == 200, response.json()
+
+
+@pytest.fixture
+def compiled_patterns(monkeypatch) -> list:
+    compiled = []
+    real_compile = validation.pattern_compile
+
+    def counting_compile(source):
+        compiled.append(real_compile(source))
+        return compiled[-1]
+
+    monkeypatch.setattr(validation, "pattern_compile", counting_compile)
+    return compiled
+
+
+def test_a_config_of_too_many_patterns_is_refused_before_compiling_them_all(api, members, compiled_patterns):
+    keys = {rf"^model\.layers\.{layer}\.self_attn\.q_proj$": 2 for layer in range(3000)}
+    refused(upload(api, adapter_zip(with_config(members, rank_pattern=keys))), "add up to more than")
+    assert len(compiled_patterns) <= validation.PATTERNS_MAX_CHARS // 36 + 1
+
+
+def test_plain_module_names_cost_no_compiling(api, members, compiled_patterns):
+    keys = {f"model.layers.{layer}.self_attn.q_proj": 2 for layer in range(20_000)}
+    changes = {"rank_pattern": keys, "modules_to_save": ["score"], "layers_pattern": "layers"}
+    response = upload(api, adapter_zip(with_config(members, **changes, layers_to_transform=[0])))
+    assert response.status_code == 200, response.json()
+    assert compiled_patterns == []
 
 
 def test_checking_the_tensor_names_has_a_budget(api, members, monkeypatch):
