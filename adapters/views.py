@@ -6,6 +6,7 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +34,21 @@ class AdapterBytesRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return data
+
+
+class RawBodyParser(BaseParser):
+    """Lets any body through unread: ``POST /prm_adapter`` streams the raw zip from the request itself.
+
+    DRF parses a body as soon as something reads ``request.data`` or ``request.POST``, and its session authentication
+    does, to look for a form's CSRF token: with no parser at all, every upload of a staff session was a 415, whatever
+    its content type. This parser reads nothing and answers no data, so the body stays whole for the view, and a
+    session's CSRF token comes from the ``X-CSRFToken`` header, as for any other raw body.
+    """
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
 
 
 class RawBodyBrowsableAPIRenderer(BrowsableAPIRenderer):
@@ -63,13 +79,15 @@ class PRMAdapterView(GenericAPIView):
 
     `GET /prm_adapter?prm_version=V` answers the uploaded bytes (`application/octet-stream`; with `Accept:
     application/json` or in the browsable API, the adapter's details instead). `POST /prm_adapter?prm_version=V&
-    base_model=B&worker=W` with the zip as the raw body stores it and answers its path on the server.
+    base_model=B&worker=W` with the zip as the raw body (`Content-Type: application/zip`) stores it and answers its
+    path on the server. A worker sends its token; a staff session sends its CSRF token in the `X-CSRFToken` header
+    (no HTML form can send a raw body, so this page has none).
     """
 
     schema = ApiAutoSchema()
     serializer_class = PRMAdapterSerializer  # what OPTIONS and the browsable API describe; the body is a raw zip
     renderer_classes = [AdapterBytesRenderer, JSONRenderer, RawBodyBrowsableAPIRenderer]
-    parser_classes: list = []  # the body is read raw by POST, never parsed
+    parser_classes = [RawBodyParser]  # the body is read raw by POST, never parsed
 
     def finalize_response(self, request, response, *args, **kwargs):
         # Data (an error, the POST's path) is JSON. That includes a 406: content negotiation failed, so DRF would
@@ -118,10 +136,13 @@ class PRMAdapterView(GenericAPIView):
             **ERROR_RESPONSES,
         },
         description="Store an adapter: the raw body is a zip of the folder peft's `save_pretrained` writes "
-        "(`adapter_config.json` + `adapter_model.safetensors`). Refused: a body that is no zip, member names that "
-        "are absolute or contain `..`, pickle-based files (`.bin`, `.pt`, …), a config peft cannot load, tensors "
+        "(`adapter_config.json` + `adapter_model.safetensors`, maybe `README.md` and `prm_config.json`, nothing "
+        "else). Refused: a body that is no zip or has data before or after the zip (a self-extracting archive), "
+        "any other member (pickle-based files such as `.bin`, `.pt` included), member names that are absolute or "
+        "contain `..`, a config peft cannot load or whose regular expressions (a string `target_modules`, …) use "
+        "more than literals, classes, groups, alternation, anchors and quantifiers of one character, tensors "
         "safetensors cannot read, more than `PRM_ADAPTER_MAX_BYTES`. The same bytes again for a prm_version answer "
-        "the same path; other bytes are a 409.",
+        "the same path; other bytes are a 409. A staff session sends its CSRF token in the `X-CSRFToken` header.",
     )
     def post(self, request: Request) -> Response:
         query = PRMAdapterUploadQuerySerializer(data=request.query_params)
