@@ -12,9 +12,9 @@ become paths): the archive may unpack to no more than the upload limit itself, t
 safetensors header read out of the archive (every tensor's dtype, shape and byte range, which must tile the file
 exactly), and the members' checksums are verified by streaming them. The config must be a LoRA config whose fields
 have the types peft expects, and the tensors must be LoRA weights of the modules it targets, with matching ranks.
-The regular expressions peft reads in a config are checked and matched by ``adapters.peft_patterns`` (never by
-``re``, whose backtracking an uploaded pattern and uploaded tensor names could make exponential), and checking the
-tensor names has a budget of steps.
+The regular expressions peft reads in a config are checked and matched by ``adapters.peft_patterns`` (with RE2,
+never with ``re``, whose backtracking an uploaded pattern and uploaded tensor names could make exponential), and
+checking the tensor names has a budget of steps.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ CONFIG_MAX_BYTES = 1024 * 1024
 HEADER_MAX_BYTES = 100 * 1024 * 1024
 # Longest tensor name accepted (peft's are about 100 characters): it bounds the work each name costs.
 TENSOR_NAME_MAX_CHARS = 1000
+# What a tensor name may hold: printable ASCII, as module paths are (and what adapters.peft_patterns matches).
+_TENSOR_NAME = re.compile(r"[\x20-\x7e]+")
 # Work allowed for checking the tensor names against the config: a step is one character through a target_modules
 # pattern, one name looked up in a target_modules list, or one modules_to_save entry searched for in a name. A LoRA of
 # all 47,000 expert modules of a 61-layer MoE takes about 520,000 with a pattern; a hostile config stops here, after
@@ -116,6 +118,10 @@ PATTERN_REFUSED = (
 PATTERNS_TOO_LONG = (
     f"{CONFIG_NAME}: its regular expressions (target_modules, modules_to_save, rank_pattern keys, …) add up to more "
     f"than {PATTERNS_MAX_CHARS} characters."
+)
+TENSOR_NAME_NOT_ASCII = (
+    f"{WEIGHTS_NAME}: the tensor name {{name!r}} is not a module path; names are printable ASCII (torch's module "
+    "names are Python identifiers joined by dots)."
 )
 TENSOR_NAME_TOO_LONG = (
     f"{WEIGHTS_NAME}: a tensor name of {{length}} characters; names longer than {TENSOR_NAME_MAX_CHARS} are refused."
@@ -476,6 +482,8 @@ def _lora_tensors_check(tensors: dict[str, dict[str, Any]], config: dict[str, An
     for name in tensors:
         if len(name) > TENSOR_NAME_MAX_CHARS:
             raise ApplicationError(TENSOR_NAME_TOO_LONG.format(length=len(name)))
+        if not _TENSOR_NAME.fullmatch(name):
+            raise ApplicationError(TENSOR_NAME_NOT_ASCII.format(name=_shorten(name)))
     matches = {name: _LORA_TENSOR.match(name) for name in tensors}
     budget = _StepBudget(TENSOR_CHECK_MAX_STEPS)
     targeted = _targeted_modules({m["module"] for m in matches.values() if m is not None}, targets, budget)
