@@ -43,6 +43,8 @@ from rollouts.labelling.forms import ACTION_DISCARD, ACTION_SAVE, ACTION_SKIP, F
 from rollouts.models import LabellingScheme, Rollout
 
 VISIT_SALT = "rollouts.labelling.visit"
+# A visit token is about 150 characters; anything much longer is not one (the form refuses it too).
+VISIT_TOKEN_MAX_CHARS = 1000
 
 NOT_CHECKED_OUT = (
     "Rollout #{rollout_id} is not checked out to you in {prm_version}: take the next one from the queue instead."
@@ -195,6 +197,8 @@ def _visit_token(request: HttpRequest, scheme: LabellingScheme, rollout_id: int,
 def _visit_started(request: HttpRequest, token: str, scheme: LabellingScheme, rollout_id: int) -> datetime | None:
     """When the page whose form this is was shown to this person (None when the token is missing, forged, or of
     another rollout, scheme or person)."""
+    if len(token) > VISIT_TOKEN_MAX_CHARS:
+        return None
     try:
         visit = signing.loads(token, salt=VISIT_SALT)
     except signing.BadSignature:
