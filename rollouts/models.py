@@ -87,8 +87,11 @@ class ProcessRewardLabel(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            # A repeated POST of the same label is idempotent.
-            models.UniqueConstraint(fields=["rollout", "prm_version", "worker"], name="label_unique_per_worker"),
+            # A repeated POST of the same label is idempotent. A label is its caller's: the account that posted it
+            # (labelled_by) and the worker name it gave, so no caller's worker name can stand for another account.
+            models.UniqueConstraint(
+                fields=["rollout", "prm_version", "labelled_by", "worker"], name="label_unique_per_caller_worker"
+            ),
         ]
         indexes = [
             # "Unlabelled rollouts of a prm_version" is an anti-join on this pair; label ids of a version too.

@@ -9,6 +9,10 @@ The rules, which every labeller (PRM inference controllers, AI judges, people) s
   (409, ``already_labelled``, with the stored label's id); so is a label for a rollout that is leased to another
   caller (409, ``leased``), since that caller is labelling it. The same label posted again by the same worker answers
   the same id (a retry is safe); different content from that worker is a 409 (``conflict``).
+- A worker is named by its caller: a label's identity is the account that posted it (``labelled_by``: the token's
+  user, the person logged in on the labelling pages; empty for trusted code) together with the ``worker`` string it
+  gave. ``worker`` is the specification's free string and stands for nothing beyond that caller, so a token posting
+  ``"worker": "dave"`` neither is nor blocks the person dave: their labels are different callers' labels.
 - A caller may end its own leases early (``checkout_release``): a worker shutting down gives its work back.
 - A labelling scheme may ask for K labellers per rollout (``LabellingScheme.labels_per_rollout``): then a rollout is
   handed to K different callers, never twice to one, and takes K labels, one per caller. Claims of such a scheme are
@@ -557,10 +561,11 @@ def label_create(
     whether it is new.
 
     ``prm_output`` has one finite number per reasoning step. The rules of the module docstring apply: the same label
-    again from the same worker returns the stored one (``created`` False); other content from that worker, a label
-    after another worker's (with K labellers: after K labels, or a second one by the same caller), and a label for a
-    rollout whose leases, held by others than ``labelled_by`` (the caller's identity, as ``checkout_claim`` recorded
-    it in ``claimed_by``; ``None`` skips that check, for trusted callers), leave no room are ``ConflictError``s.
+    again from the same worker of the same caller (``labelled_by``, ``worker``) returns the stored one (``created``
+    False); other content from that worker, a label after another worker's (with K labellers: after K labels, or a
+    second one by the same caller), and a label for a rollout whose leases, held by others than ``labelled_by`` (the
+    caller's identity, as ``checkout_claim`` recorded it in ``claimed_by``; ``None`` skips that check, for trusted
+    callers), leave no room are ``ConflictError``s.
     Concurrent labels of one rollout are serialised by a lock on the rollout's row. ``attributes`` keeps what the
     labeller recorded beyond the values (a person's finish reason, time spent, …).
     """
@@ -582,7 +587,8 @@ def label_create(
             )
         labels_wanted = labels_per_rollout(prm_version=prm_version)
         stored = list(ProcessRewardLabel.objects.filter(rollout_id=rollout_id, prm_version=prm_version).order_by("id"))
-        own = next((label for label in stored if label.worker == worker), None)
+        caller = labelled_by or ""
+        own = next((label for label in stored if label.labelled_by == caller and label.worker == worker), None)
         if own is not None:
             if not _label_matches(own, prm_output=values, explanations=explanations):
                 raise ConflictError(

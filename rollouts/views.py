@@ -227,10 +227,11 @@ class ProcessRewardLabelView(ApiView):
         ],
         description="Store a label; answer its id as a bare JSON integer and delete the rollout's checkout for "
         "`prm_version`. `prm_output` has exactly one value per reasoning step. The first label of a rollout for a "
-        "version wins: posting the same label again (same rollout, prm_version, worker and content) answers the "
-        "existing id and stores nothing; other content from that worker (`code` conflict), a label after another "
+        "version wins: posting the same label again (same account, rollout, prm_version, worker and content) answers "
+        "the existing id and stores nothing; other content from that worker (`code` conflict), a label after another "
         "worker's (`already_labelled`, with its `id`) and a label of a rollout checked out by another caller "
-        "(`leased`, with `expires_at`) are refused with 409.",
+        "(`leased`, with `expires_at`) are refused with 409. `worker` names a worker of the calling account (the "
+        "token's user, stored as the label's `labelled_by`), never another account or a person.",
     )
     def post(self, request: Request) -> Response:
         serializer = ProcessRewardLabelCreateSerializer(data=request.data)

@@ -160,6 +160,10 @@ def hostile_client(client, world, staff_user):
     return client
 
 
+# Pages that only take a POST: claim the next rollout, skip one.
+POST_ONLY = ("next", "skip")
+
+
 def page_urls(world) -> list[str]:
     """Every HTML page outside the admin, filled with the world's names."""
     values = {
@@ -171,8 +175,8 @@ def page_urls(world) -> list[str]:
     }
     urls = []
     for route in page_routes():
-        if route.name in PUBLIC or route.name in ("next", "search_plot"):
-            continue  # next is a POST (claimed in the fixture); the plot is a PNG
+        if route.name in PUBLIC or route.name in (*POST_ONLY, "search_plot"):
+            continue  # next and skip are POSTs (claimed in the fixture); the plot is a PNG
         urls.append(route.path(**values))
     scheme = world["scheme"]
     urls += [
@@ -318,7 +322,7 @@ def route_cases():
 def visit(client, route, world=None):
     values = {"forest_name": "forest-x", "prm_version": SCHEME, "root_id": 1, "rollout_id": 1}
     url = route.path(**values)
-    return client.post(url) if route.name == "next" else client.get(url)
+    return client.post(url) if route.name in POST_ONLY else client.get(url)
 
 
 @pytest.fixture

@@ -75,7 +75,8 @@ def test_a_repeated_label_from_the_same_worker_is_refused_by_the_database():
         make_label(rollout, "v1", worker="w")
     make_label(rollout, "v1", worker="other-worker")
     make_label(rollout, "v2", worker="w")
-    assert ProcessRewardLabel.objects.filter(rollout=rollout).count() == 3
+    make_label(rollout, "v1", worker="w", labelled_by="another-account")  # another caller's worker of that name
+    assert ProcessRewardLabel.objects.filter(rollout=rollout).count() == 4
 
 
 def test_one_checkout_per_rollout_and_prm_version():

@@ -9,6 +9,16 @@ a submit counts the time since then, or since the draft's ``counted_until`` when
 counted twice (two tabs, a save on leaving the page and the submit after it). One stretch counts at most
 ``VISIT_SECONDS_MAX``, so a page left open overnight does not count the night; the page's script also reports when
 it is hidden and shown again (``resume``), and the time it was hidden is not counted.
+
+Who may work on which rollout (issue 17, item 12): a person saves a draft of, submits, or is shown a rollout only
+when it was handed to them: they hold a live lease of it, they have a draft of it (drafts are only written for
+rollouts handed to them), or the server showed them its page (``visit_started``: the view passes it only from a
+signed visit token issued to this person for this rollout and scheme, so an expired lease does not lose the work in
+hand). Anything else is ``NotHandedOut`` (403), and nothing is written.
+
+A person holds at most one lease per scheme: ``labelling_next`` and ``label_skip`` run under a lock on the person's
+user row (SQLite: the database's write lock, taken when the transaction begins), so twenty parallel clicks on *next*
+read what the first one leased instead of each claiming a rollout of their own.
 """
 
 from __future__ import annotations
@@ -17,12 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from prmsite.errors import ApplicationError, ConflictError
 from rollouts.labelling import rules
 from rollouts.labelling.selectors import leases_held
-from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout
+from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.services import checkout_claim, checkout_release, checkout_renew, label_create
 
 # The longest stretch of time on a page counted at once (seconds).
@@ -32,6 +43,17 @@ NOTE_MAX_CHARS = 5000
 
 SCHEME_CLOSED = "The scheme {prm_version!r} is closed: it hands out no more rollouts."
 RATINGS_INVALID = "ratings_invalid"
+NOT_HANDED_OUT = (
+    "Rollout #{rollout_id} was not handed to you in {prm_version}: nothing was stored. Take the next one from the "
+    "queue instead."
+)
+
+
+class NotHandedOut(ApplicationError):
+    """Work on a rollout the person was never handed (no lease, no draft, no page shown to them): refused."""
+
+    status_code = 403
+    code = "not_checked_out"
 
 
 @dataclass(frozen=True)
@@ -57,11 +79,14 @@ def _visit_seconds(*, visit_started: datetime | None, counted_until: datetime | 
     return min(max((now - start).total_seconds(), 0.0), float(VISIT_SECONDS_MAX))
 
 
-def labelling_next(*, scheme: LabellingScheme, username: str, now: datetime, exclude: Sequence[int] = ()) -> int | None:
-    """The rollout ``username`` labels next in ``scheme``: one they hold a live lease of (the earliest claimed), else a
-    new claim; None when the queue has nothing for them. A page opened twice never claims a second rollout.
+def _person_lock(username: str) -> None:
+    """Serialise the claims of one person: lock their user row until the transaction ends (PostgreSQL: FOR NO KEY
+    UPDATE, which their draft inserts, taking a key-share lock, do not wait for; SQLite: the transaction holds the
+    database's write lock from its start already). Must run inside ``transaction.atomic``."""
+    list(get_user_model().objects.select_for_update(no_key=True).filter(username=username).values_list("pk"))
 
-    ``ApplicationError`` when the scheme is closed and they hold nothing."""
+
+def _next_locked(*, scheme: LabellingScheme, username: str, now: datetime, exclude: Sequence[int] = ()) -> int | None:
     skipped = set(exclude)
     held = [i for i in leases_held(prm_version=scheme.prm_version, username=username, now=now) if i not in skipped]
     if held:
@@ -77,6 +102,45 @@ def labelling_next(*, scheme: LabellingScheme, username: str, now: datetime, exc
         reference_prm_version=scheme.reference_prm_version or None,
     )
     return result.ids[0] if result.ids else None
+
+
+def labelling_next(*, scheme: LabellingScheme, username: str, now: datetime) -> int | None:
+    """The rollout ``username`` labels next in ``scheme``: one they hold a live lease of (the earliest claimed), else a
+    new claim; None when the queue has nothing for them.
+
+    A person holds at most one lease of the scheme: the check of what they hold and the claim run in one transaction
+    under a lock on their user row, so concurrent calls (a page opened twice, twenty parallel clicks) claim one
+    rollout and answer it to all of them.
+
+    ``ApplicationError`` when the scheme is closed and they hold nothing."""
+    with transaction.atomic():
+        _person_lock(username)
+        return _next_locked(scheme=scheme, username=username, now=now)
+
+
+def labelling_access_check(
+    *, user, prm_version: str, rollout_id: int, now: datetime, visit_started: datetime | None
+) -> None:
+    """Refuse (``NotHandedOut``) work on a rollout that was not handed to ``user`` in ``prm_version``.
+
+    Allowed: they hold a live lease of it, have a draft of it, have labelled it, or were shown its page
+    (``visit_started`` not None: the caller read it from a signed visit token issued to this person for this rollout
+    and scheme). A closed scheme changes nothing here: it hands out no new rollouts, and what was handed out may be
+    finished."""
+    if visit_started is not None:
+        return
+    username = user.get_username()
+    handed = (
+        RolloutCheckout.objects.filter(
+            prm_version=prm_version, rollout_id=rollout_id, claimed_by=username, expires_at__gt=now
+        ).exists()
+        or LabelDraft.objects.filter(user=user, prm_version=prm_version, rollout_id=rollout_id).exists()
+        or ProcessRewardLabel.objects.filter(
+            prm_version=prm_version, rollout_id=rollout_id, labelled_by=username
+        ).exists()
+    )
+    if not handed:
+        raise NotHandedOut(NOT_HANDED_OUT.format(rollout_id=rollout_id, prm_version=prm_version))
 
 
 def _draft_fields(rollout: Rollout, data: LabelInput) -> dict:
@@ -101,11 +165,33 @@ def draft_save(
     """Keep the person's work on a rollout as their draft, add the time since the page was shown (``resume``: add
     none, the page was hidden until now), and renew their live lease of it.
 
-    Nothing is kept once they have labelled the rollout (a save sent as the page is left, after its submit)."""
+    Nothing is kept once they have labelled the rollout (a save sent as the page is left, after its submit).
+    ``NotHandedOut``, and nothing written, for a rollout not handed to them (``labelling_access_check``)."""
     username = user.get_username()
     prm_version = scheme.prm_version
     if ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout=rollout, labelled_by=username).exists():
         return DraftSaved(draft=None, lease_expires_at=None)
+    labelling_access_check(
+        user=user, prm_version=prm_version, rollout_id=rollout.pk, now=now, visit_started=visit_started
+    )
+    return _draft_write(
+        user=user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now, resume=resume
+    )
+
+
+def _draft_write(
+    *,
+    user,
+    scheme: LabellingScheme,
+    rollout: Rollout,
+    data: LabelInput,
+    visit_started: datetime | None,
+    now: datetime,
+    resume: bool = False,
+) -> DraftSaved:
+    """``draft_save`` once the person's right to the rollout is established."""
+    username = user.get_username()
+    prm_version = scheme.prm_version
     fields = _draft_fields(rollout, data)
     with transaction.atomic():
         draft = (
@@ -149,8 +235,12 @@ def label_submit(
     saying what to fix, when they cannot). ``attributes`` record the mode, finish reason, bad-problem flag, rated
     steps and seconds spent. When ``label_create`` refuses (``ConflictError``: the lease expired and others took the
     rollout's place, or it has all its labels), the work is kept as the person's draft before the error goes up, so
-    nothing they did is lost.
+    nothing they did is lost. ``NotHandedOut``, and nothing written, for a rollout not handed to them
+    (``labelling_access_check``).
     """
+    labelling_access_check(
+        user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now, visit_started=visit_started
+    )
     try:
         step_label = rules.label_from_ratings(
             data.ratings,
@@ -191,7 +281,7 @@ def label_submit(
             if draft is not None:
                 draft.delete()
     except ConflictError:
-        draft_save(user=user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now)
+        _draft_write(user=user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now)
         raise
     return label
 
@@ -200,12 +290,16 @@ def label_skip(*, user, scheme: LabellingScheme, rollout_id: int, now: datetime)
     """Give the rollout back to the queue and drop the person's draft of it; answer the rollout they label next.
 
     The next one is claimed before the skipped one is released, so the skipped one does not come straight back to
-    them (it goes to someone else, or back to them once the queue comes round to it)."""
+    them (it goes to someone else, or back to them once the queue comes round to it); both happen in one transaction
+    under the person's lock, so they never hold two leases of the scheme. Always works: a rollout they do not hold
+    (or that does not exist) has nothing to give back, and a closed scheme just hands out nothing new."""
     username = user.get_username()
-    try:
-        next_id = labelling_next(scheme=scheme, username=username, now=now, exclude=[rollout_id])
-    except ApplicationError:  # a closed scheme hands out nothing new; the skip still gives this one back
-        next_id = None
-    checkout_release(prm_version=scheme.prm_version, rollout_ids=[rollout_id], claimed_by=username)
-    draft_discard(user=user, prm_version=scheme.prm_version, rollout_id=rollout_id)
+    with transaction.atomic():
+        _person_lock(username)
+        try:
+            next_id = _next_locked(scheme=scheme, username=username, now=now, exclude=[rollout_id])
+        except ApplicationError:  # a closed scheme hands out nothing new; the skip still gives this one back
+            next_id = None
+        checkout_release(prm_version=scheme.prm_version, rollout_ids=[rollout_id], claimed_by=username)
+        draft_discard(user=user, prm_version=scheme.prm_version, rollout_id=rollout_id)
     return next_id

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<str:prm_version>/", views.scheme_detail, name="scheme"),
     path("<str:prm_version>/next/", views.scheme_next, name="next"),
     path("<str:prm_version>/rollouts/<int:rollout_id>/", views.rollout_label, name="rollout"),
+    path("<str:prm_version>/rollouts/<int:rollout_id>/skip/", views.rollout_skip, name="skip"),
     path("<str:prm_version>/stats/", staff_views.scheme_stats, name="stats"),
     path("<str:prm_version>/export/", staff_views.scheme_export, name="export"),
 ]

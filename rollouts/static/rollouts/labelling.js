@@ -4,6 +4,8 @@
 //   the page is hidden or left, so it survives closing the tab and opening the rollout in another browser; each save
 //   renews the person's lease, and its answer says whether they still hold it;
 // - in stop-at-first-error mode the steps after the first -1 are greyed out and take no rating.
+// Saves are sent urlencoded, as the form itself posts (the server reads that encoding with a bound that fits the
+// longest rollout's two fields per step), and without the empty ratings and notes, so they stay small.
 "use strict";
 
 (() => {
@@ -11,6 +13,7 @@
   if (!form) {
     return;
   }
+  const skipForm = document.getElementById("skip-form");
   // The form's address (form.action would be the control named "action").
   const saveUrl = form.getAttribute("action");
   const steps = Array.from(form.querySelectorAll("li.step"));
@@ -118,6 +121,25 @@
     }
   }
 
+  function skip() {
+    if (skipForm) {
+      skipForm.requestSubmit();
+    }
+  }
+
+  // The form's fields for a save: what the form posts, less the empty ratings and notes (the server reads a missing
+  // one as empty), urlencoded.
+  function saveBody() {
+    const body = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) {
+      if (value === "" && /^(rating|note)_\d+$/.test(name)) {
+        continue;
+      }
+      body.append(name, value);
+    }
+    return body;
+  }
+
   function timeText(iso) {
     return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
@@ -143,7 +165,7 @@
       return;
     }
     clearTimeout(saveTimer);
-    const body = new FormData(form);
+    const body = saveBody();
     body.set("action", "save");
     if (resume) {
       body.set("resume", "on");
@@ -239,7 +261,7 @@
     } else if (key === "Enter") {
       submitWith("submit");
     } else if (key === "X") {
-      submitWith("skip");
+      skip();
     } else if (key === "?") {
       keysHelp.open = !keysHelp.open;
     } else {
@@ -269,6 +291,13 @@
     submitting = true;
     clearTimeout(saveTimer);
   });
+  if (skipForm) {
+    // Skipping drops the draft: no save may follow it (on leaving the page).
+    skipForm.addEventListener("submit", () => {
+      submitting = true;
+      clearTimeout(saveTimer);
+    });
+  }
   document.addEventListener("mousemove", () => {
     active = true;
   });

@@ -104,3 +104,39 @@ def test_a_labeller_labels_two_rollouts_with_the_keyboard_alone(browser, live_ap
     assert {one.labelled_by, two.labelled_by} == {"ann"}
     assert not LabelDraft.objects.exists()
     assert not RolloutCheckout.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_script_saves_and_skips_a_rollout_as_long_as_the_server_stores(browser, live_api_server, settings):
+    # Issue 17, item 4: the script's draft saves and the skip key of a 1,000-step rollout (2,000 form fields).
+    from selenium.webdriver.common.keys import Keys
+
+    make_labeller("ann")
+    make_scheme("human-long", title="Long")
+    steps = settings.PRM_ROLLOUT_MAX_STEPS
+    longest = make_rollout(reasoning=[f"Step {i}. " for i in range(steps)])
+    base = live_api_server.url
+
+    browser.get(base + "/label/login/")
+    keys(browser, "ann", Keys.TAB, PASSWORD, Keys.ENTER)
+    wait_for(browser, lambda d: d.current_url == base + "/label/", "the login did not lead to the scheme list")
+    browser.get(base + "/label/human-long/")
+    keys(browser, Keys.ENTER)
+    wait_for_labelling_page(browser, base + f"/label/human-long/rollouts/{longest.pk}/")
+    keys(browser, "3", "3", "n", "a note on step 3", Keys.ESCAPE)
+    wait_for(
+        browser,
+        lambda d: (
+            "Draft saved" in d.find_element("id", "save-status").text
+            and any(draft.notes[2] == "a note on step 3" for draft in LabelDraft.objects.all())
+        ),
+        f"the draft was not saved: {browser.find_element('id', 'save-status').text}",
+    )
+    draft = LabelDraft.objects.get()
+    assert len(draft.ratings) == steps and draft.ratings[:3] == [1, 1, None]
+    screenshot(browser, "06-long-rollout-saved")
+    keys(browser, "X")  # Shift+X: skip
+    wait_for(browser, lambda d: d.current_url == base + "/label/human-long/", "the skip did not lead back")
+    assert "skipped" in browser.page_source
+    assert not RolloutCheckout.objects.exists()
+    assert not LabelDraft.objects.exists()  # and no save on leaving the page brought it back
