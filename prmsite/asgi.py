@@ -10,9 +10,9 @@ Two thin layers stand in front of Django, both pure ASGI so that they hold no th
   disconnects. Leases are only ever written by an attempt that will be answered: when the client turns out to be gone
   by the time an attempt has claimed rollouts, the middleware gives them back at once (``POST /rollout/release``,
   with the caller's own credentials) instead of leaving them leased to nobody for ``PRM_CHECKOUT_TIMEOUT_S``.
-- ``BodyLimitMiddleware``: a request body beyond the limit (``PRM_ADAPTER_MAX_BYTES`` for adapter uploads,
-  ``DATA_UPLOAD_MAX_MEMORY_SIZE`` for everything else) is refused with the API's JSON 413 as soon as it is known to be
-  too large (by its Content-Length, or by counting a chunked body), before Django spools it to disk.
+- ``BodyLimitMiddleware`` (``prmsite.body_guard``): decides before Django reads a request body whether it reads it at
+  all: a body beyond 64 KiB needs valid credentials (401 before it is read), none may pass its size limit (413), take
+  longer than its deadline (408) or pass the process's budget of bodies in flight (503 with Retry-After).
 
 Under a WSGI server the same views work (the long-poll then waits in the request's thread), but only ASGI gives
 these guarantees; see the README's "Serving in production".
@@ -39,7 +39,7 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402 - after Django is set up
 
-from prmsite.api import BODY_TOO_LARGE, error_body  # noqa: E402
+from prmsite.body_guard import BodyLimitMiddleware  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LONG_POLL_INTERVALS_S = (0.25, 0.5, 1.0, 2.0)
 CLAIM_PATH = "/rollout"
 RELEASE_PATH = "/rollout/release"
-ADAPTER_PATH = "/prm_adapter"
 PREVIEW_HEADER = b"x-prmsite-claim"
 
 
@@ -98,13 +97,6 @@ async def _call(app: ASGIApp, scope: Scope, body: bytes = b"") -> CapturedRespon
 async def _forward(response: CapturedResponse, send: Send) -> None:
     await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
     await send({"type": "http.response.body", "body": bytes(response.body), "more_body": False})
-
-
-async def _json_response(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 class LongPollMiddleware:
@@ -226,49 +218,6 @@ class LongPollMiddleware:
         logger.info("long-poll client left: gave back %d rollout(s) (%s)", len(ids), released.status)
 
 
-class BodyLimitMiddleware:
-    """See the module docstring."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    @staticmethod
-    def limit_for(scope: Scope) -> int:
-        if scope["path"] == ADAPTER_PATH:
-            return settings.PRM_ADAPTER_MAX_BYTES
-        # Room for a form's multipart framing beyond the data Django itself accepts.
-        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 64 * 1024
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope)
-        declared = next((v for k, v in scope.get("headers", []) if k.lower() == b"content-length"), None)
-        if declared is not None:
-            try:
-                too_large = int(declared) > limit
-            except ValueError:
-                too_large = False
-            if too_large:
-                await _json_response(send, 413, error_body(BODY_TOO_LARGE.format(limit=limit), "too_large"))
-                return
-        received = 0
-        exceeded = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    return {"type": "http.disconnect"}  # Django stops reading and answers nothing
-            return message
-
-        await self.app(scope, counting_receive, send)
-        if exceeded:
-            await _json_response(send, 413, error_body(BODY_TOO_LARGE.format(limit=limit), "too_large"))
-
-
 application = BodyLimitMiddleware(LongPollMiddleware(django_application))
+
+__all__ = ["BodyLimitMiddleware", "LongPollMiddleware", "application"]

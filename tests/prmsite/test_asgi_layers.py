@@ -209,8 +209,13 @@ def test_a_chunked_body_is_cut_off_once_it_passes_the_limit():
                 return
             total += len(message["body"])
 
+    async def trusted(scope):
+        return True
+
     client = Client()
-    run(BodyLimitMiddleware(app)(request_scope(method="POST", query=b""), receive, client.send))
+    scope = request_scope(method="POST", query=b"")
+    scope["headers"] = [*scope["headers"], (b"transfer-encoding", b"chunked")]
+    run(BodyLimitMiddleware(app, credentials=trusted)(scope, receive, client.send))
     assert client.status == 413
     # The limit is 1000 + 64 KiB of multipart room: the second chunk passes it, and Django is told to stop there.
     assert seen["stopped_at"] == 40_000 and len(chunks) == 8
