@@ -164,7 +164,6 @@ class LongPollMiddleware:
         # The latest claim attempt of each kind of long-poll (same query, same credentials), while it is fresh.
         self.flights: dict[tuple[bytes, ...], Flight] = {}
         self._turns: asyncio.Semaphore | None = None
-        self.attempts = 0  # claim attempts run (tests count them)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == CLAIM_PATH:
@@ -261,7 +260,6 @@ class LongPollMiddleware:
                 return None, flight.started_at
             try:
                 flight.started_at = loop.time()  # what it finds is as of now
-                self.attempts += 1
                 response = await _call(self.app, attempt_scope)
             finally:
                 assert self._turns is not None

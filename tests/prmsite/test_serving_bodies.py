@@ -181,6 +181,26 @@ def test_a_stalled_body_is_cut_off_with_408_and_its_temporary_disk_freed(server_
     wait_for(lambda: not server_temp_files(server.process.pid, spool), timeout=30, what="the temporary file to go")
 
 
+def test_an_unfinished_upload_whose_connection_goes_holds_no_temporary_disk(server_factory, token, tmp_path):
+    spool = tmp_path / "server-tmp"
+    spool.mkdir()
+    server = server_factory(TMPDIR=str(spool)).start()
+    with connect(server.url) as sock:
+        sock.sendall(
+            request_head(
+                server.url,
+                "/prm_adapter",
+                f"Authorization: Token {token}",
+                "Content-Type: multipart/form-data; boundary=b",
+                f"Content-Length: {30 * MiB}",
+            )
+        )
+        push(sock, b"x" * (12 * MiB), seconds=10)
+        wait_for(lambda: server_temp_files(server.process.pid, spool), timeout=30, what="the spooled body")
+    # The client has gone: Django sees the disconnect and closes (deletes) its spooled body.
+    wait_for(lambda: not server_temp_files(server.process.pid, spool), timeout=30, what="the temporary file to go")
+
+
 def test_a_trickling_body_is_cut_off(server_factory, token):
     server = server_factory(WEBSERVER_BODY_TIMEOUT_S="2", WEBSERVER_BODY_MIN_BYTES_PER_S=str(10**9)).start()
     with connect(server.url) as sock:
