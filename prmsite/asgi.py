@@ -6,13 +6,23 @@ Two thin layers stand in front of Django, both pure ASGI so that they hold no th
   endpoint with ``wait=0`` on a backing-off schedule (``LONG_POLL_INTERVALS_S``), and at once when this process has
   just stored a rollout (one waiting long-poll per ``prm_version`` is woken, the one that has waited longest: a new
   rollout can go to one claimer of each version, so waking more would only make them collide), until it hands
-  something out or ``S`` has passed; it stops as soon as the client
-  disconnects. Leases are only ever written by an attempt that will be answered: when the client turns out to be gone
-  by the time an attempt has claimed rollouts, the middleware gives them back at once (``POST /rollout/release``,
-  with the caller's own credentials) instead of leaving them leased to nobody for ``PRM_CHECKOUT_TIMEOUT_S``.
-- ``BodyLimitMiddleware``: a request body beyond the limit (``PRM_ADAPTER_MAX_BYTES`` for adapter uploads,
-  ``DATA_UPLOAD_MAX_MEMORY_SIZE`` for everything else) is refused with the API's JSON 413 as soon as it is known to be
-  too large (by its Content-Length, or by counting a chunked body), before Django spools it to disk.
+  something out or ``S`` has passed; it stops as soon as the client disconnects.
+
+  Each attempt runs the endpoint in a thread with a database connection, so attempts are bounded: at most
+  ``PRM_LONG_POLL_CONCURRENCY`` run at once per process (on PostgreSQL at most the pool's size less one); the others
+  wait their turn here, holding nothing. Long-polls of the same kind (the same query, the same credentials: the same
+  claimer asking the same way) share attempts: one that is due while an attempt of its kind is under way, or has just
+  found nothing (within the shortest interval), takes that answer instead of running its own. With 500 workers'
+  long-polls open, unrelated requests used to wait for threads and connections (6.6-9.2 s).
+
+  Leases are only ever written by an attempt that will be answered: when the client turns out to be gone by the time
+  an attempt has claimed rollouts, the middleware gives them back at once (``POST /rollout/release``, with the
+  caller's own credentials) instead of leaving them leased to nobody for ``PRM_CHECKOUT_TIMEOUT_S``; a give-back that
+  fails for a passing reason (a 5xx: the pool exhausted, the database away) is tried again (``RELEASE_PAUSES_S``),
+  and one that still fails is logged. A client that leaves while waiting for its turn claims nothing.
+- ``BodyLimitMiddleware`` (``prmsite.body_guard``): decides before Django reads a request body whether it reads it at
+  all: a body beyond 64 KiB needs valid credentials (401 before it is read), none may pass its size limit (413), take
+  longer than its deadline (408) or pass the process's budget of bodies in flight (503 with Retry-After).
 
 Under a WSGI server the same views work (the long-poll then waits in the request's thread), but only ASGI gives
 these guarantees; see the README's "Serving in production".
@@ -39,7 +49,7 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402 - after Django is set up
 
-from prmsite.api import BODY_TOO_LARGE, error_body  # noqa: E402
+from prmsite.body_guard import BodyLimitMiddleware  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +60,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Seconds between the attempts of one long-poll: soon at first, then every 2 s. A worker waiting for new rollouts
-# learns of one within 2 s (at once when it was posted to the same server process); 100 idle long-polls cost about
-# 50 cheap attempts per second.
+# learns of one within 2 s (at once when it was posted to the same server process); 100 idle long-polls of 100
+# different workers cost about 50 cheap attempts per second (of one worker: about 4, as they share attempts).
 LONG_POLL_INTERVALS_S = (0.25, 0.5, 1.0, 2.0)
 CLAIM_PATH = "/rollout"
 RELEASE_PATH = "/rollout/release"
-ADAPTER_PATH = "/prm_adapter"
 PREVIEW_HEADER = b"x-prmsite-claim"
+# Pauses before a failed give-back (POST /rollout/release for a client that left) is tried again: 15 s in all, while
+# the database is busy or away for a moment.
+RELEASE_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+RELEASE_FAILED = (
+    "long-poll client left: could not give back %d rollout(s) of %r (%s: %r); they stay leased until their lease ends"
+)
 
 
 @dataclass
@@ -95,26 +110,60 @@ async def _call(app: ASGIApp, scope: Scope, body: bytes = b"") -> CapturedRespon
     return response
 
 
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", []) if key.lower() == name), None)
+
+
 async def _forward(response: CapturedResponse, send: Send) -> None:
     await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
     await send({"type": "http.response.body", "body": bytes(response.body), "more_body": False})
 
 
-async def _json_response(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
+@dataclass
+class Flight:
+    """One claim attempt of long-polls with the same query and credentials: when it started and, once it has ended,
+    whether it found nothing (and then its answer, which stands for theirs)."""
+
+    started_at: float
+    found_nothing: asyncio.Future[bool]
+    response: CapturedResponse | None = None
+
+
+def long_poll_concurrency(*, configured: int, pool_max: int | None) -> int:
+    """Claim attempts one process runs at once: ``configured``, and with a database pool at most its size less one,
+    so that a connection is always left for other requests; at least one."""
+    concurrency = max(1, configured)
+    if pool_max:
+        concurrency = min(concurrency, max(1, pool_max - 1))
+    return concurrency
+
+
+def _configured_concurrency() -> int:
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    pool_max = int(pool["max_size"]) if isinstance(pool, dict) and pool.get("max_size") else None
+    return long_poll_concurrency(configured=settings.PRM_LONG_POLL_CONCURRENCY, pool_max=pool_max)
 
 
 class LongPollMiddleware:
     """See the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, intervals_s: tuple[float, ...] = LONG_POLL_INTERVALS_S) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        intervals_s: tuple[float, ...] = LONG_POLL_INTERVALS_S,
+        concurrency: int | None = None,
+        release_pauses_s: tuple[float, ...] = RELEASE_PAUSES_S,
+    ) -> None:
         self.app = app
         self.intervals_s = intervals_s
+        self.concurrency = concurrency
+        self.release_pauses_s = release_pauses_s
         # Long-polls waiting between attempts, per prm_version, oldest first.
         self.waiting: dict[str, list[asyncio.Future[None]]] = {}
+        # The latest claim attempt of each kind of long-poll (same query, same credentials), while it is fresh.
+        self.flights: dict[tuple[bytes, ...], Flight] = {}
+        self._turns: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == CLAIM_PATH:
@@ -156,12 +205,89 @@ class LongPollMiddleware:
                     waiter.set_result(None)
                     break
 
+    @staticmethod
+    def _answered_nothing(response: CapturedResponse) -> bool:
+        return (
+            response.status == 200 and bytes(response.body).strip() == b"[]" and response.header(PREVIEW_HEADER) is None
+        )
+
+    async def _take_turn(self, gone: asyncio.Event) -> bool:
+        """Wait for a free turn to run a claim attempt; False (and no turn taken) when the client leaves first."""
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.concurrency or _configured_concurrency())
+        turns = self._turns
+        acquiring = asyncio.ensure_future(turns.acquire())
+        leaving = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait([acquiring, leaving], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (the server stops): hand back a turn taken in the same moment
+            acquiring.cancel()
+            if acquiring.done() and not acquiring.cancelled():
+                turns.release()
+            raise
+        finally:
+            leaving.cancel()
+        if not acquiring.done():
+            acquiring.cancel()  # a cancelled acquire hands back a turn it was just given (asyncio.Semaphore)
+            return False
+        if gone.is_set():
+            turns.release()
+            return False
+        return True
+
+    def _fresh_flight(self, key: tuple[bytes, ...], *, after: float, now: float) -> Flight | None:
+        """The latest attempt of this kind, if it started after ``after`` and is still to end or ended no longer than
+        the shortest interval ago: its answer is as good as one this long-poll would get now."""
+        flight = self.flights.get(key)
+        if flight is None or flight.started_at <= after:
+            return None
+        if flight.found_nothing.done() and now - flight.started_at > self.intervals_s[0]:
+            return None
+        return flight
+
+    async def _attempt(
+        self, key: tuple[bytes, ...], attempt_scope: Scope, gone: asyncio.Event
+    ) -> tuple[CapturedResponse | None, float]:
+        """Run one claim attempt as the latest flight of its kind, when a turn is free; answer its response (None when
+        the client left before its turn came) and when it started. The flight is registered before the turn is
+        awaited, so that long-polls of the same kind that come meanwhile wait for it instead of queueing their own."""
+        loop = asyncio.get_running_loop()
+        flight = Flight(started_at=loop.time(), found_nothing=loop.create_future())
+        self.flights[key] = flight
+        response: CapturedResponse | None = None
+        try:
+            if not await self._take_turn(gone):
+                return None, flight.started_at
+            try:
+                flight.started_at = loop.time()  # what it finds is as of now
+                response = await _call(self.app, attempt_scope)
+            finally:
+                assert self._turns is not None
+                self._turns.release()
+        finally:
+            found_nothing = response is not None and self._answered_nothing(response)
+            flight.response = response if found_nothing else None
+            flight.found_nothing.set_result(found_nothing)
+            # Forget it once it is too old to stand for anyone's attempt (an idle kind of long-poll costs nothing).
+            loop.call_later(self.intervals_s[0] * 2, self._forget, key, flight)
+        return response, flight.started_at
+
+    def _forget(self, key: tuple[bytes, ...], flight: Flight) -> None:
+        if self.flights.get(key) is flight:
+            del self.flights[key]
+
     async def _long_poll(self, scope: Scope, receive: Receive, send: Send, wait: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pairs = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if k != "wait"]
         prm_version = dict(pairs).get("prm_version", "")
         attempt_scope = {**scope, "query_string": urlencode([*pairs, ("wait", "0")]).encode("latin-1")}
+        # Long-polls with the same query and the same credentials claim the same way for the same claimer.
+        key = (
+            attempt_scope["query_string"],
+            _header(scope, b"authorization") or b"",
+            _header(scope, b"cookie") or b"",
+        )
         gone = asyncio.Event()
 
         async def listen() -> None:
@@ -172,42 +298,71 @@ class LongPollMiddleware:
                     return
 
         listener = asyncio.create_task(listen())
+        seen_at = -math.inf  # when the freshest attempt this long-poll has taken into account started
+        woken = False
         try:
             for attempt in itertools.count():
-                response = await _call(self.app, attempt_scope)
-                if gone.is_set():
-                    await self._give_back(scope, response)
-                    return
-                done = (
-                    response.status != 200
-                    or bytes(response.body).strip() != b"[]"
-                    or response.header(PREVIEW_HEADER) is not None
-                    or loop.time() >= deadline
-                )
-                if done:
-                    await _forward(response, send)
-                    return
-                pause = min(self.intervals_s[min(attempt, len(self.intervals_s) - 1)], deadline - loop.time())
-                woken: asyncio.Future[None] = loop.create_future()
-                queue = self.waiting.setdefault(prm_version, [])
-                queue.append(woken)
-                leaving = asyncio.ensure_future(gone.wait())
-                try:
-                    await asyncio.wait([woken, leaving], timeout=max(pause, 0.0), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    leaving.cancel()
-                    woken.cancel()
-                    if woken in queue:
-                        queue.remove(woken)
-                    if not queue:
-                        self.waiting.pop(prm_version, None)
+                shared = None if woken else self._fresh_flight(key, after=seen_at, now=loop.time())
+                if shared is not None and await self._found_nothing(shared, gone):
+                    # Another long-poll of the same kind has just found nothing: so would this one.
+                    seen_at, response = shared.started_at, shared.response
+                else:
+                    attempted, seen_at = await self._attempt(key, attempt_scope, gone)
+                    if attempted is None:
+                        return  # the client left while it waited for its turn: nothing was claimed
+                    response = attempted
+                    await asyncio.sleep(0)  # a disconnect that has already arrived is seen before answering
+                    if gone.is_set():
+                        await self._give_back(scope, response)
+                        return
+                    if not self._answered_nothing(response):
+                        await _forward(response, send)
+                        return
                 if gone.is_set():
                     return  # nothing was claimed for a client that left
+                if loop.time() >= deadline:
+                    await _forward(response, send)  # an empty answer, this long-poll's own or its kind's
+                    return
+                pause = min(self.intervals_s[min(attempt, len(self.intervals_s) - 1)], deadline - loop.time())
+                woken = await self._pause(prm_version, max(pause, 0.0), gone)
+                if gone.is_set():
+                    return
         finally:
             listener.cancel()
 
+    async def _found_nothing(self, flight: Flight, gone: asyncio.Event) -> bool:
+        """Wait for ``flight`` to end (or the client to leave); whether it found nothing."""
+        if not flight.found_nothing.done():
+            leaving = asyncio.ensure_future(gone.wait())
+            try:
+                await asyncio.wait([flight.found_nothing, leaving], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                leaving.cancel()
+        return flight.found_nothing.done() and flight.found_nothing.result()
+
+    async def _pause(self, prm_version: str, pause: float, gone: asyncio.Event) -> bool:
+        """Wait ``pause`` seconds, or until a rollout stored in this process wakes this long-poll (answer True), or
+        until the client leaves."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        queue = self.waiting.setdefault(prm_version, [])
+        queue.append(woken)
+        leaving = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait([woken, leaving], timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+            return woken.done() and not woken.cancelled()
+        finally:
+            leaving.cancel()
+            woken.cancel()
+            if woken in queue:
+                queue.remove(woken)
+            if not queue:
+                self.waiting.pop(prm_version, None)
+
     async def _give_back(self, scope: Scope, response: CapturedResponse) -> None:
-        """The client left while an attempt claimed rollouts for it: end those leases now."""
+        """The client left while an attempt claimed rollouts for it: end those leases now. A release that fails for a
+        passing reason (a 5xx: the database busy or away) is tried again after each of ``release_pauses_s``; a lease
+        that still could not be ended is logged, and ends with its lease time."""
         if response.status != 200 or response.header(PREVIEW_HEADER) is not None:
             return
         try:
@@ -222,53 +377,19 @@ class LongPollMiddleware:
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() in {b"authorization", b"cookie", b"host"}]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         release_scope = {**scope, "method": "POST", "path": RELEASE_PATH, "query_string": b"", "headers": headers}
-        released = await _call(self.app, release_scope, body)
-        logger.info("long-poll client left: gave back %d rollout(s) (%s)", len(ids), released.status)
-
-
-class BodyLimitMiddleware:
-    """See the module docstring."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    @staticmethod
-    def limit_for(scope: Scope) -> int:
-        if scope["path"] == ADAPTER_PATH:
-            return settings.PRM_ADAPTER_MAX_BYTES
-        # Room for a form's multipart framing beyond the data Django itself accepts.
-        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 64 * 1024
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope)
-        declared = next((v for k, v in scope.get("headers", []) if k.lower() == b"content-length"), None)
-        if declared is not None:
-            try:
-                too_large = int(declared) > limit
-            except ValueError:
-                too_large = False
-            if too_large:
-                await _json_response(send, 413, error_body(BODY_TOO_LARGE.format(limit=limit), "too_large"))
+        for pause in (*self.release_pauses_s, None):
+            released = await _call(self.app, release_scope, body)
+            if released.status == 200:
+                logger.info("long-poll client left: gave back %d rollout(s)", len(ids))
                 return
-        received = 0
-        exceeded = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    return {"type": "http.disconnect"}  # Django stops reading and answers nothing
-            return message
-
-        await self.app(scope, counting_receive, send)
-        if exceeded:
-            await _json_response(send, 413, error_body(BODY_TOO_LARGE.format(limit=limit), "too_large"))
+            if released.status < 500 or pause is None:
+                break  # refused (the token revoked meanwhile?): asking again changes nothing
+            await asyncio.sleep(pause)
+        logger.warning(
+            RELEASE_FAILED, len(ids), query.get("prm_version", ""), released.status, bytes(released.body)[:200]
+        )
 
 
 application = BodyLimitMiddleware(LongPollMiddleware(django_application))
+
+__all__ = ["BodyLimitMiddleware", "LongPollMiddleware", "application"]

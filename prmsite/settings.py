@@ -176,6 +176,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_int
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
         "timeout": env_int("DATABASE_POOL_TIMEOUT_S", 30),
     }
+# PostgreSQL connections the production server leaves free for manage.py commands and other clients: at start it
+# sizes every process's pool down (or refuses to start) so that WEBSERVER_WORKERS x DATABASE_POOL_MAX_SIZE leaves
+# this many of max_connections unused (prmsite/connection_budget.py).
+DATABASE_CONNECTION_RESERVE = env_int("DATABASE_CONNECTION_RESERVE", 10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend, with write transactions queued in the kernel (a flock beside the database) rather than on
     # SQLite's busy handler, which sleeps and retries and so starves waiters under contention (prmsite/db/sqlite3).
@@ -264,6 +268,19 @@ CONTENT_SECURITY_POLICY = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# --- Request bodies under the production server (prmsite.asgi.BodyGuardMiddleware) ---------------------------------
+# Largest body a caller without valid credentials (worker token or logged-in session) may send: login forms fit well
+# within it; a bigger anonymous body is refused with 401 before it is read.
+WEBSERVER_ANONYMOUS_BODY_MAX_BYTES = env_int("WEBSERVER_ANONYMOUS_BODY_MAX_BYTES", 64 * 1024)
+# A body must arrive within WEBSERVER_BODY_TIMEOUT_S seconds plus one second per WEBSERVER_BODY_MIN_BYTES_PER_S bytes
+# of it (a 512 MiB adapter: 60 s + 2048 s); one that trickles or stalls beyond is cut off with 408.
+WEBSERVER_BODY_TIMEOUT_S = env_int("WEBSERVER_BODY_TIMEOUT_S", 60)
+WEBSERVER_BODY_MIN_BYTES_PER_S = env_int("WEBSERVER_BODY_MIN_BYTES_PER_S", 256 * 1024)
+# Bytes of request bodies one server process holds in memory at once (each body counts up to
+# FILE_UPLOAD_MAX_MEMORY_SIZE, beyond which Django spools it to disk); a body beyond it is refused with 503 and
+# Retry-After. Anonymous bodies share an eighth of it, so they can never crowd out authenticated ones.
+WEBSERVER_BODY_BUDGET_BYTES = env_int("WEBSERVER_BODY_BUDGET_BYTES", 256 * 1024 * 1024)
+
 # --- REST framework and the OpenAPI schema ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -303,6 +320,9 @@ PRM_CHECKOUT_TIMEOUT_S = env_int("PRM_CHECKOUT_TIMEOUT_S", 600)
 PRM_ADAPTER_MAX_BYTES = env_int("PRM_ADAPTER_MAX_BYTES", 512 * 1024 * 1024)
 # Longest long-poll GET /rollout?wait=… accepts, in seconds.
 PRM_CHECKOUT_WAIT_MAX_S = env_int("PRM_CHECKOUT_WAIT_MAX_S", 60)
+# Claim attempts the long-polls of one server process run at once (each takes a thread and a database connection while
+# it runs); the others wait their turn in the event loop, holding nothing.
+PRM_LONG_POLL_CONCURRENCY = env_int("PRM_LONG_POLL_CONCURRENCY", 4)
 # Largest JSON answer of one GET /rollout claim, in bytes (it always holds at least one rollout).
 PRM_CLAIM_MAX_BYTES = env_int("PRM_CLAIM_MAX_BYTES", 16 * 1024 * 1024)
 # Most reasoning steps, and most characters of reasoning in all, one rollout may have (413 beyond): a rollout's insert

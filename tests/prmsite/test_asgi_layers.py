@@ -10,7 +10,7 @@ import json
 import pytest
 from django.test import override_settings
 
-from prmsite.asgi import BodyLimitMiddleware, LongPollMiddleware
+from prmsite.asgi import BodyLimitMiddleware, LongPollMiddleware, long_poll_concurrency
 
 
 class ScriptedApp:
@@ -169,7 +169,7 @@ def test_a_stored_rollout_wakes_one_waiting_long_poll_per_version_not_all():
         return before, woken
 
     before, woken = run(scenario())
-    assert before == 6  # one attempt each, then they wait
+    assert before == 2  # one attempt per kind (the five of version a share theirs), then they wait
     assert woken == 2  # the oldest waiter of version a and the one of version b
 
 
@@ -209,8 +209,13 @@ def test_a_chunked_body_is_cut_off_once_it_passes_the_limit():
                 return
             total += len(message["body"])
 
+    async def trusted(scope):
+        return True
+
     client = Client()
-    run(BodyLimitMiddleware(app)(request_scope(method="POST", query=b""), receive, client.send))
+    scope = request_scope(method="POST", query=b"")
+    scope["headers"] = [*scope["headers"], (b"transfer-encoding", b"chunked")]
+    run(BodyLimitMiddleware(app, credentials=trusted)(scope, receive, client.send))
     assert client.status == 413
     # The limit is 1000 + 64 KiB of multipart room: the second chunk passes it, and Django is told to stop there.
     assert seen["stopped_at"] == 40_000 and len(chunks) == 8
@@ -220,3 +225,152 @@ def test_adapter_uploads_have_their_own_limit(settings):
     settings.PRM_ADAPTER_MAX_BYTES = 123
     assert BodyLimitMiddleware.limit_for({"path": "/prm_adapter"}) == 123
     assert BodyLimitMiddleware.limit_for({"path": "/rollout"}) == settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 64 * 1024
+
+
+# --- Many long-polls (issue 17, item 6) ------------------------------------------------------------------------------
+
+
+class CountingApp(ScriptedApp):
+    """A scripted app that records how many calls run at once, and answers the release from a script of statuses."""
+
+    def __init__(self, answers, *, delay_s=0.0, release_statuses=()):
+        super().__init__(answers, delay_s=delay_s)
+        self.running = 0
+        self.most_at_once = 0
+        self.release_statuses = list(release_statuses)
+
+    async def __call__(self, scope, receive, send):
+        if scope["path"] == "/rollout/release" and self.release_statuses:
+            await receive()
+            self.calls.append((scope["method"], scope["path"], b"", {}, b""))
+            status = self.release_statuses.pop(0)
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b'{"code": "database_unavailable"}'})
+            return
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.running -= 1
+
+
+def token_scope(token: str, query=b"prm_version=v&wait=1"):
+    scope = request_scope(query=query)
+    scope["headers"] = [(b"authorization", f"Token {token}".encode()), (b"host", b"testserver")]
+    return scope
+
+
+def test_long_polls_run_at_most_the_configured_number_of_claim_attempts_at_once():
+    # Each attempt is a thread and a database connection: 500 long-polls used to run 500 of them at once, and
+    # unrelated requests waited for a connection.
+    app = CountingApp([], delay_s=0.05)
+    middleware = LongPollMiddleware(app, intervals_s=(0.05,), concurrency=3)
+
+    async def scenario():
+        clients = [Client() for _ in range(30)]
+        await asyncio.gather(
+            *(
+                middleware(token_scope(f"t{i}", b"prm_version=v&wait=0.5"), c.receive, c.send)
+                for i, c in enumerate(clients)
+            )
+        )
+        return clients
+
+    clients = run(scenario())
+    assert all(client.body == b"[]" for client in clients)
+    assert app.most_at_once == 3
+    assert len(attempts(app)) >= 30
+
+
+def test_long_polls_of_the_same_kind_share_an_attempt_that_found_nothing():
+    app = CountingApp([], delay_s=0.01)
+    middleware = LongPollMiddleware(app, intervals_s=(0.2,), concurrency=4)
+
+    async def scenario():
+        clients = [Client() for _ in range(50)]
+        await asyncio.gather(*(middleware(token_scope("same"), c.receive, c.send) for c in clients))
+        return clients
+
+    clients = run(scenario())
+    assert all(client.status == 200 and client.body == b"[]" for client in clients)
+    # Alone, each would attempt every 0.2 s for 1 s: 300 attempts. Together they attempt about once per 0.2 s.
+    assert len(attempts(app)) <= 30
+
+
+def test_a_stored_rollout_reaches_a_long_poll_that_shares_attempts():
+    stored = []
+
+    async def app(scope, receive, send):
+        await receive()
+        if scope["method"] == "POST":
+            stored.append(1)
+        body = b'[{"id": 4}]' if scope["method"] == "GET" and stored == [1] else b"[]"
+        if body != b"[]":
+            stored.append(2)  # claimed once
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    middleware = LongPollMiddleware(app, intervals_s=(10.0,), concurrency=4)
+
+    async def scenario():
+        clients = [Client() for _ in range(5)]
+        polls = [
+            asyncio.create_task(middleware(token_scope("same", b"prm_version=v&wait=30"), c.receive, c.send))
+            for c in clients
+        ]
+        await asyncio.sleep(0.2)
+        poster = Client()
+        await middleware(request_scope(method="POST", query=b""), poster.receive, poster.send)
+        _, pending = await asyncio.wait(polls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        for poll in pending:
+            poll.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return clients
+
+    clients = run(scenario())
+    assert [json.loads(c.body) for c in clients if c.sent] == [[{"id": 4}]]
+
+
+def test_a_long_poll_whose_client_leaves_while_it_waits_for_its_turn_claims_nothing():
+    app = CountingApp([], delay_s=0.5)
+    middleware = LongPollMiddleware(app, intervals_s=(0.05,), concurrency=1)
+
+    async def scenario():
+        busy = Client()
+        first = asyncio.create_task(middleware(token_scope("busy", b"prm_version=v&wait=0.1"), busy.receive, busy.send))
+        await asyncio.sleep(0.1)  # "busy" holds the only turn
+        leaver = Client(leave_after_s=0.1)
+        await middleware(token_scope("leaver", b"prm_version=v&wait=5"), leaver.receive, leaver.send)
+        await first
+        return leaver
+
+    leaver = run(scenario())
+    assert leaver.sent == []
+    assert not [call for call in attempts(app) if call[3][b"authorization"] == b"Token leaver"]
+
+
+def test_a_give_back_that_fails_for_a_passing_reason_is_tried_again(caplog):
+    # On PostgreSQL the give-back of a client that had left failed when the pool was exhausted (a 503), and the client
+    # kept its leases: 6 of 39 rollouts posted meanwhile.
+    app = CountingApp([b'[{"id": 3}]'], delay_s=0.3, release_statuses=[503, 503, 200])
+    client = Client(leave_after_s=0.05)
+    run(LongPollMiddleware(app, release_pauses_s=(0.01,) * 5)(request_scope(), client.receive, client.send))
+    assert [call[1] for call in app.calls if call[1] == "/rollout/release"] == ["/rollout/release"] * 3
+    assert "could not give back" not in caplog.text
+
+
+def test_a_give_back_refused_for_good_is_logged_not_repeated(caplog):
+    app = CountingApp([b'[{"id": 3}]'], delay_s=0.3, release_statuses=[401])
+    client = Client(leave_after_s=0.05)
+    run(LongPollMiddleware(app, release_pauses_s=(0.01,) * 5)(request_scope(), client.receive, client.send))
+    assert len([call for call in app.calls if call[1] == "/rollout/release"]) == 1
+    assert "could not give back 1 rollout(s)" in caplog.text
+
+
+def test_long_poll_attempts_leave_a_pooled_connection_for_other_requests():
+    assert long_poll_concurrency(configured=4, pool_max=None) == 4
+    assert long_poll_concurrency(configured=4, pool_max=20) == 4
+    assert long_poll_concurrency(configured=4, pool_max=3) == 2
+    assert long_poll_concurrency(configured=4, pool_max=1) == 1
+    assert long_poll_concurrency(configured=0, pool_max=None) == 1
