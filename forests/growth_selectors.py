@@ -16,10 +16,6 @@ from prmsite.queries import correct_rollout_q
 
 # available_at of an expansion that was given up: never claimable again.
 GIVEN_UP_AT = datetime(9999, 1, 1, tzinfo=UTC)
-# available_at of an expansion whose work is no longer wanted (its omega probe was decided) while a worker still
-# holds it: never claimable again, nor counted as queued or given up, but its holder's answers are still accepted,
-# up to its count.
-CLOSED_AT = datetime(9999, 6, 1, tzinfo=UTC)
 
 
 def growth_plan_get(*, forest: Forest) -> GrowthPlan | None:
@@ -151,7 +147,7 @@ def forest_growth_summary(*, forest: Forest, now: datetime) -> GrowthSummary:
         pending=Count("id", filter=Q(available_at__lt=GIVEN_UP_AT)),
         pending_rollouts=Sum("count", filter=Q(available_at__lt=GIVEN_UP_AT)),
         leased=Count("id", filter=Q(available_at__gt=now, available_at__lt=GIVEN_UP_AT)),
-        given_up=Count("id", filter=Q(available_at__gte=GIVEN_UP_AT, available_at__lt=CLOSED_AT)),
+        given_up=Count("id", filter=Q(available_at__gte=GIVEN_UP_AT)),
     )
     roots = Node.objects.filter(forest=forest, depth=0).aggregate(
         all=Count("id"), planned=Count("id", filter=Q(pk__lte=plan.root_cursor if plan else 0))

@@ -15,11 +15,12 @@ Design note
   ``num_repeats`` rollouts, queues the tree's branching stage (mc or omega) from a snapshot of that one tree. An
   omega probe's answers move its search (``ErrorSearch``) and queue the next probe. A ``RolloutGrowth`` row per
   rollout makes all of this happen once per rollout, even when the same rollout is posted twice.
-- **Who answers.** Only the caller an expansion is leased to answers it, at most ``count`` times: the statement that
-  counts it down names the holder and the count it expects, so concurrent answers cannot pass it. An unknown id, an
-  expansion held by another, or one answered in full is refused and the rollout is not stored. A probe decided early
-  *closes* the expansions a worker holds (``CLOSED_AT``) rather than deleting them, so the answers it has in flight
-  are still taken.
+- **Who answers.** An answer counts against its expansion only when the caller holds it and it still asks for
+  answers: the statement that counts it down names the holder and the count it expects, so of concurrent answers at
+  most ``count`` pass. Any other answer — a lease that expired and went to another worker, an expansion answered in
+  full, dropped by a replaced plan or a decided probe, an id that names nothing — is still a good rollout of its tree:
+  it is stored and tallied like a rollout posted without ``expansion_id``, and counts against no expansion. Nothing a
+  worker generated is lost, and nobody can use up another worker's expansion.
 - **Locks (PostgreSQL).** Claims lock queue rows with ``SKIP LOCKED`` and never wait for them. Planning holds the plan
   row, then tree tallies. An arrival takes, in this order: its expansion row, its tree tally, its search, the forest
   tally (last, briefly). Nobody waits for the plan row while holding a tally, so there is no cycle. On SQLite every
@@ -57,7 +58,6 @@ from forests.growth import (
     wrong_rollouts,
 )
 from forests.growth_selectors import (
-    CLOSED_AT,
     GIVEN_UP_AT,
     forest_true_counts,
     growth_options_of,
@@ -80,15 +80,6 @@ EXPANSION_OFF_PATH = (
     "The rollout does not pass through node {node_id} that expansion {expansion_id} continues from: send the "
     "expansion's prefix steps unchanged as the first reasoning steps."
 )
-EXPANSION_NOT_FOUND = (
-    "No expansion {expansion_id}: answer the ids POST /forest/<forest_name>/expansions/claim hands you (a replaced "
-    "growth plan drops the expansions of the old one)."
-)
-EXPANSION_NOT_YOURS = (
-    "Expansion {expansion_id} is leased to another worker (or to none): answer only the expansions your claims hand "
-    "you."
-)
-EXPANSION_ANSWERED = "Expansion {expansion_id} has had all the answers it asked for; nothing was stored."
 BAD_LIMIT = "limit must be between 1 and {max}."
 # Most expansions one claim hands out.
 CLAIM_LIMIT_MAX = 1000
@@ -557,27 +548,28 @@ def _account(*, rollout, expansion_id: int | None, answered_by: str | None = Non
     root_id = leaf.tree_id or leaf.pk
     expansion = None
     if expansion_id is not None:
-        expansion = _expansion_answerable(
+        expansion = _expansion_held(
             expansion_id=expansion_id, rollout=rollout, root_id=root_id, answered_by=answered_by
         )
     prompt_tokens, completion_tokens = _usage(rollout.attributes)
     try:
         with transaction.atomic():
-            RolloutGrowth.objects.create(
+            growth = RolloutGrowth.objects.create(
                 rollout=rollout,
                 forest_id=forest_id,
                 tree_id=root_id,
-                expansion_id=expansion_id,
+                expansion_id=expansion.pk if expansion is not None else None,
                 stage=expansion.stage if expansion is not None else "",
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
             )
     except IntegrityError:
         return  # this rollout was counted when it was first posted
-    if expansion is not None:
-        # First of the rows an arrival locks (see the design note); raises, undoing the whole arrival, when the
-        # expansion's count was used up since it was read.
-        _expansion_count_down(expansion=expansion, answered_by=answered_by)
+    # First of the rows an arrival locks (see the design note). An expansion whose count was used up since it was
+    # read leaves the rollout unplanned, like any other answer that is not the caller's to count.
+    if expansion is not None and not _expansion_count_down(expansion=expansion, answered_by=answered_by):
+        RolloutGrowth.objects.filter(pk=growth.pk).update(expansion_id=None, stage="")
+        expansion = None
     correct = correct_of(rollout.prediction, rollout.ground_truth)
     now = timezone.now()
     tally = _tree_tally_add(
@@ -604,27 +596,26 @@ def _account(*, rollout, expansion_id: int | None, answered_by: str | None = Non
     )
 
 
-def _expansion_answerable(*, expansion_id: int, rollout, root_id: int, answered_by: str | None) -> Expansion:
-    """The expansion ``rollout`` answers, when the rollout may answer it: the expansion exists (an answered-in-full
-    one is gone), belongs to the rollout's forest, is held by ``answered_by`` (unless ``None``) and the rollout
-    passes through its node. Reads only: the count is taken by ``_expansion_count_down``."""
+def _expansion_held(*, expansion_id: int, rollout, root_id: int, answered_by: str | None) -> Expansion | None:
+    """The expansion ``rollout`` answers when it counts against it: the expansion exists and is held by
+    ``answered_by`` (``None``: any holder, for trusted callers); ``None`` otherwise (see the design note). An
+    expansion of another forest, or one the rollout does not pass through, is an ``UnprocessableError``: such an
+    answer is malformed, not late. Reads only: the count is taken by ``_expansion_count_down``."""
     expansion = Expansion.objects.filter(pk=expansion_id).first()
     if expansion is None:
-        if RolloutGrowth.objects.filter(expansion_id=expansion_id).exists():
-            raise ConflictError(EXPANSION_ANSWERED.format(expansion_id=expansion_id), code="expansion_answered")
-        raise NotFoundError(EXPANSION_NOT_FOUND.format(expansion_id=expansion_id))
+        return None
     if expansion.forest_id != rollout.forest_id:
         raise UnprocessableError(EXPANSION_NOT_IN_FOREST.format(expansion_id=expansion_id, name=rollout.forest.name))
-    if answered_by is not None and expansion.leased_by != answered_by:
-        raise ConflictError(EXPANSION_NOT_YOURS.format(expansion_id=expansion_id), code="expansion_not_yours")
     if not _passes_through(rollout, expansion, root_id=root_id):
         raise UnprocessableError(EXPANSION_OFF_PATH.format(node_id=expansion.node_id, expansion_id=expansion_id))
+    if answered_by is not None and expansion.leased_by != answered_by:
+        return None
     return expansion
 
 
-def _expansion_count_down(*, expansion: Expansion, answered_by: str | None) -> None:
-    """Take one answer off ``expansion``'s count, deleting it with its last one, or raise ``ConflictError`` when none
-    is left (or it changed hands since it was read).
+def _expansion_count_down(*, expansion: Expansion, answered_by: str | None) -> bool:
+    """Take one answer off ``expansion``'s count, deleting it with its last one; answer whether this answer counted
+    (False when none is left, or it changed hands since it was read).
 
     The statements decide, not what was read before them: each names the count it expects, so of concurrent answers
     at most ``count`` find a row to change (PostgreSQL re-checks the condition on the latest row version after
@@ -634,10 +625,9 @@ def _expansion_count_down(*, expansion: Expansion, answered_by: str | None) -> N
     if answered_by is not None:
         rows = rows.filter(leased_by=answered_by)
     if rows.filter(count__gt=1).update(count=F("count") - 1):
-        return
+        return True
     deleted, _ = rows.filter(count=1).delete()
-    if not deleted:
-        raise ConflictError(EXPANSION_ANSWERED.format(expansion_id=expansion.pk), code="expansion_answered")
+    return bool(deleted)
 
 
 def _passes_through(rollout, expansion: Expansion, *, root_id: int) -> bool:
@@ -738,11 +728,8 @@ def _expansion_answer(*, expansion: Expansion, plan: GrowthPlan | None, correct:
         search_row.save(update_fields=["probe_received", "probe_correct", "updated_at"])
         return
     # The probe is decided (a correct completion ends it early): drop what it still asks for, queue the next one.
-    # What a worker holds is closed instead, so that its answers in flight are still taken (up to the count), as
-    # tallied rollouts of the tree.
-    probe = Expansion.objects.filter(search_id=search_row.pk, node_id=expansion.node_id)
-    probe.filter(leased_by="").delete()
-    probe.update(available_at=CLOSED_AT)
+    # Answers in flight to what is dropped are stored as unplanned rollouts of the tree (see the design note).
+    Expansion.objects.filter(search_id=search_row.pk, node_id=expansion.node_id).delete()
     options = growth_options_of(plan)
     search = omega_record(search, positive=positive)
     tally = TreeTally.objects.filter(root_id=search_row.tree_id).values_list("rollouts", flat=True).first() or 0

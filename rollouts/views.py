@@ -63,11 +63,8 @@ class RolloutView(ApiView):
         request=RolloutCreateSerializer,
         responses={
             200: ID_RESPONSE,
-            404: error_response("Unknown forest, root or expansion_id."),
-            409: error_response(
-                "idempotency_key reused with other content (`idempotency_conflict`), or expansion_id leased to another "
-                "caller (`expansion_not_yours`) or answered as many times as it asked for (`expansion_answered`)."
-            ),
+            404: error_response("Unknown forest or root."),
+            409: error_response("idempotency_key reused with other content."),
             413: error_response("Too many steps or too much text."),
             422: error_response(
                 "The rollout contradicts its forest: its example names no tree (or several, or not root_id's), its "
@@ -98,7 +95,7 @@ class RolloutView(ApiView):
     def post(self, request: Request) -> Response:
         serializer = RolloutCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        # rollout_create plus forest-growth bookkeeping; an expansion is answered only by the caller holding it
+        # rollout_create plus forest-growth bookkeeping; an answer counts against an expansion only from its holder
         rollout = rollout_receive(**serializer.validated_data, answered_by=request.user.get_username())
         return Response(rollout.pk)
 
