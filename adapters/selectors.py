@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from adapters.models import PRMAdapter
-from prmsite.errors import NotFoundError
+from prmsite.core.errors import NotFoundError
 
 ADAPTER_NOT_FOUND = "No adapter for prm_version {prm_version!r}."
 ADAPTER_FILE_MISSING = (

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 
 from adapters.models import PRMAdapter
 from adapters.validation import adapter_zip_validate
-from prmsite.errors import ApplicationError, ConflictError, InsufficientStorageError, PayloadTooLargeError
+from prmsite.core.errors import ApplicationError, ConflictError, InsufficientStorageError, PayloadTooLargeError
 
 EMPTY_BODY = "The body is empty: send the adapter zip as the raw request body (with a Content-Length)."
 TOO_LARGE = "The adapter zip is larger than the {limit} bytes allowed (PRM_ADAPTER_MAX_BYTES)."

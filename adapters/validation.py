@@ -33,7 +33,7 @@ from typing import Any
 
 from adapters.peft_patterns import PatternRefused, PatternTooCostly, pattern_compile
 from adapters.prm.format import PRM_CONFIG_NAME
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"

@@ -68,7 +68,7 @@ asyncio.run(main())
 SEED = r"""
 import sys
 from adapters.prm.synthetic import synthetic_rows
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 base, token, total, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = synthetic_rows(prompts=total, rollouts_per_prompt=1, seed=seed)
 bodies = [{"model": "bench", "example": r["prompt"], "reasoning": r["completions"], "worker": "bench",

@@ -54,9 +54,9 @@ def main() -> None:
         from django.db import transaction
         from django.db.models import F
 
-        from forests.experiment_configs.loader import config_load
         from forests.models import Forest, Node, text_sha256
         from forests.services import SEED_BATCH_SIZE, forest_delete, forest_seed
+        from prmsite.core.configs.loader import config_load
 
         data = tmp / "liar_{split}.jsonl"
         write_dataset(tmp / "liar_test.jsonl")

@@ -24,8 +24,6 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from forests.experiment_configs.data import local_location_allowed
-from forests.experiment_configs.loader import config_discover, config_load
 from forests.exports import export_options, preferences_export_download
 from forests.metrics.beam import Aggregation
 from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOLDER_MAX_CHARS, placeholder_token_check
@@ -35,7 +33,9 @@ from forests.models import Forest, Node
 from forests.selectors import forest_counts, forest_progress, forest_search_report
 from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.admin import JSON_FORM_FIELDS
-from prmsite.errors import ApplicationError
+from prmsite.core.configs.data import local_location_allowed
+from prmsite.core.configs.loader import config_discover, config_load
+from prmsite.core.errors import ApplicationError
 
 ACTION_TOO_LARGE = (
     "The selected forests hold {nodes:,} nodes: the admin reads at most {max:,} in one request "

@@ -40,7 +40,7 @@ from prmsite.api import (
     error_response,
     text_problem,
 )
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 from rollouts.serializers import RolloutCreateSerializer
 
 NOT_FOUND = {404: error_response("No forest of that name, or no growth plan yet.")}

@@ -31,7 +31,7 @@ from forests.selectors import (
     rollout_models_load,
     value_function_parse,
 )
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 Progress = Callable[[int, int], None]
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
 
 POLICY_REPEATS = "repeats"
 POLICY_MC = "mc"
@@ -349,7 +349,7 @@ def wrong_rollouts(snapshot: TreeSnapshot) -> list[TreeRollout]:
 
 
 def correct_of(prediction: int | None, ground_truth: int | None) -> bool:
-    """The project's one correctness rule (``prmsite.domain.rollout_is_correct``)."""
+    """The project's one correctness rule (``prmsite.core.domain.rollout_is_correct``)."""
     return rollout_is_correct(prediction, ground_truth)
 
 

@@ -66,7 +66,7 @@ from forests.growth_selectors import (
     tree_true_counts,
 )
 from forests.models import ErrorSearch, Expansion, Forest, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
-from prmsite.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
+from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
 
 FOREST_NOT_FOUND = "No forest named {name!r}."
 NO_PLAN = "Forest {name!r} has no growth plan yet: PUT /forest/{name}/growth first (rollout_worker does)."

@@ -29,7 +29,7 @@ from typing import Any
 from django.db import transaction
 
 from forests.models import Forest
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 LINE_NOT_A_ROLLOUT = "line {line}: {problem}"
 LINE_NOT_STORED = (

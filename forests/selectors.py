@@ -23,8 +23,8 @@ from forests.metrics.search import SearchReport, search_report
 from forests.metrics.stats import wilson_interval
 from forests.metrics.values import LABELLED, NodeValues, ValueFunction, label_values, labelled_values
 from forests.models import Forest, Node
-from prmsite.domain import label_code_value
-from prmsite.errors import ApplicationError, NotFoundError
+from prmsite.core.domain import label_code_value
+from prmsite.core.errors import ApplicationError, NotFoundError
 from prmsite.queries import correct_rollout_q
 
 FOREST_NOT_FOUND = "No forest named {name!r}."

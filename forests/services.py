@@ -19,16 +19,10 @@ from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from forests.experiment_configs.interfaces import (
-    ConfigError,
-    RolloutConfig,
-    check_generation_settings,
-    check_label,
-    check_serialized,
-)
 from forests.models import Forest, Node, text_sha256
 from forests.provenance import Provenance, provenance_of
-from prmsite.errors import ApplicationError, ConflictError
+from prmsite.core.configs.interfaces import RolloutConfig, check_generation_settings, check_label, check_serialized
+from prmsite.core.errors import ApplicationError, ConfigError, ConflictError
 
 SEED_BATCH_SIZE = 2000
 NAME_PART = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -3,7 +3,7 @@
 
 Subtrees deeper than ``open_depth`` below the shown node start collapsed; at most ``max_nodes`` entries are laid
 out, and a node whose descendants did not fit says how many were left out (its page shows them). Each node shows at
-most ``step_chars`` characters of its text, through the page's ``PageBudget`` (``forests.rendering``), shallowest
+most ``step_chars`` characters of its text, through the page's ``PageBudget`` (``prmsite.core.rendering``), shallowest
 nodes first: the open ones are the ones read, so they get the markdown while it lasts.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from forests.metrics.forest import forest_arrays
 from forests.metrics.values import NodeValue, labelled_values
-from forests.rendering import PageBudget, ShownText
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
+from prmsite.core.rendering import PageBudget, ShownText
 
 # (id, parent_id, depth, text, is_leaf, prediction, text_chars): ``text`` may be the start of the node's text, whose
 # whole length is ``text_chars`` (the database sends a page only what it can show).
@@ -36,7 +36,7 @@ class TreeEntry:
     open: bool
     hidden_nodes: int = 0  # descendants left out of the layout (over max_nodes)
     closes: int = 0  # how many <details> end right after this entry
-    correct: bool | None = None  # leaves only: the leaf's prediction is the ground truth (prmsite.domain)
+    correct: bool | None = None  # leaves only: the leaf's prediction is the ground truth (prmsite.core.domain)
     text: ShownText | None = None  # set once every entry is laid out
 
     @property

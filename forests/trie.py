@@ -25,7 +25,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
 from forests.models import Forest, Node, text_sha256
-from prmsite.errors import ApplicationError, NotFoundError, PayloadTooLargeError, UnprocessableError
+from prmsite.core.errors import ApplicationError, NotFoundError, PayloadTooLargeError, UnprocessableError
 
 FOREST_NOT_FOUND = "No forest named {name!r}."
 ROOT_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."

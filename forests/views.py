@@ -18,7 +18,6 @@ from forests.growth_selectors import forest_growth_summary, tree_tokens_many
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
-from forests.rendering import PageBudget, ShownText
 from forests.selectors import (
     forest_get,
     forest_progress,
@@ -32,7 +31,8 @@ from forests.selectors import (
     tree_stats_many,
 )
 from forests.treeview import tree_layout
-from prmsite.errors import NotFoundError
+from prmsite.core.errors import NotFoundError
+from prmsite.core.rendering import PageBudget, ShownText
 
 FORESTS_PER_PAGE = 50
 TREES_PER_PAGE = 50

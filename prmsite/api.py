@@ -24,16 +24,16 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from prmsite.errors import (
+from prmsite.core.errors import ApplicationError
+from prmsite.parsers import BoundedJSONParser, text_problem
+from prmsite.permissions import IsWorkerOrStaff, is_token_request
+from prmsite.unavailable import (
     DATABASE_RETRY_AFTER_S,
     DATABASE_UNAVAILABLE,
     DATABASE_UNAVAILABLE_CODE,
-    ApplicationError,
     is_database_unavailable,
     log_database_unavailable,
 )
-from prmsite.parsers import BoundedJSONParser, text_problem
-from prmsite.permissions import IsWorkerOrStaff, is_token_request
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -164,7 +164,7 @@ def exception_handler(exc, context):
 
 
 def database_unavailable_response() -> Response:
-    """The 503 of a request that found the database unreachable (see ``prmsite.errors.is_database_unavailable``)."""
+    """The 503 of a request that found the database unreachable (see ``prmsite.unavailable``)."""
     return Response(
         error_body(DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_CODE),
         status=status.HTTP_503_SERVICE_UNAVAILABLE,

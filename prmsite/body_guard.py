@@ -45,7 +45,7 @@ from rest_framework import exceptions
 
 from prmsite.api import BODY_TOO_LARGE, error_body
 from prmsite.authentication import TOKEN_FORM, WorkerTokenAuthentication
-from prmsite.errors import (
+from prmsite.unavailable import (
     DATABASE_RETRY_AFTER_S,
     DATABASE_UNAVAILABLE,
     DATABASE_UNAVAILABLE_CODE,

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from prmsite.api import error_body
-from prmsite.errors import (
+from prmsite.unavailable import (
     DATABASE_RETRY_AFTER_S,
     DATABASE_UNAVAILABLE,
     DATABASE_UNAVAILABLE_CODE,

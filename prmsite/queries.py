@@ -1,4 +1,4 @@
-"""Domain rules of ``prmsite.domain`` as database expressions, so SQL and Python agree by construction."""
+"""Domain rules of ``prmsite.core.domain`` as database expressions, so SQL and Python agree by construction."""
 
 from __future__ import annotations
 

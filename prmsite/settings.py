@@ -331,13 +331,14 @@ PRM_ROLLOUT_MAX_STEPS = env_int("PRM_ROLLOUT_MAX_STEPS", 1000)
 PRM_ROLLOUT_MAX_CHARS = env_int("PRM_ROLLOUT_MAX_CHARS", 1_000_000)
 # Folders the admin's "Add forest" form may read local datasets from (colon-separated); the command line may read any.
 PRM_DATASET_DIRS = env_paths("PRM_DATASET_DIRS", [BASE_DIR / "forests" / "demo"])
-# Extra folders holding experiment-config modules (colon-separated, like PATH).
+# Extra folders holding experiment-config modules (colon-separated, like PATH). prmsite.core.configs.loader reads the
+# variable itself (the workers load configs without Django); the setting shows the value the server started with.
 EXPERIMENT_CONFIG_DIRS = env_paths("EXPERIMENT_CONFIG_DIRS", [])
 # The forest pages are the team's data: logged-in users only, through the admin's login page.
 LOGIN_URL = "admin:login"
 # Most nodes a tree page lays out at once; a node whose subtree did not fit links to a page of its own.
 FOREST_TREE_MAX_NODES = env_int("FOREST_TREE_MAX_NODES", 2000)
-# What one page view spends on texts, whatever they hold (forests.rendering.PageBudget): characters parsed as markdown
+# What one page view spends on texts, whatever they hold (rendering.PageBudget): characters parsed as markdown
 # in all (tree, node and labelling pages; the rest shows as plain text), and bytes of text HTML (tree and node pages;
 # a text cut there links to its whole text). Characters of each step a tree page shows (a longer one links to its page).
 PAGE_MARKDOWN_MAX_CHARS = env_int("PAGE_MARKDOWN_MAX_CHARS", 50_000)

@@ -48,8 +48,8 @@ _server_error = _error_handler(500, "Server error; it has been logged.", "server
 
 def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
     """A 500, except for an unreachable database raised outside a view (a middleware): a 503 with Retry-After."""
-    from prmsite.errors import is_database_unavailable
     from prmsite.middleware import database_unavailable_response
+    from prmsite.unavailable import is_database_unavailable
 
     exc = sys.exc_info()[1]
     if exc is not None and is_database_unavailable(exc):

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
 
 # Most labellers a scheme may ask for per rollout.
 LABELS_PER_ROLLOUT_MAX = 20

@@ -21,7 +21,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Abs, Coalesce
 
-from prmsite.errors import NotFoundError
+from prmsite.core.errors import NotFoundError
 from prmsite.queries import correct_rollout_q
 from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 

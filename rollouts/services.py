@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from prmsite.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
+from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
 from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 from rollouts.selectors import (
     labels_per_rollout,

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from adapters.prm.errors import PRMError
 from adapters.prm.format import PRM_CONFIG_NAME
 from adapters.validation import CONFIG_NAME, WEIGHTS_NAME, adapter_zip_validate
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 # A downloaded adapter passed the server's size checks already; this only bounds a zip bomb from a rogue server.
 EXTRACT_MAX_BYTES = 64 * 1024**3

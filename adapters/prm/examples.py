@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmsite.domain import LABEL_NEUTRAL, LABEL_VALUES, label_code_value
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_VALUES, label_code_value
 
 STEPWISE_COLUMNS = ("prompt", "completions", "labels")
 

@@ -7,7 +7,7 @@
   fitted);
 - ``step_accuracy``: share of steps whose target is not 0.5 (not neutral) where ``prediction >= 0.5`` agrees with
   ``target > 0.5``;
-- ProcessBench (``forests.metrics.processbench``): the first step whose target is below 0.5 against the first step
+- ProcessBench (``prmsite.core.processbench``): the first step whose target is below 0.5 against the first step
   scored below 0.5, per rollout; F1 of the accuracies on erroneous and on correct rollouts.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.prm.examples import StepExample
-from forests.metrics.processbench import first_below, first_error, processbench_scores
+from prmsite.core.processbench import first_below, first_error, processbench_scores
 
 PROBABILITY_FLOOR = 1e-7  # keeps log(0) out of the loss of a saturated prediction
 

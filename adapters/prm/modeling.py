@@ -26,7 +26,7 @@ from torch import nn
 
 from adapters.prm.errors import PRMError
 from adapters.prm.format import EncodedRollout
-from prmsite.pretrained import pretrained_source
+from prmsite.core.pretrained import pretrained_source
 
 # peft calls transformers' deprecated `is_gradient_checkpointing` when it wraps a model: the libraries' business, not
 # the user's; every train_prm and prm_label_worker run printed it.

@@ -40,7 +40,7 @@ from adapters.prm.archive import adapter_zip_extract, sha256_file
 from adapters.prm.errors import PRMError
 from adapters.prm.modeling import device_resolve
 from adapters.prm.scoring import PRMScorer
-from rollouts.client import PrmsiteAPIError
+from prmsite.core.client import PrmsiteAPIError
 
 logger = logging.getLogger(__name__)
 

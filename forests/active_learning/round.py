@@ -53,8 +53,8 @@ from forests.management.progress import Bars
 from forests.models import Forest, Node
 from forests.selectors import forest_get, forest_search_report, prm_evaluation
 from forests.services import forest_search_report_save
-from prmsite.errors import NotFoundError
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.errors import NotFoundError
 from rollouts.worker.labeller import LabellerOptions
 from rollouts.worker.labeller import run as labeller_run
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from forests.metrics.processbench import (
+from prmsite.core.processbench import (
     ProcessBenchResult,
     first_below,
     first_error,

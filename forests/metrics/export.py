@@ -28,8 +28,8 @@ import numpy as np
 
 from forests.metrics.forest import NO_ROLLOUT_ROW, ForestArrays
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT, PathTable, ancestors, path_table, sibling_pairs
-from forests.metrics.processbench import first_error
 from forests.metrics.values import NodeValues
+from prmsite.core.processbench import first_error
 
 if TYPE_CHECKING:
     from forests.metrics.json_text import JsonStyle

@@ -21,7 +21,7 @@ from itertools import islice
 
 import numpy as np
 
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
 
 NodeRow = tuple[int, int | None, int, bool, int | None, int | None]
 RolloutRow = tuple[int | None, int, int | None, float | int | None]
@@ -78,7 +78,7 @@ class ForestArrays:
     rollout_id: np.ndarray  # int64; NO_ROLLOUT_ROW for the rollout a leaf with no row stands for
     rollout_node: np.ndarray  # int64 node index
     rollout_prediction: list[int | None]
-    rollout_correct: np.ndarray  # bool, by prmsite.domain.rollout_is_correct against the tree's ground truth
+    rollout_correct: np.ndarray  # bool, by prmsite.core.domain.rollout_is_correct against the tree's ground truth
     rollout_tokens: np.ndarray  # float64, NaN where not recorded
     texts: list[str] | None = None  # text of each node, by index, when the rows carried it
     _tree_bounds: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)

@@ -21,7 +21,7 @@ from itertools import combinations
 import numpy as np
 
 from forests.metrics.forest import ForestArrays
-from prmsite.domain import LABEL_NEUTRAL, LABEL_PREFERRED
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_PREFERRED
 
 PREFERENCE_CHOSEN = LABEL_PREFERRED  # 1: chosen is preferred to rejected
 PREFERENCE_NEUTRAL = LABEL_NEUTRAL  # 2: neither is preferred

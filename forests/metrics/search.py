@@ -28,7 +28,7 @@ import numpy as np
 from forests.metrics.beam import Aggregation, beam_search, path_scores, score_ranks
 from forests.metrics.forest import ForestArrays
 from forests.metrics.stats import Accuracy, accuracy_of
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
 
 BASELINES = ("random_rollout", "majority_vote", "best_of_n", "weighted_best_of_n", "oracle")
 BASELINE_TITLES = {

@@ -6,7 +6,7 @@
 - ``prm:VERSION`` and ``labels:SCHEME`` (from step labels): each label's i-th output is a value of its rollout's i-th
   step node (the depth-(i + 1) ancestor of the leaf where the rollout ends); a node's value is the mean of the values
   it received and its count the number of them. Labelling-scheme codes are read as values by
-  ``prmsite.domain.label_code_value`` (1 preferred -> 1, 0 not preferred -> 0, 2 neutral -> 0.5). Outputs beyond
+  ``prmsite.core.domain.label_code_value`` (1 preferred -> 1, 0 not preferred -> 0, 2 neutral -> 0.5). Outputs beyond
   the leaf's depth are ignored.
 
 A node that no rollout (``labelled``) or no label reaches has no value (NaN, count 0). Roots carry the tree's value

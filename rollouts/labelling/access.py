@@ -16,8 +16,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
-from forests.rendering import PageBudget
-from prmsite.errors import NotFoundError
+from prmsite.core.errors import NotFoundError
+from prmsite.core.rendering import PageBudget
 from rollouts.labelling import selectors
 from rollouts.models import LabellingScheme
 

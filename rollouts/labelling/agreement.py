@@ -21,7 +21,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from forests.metrics.processbench import NO_ERROR, first_error
+from prmsite.core.processbench import NO_ERROR, first_error
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forests.metrics.processbench import NO_ERROR
-from prmsite.domain import LABEL_VALUES, label_code_value
+from prmsite.core.domain import LABEL_VALUES, label_code_value
+from prmsite.core.processbench import NO_ERROR
 from rollouts.labelling.agreement import label_first_error
 
 Verdicts = Sequence[bool | None]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
 from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
 from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows, rollout_mc_values
 from rollouts.labelling.stepwise import stepwise_write

@@ -1,7 +1,7 @@
 """How a person's ratings become a stored label. Pure: no Django.
 
 A person rates each step -1 (wrong), 0 (neutral: not wrong, no progress) or +1 (right), as PRM800K's labellers did.
-Ratings are stored as the step label codes of the webserver specification (``prmsite.domain``): -1 as 0 (not
+Ratings are stored as the step label codes of the webserver specification (``prmsite.core.domain``): -1 as 0 (not
 preferred), 0 as 2 (neutral), +1 as 1 (preferred).
 
 A label holds one value per step, but a person need not rate every step:
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prmsite.domain import LABEL_NEUTRAL, LABEL_NOT_PREFERRED, LABEL_PREFERRED
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_NOT_PREFERRED, LABEL_PREFERRED
 
 RATING_WRONG = -1
 RATING_NEUTRAL = 0

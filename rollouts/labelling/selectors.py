@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count
 
-from prmsite.errors import NotFoundError
+from prmsite.core.errors import NotFoundError
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 
 SCHEME_NOT_FOUND = "No labelling scheme {prm_version!r}."

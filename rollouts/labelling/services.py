@@ -30,7 +30,7 @@ from datetime import datetime
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from prmsite.errors import ApplicationError, ConflictError
+from prmsite.core.errors import ApplicationError, ConflictError
 from rollouts.labelling import rules
 from rollouts.labelling.selectors import leases_held
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout

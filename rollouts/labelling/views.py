@@ -29,8 +29,8 @@ from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from prmsite.domain import rollout_is_correct
-from prmsite.errors import ApplicationError, ConflictError, NotFoundError
+from prmsite.core.domain import rollout_is_correct
+from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
 from rollouts.labelling import rules, selectors, services
 from rollouts.labelling.access import (
     is_labeller,

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import openai
 
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 from rollouts.worker.llm import LLMClient, load_tokenizer
 from rollouts.worker.pool import JobSource, PoolResult, Shutdown, run_pool
 from rollouts.worker.progress import Counters, Progress

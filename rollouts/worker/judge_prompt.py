@@ -8,7 +8,7 @@ replaced, each written ``{name}``:
 - ``{num_steps}``: how many steps there are;
 - ``{format_instructions}``: how to answer (:data:`FORMAT_INSTRUCTIONS`: the JSON object the parser reads first);
 - ``{prediction}``, ``{ground_truth}``: the rollout's predicted and true class labels (``none`` when missing);
-- ``{correct}``: ``yes`` when the prediction equals the ground truth, else ``no`` (``prmsite.domain``);
+- ``{correct}``: ``yes`` when the prediction equals the ground truth, else ``no`` (``prmsite.core.domain``);
 - ``{model}``: the model that wrote the rollout.
 
 Every other brace is text, so JSON examples and LaTeX (``\\boxed{answer}``) need no escaping; a ``{name}`` that is no
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prmsite.domain import rollout_is_correct
+from prmsite.core.domain import rollout_is_correct
 
 FIELDS = (
     "problem",

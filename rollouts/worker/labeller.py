@@ -37,7 +37,7 @@ from typing import Any, TextIO
 import openai
 import requests
 
-from rollouts.client import PrmsiteAPIError
+from prmsite.core.client import PrmsiteAPIError
 from rollouts.worker.base import STATUS_FAILED, PoolWorker, WorkerError, spool_root
 from rollouts.worker.judge_prompt import PromptTemplate, TemplateError
 from rollouts.worker.llm import API_CHAT, Message, SamplingParams

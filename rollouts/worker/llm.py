@@ -247,7 +247,7 @@ def load_tokenizer(name_or_path: str) -> ChatTemplate:
     llama.cpp server serves: its chat template comes from the file)."""
     from transformers import AutoTokenizer
 
-    from prmsite.pretrained import pretrained_source
+    from prmsite.core.pretrained import pretrained_source
 
     source, extra = pretrained_source(name_or_path, what="--tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(source, **extra)

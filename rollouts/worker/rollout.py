@@ -1,7 +1,7 @@
 """From a generation to the body of ``POST /rollout``: steps, prediction, token usage, finish reason, latency.
 
 Steps: the prefix the model continued keeps its steps as they were (they are nodes of the tree already) and what
-the model added is split with ``reasoning_delimiter_pattern`` (``forests.steps.split_steps``, lossless), so
+the model added is split with ``reasoning_delimiter_pattern`` (``prmsite.core.steps.split_steps``, lossless), so
 ``"".join(reasoning)`` is exactly the answer. The prediction is parsed from the whole answer with
 ``prediction_pattern`` (``parse_prediction``: the last match; none, or not an integer, gives ``null``).
 
@@ -17,8 +17,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from forests.experiment_configs.interfaces import parse_prediction
-from forests.steps import split_steps
+from prmsite.core.answers import parse_prediction
+from prmsite.core.steps import split_steps
 from rollouts.worker.llm import Usage
 from rollouts.worker.storable import storable
 

@@ -1,6 +1,6 @@
 """The rollout worker: dataset mode and forest mode, one asyncio loop per process, optionally several processes.
 
-It is a pure client: the ``openai`` async client for generations, ``rollouts.client`` (HTTP) for this project's
+It is a pure client: the ``openai`` async client for generations, ``prmsite.core.client`` (HTTP) for this project's
 server, an asyncio loop, an on-disk spool. It imports no Django model; ``python manage.py rollout_worker`` only parses
 flags into :class:`WorkerOptions` and calls :func:`run`.
 """
@@ -27,7 +27,7 @@ from typing import Any
 import openai
 import requests
 
-from rollouts.client import PrmsiteAPIError
+from prmsite.core.client import PrmsiteAPIError
 from rollouts.worker.base import PoolWorker, WorkerError, api_error_line, spool_root
 from rollouts.worker.llm import API_CHAT, Generation, SamplingParams
 from rollouts.worker.progress import Counters, Progress
@@ -378,8 +378,9 @@ def _check_patterns(settings: GenerationSettings) -> None:
 def load_dataset_items(spec: DatasetSpec):
     """The template JSON's config and the items of its split as :class:`DatasetItem` (or the exception an item
     raised), with their number (``None`` if unknown). Runs ``datasets``; no Django model."""
-    from forests.experiment_configs.interfaces import ConfigError, check_generation_settings
-    from forests.experiment_configs.loader import config_load
+    from prmsite.core.configs.interfaces import check_generation_settings
+    from prmsite.core.configs.loader import config_load
+    from prmsite.core.errors import ConfigError
 
     path = Path(spec.template_json).expanduser()
     if not path.is_file():

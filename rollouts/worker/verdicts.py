@@ -1,6 +1,6 @@
 """An AI judge's step verdicts: the JSON schema it is asked to follow, and a tolerant parser for what it answers.
 
-Pure: no Django, no network. A verdict is one label code per step (``prmsite.domain``: 0 not preferred, 1 preferred,
+Pure: no Django, no network. A verdict is one label code per step (``core.domain``: 0 not preferred, 1 preferred,
 2 neutral) with a short explanation. ``parse_verdicts(text, num_steps)`` answers every step's verdict or raises
 :class:`VerdictError` saying what is wrong; it never answers part of a rollout.
 
@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prmsite.domain import LABEL_CODES
+from prmsite.core.domain import LABEL_CODES
 
 VALID_CODES = frozenset(LABEL_CODES)
 CODE_OF_NAME = {name: code for code, name in LABEL_CODES.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 from tests.adapters.conftest import zip_folder
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 from tests.faults.conftest import kill9
 from tests.rollouts.conftest import rollout_body
 from tests.servers import PROJECT_ROOT
@@ -20,7 +20,7 @@ LEASE_S = 4
 VERSION = "prm-fault"
 CLAIMER = """
 import json, sys, time
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 with PrmsiteClient() as api:
     print(json.dumps([r["id"] for r in api.get_rollouts("prm-fault", limit=int(sys.argv[1]))]), flush=True)
     time.sleep(600)

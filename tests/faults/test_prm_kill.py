@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from adapters.prm.synthetic import synthetic_rows, tiny_base_model_save
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 from rollouts.models import ProcessRewardLabel
 from tests.adapters.prm.conftest import EVAL_FRACTION, TINY_TRAINING, write_jsonl
 from tests.faults.conftest import kill9, wait_for

@@ -21,7 +21,7 @@ ITEMS = 5000  # 2000 roots per batch (SEED_BATCH_SIZE): the kill comes after the
 CONFIG = """
 import os, time
 from pathlib import Path
-from forests.experiment_configs.interfaces import RolloutConfig
+from prmsite.core.configs.interfaces import RolloutConfig
 
 
 class Config(RolloutConfig):

@@ -61,9 +61,11 @@ def gsm8k_file(tmp_path) -> Path:
 
 
 @pytest.fixture
-def config_dir(tmp_path, settings) -> Path:
-    """An empty extra config folder, listed in EXPERIMENT_CONFIG_DIRS."""
+def config_dir(tmp_path, settings, monkeypatch) -> Path:
+    """An empty extra config folder, listed in EXPERIMENT_CONFIG_DIRS (the environment the loader reads, and the
+    setting the server shows)."""
     folder = tmp_path / "team_configs"
     folder.mkdir()
+    monkeypatch.setenv("EXPERIMENT_CONFIG_DIRS", str(folder))
     settings.EXPERIMENT_CONFIG_DIRS = [str(folder)]
     return folder

@@ -7,15 +7,12 @@ import textwrap
 
 import pytest
 
-from forests.experiment_configs.interfaces import (
-    ConfigError,
-    RolloutConfig,
-    parse_prediction,
-    template_fields,
-)
-from forests.experiment_configs.loader import TemplateJsonConfig, config_discover, config_load
-from forests.experiment_configs.rollout.grade_school_math import gsm8k_label
-from forests.experiment_configs.rollout.liar import liar_binary_label
+from prmsite.core.answers import parse_prediction
+from prmsite.core.configs.interfaces import RolloutConfig, template_fields
+from prmsite.core.configs.loader import TemplateJsonConfig, config_discover, config_load
+from prmsite.core.configs.rollout.grade_school_math import gsm8k_label
+from prmsite.core.configs.rollout.liar import liar_binary_label
+from prmsite.core.errors import ConfigError
 from tests.forests.conftest import LIAR_ROWS, write_jsonl
 
 TEMPLATE_JSON = {
@@ -26,7 +23,7 @@ TEMPLATE_JSON = {
 }
 
 TEAM_CONFIG = """
-from forests.experiment_configs.interfaces import RolloutConfig
+from prmsite.core.configs.interfaces import RolloutConfig
 
 
 class Config(RolloutConfig):

@@ -14,7 +14,7 @@ from forests.growth_services import (
 )
 from forests.models import ErrorSearch, Expansion, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
 from forests.services import forest_delete
-from prmsite.errors import ApplicationError, ConflictError, NotFoundError
+from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
 from rollouts.models import Rollout
 from tests.forests.growth_helpers import answer, claim, later, plan, seed
 

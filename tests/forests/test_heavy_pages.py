@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from markdown_it import MarkdownIt
 
-import forests.rendering
+import prmsite.core.rendering
 from forests.models import Node
 from forests.selectors import tree_rows
 from forests.trie import forest_rollout_insert
@@ -61,7 +61,7 @@ def markdown_work(monkeypatch):
         return real(self, text, env)
 
     monkeypatch.setattr(MarkdownIt, "render", counting)
-    forests.rendering._cache.clear()
+    prmsite.core.rendering._cache.clear()
     return parsed
 
 

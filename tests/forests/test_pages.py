@@ -235,8 +235,8 @@ def test_a_logged_in_user_without_the_view_permission_sees_no_forest(client, dja
 def test_a_freshly_seeded_tree_page_opens_before_any_rollout(user_client, liar_file):
     # Issue 17, item 1: every tree without rollouts was a 500 (numpy's empty bincount is int64; Python 3.11 ints have
     # no is_integer()). Seeded as a newcomer seeds, then opened before growing it.
-    from forests.experiment_configs.loader import config_load
     from forests.services import forest_seed
+    from prmsite.core.configs.loader import config_load
 
     result = forest_seed(config=config_load("liar", dataset_name=str(liar_file)), dataset_split="test")
     root = Node.objects.filter(forest=result.forest, depth=0).order_by("id").first()

@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 
 from forests.models import Node
 from forests.rollout_files import rollout_lines
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 from rollouts.models import Rollout
 from rollouts.services import rollout_create
 from tests.factories import make_forest, make_root, rollout_fields

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from forests.experiment_configs.interfaces import ConfigError
-from forests.experiment_configs.loader import config_load
 from forests.models import Forest, Node, text_sha256
 from forests.services import ERROR_BAD_SUFFIX, forest_name_make, forest_seed
-from prmsite.errors import ApplicationError, ConflictError
+from prmsite.core.configs.loader import config_load
+from prmsite.core.errors import ApplicationError, ConfigError, ConflictError
 from tests.forests.conftest import LIAR_ROWS, write_jsonl
 from tests.forests.test_configs import TEAM_CONFIG
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from forests.rendering import PageBudget
 from forests.treeview import tree_layout
+from prmsite.core.rendering import PageBudget
 
 # (id, parent_id, depth, text, is_leaf, prediction, text_chars)
 ROWS = [

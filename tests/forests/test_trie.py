@@ -17,7 +17,7 @@ from forests.trie import (
     NO_STEPS,
     forest_rollout_insert,
 )
-from prmsite.errors import ApplicationError, NotFoundError
+from prmsite.core.errors import ApplicationError, NotFoundError
 from tests.factories import make_forest, make_root
 
 PROMPT = "Is the Eiffel tower in Rome?"
@@ -166,7 +166,7 @@ def test_a_long_path_is_written_in_a_fixed_number_of_statements(forest):
     [(["s"] * 11, "PRM_ROLLOUT_MAX_STEPS", 10), (["x" * 60, "y" * 60], "PRM_ROLLOUT_MAX_CHARS", 100)],
 )
 def test_rollouts_beyond_the_step_bounds_are_refused_and_write_nothing(forest, settings, steps, setting, value):
-    from prmsite.errors import PayloadTooLargeError
+    from prmsite.core.errors import PayloadTooLargeError
 
     setattr(settings, setting, value)
     count = Node.objects.count()

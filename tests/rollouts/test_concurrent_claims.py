@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from django.contrib.auth import get_user_model
 
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 from rollouts.models import ProcessRewardLabel, Rollout
 from tests.factories import make_rollout, make_worker_token
 

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from prmsite.errors import ConflictError
+from prmsite.core.errors import ConflictError
 from rollouts import services
 from rollouts.models import ProcessRewardLabel, RolloutCheckout
 from rollouts.services import checkout_claim, checkout_release, label_create

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from prmsite.errors import ConflictError
+from prmsite.core.errors import ConflictError
 from rollouts.models import LabellingScheme, ProcessRewardLabel, RolloutCheckout
 from rollouts.selectors import labels_per_rollout
 from rollouts.services import checkout_claim, checkout_release, label_create

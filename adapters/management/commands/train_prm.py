@@ -22,7 +22,7 @@ from adapters.prm.format import (
     StepTagFormat,
 )
 from adapters.prm.training import LR_SCHEDULERS, TrainSettings, metrics_line, train_prm_run
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 
 
 def _escapes(value: str) -> str:

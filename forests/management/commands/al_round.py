@@ -23,7 +23,7 @@ from forests.active_learning.round import TRAIN_SOURCES, Round, RoundError, Roun
 from forests.active_learning.state import StateError, comparison_table
 from forests.metrics.beam import Aggregation
 from forests.metrics.search import parse_num_beam_values
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 from rollouts.management.commands.ai_label_worker import add_judge_arguments, options_from_flags
 
 JUDGE_DEFAULTS = {

@@ -16,7 +16,7 @@ from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, format_report
 from forests.models import Node
 from forests.selectors import forest_get, forest_search_report
 from forests.services import forest_search_report_save
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 
 class Command(BaseCommand):

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from forests.management.progress import Bars
 from forests.metrics.export import ExportError, write_atomic
 from forests.selectors import forest_get, prm_evaluation
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 from rollouts.models import ProcessRewardLabel
 
 

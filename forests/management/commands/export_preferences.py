@@ -13,7 +13,7 @@ from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOL
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.models import Node
 from forests.selectors import forest_get
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from forests.rollout_files import forest_rollouts_export, rollouts_file_write
 from forests.selectors import forest_get
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 
 
 class Command(BaseCommand):

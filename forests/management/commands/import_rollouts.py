@@ -12,7 +12,7 @@ from forests.management.progress import Bars
 from forests.models import Forest
 from forests.rollout_files import IMPORT_BATCH_SIZE, forest_rollouts_import, rollouts_file_check, rollouts_file_fields
 from forests.trie import FOREST_NOT_FOUND
-from prmsite.errors import ApplicationError
+from prmsite.core.errors import ApplicationError
 from prmsite.parsers import text_problem
 from rollouts.serializers import RolloutCreateSerializer
 

@@ -9,10 +9,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from forests.experiment_configs.loader import config_load
 from forests.models import Forest
 from forests.services import forest_name_make, forest_seed
-from prmsite.errors import ApplicationError
+from prmsite.core.configs.loader import config_load
+from prmsite.core.errors import ApplicationError
 
 
 class Command(BaseCommand):

@@ -6,9 +6,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from forests.experiment_configs.interfaces import ConfigError
-from forests.experiment_configs.loader import config_load
-from forests.experiment_configs.verify import config_verify
+from prmsite.core.configs.loader import config_load
+from prmsite.core.configs.verify import config_verify
+from prmsite.core.errors import ConfigError
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from prmsite.errors import NotFoundError
+from prmsite.core.errors import NotFoundError
 from rollouts.labelling.consensus import RULE_STEPS, RULES
 from rollouts.labelling.exports import ConsensusOptions, consensus_export
 from rollouts.labelling.selectors import scheme_get

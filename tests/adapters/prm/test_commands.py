@@ -16,7 +16,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from adapters.prm.synthetic import synthetic_rows
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 from tests.adapters.prm.conftest import EVAL_FRACTION, TINY_TRAINING, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[3]

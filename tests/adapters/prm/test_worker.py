@@ -11,7 +11,7 @@ import pytest
 
 from adapters.prm.errors import PRMError
 from adapters.prm.worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
-from rollouts.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 
 
 def _rollout(rollout_id: int, steps: int) -> dict:

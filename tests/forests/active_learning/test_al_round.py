@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 
 from adapters.models import PRMAdapter
 from adapters.prm.synthetic import synthetic_rollout
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.selectors import rollout_active_learning_order
 from tests.adapters.prm.conftest import TINY_TRAINING

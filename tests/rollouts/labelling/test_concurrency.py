@@ -13,7 +13,7 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
 from rollouts.models import ProcessRewardLabel
 from tests.factories import make_rollout, make_worker_token
 from tests.rollouts.labelling.conftest import PASSWORD, form_data, make_labeller, make_scheme

@@ -8,7 +8,7 @@ import html as html_lib
 import pytest
 from markdown_it import MarkdownIt
 
-import forests.rendering
+import prmsite.core.rendering
 from tests.factories import make_label, make_rollout
 from tests.rollouts.labelling.conftest import claim_next, rollout_url
 
@@ -32,7 +32,7 @@ def markdown_work(monkeypatch):
         return real(self, text, env)
 
     monkeypatch.setattr(MarkdownIt, "render", counting)
-    forests.rendering._cache.clear()
+    prmsite.core.rendering._cache.clear()
     return parsed
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from prmsite.domain import LABEL_NEUTRAL, LABEL_NOT_PREFERRED, LABEL_PREFERRED
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_NOT_PREFERRED, LABEL_PREFERRED
 from rollouts.labelling.rules import (
     FINISH_BAD_PROBLEM,
     FINISH_FOUND_ERROR,

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from prmsite.errors import ApplicationError, ConflictError
+from prmsite.core.errors import ApplicationError, ConflictError
 from rollouts.labelling import services
 from rollouts.labelling.services import LabelInput, draft_save, label_skip, label_submit, labelling_next
 from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout

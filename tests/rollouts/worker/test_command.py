@@ -48,7 +48,7 @@ def test_an_unreachable_server_fails_the_run_with_one_line(worker_env, tmp_path)
 
 
 def test_concurrent_repeats_of_one_idempotency_key_store_one_rollout(live_api_server, worker_token):
-    from rollouts.client import PrmsiteClient
+    from prmsite.core.client import PrmsiteClient
     from rollouts.models import Rollout
     from tests.rollouts.conftest import rollout_body
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from adapters.prm.synthetic import synthetic_rows
-from rollouts.client import PrmsiteAPIError
+from prmsite.core.client import PrmsiteAPIError
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.worker.labeller import AILabelWorker, LabellerOptions, spool_folder
 from rollouts.worker.llm import SamplingParams

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from forests.experiment_configs.loader import config_load
 from forests.services import forest_seed
-from forests.steps import split_steps
+from prmsite.core.configs.loader import config_load
+from prmsite.core.steps import split_steps
 from prmsite.demo import MODEL_ALIAS, gguf_of_wheel
 from rollouts.models import Rollout
 from rollouts.worker.llm import SamplingParams

@@ -9,8 +9,8 @@ import asyncio
 import json
 
 from forests.api import RolloutBatchParser
+from prmsite.core.client import PrmsiteAPIError
 from prmsite.parsers import text_problem
-from rollouts.client import PrmsiteAPIError
 from rollouts.models import Rollout
 from rollouts.worker.rollout import UNSTORABLE_REPLACED
 from rollouts.worker.runner import DatasetSpec, RolloutWorker, WorkerOptions, spool_folder

@@ -11,8 +11,8 @@ from collections import Counter
 from forests.growth import TreeSnapshot
 from forests.growth_selectors import tree_snapshot
 from forests.models import ErrorSearch, Expansion, GrowthPlan, Node
-from forests.steps import split_steps
-from rollouts.client import PrmsiteClient
+from prmsite.core.client import PrmsiteClient
+from prmsite.core.steps import split_steps
 from rollouts.models import Rollout
 from rollouts.worker.llm import SamplingParams
 from rollouts.worker.runner import DatasetSpec, RolloutWorker, WorkerOptions

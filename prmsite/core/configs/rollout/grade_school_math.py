@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from forests.experiment_configs.interfaces import ConfigError, DatasetConfig
+from prmsite.core.configs.interfaces import DatasetConfig
+from prmsite.core.errors import ConfigError
 
 ANSWER = re.compile(r"####\s*\$?\s*(-?[\d,]*\d)\s*$")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from forests.experiment_configs.interfaces import ConfigError
+from prmsite.core.errors import ConfigError
 
 FILE_BUILDERS = {
     ".jsonl": ("json", {}),

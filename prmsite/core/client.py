@@ -3,7 +3,7 @@
 It imports nothing from Django, so rollout workers, PRM inference controllers, AI labellers and the training loop
 can run on any machine that reaches the server::
 
-    from rollouts.client import PrmsiteClient
+    from prmsite.core.client import PrmsiteClient
 
     with PrmsiteClient() as api:  # WEBSERVER_API_BASE and WEBSERVER_API_TOKEN from the environment
         rollout_id = api.post_rollout({"model": "m", "example": "…", "reasoning": ["…"], "prediction": 1,

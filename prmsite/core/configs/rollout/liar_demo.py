@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forests.experiment_configs.rollout import liar
+from prmsite.core.configs.rollout import liar
 
-DEMO_DATASET = Path(__file__).resolve().parents[2] / "demo" / "liar_demo_{split}.jsonl"
+DEMO_DATASET = Path(__file__).resolve().parents[4] / "forests" / "demo" / "liar_demo_{split}.jsonl"
 
 
 class Config(liar.Config):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forests.rendering import RENDER_MAX_CHARS, PageBudget, render_markdown
+from prmsite.core.rendering import RENDER_MAX_CHARS, PageBudget, render_markdown
 from tests.html_checks import assert_inert
 
 
@@ -86,7 +86,7 @@ def test_pathological_markdown_renders_in_seconds_not_minutes():
     import sys
 
     code = (
-        "from forests.rendering import render_markdown\n"
+        "from prmsite.core.rendering import render_markdown\n"
         "for text in ['[' * 45000, '- ' * 496 + 'x', '[a](' * 20000, '<' * 50000]:\n"
         "    render_markdown(text)\n"
     )
@@ -94,7 +94,7 @@ def test_pathological_markdown_renders_in_seconds_not_minutes():
 
 
 def test_text_over_the_render_limit_is_shown_as_escaped_plain_text(monkeypatch):
-    from forests import rendering
+    from prmsite.core import rendering
 
     monkeypatch.setattr(rendering, "RENDER_MAX_CHARS", 10)
     html = rendering.render_markdown("<script>alert(1)</script> **not bold**")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from forests.metrics.processbench import NO_ERROR, first_below, first_error, processbench_scores
-from prmsite.domain import label_code_value, rollout_is_correct
+from prmsite.core.domain import label_code_value, rollout_is_correct
+from prmsite.core.processbench import NO_ERROR, first_below, first_error, processbench_scores
 
 
 def test_first_error_is_the_first_wrong_step_or_minus_one():

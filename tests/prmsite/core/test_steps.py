@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from forests.steps import compile_pattern, split_steps
+from prmsite.core.steps import compile_pattern, split_steps
 
 LIAR_PATTERN = "</?u>|Step|```"
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from rollouts.client import KEYS_PER_REQUEST, PrmsiteAPIError, PrmsiteClient
+from prmsite.core.client import KEYS_PER_REQUEST, PrmsiteAPIError, PrmsiteClient
 from rollouts.models import ProcessRewardLabel, Rollout
 from tests.factories import make_label, make_rollout
 from tests.rollouts.conftest import free_port, rollout_body
@@ -223,7 +223,7 @@ def test_the_client_module_imports_nothing_from_django():
     import subprocess
     import sys
 
-    code = "import sys, rollouts.client; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    code = "import sys, prmsite.core.client; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -6,16 +6,16 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from forests.experiment_configs.interfaces import (
-    ConfigError,
+from prmsite.core.answers import parse_prediction
+from prmsite.core.configs.interfaces import (
     RolloutConfig,
     check_generation_settings,
     check_label,
     check_serialized,
-    parse_prediction,
     template_fields,
 )
-from forests.steps import split_steps
+from prmsite.core.errors import ConfigError
+from prmsite.core.steps import split_steps
 
 ERROR_NO_ITEMS = "split {split!r} has no items"
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from forests.experiment_configs.interfaces import ConfigError, DatasetConfig
+from prmsite.core.configs.interfaces import DatasetConfig
+from prmsite.core.errors import ConfigError
 
 # Index order of the ClassLabel of the hub dataset.
 LIAR_LABELS = ("false", "half-true", "mostly-true", "true", "barely-true", "pants-fire")

@@ -3,13 +3,13 @@
 A name is either
 
 - a module name matching ``[a-z_]+``: the module ``<name>.py`` (class ``Config``) or the template JSON
-  ``<name>.json``, looked up in the built-in package ``forests/experiment_configs/rollout/`` and in every folder of
-  ``settings.EXPERIMENT_CONFIG_DIRS``. A name found in more than one place is an error (rename one): a team's
+  ``<name>.json``, looked up in the built-in package ``prmsite/core/configs/rollout/`` and in every folder of
+  ``EXPERIMENT_CONFIG_DIRS``. A name found in more than one place is an error (rename one): a team's
   folder never silently shadows a built-in config, nor the other way round.
 - a path to a template JSON file of the rollout-generator format (``path/to/template.json``).
 
 Modules outside the project are loaded from their file with ``importlib`` (``sys.path`` is left alone), so they
-may import installed packages and ``forests.experiment_configs`` but not their sibling files.
+may import installed packages and ``prmsite.core.configs`` but not their sibling files.
 
 A template JSON holds the four generation settings and says where its dataset is::
 
@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -34,26 +35,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
-from forests.experiment_configs.interfaces import (
+from prmsite.core.configs.interfaces import (
     GENERATION_SETTINGS,
     REQUIRED_METHODS,
-    ConfigError,
     DatasetConfig,
     RolloutConfig,
     check_label,
 )
+from prmsite.core.errors import ConfigError
 
 CONFIG_NAME = re.compile(r"^[a-z_]+$")
-BUILTIN_PACKAGE = "forests.experiment_configs.rollout"
+BUILTIN_PACKAGE = "prmsite.core.configs.rollout"
 BUILTIN_DIR = Path(__file__).resolve().parent / "rollout"
 
 ERROR_BAD_NAME = "config name {name!r} must match [a-z_]+ (a module name) or be a path to a template .json file"
 ERROR_NOT_FOUND = "no experiment config named {name!r} (looked in: {places})"
 ERROR_AMBIGUOUS = "experiment config {name!r} is defined in more than one place: {paths}; rename one"
 ERROR_NO_CLASS = "{path} defines no class named Config"
-ERROR_NOT_SUBCLASS = "{path}: Config must subclass forests.experiment_configs.interfaces.RolloutConfig"
+ERROR_NOT_SUBCLASS = "{path}: Config must subclass prmsite.core.configs.interfaces.RolloutConfig"
 ERROR_MISSING_METHODS = "{path}: Config does not implement {methods}"
 
 
@@ -104,9 +103,15 @@ class TemplateJsonConfig(DatasetConfig):
         return check_label(value)
 
 
+CONFIG_DIRS_ENV = "EXPERIMENT_CONFIG_DIRS"
+
+
 def config_dirs() -> list[Path]:
-    """The extra config folders of ``settings.EXPERIMENT_CONFIG_DIRS``, as given (missing ones included)."""
-    return [Path(d).expanduser() for d in getattr(settings, "EXPERIMENT_CONFIG_DIRS", [])]
+    """The extra config folders listed in the ``EXPERIMENT_CONFIG_DIRS`` environment variable (separated by ':' like
+    PATH; the server's settings read the same variable), as given, missing ones included. Read at each call, so the
+    server, the workers and the commands see the same folders without Django."""
+    raw = os.environ.get(CONFIG_DIRS_ENV, "").strip()
+    return [Path(d.strip()).expanduser() for d in raw.split(os.pathsep) if d.strip()]
 
 
 def config_discover() -> list[ConfigLocation]:

@@ -3,7 +3,6 @@ management commands into a one-line ``CommandError``. Services never raise HTTP 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 
@@ -50,25 +49,7 @@ class InsufficientStorageError(ApplicationError):
     code = "insufficient_storage"
 
 
-# The database is unreachable for a moment (restarted, connections refused, locked beyond the busy timeout, the
-# connection pool exhausted): requests are answered 503 with this detail and a Retry-After, never a 500.
-DATABASE_UNAVAILABLE = "The database is unavailable for the moment; retry in a few seconds."
-DATABASE_UNAVAILABLE_CODE = "database_unavailable"
-DATABASE_RETRY_AFTER_S = 5
+class ConfigError(ApplicationError):
+    """An experiment config cannot be found, loaded or used as it is."""
 
-
-def log_database_unavailable(exc: BaseException) -> None:
-    """Log what made a request a 503, with its traceback: an ``OperationalError`` may also be a fault of ours (a
-    missing table), which the operator must still see."""
-    logging.getLogger("prmsite.database").error("Database unavailable, answered 503: %s", exc, exc_info=exc)
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """``exc`` says the database could not be reached or used right now (not that a query or the data is wrong).
-
-    Django raises ``OperationalError`` for a refused or dropped connection, a lock held beyond SQLite's busy timeout
-    and psycopg_pool's ``PoolTimeout`` (which it wraps), and ``InterfaceError`` for a connection already closed.
-    """
-    from django.db import InterfaceError, OperationalError
-
-    return isinstance(exc, OperationalError | InterfaceError)
+    code = "invalid_config"
