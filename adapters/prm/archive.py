@@ -9,8 +9,6 @@ name, so member names never become paths.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +16,7 @@ from adapters.prm.errors import PRMError
 from adapters.prm.format import PRM_CONFIG_NAME
 from adapters.validation import CONFIG_NAME, WEIGHTS_NAME, adapter_zip_validate
 from prmsite.core.errors import ApplicationError
+from prmsite.core.files import atomic_path
 
 # A downloaded adapter passed the server's size checks already; this only bounds a zip bomb from a rogue server.
 EXTRACT_MAX_BYTES = 64 * 1024**3
@@ -36,20 +35,11 @@ def adapter_zip_write(folder: Path, target: Path) -> Path:
     """Zip the files of ``folder`` (an adapter folder: flat) at the zip's top level into ``target``, atomically."""
     files = sorted(p for p in Path(folder).iterdir() if p.is_file())
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in files:
-                # Weights barely compress: store them, deflate the small JSON and text files.
-                compress = zipfile.ZIP_STORED if path.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
-                archive.write(path, path.name, compress_type=compress)
-        os.chmod(partial, 0o644)  # mkstemp makes it private; the zip is an ordinary output
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            # Weights barely compress: store them, deflate the small JSON and text files.
+            compress = zipfile.ZIP_STORED if path.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
+            archive.write(path, path.name, compress_type=compress)
     return target
 
 

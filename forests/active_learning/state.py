@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.prm.files import json_write_atomic
+from prmsite.core.files import json_write_atomic
 
 STAGES = ("label", "train", "prm_label", "measure")
 STAGE_TITLES = {

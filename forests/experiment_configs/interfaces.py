@@ -1,5 +1,5 @@
 """The old import path of the config interfaces, kept so that a team's config files written against it (``from
-forests.experiment_configs.interfaces import DatasetConfig``) still load. New configs import
+prmsite.core.configs.interfaces import DatasetConfig``) still load. New configs import
 ``prmsite.core.configs.interfaces``; this module only re-exports it."""
 
 from prmsite.core.configs.interfaces import (  # noqa: F401  (re-exported for old config files)

@@ -11,9 +11,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from adapters.prm.errors import PRMError
-from adapters.prm.files import json_write_atomic
 from adapters.prm.worker import LabelWorkerSettings, default_worker_name, prm_label_worker_run
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.files import json_write_atomic
 
 
 class Command(BaseCommand):

@@ -13,7 +13,6 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from adapters.prm.errors import PRMError
-from adapters.prm.files import json_write_atomic
 from adapters.prm.format import (
     DEFAULT_BAD_TOKEN,
     DEFAULT_GOOD_TOKEN,
@@ -23,6 +22,7 @@ from adapters.prm.format import (
 )
 from adapters.prm.training import LR_SCHEDULERS, TrainSettings, metrics_line, train_prm_run
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.files import json_write_atomic
 
 
 def _escapes(value: str) -> str:

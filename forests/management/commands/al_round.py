@@ -15,7 +15,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from adapters.prm.errors import PRMError
-from adapters.prm.files import json_write_atomic
 from adapters.prm.training import TrainSettings
 from adapters.prm.worker import LabelWorkerSettings
 from adapters.prm.worker import default_worker_name as prm_worker_name
@@ -24,6 +23,7 @@ from forests.active_learning.state import StateError, comparison_table
 from forests.metrics.beam import Aggregation
 from forests.metrics.search import parse_num_beam_values
 from prmsite.core.errors import ApplicationError
+from prmsite.core.files import json_write_atomic
 from rollouts.management.commands.ai_label_worker import add_judge_arguments, options_from_flags
 
 JUDGE_DEFAULTS = {

@@ -108,7 +108,7 @@ class Command(BaseCommand):
         else:
             code, summary = run(options, **streams)
         if o["output_json"]:
-            from adapters.prm.files import json_write_atomic
+            from prmsite.core.files import json_write_atomic
 
             json_write_atomic(o["output_json"], summary)
         if code != EXIT_OK:
