@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prmsite.core.domain import LABEL_NEUTRAL, LABEL_VALUES, label_code_value
-
-STEPWISE_COLUMNS = ("prompt", "completions", "labels")
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_VALUES, STEPWISE_COLUMNS, label_code_value
 
 SKIP_NOT_TEXT = "prompt or steps are not text"
 SKIP_NO_STEPS = "no steps"

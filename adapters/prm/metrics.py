@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.prm.examples import StepExample
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_VALUES, PRM_THRESHOLD
 from prmsite.core.processbench import first_below, first_error, processbench_scores
 
 PROBABILITY_FLOOR = 1e-7  # keeps log(0) out of the loss of a saturated prediction
@@ -46,9 +47,9 @@ def prm_evaluate(examples: Sequence[StepExample], probabilities: Sequence[Sequen
                 total_weight += weight
             if weight > 0 and target != 0.5:
                 counted += 1
-                right += (score >= 0.5) == (target > 0.5)
+                right += (score >= PRM_THRESHOLD) == (target > LABEL_VALUES[LABEL_NEUTRAL])
         reference.append(first_error(example.step_ok()))
-        predicted.append(first_below(scores, 0.5))
+        predicted.append(first_below(scores, PRM_THRESHOLD))
     processbench = processbench_scores(reference, predicted) if examples else None
     return {
         "examples": len(examples),

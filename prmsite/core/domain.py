@@ -18,6 +18,21 @@ LABEL_CODES: dict[int, str] = {
     LABEL_NEUTRAL: "neutral",
 }
 LABEL_VALUES: dict[int, float] = {LABEL_NOT_PREFERRED: 0.0, LABEL_PREFERRED: 1.0, LABEL_NEUTRAL: 0.5}
+# The codes explained, for messages and help texts.
+LABEL_CODES_TEXT = "0 not preferred, 1 preferred, 2 neutral"
+
+# A PRM's step score at or above this judges the step good (its rollout correct when it is the final step's score);
+# below it, the step is an error. The default of every threshold flag (evaluate_prm, al_round) and of the measures.
+PRM_THRESHOLD = 0.5
+
+# The columns of a stepwise dataset (TRL's stepwise-supervision format), in order: exported by the ``stepwise`` kind,
+# read back by ``train_prm``.
+STEPWISE_COLUMNS = ("prompt", "completions", "labels")
+
+
+def not_a_label_code(code: object) -> str:
+    """The one message for a value that is not a step label code."""
+    return f"{code!r} is not a step label code ({LABEL_CODES_TEXT})"
 
 
 def rollout_is_correct(prediction: int | None, ground_truth: int | None) -> bool:
@@ -28,5 +43,5 @@ def rollout_is_correct(prediction: int | None, ground_truth: int | None) -> bool
 def label_code_value(code: float | int) -> float:
     """The value (0.0 / 1.0 / 0.5) of a step label code; ``ValueError`` for anything but 0, 1 or 2."""
     if isinstance(code, bool) or code not in LABEL_VALUES:
-        raise ValueError(f"{code!r} is not a step label code (0 not preferred, 1 preferred, 2 neutral)")
+        raise ValueError(not_a_label_code(code))
     return LABEL_VALUES[int(code)]

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from prmsite.core.domain import PRM_THRESHOLD
+
 NO_ERROR = -1
 
 
@@ -23,7 +25,7 @@ def first_error(step_ok: Iterable[bool]) -> int:
     return NO_ERROR
 
 
-def first_below(scores: Iterable[float], threshold: float = 0.5) -> int:
+def first_below(scores: Iterable[float], threshold: float = PRM_THRESHOLD) -> int:
     """Index of the first score below ``threshold``; ``NO_ERROR`` (-1) when none is."""
     return first_error(score >= threshold for score in scores)
 

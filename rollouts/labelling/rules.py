@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prmsite.core.domain import LABEL_NEUTRAL, LABEL_NOT_PREFERRED, LABEL_PREFERRED
+from prmsite.core.domain import LABEL_NEUTRAL, LABEL_NOT_PREFERRED, LABEL_PREFERRED, not_a_label_code
 
 RATING_WRONG = -1
 RATING_NEUTRAL = 0
@@ -172,6 +172,6 @@ def ratings_of(prm_output: Sequence[float | int], rated_steps: int | None = None
             ratings.append(None)
             continue
         if isinstance(code, bool) or code not in CODE_RATINGS:
-            raise ValueError(f"{code!r} is not a step label code (0 not preferred, 1 preferred, 2 neutral)")
+            raise ValueError(not_a_label_code(code))
         ratings.append(CODE_RATINGS[int(code)])
     return ratings
