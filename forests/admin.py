@@ -28,11 +28,14 @@ from forests.experiment_configs.data import local_location_allowed
 from forests.experiment_configs.loader import config_discover, config_load
 from forests.exports import export_options, preferences_export_download
 from forests.metrics.beam import Aggregation
-from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOLDER_MAX_CHARS, placeholder_token_check
+from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
+from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS, placeholder_token_check
+from forests.metrics.export.writer import FORMATS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, parse_num_beam_values
 from forests.models import Forest, Node
-from forests.selectors import forest_counts, forest_progress, forest_search_report
+from forests.search_reports import forest_search_report
+from forests.selectors import forest_counts, forest_progress
 from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.admin import JSON_FORM_FIELDS
 from prmsite.errors import ApplicationError

@@ -19,12 +19,12 @@ from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
 from forests.rendering import PageBudget, ShownText
+from forests.search_reports import forest_search_report_saved
 from forests.selectors import (
     forest_get,
     forest_progress,
     forest_progress_many,
     forest_roots,
-    forest_search_report_saved,
     tree_node_get,
     tree_rollouts,
     tree_root_get,

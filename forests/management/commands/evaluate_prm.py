@@ -10,8 +10,9 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from forests.management.progress import Bars
-from forests.metrics.export import ExportError, write_atomic
-from forests.selectors import forest_get, prm_evaluation
+from forests.metrics.export.writer import ExportError, write_atomic
+from forests.prm_evaluation import prm_evaluation
+from forests.selectors import forest_get
 from prmsite.errors import ApplicationError
 from rollouts.models import ProcessRewardLabel
 
