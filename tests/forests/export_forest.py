@@ -7,7 +7,13 @@ rollout). Rollout ids start at 100, node ids at 1, in insertion order; rollout 1
 
 from __future__ import annotations
 
-from forests.metrics.export.source import ExportSource
+import json
+from pathlib import Path
+
+from forests.metrics.export.options import ExportOptions
+from forests.metrics.export.registry import export_batches, features_of
+from forests.metrics.export.source import ExportSource, ExportTally
+from forests.metrics.export.writer import dataset_write
 from forests.metrics.forest import ForestArrays, forest_arrays
 from forests.metrics.values import labelled_values
 
@@ -69,3 +75,20 @@ def memory_source() -> ExportSource:
         texts=list(forest.texts),
         rollout_models=models,
     )
+
+
+def export_file(path: Path, fmt: str = "jsonl", **options) -> tuple[int, ExportTally]:
+    """Export the forest above to ``path`` as ``fmt`` (as ``export_preferences`` writes it); ``(records, tally)``."""
+    export_options = ExportOptions(**options)
+    tally = ExportTally()
+    lines = fmt == "jsonl"
+    batches = export_batches(memory_source(), export_options, tally, json_lines=lines)
+    written = dataset_write(batches, features_of(export_options), path, fmt, raw_json=lines)
+    return written, tally
+
+
+def export_rows(folder: Path, **options) -> tuple[list[dict], ExportTally]:
+    """The records of an export of the forest above, read back from its JSON lines; and its tally."""
+    path = folder / f"rows-{len(list(folder.iterdir()))}.jsonl"
+    _, tally = export_file(path, **options)
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()], tally
