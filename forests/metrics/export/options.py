@@ -7,7 +7,13 @@ import math
 from dataclasses import dataclass
 
 from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS, PAIRS
-from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
+from forests.metrics.preferences import (  # the pure pairing checks the same parameters, with these messages
+    MAX_PAIRS_INVALID,
+    MIN_MARGIN_INVALID,
+    PATH_MODES,
+    PATHS_DISTINCT,
+    PATHS_UNKNOWN,
+)
 
 # The placeholder is written after every step of every path: its length multiplies the export (a 2,000-character one
 # made 949 MiB and 6.3 GB of memory from a small forest; 5 MB overflowed Arrow). A tokenizer's special token is short.
@@ -18,9 +24,6 @@ PLACEHOLDER_CONTROL = (
     "placeholder_token: the placeholder token must not hold line breaks, tabs, NUL or other control characters"
 )
 KIND_UNKNOWN = "kind must be one of {kinds}, not {kind!r}"
-PATHS_UNKNOWN = "paths must be one of {modes}, not {paths!r}"
-MIN_MARGIN_INVALID = "min_margin must be a number at least 0, not {value!r}"
-MAX_PAIRS_INVALID = "max_pairs_per_node must be a whole number at least 1, not {value!r}"
 THRESHOLD_INVALID = "threshold must be a finite number, not {value!r}"
 
 
