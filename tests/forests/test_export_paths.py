@@ -10,7 +10,7 @@ import pyarrow as pa
 from forests.metrics.export.context import ExportContext
 from forests.metrics.export.kinds import stepwise
 from forests.metrics.export.options import ExportOptions
-from forests.metrics.export.paths import SKIP_NO_VALUE, path_batches, path_meta_features, tagged_text
+from forests.metrics.export.paths import SKIP_NO_VALUE, path_batches, path_meta_features, tagged_texts
 from forests.metrics.export.source import ExportTally
 from forests.metrics.values import label_values
 from tests.forests.export_forest import memory_source
@@ -44,6 +44,8 @@ def test_the_tagged_text_trims_the_prompt_and_each_step():
     context = ExportContext(memory_source(), options, ExportTally(), stepwise.features(options))
     texts: list[list[str]] = []
     list(
-        path_batches(context, None, lambda rows: texts.append(tagged_text(context, rows, pa.scalar(" !")).to_pylist()))
+        path_batches(
+            context, None, lambda rows: texts.append(tagged_texts(context, rows, pa.scalar(" !"))[0].to_pylist())
+        )
     )
     assert texts[0][4] == 'Is "B"/ü? b1 !\nno !'

@@ -153,14 +153,17 @@ def _path_rows(
     )
 
 
-def tagged_text(context: ExportContext, rows: PathRows, marks: Any) -> pa.Array:
-    """Each path as one text, as Math-Shepherd writes it: the trimmed prompt, a space, then each trimmed step followed
-    by its mark (one string for every step, or an array with one per step), steps joined by line breaks.
+def tagged_texts(context: ExportContext, rows: PathRows, *marks: Any) -> list[pa.Array]:
+    """Each path as one text per ``marks``, as Math-Shepherd writes it: the trimmed prompt, a space, then each trimmed
+    step followed by its mark (one string for every step, or an array with one per step), steps joined by line breaks.
 
-    Joined by Arrow's string kernels: no Python loop over the steps.
+    Joined by Arrow's string kernels: no Python loop over the steps; the texts are trimmed once for every ``marks``.
     """
     steps = pc.utf8_trim_whitespace(context.texts_of(rows.flat))
     heads = pc.utf8_trim_whitespace(context.texts_of(rows.roots))
-    pieces = pc.binary_join_element_wise(steps, marks, "")
-    body = pc.binary_join(pa.ListArray.from_arrays(pa.array(rows.offsets.astype(np.int32)), pieces), "\n")
-    return pc.binary_join_element_wise(heads, body, " ")
+    lists = pa.array(rows.offsets.astype(np.int32))
+    texts = []
+    for mark in marks:
+        body = pc.binary_join(pa.ListArray.from_arrays(lists, pc.binary_join_element_wise(steps, mark, "")), "\n")
+        texts.append(pc.binary_join_element_wise(heads, body, " "))
+    return texts

@@ -13,7 +13,7 @@ from datasets import Features, Value
 from forests.metrics.export.context import ExportContext
 from forests.metrics.export.names import BAD_STEP, GOOD_STEP, MATH_SHEPHERD, STEP_TAG
 from forests.metrics.export.options import ExportOptions
-from forests.metrics.export.paths import PathRows, path_batches, path_meta_features, tagged_text
+from forests.metrics.export.paths import PathRows, path_batches, path_meta_features, tagged_texts
 from forests.metrics.export.source import Batch, ExportSource, ExportTally, Progress
 
 NAME = MATH_SHEPHERD
@@ -35,10 +35,7 @@ def batches(
 
     def build(rows: PathRows) -> Batch:
         marks = pc.if_else(pa.array(rows.good), " " + GOOD_STEP, " " + BAD_STEP)
-        return {
-            "input": tagged_text(context, rows, pa.scalar(" " + STEP_TAG)),
-            "label": tagged_text(context, rows, marks),
-            **rows.meta,
-        }
+        inputs, labels = tagged_texts(context, rows, pa.scalar(" " + STEP_TAG), marks)
+        return {"input": inputs, "label": labels, **rows.meta}
 
     return path_batches(context, progress, build, tag=STEP_TAG)

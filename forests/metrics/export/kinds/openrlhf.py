@@ -12,7 +12,7 @@ from datasets import Features, List, Value
 from forests.metrics.export.context import ExportContext
 from forests.metrics.export.names import OPENRLHF
 from forests.metrics.export.options import ExportOptions
-from forests.metrics.export.paths import PathRows, path_batches, path_meta_features, tagged_text
+from forests.metrics.export.paths import PathRows, path_batches, path_meta_features, tagged_texts
 from forests.metrics.export.source import Batch, ExportSource, ExportTally, Progress
 
 NAME = OPENRLHF
@@ -35,7 +35,7 @@ def batches(
 
     def build(rows: PathRows) -> Batch:
         return {
-            "input": tagged_text(context, rows, pa.scalar(" " + tag)),
+            "input": tagged_texts(context, rows, pa.scalar(" " + tag))[0],
             "value": context.list_column("value", rows.offsets, rows.step_values),
             **rows.meta,
         }
