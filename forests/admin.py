@@ -26,16 +26,20 @@ from django.utils.html import format_html
 
 from forests.exports import export_options, preferences_export_download
 from forests.metrics.beam import Aggregation
-from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOLDER_MAX_CHARS, placeholder_token_check
+from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
+from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS, placeholder_token_check
+from forests.metrics.export.writer import FORMATS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, parse_num_beam_values
 from forests.models import Forest, Node
-from forests.selectors import forest_counts, forest_progress, forest_search_report
+from forests.search_reports import forest_search_report
+from forests.selectors import forest_counts, forest_progress
 from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.admin import JSON_FORM_FIELDS
 from prmsite.core.configs.data import local_location_allowed
 from prmsite.core.configs.loader import config_discover, config_load
 from prmsite.core.errors import ApplicationError
+from rollouts.models import Rollout
 
 ACTION_TOO_LARGE = (
     "The selected forests hold {nodes:,} nodes: the admin reads at most {max:,} in one request "
@@ -204,8 +208,6 @@ class ForestAdmin(admin.ModelAdmin):
         return [*fields, "name", "config_name", "dataset_split"] if obj is not None else fields
 
     def get_queryset(self, request):
-        from rollouts.models import Rollout
-
         return (
             super()
             .get_queryset(request)
@@ -384,8 +386,6 @@ class ForestAdmin(admin.ModelAdmin):
 
     def get_deleted_objects(self, objs, request):
         """A summary for the confirmation page (one count per model) instead of the list of every node."""
-        from rollouts.models import Rollout
-
         forests = list(objs)
         ids = [forest.pk for forest in forests]
         nodes = Node.objects.filter(forest_id__in=ids).count()

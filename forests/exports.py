@@ -1,7 +1,8 @@
 """Exporting a forest's preferences and step-level data to a file (``export_preferences`` and the admin download).
 
 Reads the forest with a handful of streaming queries (rollouts, nodes, labels for a PRM or scheme value function,
-texts, and rollout models for ``processbench``), then writes with ``forests.metrics.export``.
+texts, and rollout models for ``processbench``), then builds the kind's records (``forests.metrics.export.registry``)
+and writes them (``forests.metrics.export.writer``).
 """
 
 from __future__ import annotations
@@ -13,27 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from forests.metrics.export import (
-    FORMATS,
-    ExportError,
-    ExportOptions,
-    ExportSource,
-    ExportTally,
-    dataset_write,
-    export_batches,
-    export_texts,
-    features_of,
-)
+from forests.metrics.export.names import PROCESSBENCH
+from forests.metrics.export.options import ExportOptions
+from forests.metrics.export.registry import export_batches, features_of
+from forests.metrics.export.source import ExportSource, ExportTally, Progress, export_texts
+from forests.metrics.export.writer import FORMAT_UNKNOWN, FORMATS, ExportError, dataset_write
+from forests.metrics_reading import forest_arrays_load, forest_values, rollout_models_load, value_function_parse
 from forests.models import Forest
-from forests.selectors import (
-    forest_arrays_load,
-    forest_values,
-    rollout_models_load,
-    value_function_parse,
-)
 from prmsite.core.errors import ApplicationError
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -72,7 +60,7 @@ def preferences_export(
 ) -> ExportSummary:
     """Write ``options.kind`` records of ``forest`` to ``output`` (all or nothing; see ``dataset_write``)."""
     if fmt not in FORMATS:
-        raise ApplicationError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise ApplicationError(FORMAT_UNKNOWN.format(formats=", ".join(FORMATS), fmt=fmt))
     value_function = value_function_parse(value_function_option)
     arrays = forest_arrays_load(forest=forest, on_rows=on_rows, with_texts=True)
     values = forest_values(forest=forest, arrays=arrays, value_function=value_function)
@@ -83,7 +71,7 @@ def preferences_export(
         forest=arrays,
         values=values,
         texts=texts,
-        rollout_models=rollout_models_load(forest=forest) if options.kind == "processbench" else {},
+        rollout_models=rollout_models_load(forest=forest) if options.kind == PROCESSBENCH else {},
     )
     tally = ExportTally()
     lines = fmt == "jsonl"  # the tree's JSON written as the lines want it, spliced in as it is

@@ -215,7 +215,7 @@ def forest_search_report_save(*, forest: Forest, report: Mapping[str, Any], now:
 
     The forest row is locked while its attributes are rewritten, so keys that others keep there are not lost.
     """
-    from forests.selectors import SEARCH_REPORT_KEY
+    from forests.search_reports import SEARCH_REPORT_KEY
 
     stamp = (now or timezone.now()).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with transaction.atomic():

@@ -18,12 +18,12 @@ from forests.growth_selectors import forest_growth_summary, tree_tokens_many
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
+from forests.search_reports import forest_search_report_saved
 from forests.selectors import (
     forest_get,
     forest_progress,
     forest_progress_many,
     forest_roots,
-    forest_search_report_saved,
     tree_node_get,
     tree_rollouts,
     tree_root_get,

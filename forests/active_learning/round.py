@@ -8,7 +8,7 @@ Four stages, each the importable function of its own command, run in this proces
    scheme's labels on the server or from a stepwise export of the forest (soft Monte-Carlo labels), uploaded;
 3. **prm_label** — ``adapters.prm.worker.prm_label_worker_run`` (``prm_label_worker --exit_when_idle``): V labels
    every rollout the server has not seen it label;
-4. **measure** — ``forests.selectors.forest_search_report`` (``beam_search --value_function_option prm:V``) and
+4. **measure** — ``forests.search_reports.forest_search_report`` (``beam_search --value_function_option prm:V``) and
    ``prm_evaluation`` (``evaluate_prm --prm_version V --reference …``) on the forest.
 
 Stages 1 to 3 are HTTP clients of the server (``WEBSERVER_API_BASE``, ``WEBSERVER_API_TOKEN``); the forest export and
@@ -51,7 +51,9 @@ from forests.active_learning.state import (
 )
 from forests.management.progress import Bars
 from forests.models import Forest, Node
-from forests.selectors import forest_get, forest_search_report, prm_evaluation
+from forests.prm_evaluation import prm_evaluation
+from forests.search_reports import forest_search_report
+from forests.selectors import forest_get
 from forests.services import forest_search_report_save
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 from prmsite.core.errors import NotFoundError

@@ -27,6 +27,10 @@ NodeRow = tuple[int, int | None, int, bool, int | None, int | None]
 RolloutRow = tuple[int | None, int, int | None, float | int | None]
 
 NO_ROLLOUT_ROW = -1  # rollout id of the one rollout a leaf with no rollout row stands for
+NODE_TWICE = "node {node} appears twice among the rows"
+PARENT_MISSING = "node {node} has parent {parent}, which is not among the rows"
+DEPTH_BROKEN = "node {node}'s depth is not its parent's plus one (the rows' parent links are broken)"
+ROLLOUT_NODE_MISSING = "rollout {rollout} ends at node {node}, not in the forest"
 _CHUNK = 65_536
 
 
@@ -161,7 +165,7 @@ def forest_arrays(
     ids = table[:, 0].astype(np.int64)
     if n > 1 and np.any(ids[1:] == ids[:-1]):
         duplicate = int(ids[1:][ids[1:] == ids[:-1]][0])
-        raise ValueError(f"node {duplicate} appears twice among the rows")
+        raise ValueError(NODE_TWICE.format(node=duplicate))
     depth = table[:, 2].astype(np.int64)
     is_leaf = table[:, 3] != 0
     prediction = table[:, 4].copy()
@@ -176,14 +180,14 @@ def forest_arrays(
     found = (positions < n) & (ids[positions_clipped] == wanted) if n else np.zeros(0, dtype=bool)
     if not np.all(found):
         child = int(ids[children_mask][~found][0])
-        raise ValueError(f"node {child} has parent {int(wanted[~found][0])}, which is not among the rows")
+        raise ValueError(PARENT_MISSING.format(node=child, parent=int(wanted[~found][0])))
     parent[children_mask] = positions_clipped
     bad_depth = np.zeros(n, dtype=bool)
     bad_depth[is_root] = depth[is_root] != 0
     bad_depth[children_mask] = depth[children_mask] != depth[parent[children_mask]] + 1
     if np.any(bad_depth):
         node = int(ids[bad_depth][0])
-        raise ValueError(f"node {node}'s depth is not its parent's plus one (the rows' parent links are broken)")
+        raise ValueError(DEPTH_BROKEN.format(node=node))
 
     by_depth = np.argsort(depth, kind="stable")  # within a depth, ascending index (= id)
     bounds = np.searchsorted(depth[by_depth], np.arange(int(depth.max()) + 2 if n else 1))
@@ -232,7 +236,7 @@ def _attach_rollouts(forest: ForestArrays, rows: list[RolloutRow]) -> None:
     found = (positions < n) & (forest.ids[clipped] == r_node_ids) if n else np.zeros(len(rows), dtype=bool)
     if not np.all(found):
         missing = np.flatnonzero(~found)[0]
-        raise ValueError(f"rollout {int(r_ids[missing])} ends at node {int(r_node_ids[missing])}, not in the forest")
+        raise ValueError(ROLLOUT_NODE_MISSING.format(rollout=int(r_ids[missing]), node=int(r_node_ids[missing])))
     r_nodes = clipped.astype(np.int64)
 
     # A leaf that no rollout row ends at stands for one rollout with the leaf's own prediction.

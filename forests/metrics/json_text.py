@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 
 def _lines_floats(values: np.ndarray) -> list[str]:
-    from pandas.io.json import ujson_dumps
+    from pandas.io.json import ujson_dumps  # deferred: pandas is heavy, and only the LINES style's floats need it
 
     return ujson_dumps(values, double_precision=10)[1:-1].split(",")
 
@@ -51,6 +51,7 @@ LINES = JsonStyle("lines", ",", ":", True, _lines_floats)
 DUMPS = JsonStyle("dumps", ", ", ": ", False, _dumps_floats)
 
 _NULL = "null"
+NO_JSON_TEXT = "no JSON text for Arrow type {type}"
 # How JSON writes each character it escapes (both writers alike; "/" only in the LINES style).
 _ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x2F: "\\/", 0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
 _ESCAPES.update({byte: f"\\u{byte:04x}" for byte in range(0x20) if byte not in _ESCAPES})
@@ -149,7 +150,7 @@ def json_values(array: pa.Array, style: JsonStyle) -> pa.Array:
         joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), items), style.item_separator)
         text = pc.binary_join_element_wise("[", joined, "]", "")
         return pc.if_else(pc.is_null(array), _NULL, text) if array.null_count else text
-    raise TypeError(f"no JSON text for Arrow type {array.type}")
+    raise TypeError(NO_JSON_TEXT.format(type=array.type))
 
 
 def json_lines_supported(schema: pa.Schema, raw: Collection[str] = ()) -> bool:

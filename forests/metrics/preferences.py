@@ -28,6 +28,9 @@ PREFERENCE_NEUTRAL = LABEL_NEUTRAL  # 2: neither is preferred
 PATHS_DISTINCT = "distinct"
 PATHS_ROLLOUTS = "rollouts"
 PATH_MODES = (PATHS_DISTINCT, PATHS_ROLLOUTS)
+PATHS_UNKNOWN = "paths must be one of {modes}, not {paths!r}"
+MIN_MARGIN_INVALID = "min_margin must be a number at least 0, not {value!r}"
+MAX_PAIRS_INVALID = "max_pairs_per_node must be a whole number at least 1, not {value!r}"
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,9 @@ def sibling_pairs(
     ``parents`` restricts them to these node indices (ascending); by default every node with two children or more.
     """
     if min_margin < 0:
-        raise ValueError("min_margin must be at least 0")
+        raise ValueError(MIN_MARGIN_INVALID.format(value=min_margin))
     if max_pairs_per_node is not None and max_pairs_per_node < 1:
-        raise ValueError("max_pairs_per_node must be at least 1")
+        raise ValueError(MAX_PAIRS_INVALID.format(value=max_pairs_per_node))
     if parents is None:
         parents = np.flatnonzero(np.diff(forest.child_start) >= 2).tolist()
     starts = forest.child_start.tolist()
@@ -102,7 +105,7 @@ class PathTable:
 def path_table(forest: ForestArrays, mode: str = PATHS_DISTINCT) -> PathTable:
     """The export paths of ``forest``: one per node where rollouts end (``distinct``) or one per rollout."""
     if mode not in PATH_MODES:
-        raise ValueError(f"paths must be one of {', '.join(PATH_MODES)}, not {mode!r}")
+        raise ValueError(PATHS_UNKNOWN.format(modes=", ".join(PATH_MODES), paths=mode))
     nodes = forest.rollout_node  # ordered by (tree, node, rollout id): runs of one node are adjacent
     if mode == PATHS_ROLLOUTS:
         everything = np.flatnonzero(forest.depth[nodes] > 0)  # a path has at least one step

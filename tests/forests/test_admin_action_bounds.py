@@ -16,7 +16,7 @@ from django.test import Client
 
 import forests.admin
 from forests.admin import ACTION_TOO_LARGE
-from forests.metrics.export import (
+from forests.metrics.export.options import (
     MIN_MARGIN_INVALID,
     PLACEHOLDER_CONTROL,
     PLACEHOLDER_EMPTY,
@@ -34,7 +34,7 @@ from forests.metrics.search import (
     parse_num_beam_values,
 )
 from forests.models import Node
-from forests.selectors import forest_search_report_saved
+from forests.search_reports import forest_search_report_saved
 from tests.forests.grown import grow
 from tests.forests.test_metrics_admin_and_pages import act
 

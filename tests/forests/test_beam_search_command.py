@@ -10,7 +10,8 @@ from django.core.management import CommandError, call_command
 
 from forests.metrics.beam import path_scores
 from forests.metrics.values import ValueFunction
-from forests.selectors import forest_arrays_load, forest_search_report_saved, forest_values
+from forests.metrics_reading import forest_arrays_load, forest_values
+from forests.search_reports import forest_search_report_saved
 from tests.factories import make_forest, make_label, make_root
 from tests.forests.grown import grow
 

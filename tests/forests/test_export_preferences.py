@@ -9,7 +9,7 @@ import pytest
 from datasets import Features, Json, Value, load_dataset, load_from_disk
 from django.core.management import CommandError, call_command
 
-from forests.metrics.export import dataset_write
+from forests.metrics.export.writer import dataset_write
 from tests.factories import make_label
 from tests.forests.grown import PROMPTS, add_rollout, grow
 

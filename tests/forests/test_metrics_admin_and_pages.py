@@ -8,11 +8,13 @@ import re
 import zipfile
 
 import pytest
+from datasets import load_dataset, load_from_disk
 from django.contrib.admin import helpers
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.urls import reverse
 
-from forests.selectors import forest_search_report_saved
+from forests.search_reports import forest_search_report, forest_search_report_saved
 from forests.services import forest_search_report_save
 from tests.forests.grown import PROMPTS, grow
 from tests.html_checks import assert_inert
@@ -30,8 +32,6 @@ def act(client, action: str, forests, **fields):
 
 @pytest.fixture
 def user_client(client, django_user_model):
-    from django.contrib.auth.models import Permission
-
     researcher = django_user_model.objects.create_user(username="researcher", password="a-long-test-password")
     researcher.user_permissions.add(Permission.objects.get(codename="view_forest", content_type__app_label="forests"))
     client.force_login(researcher)
@@ -95,7 +95,6 @@ def test_the_forest_page_shows_the_saved_table_and_plot(user_client):
     grown = grow()
     html = user_client.get(reverse("forests:detail", args=[grown.forest.name])).content.decode()
     assert 'id="search-report"' not in html
-    from forests.selectors import forest_search_report
 
     report = forest_search_report(
         forest=grown.forest, num_beam_values=[1, 5], value_function_option="labelled", aggregation="last"
@@ -149,8 +148,6 @@ def test_the_export_action_downloads_the_same_file_as_the_command(staff_client, 
     body = b"".join(response.streaming_content)
     disposition = response["Content-Disposition"]
     assert disposition.startswith("attachment") and f"{grown.forest.name}-pairs" in disposition
-    from datasets import load_dataset, load_from_disk
-
     if fmt == "hf_disk":
         zipfile.ZipFile(io.BytesIO(body)).extractall(tmp_path)
         dataset = load_from_disk(str(tmp_path / f"{grown.forest.name}-pairs"))
@@ -176,8 +173,6 @@ def test_the_export_action_takes_one_forest_and_shows_errors_on_its_form(staff_c
 
 def test_the_saved_report_is_json_that_matches_the_command_output(tmp_path):
     grown = grow()
-    from django.core.management import call_command
-
     output = tmp_path / "r.json"
     call_command(
         "beam_search", "--forest_name", grown.forest.name, "--output_json", str(output), "--save",

@@ -7,6 +7,9 @@ import pytest
 
 from forests.metrics.forest import forest_arrays
 from forests.metrics.preferences import (
+    MAX_PAIRS_INVALID,
+    MIN_MARGIN_INVALID,
+    PATHS_UNKNOWN,
     PREFERENCE_CHOSEN,
     PREFERENCE_NEUTRAL,
     ancestors,
@@ -65,10 +68,12 @@ def test_min_margin_and_cap(forest):
     assert list(sibling_pairs(forest, values_of(forest), min_margin=0.5)) == []
     capped = as_ids(forest, sibling_pairs(forest, values_of(forest), neutral=True, max_pairs_per_node=1))
     assert [(p[0], p[1], p[2]) for p in capped] == [(1, 2, 3), (2, 6, 7)]  # decisive first; ties by node ids
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         list(sibling_pairs(forest, values_of(forest), min_margin=-1))
-    with pytest.raises(ValueError):
+    assert str(refused.value) == MIN_MARGIN_INVALID.format(value=-1)
+    with pytest.raises(ValueError) as refused:
         list(sibling_pairs(forest, values_of(forest), max_pairs_per_node=0))
+    assert str(refused.value) == MAX_PAIRS_INVALID.format(value=0)
 
 
 def test_distinct_paths_end_where_rollouts_end_and_per_rollout_paths_repeat_them(forest):
@@ -78,8 +83,9 @@ def test_distinct_paths_end_where_rollouts_end_and_per_rollout_paths_repeat_them
     every = path_table(forest, "rollouts")
     assert forest.ids[every.leaf].tolist() == [3, 4, 6, 6, 7]
     assert forest.rollout_id[every.rollout].tolist() == [13, -1, 10, 11, 12]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         path_table(forest, "some")
+    assert str(refused.value) == PATHS_UNKNOWN.format(modes="distinct, rollouts", paths="some")
 
 
 def test_ancestors_are_flattened_root_side_first(forest):

@@ -8,9 +8,16 @@ import random
 import numpy as np
 import pytest
 
-from forests.metrics.forest import NO_ROLLOUT_ROW, forest_arrays
+from forests.metrics.forest import (
+    DEPTH_BROKEN,
+    NO_ROLLOUT_ROW,
+    NODE_TWICE,
+    PARENT_MISSING,
+    ROLLOUT_NODE_MISSING,
+    forest_arrays,
+)
 from forests.metrics.stats import accuracy_of, wilson_interval
-from forests.metrics.values import ValueFunction, label_values, labelled_values
+from forests.metrics.values import NodeValues, ValueFunction, label_values, labelled_values
 
 # Ground truth 1.
 # root 1 ─ 2 ─ 3 (leaf: 3 identical rollouts predicting 1, correct)
@@ -94,12 +101,18 @@ def test_a_deep_chain_is_computed_without_recursion():
 
 
 def test_rows_that_are_not_whole_trees_are_refused():
-    with pytest.raises(ValueError, match="not among the rows"):
+    with pytest.raises(ValueError) as refused:
         forest_arrays([(1, None, 0, False, None, 1), (3, 2, 1, True, 1, None)])
-    with pytest.raises(ValueError, match="depth"):
+    assert str(refused.value) == PARENT_MISSING.format(node=3, parent=2)
+    with pytest.raises(ValueError) as refused:
         forest_arrays([(1, None, 0, False, None, 1), (2, 3, 1, False, None, None), (3, 2, 2, True, 1, None)])
-    with pytest.raises(ValueError, match="not in the forest"):
+    assert str(refused.value) == DEPTH_BROKEN.format(node=2)
+    with pytest.raises(ValueError) as refused:
         forest_arrays([(1, None, 0, False, None, 1)], [(5, 99, 1, None)])
+    assert str(refused.value) == ROLLOUT_NODE_MISSING.format(rollout=5, node=99)
+    with pytest.raises(ValueError) as refused:
+        forest_arrays([(1, None, 0, False, None, 1), (1, None, 0, False, None, 1)])
+    assert str(refused.value) == NODE_TWICE.format(node=1)
 
 
 def test_label_values_average_every_output_reaching_a_step_node():
@@ -171,8 +184,6 @@ def test_a_forest_without_rollouts_has_float_values_and_no_value_anywhere():
 
 
 def test_by_id_accepts_integer_arrays():
-    from forests.metrics.values import NodeValues
-
     values = NodeValues(count=np.array([2, 0]), total=np.array([1, 0])).by_id(np.array([7, 8]))
     assert (values[7].count, values[7].correct, values[7].value) == (2, 1, 0.5)
     assert values[8].value is None

@@ -10,8 +10,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from forests.management.progress import Bars
-from forests.metrics.export import ExportError, write_atomic
-from forests.selectors import forest_get, prm_evaluation
+from forests.metrics.export.writer import ExportError, write_atomic
+from forests.prm_evaluation import prm_evaluation
+from forests.selectors import forest_get
+from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import ApplicationError
 from rollouts.models import ProcessRewardLabel
 
@@ -36,7 +38,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--forest_name", default=None, help="Only rollouts of this forest (default: all).")
         parser.add_argument(
-            "--threshold", type=float, default=0.5, help="A step scored below this is judged wrong (default 0.5)."
+            "--threshold",
+            type=float,
+            default=PRM_THRESHOLD,
+            help=f"A step scored below this is judged wrong (default {PRM_THRESHOLD}).",
         )
         parser.add_argument("--output_json", default=None, help="Also write the figures to this JSON file.")
 

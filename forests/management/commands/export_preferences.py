@@ -9,7 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from forests.exports import export_options, preferences_export
 from forests.management.progress import Bars
-from forests.metrics.export import DEFAULT_PLACEHOLDER, FORMATS, KINDS, PLACEHOLDER_MAX_CHARS
+from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
+from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS
+from forests.metrics.export.writer import FORMATS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.models import Node
 from forests.selectors import forest_get
