@@ -28,7 +28,6 @@ from forests.exports import export_options, preferences_export_download
 from forests.metrics.beam import Aggregation
 from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
 from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS, placeholder_token_check
-from forests.metrics.export.writer import FORMATS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, parse_num_beam_values
 from forests.models import Forest, Node
@@ -38,6 +37,7 @@ from forests.services import forest_delete, forest_search_report_save, forest_se
 from prmsite.admin import JSON_FORM_FIELDS
 from prmsite.core.configs.data import local_location_allowed
 from prmsite.core.configs.loader import config_discover, config_load
+from prmsite.core.dataset_files import FORMATS
 from prmsite.core.errors import ApplicationError
 from rollouts.models import Rollout
 

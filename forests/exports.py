@@ -2,7 +2,7 @@
 
 Reads the forest with a handful of streaming queries (rollouts, nodes, labels for a PRM or scheme value function,
 texts, and rollout models for ``processbench``), then builds the kind's records (``forests.metrics.export.registry``)
-and writes them (``forests.metrics.export.writer``).
+and writes them (``prmsite.core.dataset_files``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from forests.metrics.export.names import PROCESSBENCH
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.registry import export_batches, features_of
 from forests.metrics.export.source import ExportSource, ExportTally, Progress, export_texts
-from forests.metrics.export.writer import FORMAT_UNKNOWN, FORMATS, ExportError, dataset_write
 from forests.metrics_reading import forest_arrays_load, forest_values, rollout_models_load, value_function_parse
 from forests.models import Forest
+from prmsite.core.dataset_files import FORMAT_UNKNOWN, FORMATS, ExportError, dataset_write
 from prmsite.core.errors import ApplicationError
 
 

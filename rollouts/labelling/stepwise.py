@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from forests.metrics.export.writer import FORMATS, ExportError, dataset_write
+from prmsite.core.dataset_files import FORMATS, ExportError, dataset_write
 
 __all__ = ["FORMATS", "ExportError", "stepwise_features", "stepwise_write"]
 
@@ -50,7 +50,7 @@ def stepwise_features():
 def stepwise_write(records: Iterable[dict[str, Any]], output: str | os.PathLike, fmt: str) -> int:
     """Write ``records`` (dicts with the columns of ``stepwise_features``) to ``output`` as ``fmt``; return how many.
 
-    The forest exports' writer does the writing (``forests.metrics.export.writer.dataset_write``): ``ExportError`` (and
+    The forest exports' writer does the writing (``prmsite.core.dataset_files.dataset_write``): ``ExportError`` (and
     nothing written) when there is no record, the format is unknown, the output's folder is missing, or the output
     is a folder that is not a saved dataset.
     """

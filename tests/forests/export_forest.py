@@ -13,9 +13,9 @@ from pathlib import Path
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.registry import export_batches, features_of
 from forests.metrics.export.source import ExportSource, ExportTally
-from forests.metrics.export.writer import dataset_write
 from forests.metrics.forest import ForestArrays, forest_arrays
 from forests.metrics.values import labelled_values
+from prmsite.core.dataset_files import dataset_write
 
 PROMPTS = {"A": "Is A?", "B": 'Is "B"/ü?\n', "C": "Is C?"}
 TRUTHS = {"A": 1, "B": 0, "C": 1}

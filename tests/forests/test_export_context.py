@@ -8,7 +8,7 @@ from forests.metrics.export.context import ExportContext, nullable_floats, nulla
 from forests.metrics.export.kinds import pairs
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.source import ExportTally
-from forests.metrics.json_text import DUMPS, LINES
+from prmsite.core.json_text import DUMPS, LINES
 from tests.forests.export_forest import PROMPTS, memory_source
 
 

@@ -9,7 +9,7 @@ import pytest
 from datasets import Features, Json, Value, load_dataset, load_from_disk
 from django.core.management import CommandError, call_command
 
-from forests.metrics.export.writer import dataset_write
+from prmsite.core.dataset_files import dataset_write
 from tests.factories import make_label
 from tests.forests.grown import PROMPTS, add_rollout, grow
 
@@ -224,7 +224,7 @@ def test_jsonl_is_byte_for_byte_what_datasets_writes_for_the_same_records(tmp_pa
     make_label(grown.rollout("A", "u1 ", "no"), "prm-v1", prm_output=[1 / 3, 1e-20])
     saved, _, _ = export(tmp_path, "--kind", kind, *args, fmt="hf_disk", name="saved")
     lines, _, output = export(tmp_path, "--kind", kind, *args, name="lines")
-    # The JSON lines are assembled from Arrow columns (forests.metrics.json_text); datasets' own writer, given the
+    # The JSON lines are assembled from Arrow columns (prmsite.core.json_text); datasets' own writer, given the
     # records the same export saved with save_to_disk, writes the same bytes (pandas' ujson, 10 decimals, "\/").
     reference = tmp_path / "reference.jsonl"
     saved.to_json(str(reference), lines=True, force_ascii=False)

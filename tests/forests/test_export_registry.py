@@ -39,7 +39,7 @@ def test_export_batches_counts_the_records_it_yields(name, records):
 def test_the_registry_options_and_writer_load_neither_pyarrow_nor_datasets():
     """The server imports them at start (admin, labelling pages) without exporting: the kinds load on first use."""
     check = (
-        "import forests.metrics.export.registry, forests.metrics.export.options, forests.metrics.export.writer; "
+        "import forests.metrics.export.registry, forests.metrics.export.options, prmsite.core.dataset_files; "
         "import sys; print(sorted(m for m in ('pyarrow', 'datasets', 'pandas') if m in sys.modules))"
     )
     result = subprocess.run(

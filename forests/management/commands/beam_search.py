@@ -10,13 +10,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from forests.management.progress import Bars
 from forests.metrics.beam import Aggregation
-from forests.metrics.export.writer import ExportError, write_atomic
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, format_report, parse_num_beam_values
 from forests.models import Node
 from forests.search_reports import forest_search_report
 from forests.selectors import forest_get
 from forests.services import forest_search_report_save
+from prmsite.core.dataset_files import ExportError, write_atomic
 from prmsite.core.errors import ApplicationError
 
 

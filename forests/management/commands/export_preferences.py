@@ -11,10 +11,10 @@ from forests.exports import export_options, preferences_export
 from forests.management.progress import Bars
 from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
 from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS
-from forests.metrics.export.writer import FORMATS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.models import Node
 from forests.selectors import forest_get
+from prmsite.core.dataset_files import FORMATS
 from prmsite.core.errors import ApplicationError
 
 

@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.source import ExportSource, ExportTally, export_texts
-from forests.metrics.json_text import DUMPS, LINES
 from forests.metrics.preferences import ancestors
+from prmsite.core.json_text import DUMPS, LINES
 
 
 def nullable_floats(values: np.ndarray) -> pa.Array:

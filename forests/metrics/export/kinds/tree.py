@@ -20,7 +20,7 @@ from forests.metrics.export.names import TREE
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.source import Batch, ExportSource, ExportTally, Progress
 from forests.metrics.forest import ForestArrays
-from forests.metrics.json_text import (
+from prmsite.core.json_text import (
     bool_values,
     float_values,
     grouped,

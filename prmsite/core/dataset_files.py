@@ -17,6 +17,8 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+from prmsite.core import files
+
 FORMATS = ("jsonl", "parquet", "hf_disk")
 LINES_PER_WRITE = 8192  # JSON lines are assembled this many records at a time (Arrow's 32-bit string offsets)
 
@@ -34,19 +36,11 @@ class ExportError(ValueError):
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it, renamed into place."""
+    """Write ``data`` to ``path`` whole or not at all (``prmsite.core.files``); the folder must exist."""
     target = Path(path)
     if not target.parent.is_dir():
         raise ExportError(FOLDER_MISSING.format(folder=target.parent))
-    handle, staged = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(staged, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(staged)
-        raise
+    files.write_atomic(target, data, make_parents=False)
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -66,7 +60,7 @@ def _record_batch(batch: Batch, schema) -> Any:
 
 def _lines_write(batches: Iterable[Batch], schema, path: Path, raw: Collection[str]) -> int:
     """Write the records as JSON lines (``json_text.json_lines``) to ``path``; return how many."""
-    from forests.metrics.json_text import json_lines, text_bytes  # deferred: json_text loads pyarrow (heavy)
+    from prmsite.core.json_text import json_lines, text_bytes  # deferred: json_text loads pyarrow (heavy)
 
     written = 0
     with open(path, "wb") as out:
@@ -97,7 +91,7 @@ def dataset_write(
     from datasets import Dataset, Json
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
-    from forests.metrics.json_text import json_lines_supported
+    from prmsite.core.json_text import json_lines_supported
 
     if fmt not in FORMATS:
         raise ExportError(FORMAT_UNKNOWN.format(formats=", ".join(FORMATS), fmt=fmt))

@@ -1,4 +1,4 @@
-"""``forests.metrics.json_text``: JSON text of Arrow columns, byte for byte what pandas' and Python's writers give."""
+"""``prmsite.core.json_text``: JSON text of Arrow columns, byte for byte what pandas' and Python's writers give."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from pandas.io.json import ujson_dumps
 
-from forests.metrics.json_text import (
+from prmsite.core.json_text import (
     DUMPS,
     LINES,
     float_values,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset, Features, List, Value, load_dataset, load_from_disk
 
-from forests.metrics.export.writer import (
+from prmsite.core.dataset_files import (
     FOLDER_MISSING,
     FORMAT_UNKNOWN,
     FORMATS,
