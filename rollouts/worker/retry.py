@@ -35,6 +35,12 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+def is_fatal_client_error(exc: BaseException) -> bool:
+    """A refusal that retrying will not change (bad token, unknown forest, no plan): stop the worker."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429)
+
+
 def is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIStatusError) and exc.status_code in FATAL_STATUSES
 

@@ -235,7 +235,7 @@ def test_a_template_without_the_steps_or_unreadable_is_refused(tmp_path):
 
 def test_the_labeller_modules_import_nothing_from_django():
     code = (
-        "import sys, rollouts.worker.labeller, rollouts.worker.verdicts, rollouts.worker.judge_prompt; "
+        "import sys, rollouts.worker.command_flags, rollouts.worker.verdicts, rollouts.worker.judge_prompt; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -10,7 +10,7 @@ from collections import deque
 import pytest
 
 from adapters.prm.errors import PRMError
-from adapters.prm.worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
+from adapters.prm.inference_worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
 from rollouts.client import PrmsiteAPIError, PrmsiteClient
 
 

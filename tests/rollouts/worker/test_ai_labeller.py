@@ -13,9 +13,10 @@ from django.utils import timezone
 from adapters.prm.synthetic import synthetic_rows
 from rollouts.client import PrmsiteAPIError
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
-from rollouts.worker.labeller import AILabelWorker, LabellerOptions, spool_folder
+from rollouts.worker.ai_labeller import AILabelWorker, LabellerOptions, spool_folder
 from rollouts.worker.llm import SamplingParams
-from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, Spool, SpoolRecord
+from rollouts.worker.spool import Spool, SpoolRecord
+from rollouts.worker.spool_sender import Refused, Sent, ServerUnavailableError, Skipped
 from tests.factories import make_label, make_rollout
 from tests.stub_openai import StubRequest, judge_reply, judge_verdicts
 
