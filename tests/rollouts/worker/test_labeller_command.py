@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from rollouts.models import ProcessRewardLabel, RolloutCheckout
 from tests.rollouts.conftest import PROJECT_ROOT
-from tests.rollouts.worker.test_labeller import SCHEME, synthetic_rollouts
+from tests.rollouts.worker.test_ai_labeller import SCHEME, synthetic_rollouts
 from tests.stub_openai import judge_reply
 
 

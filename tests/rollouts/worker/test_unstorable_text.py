@@ -18,7 +18,7 @@ from rollouts.worker.spool import Spool, SpoolRecord
 from rollouts.worker.spool_sender import Refused, Sent
 from rollouts.worker.storable import REPLACEMENT, storable
 from tests.rollouts.worker.scripted import verdict_reply
-from tests.rollouts.worker.test_worker import options, run_worker
+from tests.rollouts.worker.test_rollout_worker import options, run_worker
 from tests.stub_openai import StubRequest
 
 ITEMS, REPEATS = 6, 3
