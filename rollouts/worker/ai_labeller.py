@@ -333,17 +333,17 @@ class AILabelWorker(PoolWorker[RolloutJob]):
 
     # --- storing ----------------------------------------------------------------------------------------------------
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+    async def send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         return await asyncio.to_thread(self._post_labels, records)
 
     def _post_labels(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         """Post each label (the endpoint takes one at a time). Posting a label again after a lost answer is safe: the
         same label from the same worker answers the same id."""
-        assert self._sender_api is not None
+        assert self.sender_api is not None
         outcomes: list[Sent | Refused | Skipped] = []
         for record in records:
             try:
-                outcomes.append(Sent(self._sender_api.post_process_reward_label(record.payload)))
+                outcomes.append(Sent(self.sender_api.post_process_reward_label(record.payload)))
             except PrmsiteAPIError as exc:
                 if exc.status_code >= 500 or exc.status_code in (408, 429):
                     raise ServerUnavailableError(str(exc)) from exc

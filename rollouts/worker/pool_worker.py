@@ -6,7 +6,7 @@ spool and how it reports); ``WorkerOptions`` (the rollout worker) and ``Labeller
 progress ticker, runs the pool until the work runs out, a signal arrives or a fatal error happens, gives back what it
 will not finish, tries to store what is in the spool, and closes everything — whatever goes wrong. The clients (the
 server's, the sender's and the LLM's) are made here from the options (``_make_clients``). A subclass says what is
-specific: its job source (``_setup``), a job (``_handle``), how results reach the server (``_send_batch``,
+specific: its job source (``_setup``), a job (``_handle``), how results reach the server (``send_batch``,
 ``_on_sent``, ``_on_refused``, ``_on_skipped``) and what its summary adds (``_summary_extra``).
 ``await worker.run()`` answers the summary dict (``status``: completed, stopped or failed).
 """
@@ -114,7 +114,7 @@ class PoolWorker(Generic[J]):
         self.llm: LLMClient | None = None
         self.source: JobSource[J] | None = None
         self._api: PrmsiteClient | None = None
-        self._sender_api: PrmsiteClient | None = None
+        self.sender_api: PrmsiteClient | None = None
 
     # --- what a subclass says ---------------------------------------------------------------------------------------
 
@@ -125,12 +125,12 @@ class PoolWorker(Generic[J]):
         raise NotImplementedError
 
     def _make_clients(self) -> None:
-        """Set ``self.llm``, ``self._api`` and ``self._sender_api`` from the options (``WorkerError`` when they cannot
+        """Set ``self.llm``, ``self._api`` and ``self.sender_api`` from the options (``WorkerError`` when they cannot
         be made)."""
         o = self.options
         self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
         # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
-        self._sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
+        self.sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
         tokenizer = None
         if o.tokenizer:
             try:
@@ -159,7 +159,9 @@ class PoolWorker(Generic[J]):
     async def _handle(self, job: J) -> bool:
         raise NotImplementedError
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+    async def send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+        """Post ``records`` to the server with ``sender_api``: one outcome per record, or ``ServerUnavailableError``
+        when none could be delivered now. The spool's sender calls it."""
         raise NotImplementedError
 
     def _on_sent(self, record: SpoolRecord, outcome: Sent) -> None:
@@ -231,7 +233,7 @@ class PoolWorker(Generic[J]):
             self.source = await self._setup()
             self.sender = SpoolSender(
                 self.spool,
-                self._send_batch,
+                self.send_batch,
                 batch_size=o.batch_size,
                 backoff_max_s=o.send_backoff_max_s,
                 on_sent=self._on_sent,
@@ -282,7 +284,7 @@ class PoolWorker(Generic[J]):
                 self.spool.close()
             if self.llm is not None:
                 await self.llm.aclose()
-            for client in (self._api, self._sender_api):
+            for client in (self._api, self.sender_api):
                 if client is not None:
                     client.close()
             self.shutdown.uninstall()

@@ -277,20 +277,20 @@ class RolloutWorker(PoolWorker[GenerationJob]):
         if self.sender is not None:
             self.sender.notify()
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+    async def send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         """Post ``records`` with ``POST /rollout/batch``: one outcome per record. The server answers for each rollout,
         but a server may also refuse a whole batch for one bad rollout (400, 413, 422: one that kept its check on the
         whole body, or a batch too large): then the batch is sent again in halves, so that only that rollout is
         refused (and set aside in ``rejected.jsonl``) and a restarted worker never sends the same batch forever."""
-        assert self._sender_api is not None
+        assert self.sender_api is not None
         # Records spooled by an older worker may hold text no database stores: cleaned here too.
         payloads = [storable(record.payload) for record in records]
         return await self._post_split(payloads)
 
     async def _post_split(self, payloads: list[dict[str, Any]]) -> list[Sent | Refused | Skipped]:
-        assert self._sender_api is not None
+        assert self.sender_api is not None
         try:
-            results = await asyncio.to_thread(self._sender_api.post_rollouts, payloads)
+            results = await asyncio.to_thread(self.sender_api.post_rollouts, payloads)
         except PrmsiteAPIError as exc:
             if exc.status_code >= 500 or exc.status_code in (408, 429):
                 raise ServerUnavailableError(str(exc)) from exc

@@ -7,6 +7,10 @@ import threading
 import pytest
 from django.core.management import CommandError, call_command
 
+from rollouts.client import PrmsiteClient
+from rollouts.models import Rollout
+from tests.rollouts.conftest import rollout_body
+
 
 @pytest.fixture
 def worker_env(monkeypatch):
@@ -48,10 +52,6 @@ def test_an_unreachable_server_fails_the_run_with_one_line(worker_env, tmp_path)
 
 
 def test_concurrent_repeats_of_one_idempotency_key_store_one_rollout(live_api_server, worker_token):
-    from rollouts.client import PrmsiteClient
-    from rollouts.models import Rollout
-    from tests.rollouts.conftest import rollout_body
-
     body = rollout_body(idempotency_key="0f" * 16)
     ids: list[int] = []
 

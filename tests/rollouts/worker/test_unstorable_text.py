@@ -146,12 +146,12 @@ def test_a_batch_refused_whole_is_sent_again_in_halves_until_only_the_bad_rollou
 
     opts = WorkerOptions(openai_base_url="", openai_api_key="", webserver_url="", webserver_token="")
     worker = RolloutWorker(opts)
-    worker._sender_api = WholeBodyServer()
+    worker.sender_api = WholeBodyServer()
     records = [SpoolRecord(key=str(i), payload={"reasoning": ["a\x00" if i == 5 else "a"]}) for i in range(16)]
     monkeypatch.setattr(
         "rollouts.worker.rollout_worker.storable", lambda value: value
     )  # as an older worker spooled them
-    outcomes = asyncio.run(worker._send_batch(records))
+    outcomes = asyncio.run(worker.send_batch(records))
     assert [type(o) for o in outcomes] == [Sent] * 5 + [Refused] + [Sent] * 10
     assert outcomes[5].error == {"detail": "NUL", "status": 400}
     assert len(calls) <= 1 + 2 * 4  # the whole batch, then two halves per level down to the bad rollout
