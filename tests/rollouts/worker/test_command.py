@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 
 import pytest
@@ -9,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from rollouts.client import PrmsiteClient
 from rollouts.models import Rollout
+from rollouts.worker.command_flags import MISSING_ENVIRONMENT
 from tests.rollouts.conftest import rollout_body
 
 
@@ -40,15 +43,19 @@ def test_the_servers_must_be_named(monkeypatch):
     monkeypatch.delenv("WEBSERVER_API_TOKEN", raising=False)
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("WEBSERVER_API_BASE", "http://127.0.0.1:9")
-    with pytest.raises(CommandError, match="set WEBSERVER_API_TOKEN"):
+    with pytest.raises(CommandError, match=re.escape(MISSING_ENVIRONMENT.format(name="WEBSERVER_API_TOKEN"))):
         call_command("rollout_worker", "--forest_name", "f")
 
 
-def test_an_unreachable_server_fails_the_run_with_one_line(worker_env, tmp_path):
+def test_an_unreachable_server_fails_the_run_with_one_line_and_its_summary(worker_env, tmp_path):
+    summary = tmp_path / "summary.json"
     with pytest.raises(CommandError, match="cannot be reached"):
         call_command(
-            "rollout_worker", "--forest_name", "f", "--model_name", "m", "--spool_dir", str(tmp_path), "--log_json"
-        )
+            "rollout_worker", "--forest_name", "f", "--model_name", "m", "--spool_dir", str(tmp_path), "--log_json",
+            "--output_json", str(summary),
+        )  # fmt: skip
+    written = json.loads(summary.read_text())
+    assert written["status"] == "failed" and "cannot be reached" in written["error"]
 
 
 def test_concurrent_repeats_of_one_idempotency_key_store_one_rollout(live_api_server, worker_token):
