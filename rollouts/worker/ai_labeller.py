@@ -43,7 +43,15 @@ from rollouts.worker.claim_source import ClaimSource, RolloutJob
 from rollouts.worker.judge_prompt import PromptTemplate, TemplateError
 from rollouts.worker.label_progress import LabelCounters, LabelProgress
 from rollouts.worker.llm import Message, SamplingParams
-from rollouts.worker.pool_worker import STATUS_FAILED, PoolWorker, PoolWorkerOptions, WorkerError, spool_root
+from rollouts.worker.pool_worker import (
+    EXIT_FAILED,
+    STATUS_FAILED,
+    PoolWorker,
+    PoolWorkerOptions,
+    WorkerError,
+    exit_status,
+    spool_root,
+)
 from rollouts.worker.progress import Progress
 from rollouts.worker.retry import FatalGenerationError
 from rollouts.worker.spool import SpoolRecord
@@ -60,8 +68,6 @@ from rollouts.worker.verdicts import (
 
 logger = logging.getLogger("rollouts.worker")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 TOOL = "ai_label_worker"
 # A judge that refuses this many requests in a row (400, 422) before answering any is refusing the run's requests
 # (structured output it does not offer, a wrong API): stop, instead of giving up every rollout of the queue.
@@ -399,4 +405,4 @@ def run(
     except WorkerError as exc:
         return EXIT_FAILED, {"status": STATUS_FAILED, "error": str(exc)}
     summary = asyncio.run(worker.run())
-    return (EXIT_FAILED if summary["status"] == STATUS_FAILED else EXIT_OK), summary
+    return exit_status(summary), summary

@@ -40,6 +40,13 @@ J = TypeVar("J")
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped"
 STATUS_FAILED = "failed"
+EXIT_OK = 0
+EXIT_FAILED = 1  # the exit status of a run whose summary says failed
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """The exit status of a run from its summary."""
+    return EXIT_FAILED if summary["status"] == STATUS_FAILED else EXIT_OK
 
 
 class WorkerError(Exception):

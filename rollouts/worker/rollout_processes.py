@@ -14,11 +14,14 @@ import os
 import signal
 from typing import Any
 
+from rollouts.worker.pool_worker import (
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_STOPPED,
+    exit_status,
+)
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.rollout_worker import RolloutWorker, WorkerOptions
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 def run(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
@@ -26,7 +29,7 @@ def run(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
     status and the summary."""
     if options.processes <= 1:
         summary = asyncio.run(RolloutWorker(options).run())
-        return (EXIT_FAILED if summary["status"] == "failed" else EXIT_OK), summary
+        return exit_status(summary), summary
     return run_processes(options)
 
 
@@ -92,8 +95,14 @@ def run_processes(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
             child.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    statuses = [summaries.get(i, {}).get("status", "failed") for i in range(count)]
-    status = "failed" if "failed" in statuses else "stopped" if "stopped" in statuses else "completed"
+    statuses = [summaries.get(i, {}).get("status", STATUS_FAILED) for i in range(count)]
+    status = (
+        STATUS_FAILED
+        if STATUS_FAILED in statuses
+        else STATUS_STOPPED
+        if STATUS_STOPPED in statuses
+        else STATUS_COMPLETED
+    )
     errors = sorted({s["error"] for s in summaries.values() if s.get("error")})
     extra: dict[str, Any] = {"processes": count}
     if errors:
@@ -101,6 +110,6 @@ def run_processes(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
     missing = [i for i in range(count) if i not in summaries]
     if missing:
         extra["error"] = (extra.get("error", "") + f"; process(es) {missing} died").strip("; ")
-        status = "failed"
+        status = STATUS_FAILED
     summary = progress.finish(status=status, **extra)
-    return (EXIT_FAILED if status == "failed" else EXIT_OK), summary
+    return exit_status(summary), summary

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rollouts.worker.ai_labeller import EXIT_OK, run
+from rollouts.worker.ai_labeller import run
 from rollouts.worker.command_flags import (
     FlagError,
     add_judge_flags,
@@ -22,6 +22,7 @@ from rollouts.worker.command_flags import (
     summary_write,
     worker_logging,
 )
+from rollouts.worker.pool_worker import EXIT_OK
 
 
 class Command(BaseCommand):

@@ -34,7 +34,8 @@ from rollouts.worker.command_flags import (
     worker_logging,
 )
 from rollouts.worker.llm import APIS, SamplingParams
-from rollouts.worker.rollout_processes import EXIT_OK, run
+from rollouts.worker.pool_worker import EXIT_OK
+from rollouts.worker.rollout_processes import run
 from rollouts.worker.rollout_worker import DatasetSpec, WorkerOptions, default_worker_name
 
 
