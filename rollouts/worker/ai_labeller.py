@@ -45,6 +45,7 @@ from rollouts.worker.label_progress import LabelCounters, LabelProgress
 from rollouts.worker.llm import Message, SamplingParams
 from rollouts.worker.pool_worker import (
     EXIT_FAILED,
+    FLAG_AT_LEAST_ONE,
     STATUS_FAILED,
     PoolWorker,
     PoolWorkerOptions,
@@ -115,9 +116,9 @@ class LabellerOptions(PoolWorkerOptions):
         for name in ("concurrency", "answer_attempts", "max_attempts", "batch_size"):
             if getattr(self, name) < 1:
                 flag = "num_processes" if name == "concurrency" else name
-                problems.append(f"--{flag} must be at least 1")
+                problems.append(FLAG_AT_LEAST_ONE.format(flag=flag))
         if self.max_labels is not None and self.max_labels < 1:
-            problems.append("--max_labels must be at least 1")
+            problems.append(FLAG_AT_LEAST_ONE.format(flag="max_labels"))
         if not self.claim_wait_s >= 0:
             problems.append("--wait must be 0 or more seconds")
         if not self.worker_name:

@@ -40,6 +40,7 @@ J = TypeVar("J")
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped"
 STATUS_FAILED = "failed"
+FLAG_AT_LEAST_ONE = "--{flag} must be at least 1"  # a count flag of a worker command below 1
 EXIT_OK = 0
 EXIT_FAILED = 1  # the exit status of a run whose summary says failed
 

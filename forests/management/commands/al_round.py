@@ -31,6 +31,7 @@ from rollouts.worker.command_flags import (
     summary_write,
     worker_logging,
 )
+from rollouts.worker.pool_worker import FLAG_AT_LEAST_ONE
 
 JUDGE_DEFAULTS = {
     "worker_name": None,
@@ -164,7 +165,7 @@ class Command(BaseCommand):
             raise CommandError(f"al_round: {exc}") from exc
         for name in ("label_batch_size", "num_processes"):
             if o[name] < 1:
-                raise CommandError(f"al_round: --{name} must be at least 1")
+                raise CommandError("al_round: " + FLAG_AT_LEAST_ONE.format(flag=name))
         reference = o["reference"]
         if reference not in ("labelled", "labels") and not reference.startswith("labels:"):
             raise CommandError("al_round: --reference must be labelled, labels or labels:SCHEME")

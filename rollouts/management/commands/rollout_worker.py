@@ -34,7 +34,7 @@ from rollouts.worker.command_flags import (
     worker_logging,
 )
 from rollouts.worker.llm import APIS, SamplingParams
-from rollouts.worker.pool_worker import EXIT_OK
+from rollouts.worker.pool_worker import EXIT_OK, FLAG_AT_LEAST_ONE
 from rollouts.worker.rollout_processes import run
 from rollouts.worker.rollout_worker import DatasetSpec, WorkerOptions, default_worker_name
 
@@ -193,7 +193,7 @@ class Command(BaseCommand):
             raise CommandError("give --forest_name (forest mode), or --template_json and --dataset_name (dataset mode)")
         for name in ("num_processes", "n", "num_os_processes", "batch_size", "max_attempts"):
             if o[name] is None or o[name] < 1:
-                raise CommandError(f"--{name} must be at least 1")
+                raise CommandError(FLAG_AT_LEAST_ONE.format(flag=name))
         if o["num_os_processes"] > o["num_processes"]:
             raise CommandError("--num_os_processes cannot exceed --num_processes")
         if o["api"] == "completions" and not o["tokenizer"]:
@@ -220,7 +220,7 @@ class Command(BaseCommand):
         if not forest and set(growth) - {"num_repeats"}:
             raise CommandError(f"--{next(iter(set(growth) - {'num_repeats'}))} applies to forest mode (--forest_name)")
         if o["num_repeats"] is not None and o["num_repeats"] < (0 if forest else 1):
-            raise CommandError("--num_repeats must be at least 1")
+            raise CommandError(FLAG_AT_LEAST_ONE.format(flag="num_repeats"))
         spec = None
         if not forest:
             split = o["dataset_split"] or _template_split(template) or "train"

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from rollouts.client import PrmsiteClient
 from rollouts.models import Rollout
 from rollouts.worker.command_flags import MISSING_ENVIRONMENT
+from rollouts.worker.pool_worker import FLAG_AT_LEAST_ONE
 from tests.rollouts.conftest import rollout_body
 
 
@@ -27,7 +28,7 @@ def worker_env(monkeypatch):
     [
         ([], "give --forest_name"),
         (["--forest_name", "f", "--dataset_name", "d"], "not both"),
-        (["--forest_name", "f", "--num_processes", "0"], "--num_processes must be at least 1"),
+        (["--forest_name", "f", "--num_processes", "0"], FLAG_AT_LEAST_ONE.format(flag="num_processes")),
         (["--forest_name", "f", "--api", "completions"], "needs --tokenizer"),
         (["--forest_name", "f", "--extra_body", "[1]"], "JSON object"),
         (["--template_json", "t.json", "--policy", "mc"], "applies to forest mode"),
