@@ -3,6 +3,9 @@
 Retried: timeouts, connection errors, 408, 409, 429 and 5xx, with exponential back-off and full jitter, never sooner
 than a ``Retry-After`` header asks. Fatal (the run is misconfigured, stop it): 401, 403 and 404 (wrong key, wrong
 model name or wrong base URL). Anything else (400: a prompt too long, say) fails that one request.
+
+``is_fatal_client_error``: the same question for this project's server, asked by the job sources (a refusal that
+retrying will not change stops the worker; 408, 409 and 429 are waited out).
 """
 
 from __future__ import annotations
