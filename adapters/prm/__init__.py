@@ -10,8 +10,9 @@ OpenR score steps: ``softmax(logits[[good, bad]])[0]``, which is ``sigmoid(logit
 - ``adapters.prm.modeling`` — loading a base model (hub name, local folder, ``.gguf`` file), LoRA, the batched
   step-tag forward pass;
 - ``adapters.prm.training`` — training, held-out evaluation (loss, step accuracy, ProcessBench F1), saving and zipping;
+- ``adapters.prm.training_run`` — what ``train_prm`` does end to end: load the examples, train, upload;
 - ``adapters.prm.archive`` — the adapter zip: writing it, checking and unpacking a downloaded one;
-- ``adapters.prm.worker`` — the PRM inference controller's loop (an HTTP client of the server).
+- ``adapters.prm.inference_worker`` — the PRM inference controller's loop (an HTTP client of the server).
 
 Nothing here imports Django: the commands ``train_prm`` and ``prm_label_worker`` run on any machine that reaches the
 server.

@@ -32,12 +32,8 @@ from tqdm import tqdm
 from adapters.prm.archive import adapter_zip_write, sha256_file
 from adapters.prm.errors import PRMError
 from adapters.prm.examples import (
-    ExampleSet,
     StepExample,
-    examples_from_api,
-    examples_from_stepwise,
     split_by_prompt,
-    stepwise_dataset_read,
 )
 from adapters.prm.format import EncodedRollout, PRMConfig, StepTagFormat, encode_rollouts, format_tokens
 from adapters.prm.metrics import prm_evaluate
@@ -50,6 +46,7 @@ from adapters.prm.modeling import (
     lora_attach,
 )
 from adapters.prm.scoring import PRMScorer
+from prmsite.core.cli import FLAG_AT_LEAST_ONE
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +91,9 @@ class TrainSettings:
             problems.append("--prm_version is empty")
         for name in ("epochs", "lora_r", "batch_size", "gradient_accumulation_steps", "max_length"):
             if getattr(self, name) < 1:
-                problems.append(f"--{name} must be at least 1")
+                problems.append(FLAG_AT_LEAST_ONE.format(flag=name))
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            problems.append("--eval_batch_size must be at least 1")
+            problems.append(FLAG_AT_LEAST_ONE.format(flag="eval_batch_size"))
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append("--lr must be a positive number")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -403,79 +400,3 @@ def metrics_line(metrics: dict[str, Any]) -> str:
     if f1 is not None:
         parts.append(f"ProcessBench F1 {f1:.3f}")
     return ", ".join(parts)
-
-
-def examples_load(
-    *,
-    dataset: str | None = None,
-    dataset_split: str | None = None,
-    labelling_scheme_version: str | None = None,
-    client: Any = None,
-    neutral_weight: float = 0.0,
-) -> ExampleSet:
-    """Training examples from a ``stepwise`` export (``dataset``) or the server's labels of a labelling scheme."""
-    if (dataset is None) == (labelling_scheme_version is None):
-        raise PRMError("pass exactly one of --dataset and --labelling_scheme_version")
-    if dataset is not None:
-        try:
-            rows = stepwise_dataset_read(dataset, split=dataset_split)
-        except ValueError as exc:
-            raise PRMError(str(exc)) from exc
-        return examples_from_stepwise(rows, neutral_weight=neutral_weight)
-    if client is None:
-        raise PRMError("--labelling_scheme_version needs the server (WEBSERVER_API_BASE, WEBSERVER_API_TOKEN)")
-    return examples_from_api(client, labelling_scheme_version, neutral_weight=neutral_weight)
-
-
-def train_prm_run(
-    settings: TrainSettings,
-    *,
-    dataset: str | None = None,
-    dataset_split: str | None = None,
-    labelling_scheme_version: str | None = None,
-    client: Any = None,
-    upload: bool = True,
-    worker: str = "train_prm",
-    progress_file: TextIO | None = None,
-    log: Callable[[str], None] = logger.info,
-) -> dict[str, Any]:
-    """What ``train_prm`` does: load examples, train, save, zip and (unless ``upload`` is false) upload the adapter.
-
-    The prm_version is checked to be free on the server before any training, so hours of training never end in a
-    409. Answers the summary (JSON-ready): paths, sha256, the data counts, the training and held-out metrics, and the
-    server's path of the upload (``server_path``, None when not uploaded).
-    """
-    settings.check()
-    if upload:
-        if client is None:
-            raise PRMError("uploading needs the server (WEBSERVER_API_BASE, WEBSERVER_API_TOKEN); or pass --no_upload")
-        taken = {a["prm_version"] for a in client.list_prm_adapters()}
-        if settings.prm_version in taken:
-            raise PRMError(
-                f"prm_version {settings.prm_version!r} already has an adapter on the server; choose a new one"
-            )
-    example_set = examples_load(
-        dataset=dataset,
-        dataset_split=dataset_split,
-        labelling_scheme_version=labelling_scheme_version,
-        client=client,
-        neutral_weight=settings.neutral_weight,
-    )
-    source = f"dataset {dataset}" if dataset is not None else f"labelling_scheme_version {labelling_scheme_version}"
-    counts = example_set.summary()
-    log(f"{source}: {counts['examples']} examples, {counts['steps']} steps ({counts['trained_steps']} trained)")
-    for reason, count in sorted(example_set.skipped.items()):
-        log(f"skipped {count} example(s): {reason}")
-    if not example_set.examples:
-        raise PRMError(f"{source} holds no usable example")
-    result = prm_train(settings, example_set.examples, progress_file=progress_file, log=log)
-    server_path = None
-    if upload:
-        server_path = client.upload_prm_adapter(
-            settings.prm_version, base_model=settings.base_model, worker=worker, data=result.zip_path
-        )
-    summary = result.summary()
-    summary["data"] = {"source": source, **counts, **summary["data"]}
-    summary["uploaded"] = server_path is not None
-    summary["server_path"] = server_path
-    return summary

@@ -2,12 +2,12 @@
 
 Four stages, each the importable function of its own command, run in this process:
 
-1. **label** — ``rollouts.worker.labeller`` (``ai_label_worker``): the AI judge labels the scheme's queue with
+1. **label** — ``rollouts.worker.ai_labeller`` (``ai_label_worker``): the AI judge labels the scheme's queue with
    active learning against the previous round's PRM, until the queue is empty or ``max_labels`` are stored;
-2. **train** — ``adapters.prm.training.train_prm_run`` (``train_prm``): a new adapter, ``prm_version`` V, from the
+2. **train** — ``adapters.prm.training_run.train_prm_run`` (``train_prm``): a new adapter, ``prm_version`` V, from the
    scheme's labels on the server or from a stepwise export of the forest (soft Monte-Carlo labels), uploaded;
-3. **prm_label** — ``adapters.prm.worker.prm_label_worker_run`` (``prm_label_worker --exit_when_idle``): V labels
-   every rollout the server has not seen it label;
+3. **prm_label** — ``adapters.prm.inference_worker.prm_label_worker_run`` (``prm_label_worker --exit_when_idle``):
+   V labels every rollout the server has not seen it label;
 4. **measure** — ``forests.search_reports.forest_search_report`` (``beam_search --value_function_option prm:V``) and
    ``prm_evaluation`` (``evaluate_prm --prm_version V --reference …``) on the forest.
 
@@ -32,8 +32,9 @@ from typing import Any, TextIO
 
 import requests
 
-from adapters.prm.training import TrainSettings, train_prm_run
-from adapters.prm.worker import LabelWorkerSettings, prm_label_worker_run
+from adapters.prm.inference_worker import LabelWorkerSettings, prm_label_worker_run
+from adapters.prm.training import TrainSettings
+from adapters.prm.training_run import train_prm_run
 from forests.active_learning.state import (
     ROUND_ABANDONED,
     ROUND_COMPLETED,
@@ -49,6 +50,7 @@ from forests.active_learning.state import (
     RoundsState,
     now_iso,
 )
+from forests.exports import export_options, preferences_export
 from forests.management.progress import Bars
 from forests.models import Forest, Node
 from forests.prm_evaluation import prm_evaluation
@@ -56,9 +58,10 @@ from forests.search_reports import forest_search_report
 from forests.selectors import forest_get
 from forests.services import forest_search_report_save
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
+from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import NotFoundError
-from rollouts.worker.labeller import LabellerOptions
-from rollouts.worker.labeller import run as labeller_run
+from rollouts.worker.ai_labeller import LabellerOptions
+from rollouts.worker.ai_labeller import run as labeller_run
 
 TRAIN_ON_LABELS = "labels"
 TRAIN_ON_FOREST = "forest"
@@ -98,7 +101,7 @@ class RoundSettings:
     num_beam_values: tuple[int, ...] = (1, 5)
     aggregation: str = "last"
     reference: str = "labelled"  # evaluate_prm's; "labels" means labels:<labelling_scheme_version>
-    threshold: float = 0.5
+    threshold: float = PRM_THRESHOLD
     save_search_report: bool = False
     worker: str = field(default_factory=socket.gethostname)
 
@@ -308,8 +311,6 @@ class Round:
         return summary
 
     def _export_stepwise(self, output: Path) -> Path:
-        from forests.exports import export_options, preferences_export
-
         assert self.forest is not None
         output.parent.mkdir(parents=True, exist_ok=True)
         bars = Bars(self.err)

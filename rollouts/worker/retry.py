@@ -3,6 +3,9 @@
 Retried: timeouts, connection errors, 408, 409, 429 and 5xx, with exponential back-off and full jitter, never sooner
 than a ``Retry-After`` header asks. Fatal (the run is misconfigured, stop it): 401, 403 and 404 (wrong key, wrong
 model name or wrong base URL). Anything else (400: a prompt too long, say) fails that one request.
+
+``is_fatal_client_error``: the same question for this project's server, asked by the job sources (a refusal that
+retrying will not change stops the worker; 408, 409 and 429 are waited out).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500
     return False
+
+
+def is_fatal_client_error(exc: BaseException) -> bool:
+    """A refusal that retrying will not change (bad token, unknown forest, no plan): stop the worker."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429)
 
 
 def is_fatal(exc: BaseException) -> bool:

@@ -64,6 +64,21 @@ def test_pairs_are_sibling_steps_whose_values_differ(tmp_path):
     assert err.strip().endswith("s") and "Exported 5 pairs records of forest metrics-forest" in err
 
 
+def test_the_summary_is_also_written_to_output_json(tmp_path):
+    grow()
+    _, err, output = export(tmp_path, "--kind", "pairs", "--output_json", str(tmp_path / "summary.json"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == {
+        "forest_name": "metrics-forest",
+        "kind": "pairs",
+        "format": "jsonl",
+        "output": str(output),
+        "records": 5,
+        "skipped": {},
+    }
+    assert "Exported 5 pairs records" in err
+
+
 def test_min_margin_and_the_cap_per_node_keep_the_largest_margins(tmp_path):
     grow()
     dataset, _, _ = export(tmp_path, "--kind", "pairs", "--min_margin", "0.5")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -11,9 +10,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from adapters.prm.errors import PRMError
-from adapters.prm.worker import LabelWorkerSettings, default_worker_name, prm_label_worker_run
+from adapters.prm.inference_worker import LabelWorkerSettings, default_worker_name, prm_label_worker_run
+from prmsite.core.cli import add_output_json_flag, summary_write
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
-from prmsite.core.files import json_write_atomic
 
 
 class Command(BaseCommand):
@@ -41,7 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("--exit_when_idle", action="store_true", help="Stop when a claim comes back empty.")
         parser.add_argument("--worker", default=None, help="Worker name on the labels (default: HOST-prm).")
         parser.add_argument("--post_threads", type=int, default=4, help="Labels posted concurrently.")
-        parser.add_argument("--output_json", default=None, help="Also write the JSON summary to this file.")
+        add_output_json_flag(parser)
 
     def handle(self, *args, **options: Any) -> None:
         settings = LabelWorkerSettings(
@@ -67,7 +66,7 @@ class Command(BaseCommand):
             )
 
         # Handlers can only be set from the main thread; code that runs the worker in a thread calls
-        # adapters.prm.worker.prm_label_worker_run itself, with a stop event of its own.
+        # adapters.prm.inference_worker.prm_label_worker_run itself, with a stop event of its own.
         in_main_thread = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
         previous = {sig: signal.signal(sig, on_signal) for sig in signals}
@@ -95,7 +94,5 @@ class Command(BaseCommand):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if options["output_json"]:
-            json_write_atomic(options["output_json"], summary.as_dict())
         self.stderr.write(self.style.SUCCESS(summary.line()))
-        self.stdout.write(json.dumps(summary.as_dict(), sort_keys=True))
+        summary_write(summary.as_dict(), output_json=options["output_json"], stdout=self.stdout)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import sys
@@ -20,9 +19,10 @@ from adapters.prm.format import (
     DEFAULT_STEP_TAG,
     StepTagFormat,
 )
-from adapters.prm.training import LR_SCHEDULERS, TrainSettings, metrics_line, train_prm_run
+from adapters.prm.training import LR_SCHEDULERS, TrainSettings, metrics_line
+from adapters.prm.training_run import train_prm_run
+from prmsite.core.cli import add_output_json_flag, summary_write
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
-from prmsite.core.files import json_write_atomic
 
 
 def _escapes(value: str) -> str:
@@ -96,7 +96,7 @@ class Command(BaseCommand):
         output.add_argument("--overwrite", action="store_true", help="Replace an existing --output_dir.")
         output.add_argument("--no_upload", action="store_true", help="Keep the adapter local.")
         output.add_argument("--worker", default=None, help="Uploader name (default: this host's name).")
-        output.add_argument("--output_json", default=None, help="Also write the JSON summary to this file.")
+        add_output_json_flag(output)
 
     def handle(self, *args, **options) -> None:
         settings = TrainSettings(
@@ -161,8 +161,6 @@ class Command(BaseCommand):
         finally:
             if client is not None:
                 client.close()
-        if options["output_json"]:
-            json_write_atomic(options["output_json"], summary)
         held_out = f"; held out: {metrics_line(summary['eval'])}" if summary.get("eval") else ""
         where = f"uploaded ({summary['server_path']})" if summary["uploaded"] else f"kept at {summary['zip']}"
         self.stderr.write(
@@ -171,4 +169,4 @@ class Command(BaseCommand):
                 f"{summary['train']['seconds']:.1f} s{held_out}; {where}"
             )
         )
-        self.stdout.write(json.dumps(summary, sort_keys=True))
+        summary_write(summary, output_json=options["output_json"], stdout=self.stdout)

@@ -6,7 +6,6 @@ round's metrics beside the previous round's. See ``forests.active_learning.round
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
@@ -15,16 +14,18 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from adapters.prm.errors import PRMError
+from adapters.prm.inference_worker import LabelWorkerSettings
+from adapters.prm.inference_worker import default_worker_name as prm_worker_name
 from adapters.prm.training import TrainSettings
-from adapters.prm.worker import LabelWorkerSettings
-from adapters.prm.worker import default_worker_name as prm_worker_name
+from forests.active_learning.comparison import comparison_table
 from forests.active_learning.round import TRAIN_SOURCES, Round, RoundError, RoundSettings
-from forests.active_learning.state import StateError, comparison_table
+from forests.active_learning.state import StateError
 from forests.metrics.beam import Aggregation
 from forests.metrics.search import parse_num_beam_values
+from prmsite.core.cli import FLAG_AT_LEAST_ONE, add_output_json_flag, summary_write
+from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import ApplicationError
-from prmsite.core.files import json_write_atomic
-from rollouts.management.commands.ai_label_worker import add_judge_arguments, options_from_flags
+from rollouts.worker.command_flags import FlagError, add_judge_flags, labeller_options_from_flags, worker_logging
 
 JUDGE_DEFAULTS = {
     "worker_name": None,
@@ -61,7 +62,7 @@ class Command(BaseCommand):
             default="al_rounds",
             help="Where the rounds are kept: STATE_DIR/FOREST.json, and each round's adapter (default al_rounds).",
         )
-        parser.add_argument("--output_json", default=None, help="Also write this round's record to this JSON file.")
+        add_output_json_flag(parser, help="Also write this round's record to this JSON file.")
 
         label = parser.add_argument_group("stage 1: AI labels (ai_label_worker)")
         label.add_argument(
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         )
         label.add_argument("--num_processes", type=int, default=16, help="Judge requests in flight (default 16).")
         label.add_argument("--judge_worker_name", default=None, help="Worker name on the labels (default: HOST-judge).")
-        add_judge_arguments(label, seed_flag="--judge_seed")
+        add_judge_flags(label, seed_flag="--judge_seed")
 
         train = parser.add_argument_group("stage 2: training (train_prm)")
         train.add_argument(
@@ -118,30 +119,32 @@ class Command(BaseCommand):
             help="evaluate_prm's reference: labelled (exact values, default), labels (the scheme's labels) or "
             "labels:SCHEME.",
         )
-        measure.add_argument("--threshold", type=float, default=0.5, help="A step scored below it is wrong.")
+        measure.add_argument(
+            "--threshold",
+            type=float,
+            default=PRM_THRESHOLD,
+            help=f"A step scored below it is wrong (default {PRM_THRESHOLD}).",
+        )
         measure.add_argument("--save", action="store_true", help="Also show the search figures on the forest's page.")
 
     def handle(self, *args: Any, **o: Any) -> None:
         settings = self._settings(o)
-        logging.getLogger("rollouts.worker").setLevel(logging.INFO)
-        for noisy in ("httpx2", "httpx", "openai"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         started = time.monotonic()
         try:
-            runner = Round(
-                settings,
-                log=self.stderr.write,
-                # tqdm redraws with "\r": give it the raw stream, not Django's line-ending OutputWrapper.
-                err=getattr(self.stderr, "_out", sys.stderr),
-                labeller_out=self.stderr,
-            )
-            record, previous = runner.run()
+            with worker_logging(bar=False):
+                runner = Round(
+                    settings,
+                    log=self.stderr.write,
+                    # tqdm redraws with "\r": give it the raw stream, not Django's line-ending OutputWrapper.
+                    err=getattr(self.stderr, "_out", sys.stderr),
+                    labeller_out=self.stderr,
+                )
+                record, previous = runner.run()
         except (RoundError, StateError, ApplicationError) as exc:
             raise CommandError(f"al_round: {getattr(exc, 'message', None) or exc}") from exc
         except ValueError as exc:  # no server address or token
             raise CommandError(f"al_round: {exc}") from exc
-        if o["output_json"]:
-            json_write_atomic(o["output_json"], record)
+        summary_write(record, output_json=o["output_json"])
         against = f"round {previous['round']} (prm {previous['prm_version']})" if previous else "no earlier round"
         self.stdout.write(
             f"al_round {settings.forest_name}: round {record['round']} (prm {record['prm_version']}) against {against}"
@@ -161,14 +164,17 @@ class Command(BaseCommand):
             raise CommandError(f"al_round: {exc}") from exc
         for name in ("label_batch_size", "num_processes"):
             if o[name] < 1:
-                raise CommandError(f"al_round: --{name} must be at least 1")
+                raise CommandError("al_round: " + FLAG_AT_LEAST_ONE.format(flag=name))
         reference = o["reference"]
         if reference not in ("labelled", "labels") and not reference.startswith("labels:"):
             raise CommandError("al_round: --reference must be labelled, labels or labels:SCHEME")
         labeller = None
         if not o["skip_ai_labels"]:
             flags = {**JUDGE_DEFAULTS, **o, "worker_name": o["judge_worker_name"], "seed": o["judge_seed"]}
-            labeller = options_from_flags(flags, command="al_round")
+            try:
+                labeller = labeller_options_from_flags(flags, command="al_round")
+            except FlagError as exc:
+                raise CommandError(str(exc)) from exc
         train = TrainSettings(
             base_model=o["base_model"],
             prm_version="-",  # the round's

@@ -1,8 +1,9 @@
 """python manage.py export_preferences --forest_name F --output PATH [--format jsonl|parquet|hf_disk]
-[--kind pairs|stepwise|math_shepherd|openrlhf|processbench|tree] [--min_margin X] [...]"""
+[--kind pairs|stepwise|math_shepherd|openrlhf|processbench|tree] [--min_margin X] [--output_json SUMMARY.json] [...]"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -14,6 +15,7 @@ from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.models import Node
 from forests.selectors import forest_get
+from prmsite.core.cli import add_output_json_flag, summary_write
 from prmsite.core.dataset_files import FORMATS
 from prmsite.core.errors import ApplicationError
 
@@ -75,6 +77,7 @@ class Command(BaseCommand):
             default="labelled",
             help="Values to export: labelled (default), prm:VERSION or labels:SCHEME.",
         )
+        add_output_json_flag(parser)
 
     def handle(
         self,
@@ -91,6 +94,7 @@ class Command(BaseCommand):
         soft_labels: bool,
         placeholder_token: str,
         value_function_option: str,
+        output_json: str | None = None,
         **options,
     ) -> None:
         started = time.monotonic()
@@ -121,4 +125,5 @@ class Command(BaseCommand):
             raise CommandError(f"export_preferences: {exc.message}") from exc
         finally:
             bars.close()
+        summary_write(dataclasses.asdict(summary), output_json=output_json)
         self.stderr.write(self.style.SUCCESS(f"{summary.line()} in {time.monotonic() - started:.1f} s"))

@@ -8,24 +8,34 @@ Forest mode (spec/preference-dataset.md, "Populating the Forest")::
 
     rollout_worker --forest_name F --num_processes 128 [--policy repeats|mc|omega …]
 
-The command only parses flags; the worker is ``rollouts.worker.runner`` (a pure client: no database).
+The command only parses flags; the worker is ``rollouts.worker.rollout_worker``, run by
+``rollouts.worker.rollout_processes`` (a pure client: no database).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from forests.growth import POLICIES, POLICY_HELP
+from prmsite.core.cli import FLAG_AT_LEAST_ONE, add_output_json_flag, summary_write
+from rollouts.worker.command_flags import (
+    FlagError,
+    add_model_name_flag,
+    add_pool_flags,
+    extra_body_from_flag,
+    pool_options_from_flags,
+    worker_environment,
+    worker_logging,
+)
 from rollouts.worker.llm import APIS, SamplingParams
-from rollouts.worker.runner import EXIT_OK, DatasetSpec, WorkerOptions, default_worker_name, run
-
-ENV_MODEL = "OPENAI_MODEL_NAME"
+from rollouts.worker.pool_worker import EXIT_OK
+from rollouts.worker.rollout_processes import run
+from rollouts.worker.rollout_worker import DatasetSpec, WorkerOptions, default_worker_name
 
 
 class Command(BaseCommand):
@@ -37,10 +47,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         mode = parser.add_argument_group("what to generate")
-        mode.add_argument(
-            "--model_name",
-            help=f"Model name sent to the server (default: ${ENV_MODEL}, else the only model the server lists).",
-        )
+        add_model_name_flag(mode)
         mode.add_argument(
             "--template_json",
             help="Dataset mode: the rollout template JSON (template, "
@@ -163,50 +170,17 @@ class Command(BaseCommand):
             default=1,
             help="Split --num_processes over this many OS processes (default 1).",
         )
-        run_group.add_argument(
-            "--spool_dir",
-            default=None,
-            help="Where finished rollouts wait until the server has "
-            "them (default ~/.cache/prmsite/rollout_worker); a restart with the same flags "
-            "continues there.",
-        )
-        run_group.add_argument(
-            "--shutdown_grace_s",
-            type=float,
-            default=20.0,
-            help="On SIGINT/SIGTERM, let requests in flight finish this long (default 20).",
-        )
-        run_group.add_argument(
-            "--drain_timeout_s",
-            type=float,
-            default=600.0,
-            help="At the end, try this long to store what is left in the spool (default 600).",
-        )
         run_group.add_argument("--batch_size", type=int, default=256, help="Rollouts per POST /rollout/batch.")
-        run_group.add_argument(
-            "--send_backoff_max_s",
-            type=float,
-            default=30.0,
-            help="Longest wait between two tries to store rollouts while the server is unreachable (default 30).",
+        add_pool_flags(
+            run_group, what="rollouts", tool="rollout_worker", restart="a restart with the same flags continues there"
         )
-        run_group.add_argument(
-            "--log_json",
-            action="store_true",
-            help="JSON lines (progress every 10 s, then the summary) on stdout instead of the progress bar.",
-        )
+        add_output_json_flag(run_group)
 
     def handle(self, *args: Any, **o: Any) -> None:
         options = self._options(o)
-        logging.getLogger("rollouts.worker").setLevel(logging.INFO)
-        for noisy in ("httpx2", "httpx", "openai"):  # one line per request otherwise
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        if options.show_bar and not options.log_json:
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            with logging_redirect_tqdm():
-                code, summary = run(options)
-        else:
+        with worker_logging(bar=options.show_bar and not options.log_json):
             code, summary = run(options)
+        summary_write(summary, output_json=o["output_json"])
         if code != EXIT_OK:
             raise CommandError(summary.get("error") or "the worker failed")
 
@@ -218,26 +192,16 @@ class Command(BaseCommand):
             raise CommandError("give --forest_name (forest mode), or --template_json and --dataset_name (dataset mode)")
         for name in ("num_processes", "n", "num_os_processes", "batch_size", "max_attempts"):
             if o[name] is None or o[name] < 1:
-                raise CommandError(f"--{name} must be at least 1")
+                raise CommandError(FLAG_AT_LEAST_ONE.format(flag=name))
         if o["num_os_processes"] > o["num_processes"]:
             raise CommandError("--num_os_processes cannot exceed --num_processes")
         if o["api"] == "completions" and not o["tokenizer"]:
             raise CommandError("--api completions needs --tokenizer (the model's chat template)")
-        extra_body: dict[str, Any] = {}
-        if o["extra_body"]:
-            try:
-                extra_body = json.loads(o["extra_body"])
-            except ValueError as exc:
-                raise CommandError(f"--extra_body is not JSON: {exc}") from exc
-            if not isinstance(extra_body, dict):
-                raise CommandError("--extra_body must be a JSON object")
-        env = {
-            name: os.environ.get(name, "").strip()
-            for name in ("OPENAI_API_BASE", "OPENAI_API_KEY", "WEBSERVER_API_BASE", "WEBSERVER_API_TOKEN", ENV_MODEL)
-        }
-        for name in ("OPENAI_API_BASE", "WEBSERVER_API_BASE", "WEBSERVER_API_TOKEN"):
-            if not env[name]:
-                raise CommandError(f"set {name} (see .env.example)")
+        try:
+            extra_body = extra_body_from_flag(o["extra_body"])
+            env = worker_environment()
+        except FlagError as exc:
+            raise CommandError(str(exc)) from exc
         growth = {
             key: o[flag]
             for key, flag in (
@@ -255,17 +219,13 @@ class Command(BaseCommand):
         if not forest and set(growth) - {"num_repeats"}:
             raise CommandError(f"--{next(iter(set(growth) - {'num_repeats'}))} applies to forest mode (--forest_name)")
         if o["num_repeats"] is not None and o["num_repeats"] < (0 if forest else 1):
-            raise CommandError("--num_repeats must be at least 1")
+            raise CommandError(FLAG_AT_LEAST_ONE.format(flag="num_repeats"))
         spec = None
         if not forest:
             split = o["dataset_split"] or _template_split(template) or "train"
             spec = DatasetSpec(template_json=template, dataset_name=dataset, dataset_split=split)
         return WorkerOptions(
-            openai_base_url=env["OPENAI_API_BASE"],
-            openai_api_key=env["OPENAI_API_KEY"] or "EMPTY",
-            webserver_url=env["WEBSERVER_API_BASE"],
-            webserver_token=env["WEBSERVER_API_TOKEN"],
-            model=o["model_name"] or env[ENV_MODEL],
+            **pool_options_from_flags(o, env),
             worker_name=o["worker_name"] or default_worker_name(),
             forest_name=forest,
             dataset=spec,
@@ -277,8 +237,6 @@ class Command(BaseCommand):
             or (_template_key(template, "reasoning_delimiter_pattern") if forest and template else None),
             prediction_pattern=o["prediction_pattern"]
             or (_template_key(template, "prediction_pattern") if forest and template else None),
-            api=o["api"],
-            tokenizer=o["tokenizer"],
             sampling=SamplingParams(
                 temperature=o["temperature"],
                 top_p=o["top_p"],
@@ -288,15 +246,7 @@ class Command(BaseCommand):
                 extra_body=extra_body,
             ),
             n=o["n"],
-            concurrency=o["num_processes"],
-            request_timeout_s=o["request_timeout_s"],
-            max_attempts=o["max_attempts"],
-            spool_dir=o["spool_dir"],
-            shutdown_grace_s=o["shutdown_grace_s"],
-            drain_timeout_s=o["drain_timeout_s"],
             batch_size=o["batch_size"],
-            send_backoff_max_s=o["send_backoff_max_s"],
-            log_json=o["log_json"],
             processes=o["num_os_processes"],
         )
 

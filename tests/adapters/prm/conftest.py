@@ -56,7 +56,7 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained_soft(tiny_base, soft_examples, tmp_path_factory) -> Trained:
     """The tiny model trained on soft labels (``held_out`` is the split training held out)."""
-    from adapters.prm.training import TrainSettings, prm_train
+    from adapters.prm.training import TrainSettings, prm_train  # deferred: it imports torch, heavy
 
     settings = TrainSettings(
         base_model=str(tiny_base),

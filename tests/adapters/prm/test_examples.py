@@ -174,7 +174,7 @@ ROWS = [
 
 
 def test_a_stepwise_export_is_read_from_jsonl_parquet_and_save_to_disk_folders(tmp_path):
-    import datasets
+    import datasets  # deferred: datasets is heavy
 
     jsonl = write_jsonl(tmp_path / "train.jsonl", ROWS)
     parquet = tmp_path / "train.parquet"

@@ -27,6 +27,7 @@ def stub() -> Iterator[StubOpenAI]:
 @pytest.fixture
 def tokenizer_dir(tmp_path) -> Path:
     """A word-level tokenizer with a chat template, saved like a model's tokenizer folder (no hub)."""
+    # deferred: tokenizers and transformers are heavy
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

@@ -14,9 +14,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from prmsite.core.cli import FLAG_AT_LEAST_ONE
 from rollouts.models import ProcessRewardLabel, RolloutCheckout
 from tests.rollouts.conftest import PROJECT_ROOT
-from tests.rollouts.worker.test_labeller import SCHEME, synthetic_rollouts
+from tests.rollouts.worker.test_ai_labeller import SCHEME, synthetic_rollouts
 from tests.stub_openai import judge_reply
 
 
@@ -56,7 +57,7 @@ def test_the_command_labels_the_queue_and_writes_its_summary(judge_env, stub, tm
     ("args", "message"),
     [
         (["--prompt_template", "/nowhere/judge.txt"], "--prompt_template /nowhere/judge.txt: cannot be read"),
-        (["--num_processes", "0"], "ai_label_worker: --num_processes must be at least 1"),
+        (["--num_processes", "0"], "ai_label_worker: " + FLAG_AT_LEAST_ONE.format(flag="num_processes")),
         (["--max_labels", "0", "--answer_attempts", "0"], "--answer_attempts must be at least 1; --max_labels must be"),
         (["--api", "completions"], "ai_label_worker: --api completions needs --tokenizer"),
         (["--extra_body", "[1]"], "ai_label_worker: --extra_body must be a JSON object"),

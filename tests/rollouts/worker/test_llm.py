@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import openai
 import pytest
 
 from rollouts.worker.llm import LLMClient, SamplingParams, load_tokenizer
@@ -74,8 +75,6 @@ def test_429_5xx_and_timeouts_are_retried_with_back_off(stub):
 
 
 def test_a_request_that_keeps_failing_raises_after_its_attempts(stub):
-    import openai
-
     stub.fail_next(500, 500, 500)
     with pytest.raises(openai.InternalServerError):
         generate(client(stub, max_attempts=3), prompt="q", params=SamplingParams())

@@ -19,7 +19,7 @@ from prmsite.core.steps import split_steps
 from prmsite.demo import MODEL_ALIAS, gguf_of_wheel
 from rollouts.models import Rollout
 from rollouts.worker.llm import SamplingParams
-from tests.rollouts.worker.test_worker import options, run_worker
+from tests.rollouts.worker.test_rollout_worker import options, run_worker
 from tests.servers import PROJECT_ROOT, free_port
 
 LLAMA_PYTHON = Path(os.environ.get("LLAMA_PYTHON") or PROJECT_ROOT / ".venv-llama" / "bin" / "python")

@@ -13,11 +13,12 @@ from prmsite.core.client import PrmsiteAPIError
 from prmsite.parsers import text_problem
 from rollouts.models import Rollout
 from rollouts.worker.rollout import UNSTORABLE_REPLACED
-from rollouts.worker.runner import DatasetSpec, RolloutWorker, WorkerOptions, spool_folder
-from rollouts.worker.spool import Refused, Sent, Spool, SpoolRecord
+from rollouts.worker.rollout_worker import DatasetSpec, RolloutWorker, WorkerOptions, spool_folder
+from rollouts.worker.spool import Spool, SpoolRecord
+from rollouts.worker.spool_sender import Refused, Sent
 from rollouts.worker.storable import REPLACEMENT, storable
 from tests.rollouts.worker.scripted import verdict_reply
-from tests.rollouts.worker.test_worker import options, run_worker
+from tests.rollouts.worker.test_rollout_worker import options, run_worker
 from tests.stub_openai import StubRequest
 
 ITEMS, REPEATS = 6, 3
@@ -97,7 +98,7 @@ def test_a_server_refusing_a_whole_batch_for_one_rollout_gets_the_others_in_halv
     # makes every batch holding it a 400. The worker must not stop, nor send that batch again forever.
     monkeypatch.setattr(RolloutBatchParser, "unstorable", lambda self, parsed: text_problem(parsed))
     monkeypatch.setattr("rollouts.worker.rollout.storable", lambda value: value)
-    monkeypatch.setattr("rollouts.worker.runner.storable", lambda value: value)
+    monkeypatch.setattr("rollouts.worker.rollout_worker.storable", lambda value: value)
     stub.reply = reply_with({5: "\x00"})
     opts = dataset_options(live_api_server, worker_token, stub, dataset, tmp_path)
     summary = run_worker(opts)
@@ -145,10 +146,12 @@ def test_a_batch_refused_whole_is_sent_again_in_halves_until_only_the_bad_rollou
 
     opts = WorkerOptions(openai_base_url="", openai_api_key="", webserver_url="", webserver_token="")
     worker = RolloutWorker(opts)
-    worker._sender_api = WholeBodyServer()
+    worker.sender_api = WholeBodyServer()
     records = [SpoolRecord(key=str(i), payload={"reasoning": ["a\x00" if i == 5 else "a"]}) for i in range(16)]
-    monkeypatch.setattr("rollouts.worker.runner.storable", lambda value: value)  # as an older worker spooled them
-    outcomes = asyncio.run(worker._send_batch(records))
+    monkeypatch.setattr(
+        "rollouts.worker.rollout_worker.storable", lambda value: value
+    )  # as an older worker spooled them
+    outcomes = asyncio.run(worker.send_batch(records))
     assert [type(o) for o in outcomes] == [Sent] * 5 + [Refused] + [Sent] * 10
     assert outcomes[5].error == {"detail": "NUL", "status": 400}
     assert len(calls) <= 1 + 2 * 4  # the whole batch, then two halves per level down to the bad rollout

@@ -3,15 +3,16 @@ rather than reading half; the schema asked for in each structured-output mode; t
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from rollouts.worker.judge_prompt import DEFAULT_TEMPLATE, FIELDS, PromptTemplate, TemplateError
 from rollouts.worker.verdicts import (
+    DECODE_BUDGET,
     KIND_BAD_CODE,
     KIND_CONFLICT,
     KIND_INCOMPLETE,
@@ -129,17 +130,34 @@ def test_a_prose_number_after_step_is_not_taken_for_a_grade_that_a_later_line_gi
 @pytest.mark.parametrize(
     "garbage",
     [
-        "[{" * 100_000,  # brackets that never close
-        "[x" * 50_000 + "]" * 50_000,  # deeply nested spans, none of them JSON
-        "[it's {fine}] " * 15_000,  # apostrophes and braces in prose
-        '{"a": "' + "[{" * 100_000 + '"}',  # brackets inside a string
+        lambda k: "[{" * 10_000 * k,  # brackets that never close
+        lambda k: "[x" * 5_000 * k + "]" * 5_000 * k,  # deeply nested spans, none of them JSON
+        lambda k: "[it's {fine}] " * 1_500 * k,  # apostrophes and braces in prose
+        lambda k: '{"a": "' + "[{" * 10_000 * k + '"}',  # brackets inside a string
     ],
 )
-def test_an_answer_full_of_brackets_is_read_in_linear_time(garbage):
-    # (a quadratic reading took about a second for 40,000 characters of the first kind: here are 200,000)
-    started = time.perf_counter()
-    assert parse_verdicts(garbage + "\nStep 1: 1 — fine", 1).codes == (1,)
-    assert time.perf_counter() - started < 5
+def test_an_answer_full_of_brackets_costs_decoding_linear_in_its_length(garbage, monkeypatch):
+    # The work counted: the characters handed to the JSON and Python-literal decoders. A quadratic reading would hand
+    # them every nested span (about n²/2 characters); the reading hands its spans to at most DECODE_BUDGET characters
+    # per character of the answer, each span to at most three decoders (JSON, repaired JSON, a Python literal).
+    decoded = [0]
+    real_loads, real_literal_eval = json.loads, ast.literal_eval
+
+    def counting_loads(text, *args, **kwargs):
+        decoded[0] += len(text)
+        return real_loads(text, *args, **kwargs)
+
+    def counting_literal_eval(text):
+        decoded[0] += len(text)
+        return real_literal_eval(text)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
+    monkeypatch.setattr(ast, "literal_eval", counting_literal_eval)
+    for k in (1, 4, 16):
+        answer = garbage(k) + "\nStep 1: 1 — fine"
+        decoded[0] = 0
+        assert parse_verdicts(answer, 1).codes == (1,)
+        assert decoded[0] <= 3 * (DECODE_BUDGET * len(answer) + 10_000)
 
 
 def test_the_schema_asks_for_one_entry_per_step_with_an_explanation_before_a_code():
@@ -217,7 +235,7 @@ def test_a_template_without_the_steps_or_unreadable_is_refused(tmp_path):
 
 def test_the_labeller_modules_import_nothing_from_django():
     code = (
-        "import sys, rollouts.worker.labeller, rollouts.worker.verdicts, rollouts.worker.judge_prompt; "
+        "import sys, rollouts.worker.command_flags, rollouts.worker.verdicts, rollouts.worker.judge_prompt; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

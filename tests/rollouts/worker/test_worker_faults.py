@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from forests.models import Expansion
 from rollouts.models import Rollout
+from tests.factories import make_worker_token
 from tests.rollouts.conftest import PROJECT_ROOT
 from tests.rollouts.worker.scripted import idempotency_key_of, planted_reply, seeded_forest, verdict_reply
 
@@ -24,8 +25,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def token(transactional_db, django_user_model) -> str:
-    from tests.factories import make_worker_token
-
     return make_worker_token(django_user_model.objects.create_user(username="fault-worker"))
 
 

@@ -10,12 +10,13 @@ import requests
 from django.db import connection
 from django.utils import timezone
 
-from adapters.prm.synthetic import synthetic_rows
+from adapters.prm.synthetic import MARKER_VALUES, synthetic_rows
 from prmsite.core.client import PrmsiteAPIError
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
-from rollouts.worker.labeller import AILabelWorker, LabellerOptions, spool_folder
+from rollouts.worker.ai_labeller import AILabelWorker, LabellerOptions, spool_folder
 from rollouts.worker.llm import SamplingParams
-from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, Spool, SpoolRecord
+from rollouts.worker.spool import Spool, SpoolRecord
+from rollouts.worker.spool_sender import Refused, Sent, ServerUnavailableError, Skipped
 from tests.factories import make_label, make_rollout
 from tests.stub_openai import StubRequest, judge_reply, judge_verdicts
 
@@ -68,8 +69,6 @@ def expected_codes(rollout: Rollout) -> list[int]:
 
 
 def _values(rollout: Rollout) -> list[float]:
-    from adapters.prm.synthetic import MARKER_VALUES
-
     return [next(MARKER_VALUES[w] for w in step.split() if w in MARKER_VALUES) for step in rollout.reasoning]
 
 
@@ -285,14 +284,14 @@ def test_posting_labels_maps_each_answer_of_the_server_to_an_outcome():
                                            webserver_url="http://server", webserver_token="t",
                                            labelling_scheme_version=SCHEME, show_bar=False))  # fmt: skip
     records = [SpoolRecord(key=str(i), payload={"rollout_id": i}) for i in range(3)]
-    worker._sender_api = ScriptedClient(7, api_error(409, "already_labelled"), api_error(400))
-    outcomes = worker._post_labels(records)
+    worker.sender_api = ScriptedClient(7, api_error(409, "already_labelled"), api_error(400))
+    outcomes = asyncio.run(worker.send_batch(records))
     assert outcomes == [Sent(7), Skipped("already_labelled"), Refused({"detail": "no"})]
     # A server that fails or cannot be reached: the whole batch waits in the spool (posting again is idempotent).
     for failure in (api_error(503), requests.ConnectionError("refused"), api_error(429)):
-        worker._sender_api = ScriptedClient(8, failure)
+        worker.sender_api = ScriptedClient(8, failure)
         with pytest.raises(ServerUnavailableError):
-            worker._post_labels(records[:2])
-    worker._sender_api = ScriptedClient(api_error(401))
+            asyncio.run(worker.send_batch(records[:2]))
+    worker.sender_api = ScriptedClient(api_error(401))
     with pytest.raises(PrmsiteAPIError):  # a bad token stops the sender: the worker fails with one line
-        worker._post_labels(records[:1])
+        asyncio.run(worker.send_batch(records[:1]))

@@ -15,7 +15,7 @@ from prmsite.core.client import PrmsiteClient
 from prmsite.core.steps import split_steps
 from rollouts.models import Rollout
 from rollouts.worker.llm import SamplingParams
-from rollouts.worker.runner import DatasetSpec, RolloutWorker, WorkerOptions
+from rollouts.worker.rollout_worker import DatasetSpec, RolloutWorker, WorkerOptions
 from tests.rollouts.worker.scripted import DELIMITER, idempotency_key_of, planted_reply, seeded_forest, verdict_reply
 from tests.stub_openai import StubRequest
 
@@ -180,7 +180,7 @@ def test_two_claimers_never_get_the_same_lease(live_api_server, worker_token):
 
 def test_the_worker_imports_nothing_from_django():
     code = (
-        "import sys, rollouts.worker.runner, rollouts.worker.pool, rollouts.worker.spool; "
+        "import sys, rollouts.worker.rollout_processes, rollouts.worker.pool, rollouts.worker.spool_sender; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -4,14 +4,18 @@ what was not posted, and an adapter download that must match its listed sha256."
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
+import zipfile
 from collections import deque
 
 import pytest
 
 from adapters.prm.errors import PRMError
-from adapters.prm.worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
+from adapters.prm.inference_worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
+from tests.rollouts.conftest import rollout_body
 
 
 def _rollout(rollout_id: int, steps: int) -> dict:
@@ -193,10 +197,6 @@ def test_a_download_that_does_not_match_the_listed_sha256_is_refused(tmp_path):
 
 
 def test_a_download_with_pickled_weights_is_refused_before_anything_is_loaded(tmp_path):
-    import hashlib
-    import io
-    import zipfile
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("adapter_config.json", '{"peft_type": "LORA"}')
@@ -209,8 +209,6 @@ def test_a_download_with_pickled_weights_is_refused_before_anything_is_loaded(tm
 
 
 def test_a_stopped_worker_gives_its_unscored_rollouts_back_to_the_live_queue(live_api_server, worker_token):
-    from tests.rollouts.conftest import rollout_body
-
     with PrmsiteClient(live_api_server.url, worker_token, backoff_initial=0.01) as client:
         ids = [client.post_rollout(rollout_body()) for _ in range(6)]
         stop = threading.Event()

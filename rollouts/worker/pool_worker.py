@@ -1,10 +1,12 @@
-"""The life of an asyncio worker, shared by the rollout worker and the AI step labeller.
+"""The life of an asyncio worker, shared by the rollout worker and the AI step labeller, and the options they share.
 
+:class:`PoolWorkerOptions` holds what every pool worker is configured with (the servers, the model, the pool, the
+spool and how it reports); ``WorkerOptions`` (the rollout worker) and ``LabellerOptions`` (the AI labeller) extend it.
 :class:`PoolWorker` opens the spool, makes the clients, sets up the job source, starts the spool's sender and the
 progress ticker, runs the pool until the work runs out, a signal arrives or a fatal error happens, gives back what it
 will not finish, tries to store what is in the spool, and closes everything — whatever goes wrong. The clients (the
 server's, the sender's and the LLM's) are made here from the options (``_make_clients``). A subclass says what is
-specific: its job source (``_setup``), a job (``_handle``), how results reach the server (``_send_batch``,
+specific: its job source (``_setup``), a job (``_handle``), how results reach the server (``send_batch``,
 ``_on_sent``, ``_on_refused``, ``_on_skipped``) and what its summary adds (``_summary_extra``).
 ``await worker.run()`` answers the summary dict (``status``: completed, stopped or failed).
 """
@@ -17,17 +19,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import openai
 
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
-from rollouts.worker.llm import LLMClient, load_tokenizer
+from rollouts.worker.llm import API_CHAT, LLMClient, SamplingParams, load_tokenizer
 from rollouts.worker.pool import JobSource, PoolResult, Shutdown, run_pool
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
-from rollouts.worker.spool import Refused, Sent, Skipped, Spool, SpoolBusyError, SpoolRecord, SpoolSender
+from rollouts.worker.spool import Spool, SpoolBusyError, SpoolRecord
+from rollouts.worker.spool_sender import Refused, Sent, Skipped, SpoolSender
 
 logger = logging.getLogger("rollouts.worker")
 
@@ -36,10 +40,46 @@ J = TypeVar("J")
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped"
 STATUS_FAILED = "failed"
+EXIT_OK = 0
+EXIT_FAILED = 1  # the exit status of a run whose summary says failed
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """The exit status of a run from its summary."""
+    return EXIT_FAILED if summary["status"] == STATUS_FAILED else EXIT_OK
 
 
 class WorkerError(Exception):
     """The worker cannot run as configured (one clear line for the user)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolWorkerOptions:
+    """What every pool worker is configured with; a worker's options extend it (and may change its defaults)."""
+
+    openai_base_url: str
+    openai_api_key: str
+    webserver_url: str
+    webserver_token: str
+    model: str = ""  # empty: the only model the OpenAI-compatible server lists
+    worker_name: str = ""
+    # the model's requests
+    api: str = API_CHAT
+    tokenizer: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    concurrency: int = 128
+    request_timeout_s: float = 600.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    # the spool, stopping, reporting
+    spool_dir: str | None = None
+    shutdown_grace_s: float = 20.0
+    drain_timeout_s: float = 600.0
+    batch_size: int = 256
+    send_backoff_max_s: float = 30.0
+    log_json: bool = False
+    show_bar: bool = True
 
 
 def spool_root(spool_dir: str | None, tool: str = "rollout_worker") -> Path:
@@ -62,12 +102,11 @@ def error_line(exc: BaseException) -> str:
 
 
 class PoolWorker(Generic[J]):
-    """One process's worker; see the module docstring. ``options`` needs ``concurrency``, ``shutdown_grace_s``,
-    ``drain_timeout_s``, ``batch_size``, ``send_backoff_max_s``, ``log_json`` and ``show_bar``."""
+    """One process's worker; see the module docstring."""
 
     def __init__(
         self,
-        options: Any,
+        options: PoolWorkerOptions,
         *,
         progress: Progress | None = None,
         report: Callable[[Counters], None] | None = None,
@@ -82,7 +121,7 @@ class PoolWorker(Generic[J]):
         self.llm: LLMClient | None = None
         self.source: JobSource[J] | None = None
         self._api: PrmsiteClient | None = None
-        self._sender_api: PrmsiteClient | None = None
+        self.sender_api: PrmsiteClient | None = None
 
     # --- what a subclass says ---------------------------------------------------------------------------------------
 
@@ -93,14 +132,12 @@ class PoolWorker(Generic[J]):
         raise NotImplementedError
 
     def _make_clients(self) -> None:
-        """Set ``self.llm``, ``self._api`` and ``self._sender_api`` (``WorkerError`` when they cannot be made), from
-        the options' ``webserver_url``, ``webserver_token``, ``tokenizer``, ``openai_base_url``, ``openai_api_key``,
-        ``model``, ``api``, ``concurrency``, ``request_timeout_s``, ``max_attempts``, ``backoff_initial_s`` and
-        ``backoff_max_s``."""
+        """Set ``self.llm``, ``self._api`` and ``self.sender_api`` from the options (``WorkerError`` when they cannot
+        be made)."""
         o = self.options
         self._api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=60, max_attempts=4)
         # The sender backs off by itself: its client tries once, so that stopping never waits on a retry loop.
-        self._sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
+        self.sender_api = PrmsiteClient(o.webserver_url, o.webserver_token, read_timeout=30, max_attempts=1)
         tokenizer = None
         if o.tokenizer:
             try:
@@ -129,7 +166,9 @@ class PoolWorker(Generic[J]):
     async def _handle(self, job: J) -> bool:
         raise NotImplementedError
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+    async def send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+        """Post ``records`` to the server with ``sender_api``: one outcome per record, or ``ServerUnavailableError``
+        when none could be delivered now. The spool's sender calls it."""
         raise NotImplementedError
 
     def _on_sent(self, record: SpoolRecord, outcome: Sent) -> None:
@@ -201,7 +240,7 @@ class PoolWorker(Generic[J]):
             self.source = await self._setup()
             self.sender = SpoolSender(
                 self.spool,
-                self._send_batch,
+                self.send_batch,
                 batch_size=o.batch_size,
                 backoff_max_s=o.send_backoff_max_s,
                 on_sent=self._on_sent,
@@ -252,7 +291,7 @@ class PoolWorker(Generic[J]):
                 self.spool.close()
             if self.llm is not None:
                 await self.llm.aclose()
-            for client in (self._api, self._sender_api):
+            for client in (self._api, self.sender_api):
                 if client is not None:
                     client.close()
             self.shutdown.uninstall()

@@ -40,6 +40,7 @@ from adapters.prm.archive import adapter_zip_extract, sha256_file
 from adapters.prm.errors import PRMError
 from adapters.prm.modeling import device_resolve
 from adapters.prm.scoring import PRMScorer
+from prmsite.core.cli import FLAG_AT_LEAST_ONE
 from prmsite.core.client import PrmsiteAPIError
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,13 @@ class LabelWorkerSettings:
         if not self.prm_version:
             problems.append("--prm_version is empty")
         if self.batch_size < 1:
-            problems.append("--batch_size must be at least 1")
+            problems.append(FLAG_AT_LEAST_ONE.format(flag="batch_size"))
         if self.claim_size is not None and not 1 <= self.claim_size <= CLAIM_LIMIT_MAX:
             problems.append(f"--claim_size must be in [1, {CLAIM_LIMIT_MAX}]")
         if not self.wait >= 0:
             problems.append("--wait must be 0 or more seconds")
         if self.post_threads < 1:
-            problems.append("--post_threads must be at least 1")
+            problems.append(FLAG_AT_LEAST_ONE.format(flag="post_threads"))
         if not self.worker:
             problems.append("--worker is empty")
         if problems:

@@ -1,10 +1,11 @@
 """The AI step labeller behind ``python manage.py ai_label_worker``: an LLM judge grades every step of the rollouts it
 claims, and the grades are posted as process reward labels of a labelling scheme.
 
-A pure client, like the rollout worker, and built from the same plumbing (:class:`~rollouts.worker.base.PoolWorker`):
+A pure client, like the rollout worker, and built from the same plumbing
+(:class:`~rollouts.worker.pool_worker.PoolWorker`):
 
 1. Claims: ``GET /rollout?prm_version=S&active_learning=True`` (``reference_prm_version`` when given), as many
-   rollouts as there are free slots among ``concurrency`` (:class:`~rollouts.worker.sources.ClaimSource`).
+   rollouts as there are free slots among ``concurrency`` (:class:`~rollouts.worker.claim_source.ClaimSource`).
 2. For each rollout, the judge (any OpenAI-compatible server, the ``openai`` async client; transport failures retried
    with back-off) gets the prompt template rendered for it (:mod:`rollouts.worker.judge_prompt`), asking for
    structured output when ``structured_output`` says how (:mod:`rollouts.worker.verdicts`). Its answer is parsed; an
@@ -37,14 +38,25 @@ from typing import Any, TextIO
 import openai
 import requests
 
+from prmsite.core.cli import FLAG_AT_LEAST_ONE
 from prmsite.core.client import PrmsiteAPIError
-from rollouts.worker.base import STATUS_FAILED, PoolWorker, WorkerError, spool_root
+from rollouts.worker.claim_source import ClaimSource, RolloutJob
 from rollouts.worker.judge_prompt import PromptTemplate, TemplateError
-from rollouts.worker.llm import API_CHAT, Message, SamplingParams
-from rollouts.worker.progress import Counters, Progress
+from rollouts.worker.label_progress import LabelCounters, LabelProgress
+from rollouts.worker.llm import Message, SamplingParams
+from rollouts.worker.pool_worker import (
+    EXIT_FAILED,
+    STATUS_FAILED,
+    PoolWorker,
+    PoolWorkerOptions,
+    WorkerError,
+    exit_status,
+    spool_root,
+)
+from rollouts.worker.progress import Progress
 from rollouts.worker.retry import FatalGenerationError
-from rollouts.worker.sources import ClaimSource, RolloutJob
-from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, SpoolRecord
+from rollouts.worker.spool import SpoolRecord
+from rollouts.worker.spool_sender import Refused, Sent, ServerUnavailableError, Skipped
 from rollouts.worker.storable import storable
 from rollouts.worker.verdicts import (
     STRUCTURED_JSON_SCHEMA,
@@ -57,8 +69,6 @@ from rollouts.worker.verdicts import (
 
 logger = logging.getLogger("rollouts.worker")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 TOOL = "ai_label_worker"
 # A judge that refuses this many requests in a row (400, 422) before answering any is refusing the run's requests
 # (structured output it does not offer, a wrong API): stop, instead of giving up every rollout of the queue.
@@ -73,14 +83,12 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}-judge"
 
 
-@dataclass(frozen=True)
-class LabellerOptions:
-    openai_base_url: str
-    openai_api_key: str
-    webserver_url: str
-    webserver_token: str
+@dataclass(frozen=True, kw_only=True)
+class LabellerOptions(PoolWorkerOptions):
+    """The AI labeller's options: the shared ones (:class:`PoolWorkerOptions`, some with other defaults) and what to
+    label, how to ask the judge."""
+
     labelling_scheme_version: str
-    model: str = ""  # empty: the only model the OpenAI-compatible server lists
     worker_name: str = field(default_factory=default_worker_name)
     prompt_template: str | None = None  # a file; None: the default template
     system_prompt: str | None = None
@@ -91,24 +99,12 @@ class LabellerOptions:
     exit_when_idle: bool = False
     max_labels: int | None = None
     # the judge
-    api: str = API_CHAT
-    tokenizer: str | None = None
     structured_output: str = STRUCTURED_JSON_SCHEMA
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0))
     answer_attempts: int = 3
     concurrency: int = 16
-    request_timeout_s: float = 600.0
-    max_attempts: int = 8
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    # plumbing
-    spool_dir: str | None = None
-    shutdown_grace_s: float = 20.0
-    drain_timeout_s: float = 600.0
+    # the spool
     batch_size: int = 64
-    send_backoff_max_s: float = 30.0
-    log_json: bool = False
-    show_bar: bool = True
 
     def check(self) -> None:
         """``WorkerError`` naming every value no run could use."""
@@ -120,58 +116,15 @@ class LabellerOptions:
         for name in ("concurrency", "answer_attempts", "max_attempts", "batch_size"):
             if getattr(self, name) < 1:
                 flag = "num_processes" if name == "concurrency" else name
-                problems.append(f"--{flag} must be at least 1")
+                problems.append(FLAG_AT_LEAST_ONE.format(flag=flag))
         if self.max_labels is not None and self.max_labels < 1:
-            problems.append("--max_labels must be at least 1")
+            problems.append(FLAG_AT_LEAST_ONE.format(flag="max_labels"))
         if not self.claim_wait_s >= 0:
             problems.append("--wait must be 0 or more seconds")
         if not self.worker_name:
             problems.append("--worker_name is empty")
         if problems:
             raise WorkerError("; ".join(problems))
-
-
-# --- progress --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LabelCounters(Counters):
-    """``results``: labels judged (in the spool); ``sent``: stored; ``requests_*``: judge requests."""
-
-    claimed: int = 0
-    skipped: int = 0  # 409: labelled (or leased) by someone else first
-    malformed: int = 0  # answers that could not be used (asked again)
-    given_up: int = 0  # rollouts released after failing
-    released: int = 0  # leases given back (given up, or unfinished at a stop)
-    steps: int = 0  # steps graded in the labels judged
-
-
-class LabelProgress(Progress):
-    def postfix(self) -> str:
-        c = self.counters
-        per_s, tokens_per_s = self.rates()
-        assert isinstance(c, LabelCounters)
-        return (
-            f"requests={c.requests_done} in flight={c.in_flight} malformed={c.malformed} failed={c.requests_failed} "
-            f"skipped={c.skipped} {per_s:.2f} labels/s {tokens_per_s:.0f} tokens/s"
-            + (f" unsent={c.unsent}" if c.unsent else "")
-        )
-
-    def summary_line(self, *, status: str = "", **extra: Any) -> str:
-        c = self.counters
-        assert isinstance(c, LabelCounters)
-        per_s, tokens_per_s = self.rates()
-        parts = [
-            f"{c.results} labels of {c.steps} steps ({c.sent} stored, {c.unsent} left in the spool, "
-            f"{c.skipped} skipped: labelled or leased elsewhere, {c.refused} refused)",
-            f"{c.claimed} rollouts claimed, {c.given_up} given up, {c.released} released",
-            f"{c.requests_done} judge requests, {c.malformed} malformed answers, {c.requests_failed} failed, "
-            f"{c.retries} retries",
-            f"{c.tokens} tokens",
-            f"{per_s:.2f} labels/s, {tokens_per_s:.0f} tokens/s in {self.elapsed_s:.1f} s",
-        ]
-        parts += [f"{key}: {value}" for key, value in extra.items()]
-        return (f"{status}: " if status else "") + "; ".join(parts)
 
 
 # --- the worker ------------------------------------------------------------------------------------------------------
@@ -387,17 +340,17 @@ class AILabelWorker(PoolWorker[RolloutJob]):
 
     # --- storing ----------------------------------------------------------------------------------------------------
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+    async def send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         return await asyncio.to_thread(self._post_labels, records)
 
     def _post_labels(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         """Post each label (the endpoint takes one at a time). Posting a label again after a lost answer is safe: the
         same label from the same worker answers the same id."""
-        assert self._sender_api is not None
+        assert self.sender_api is not None
         outcomes: list[Sent | Refused | Skipped] = []
         for record in records:
             try:
-                outcomes.append(Sent(self._sender_api.post_process_reward_label(record.payload)))
+                outcomes.append(Sent(self.sender_api.post_process_reward_label(record.payload)))
             except PrmsiteAPIError as exc:
                 if exc.status_code >= 500 or exc.status_code in (408, 429):
                     raise ServerUnavailableError(str(exc)) from exc
@@ -453,4 +406,4 @@ def run(
     except WorkerError as exc:
         return EXIT_FAILED, {"status": STATUS_FAILED, "error": str(exc)}
     summary = asyncio.run(worker.run())
-    return (EXIT_FAILED if summary["status"] == STATUS_FAILED else EXIT_OK), summary
+    return exit_status(summary), summary

@@ -1,8 +1,8 @@
-"""The rollout worker: dataset mode and forest mode, one asyncio loop per process, optionally several processes.
+"""The rollout worker: dataset mode and forest mode, one asyncio loop in one process (:class:`RolloutWorker`).
 
 It is a pure client: the ``openai`` async client for generations, ``prmsite.core.client`` (HTTP) for this project's
 server, an asyncio loop, an on-disk spool. It imports no Django model; ``python manage.py rollout_worker`` only parses
-flags into :class:`WorkerOptions` and calls :func:`run`.
+flags into :class:`WorkerOptions` and calls :func:`rollouts.worker.rollout_processes.run` (one process or several).
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
-import os
 import re
-import signal
 import socket
 import uuid
 from collections.abc import Callable
@@ -28,26 +25,20 @@ import openai
 import requests
 
 from prmsite.core.client import PrmsiteAPIError
-from rollouts.worker.base import PoolWorker, WorkerError, api_error_line, spool_root
-from rollouts.worker.llm import API_CHAT, Generation, SamplingParams
+from rollouts.worker.dataset_source import DatasetItem, DatasetSource, done_units
+from rollouts.worker.forest_source import ForestSource
+from rollouts.worker.generation_job import GenerationJob, request_sizes
+from rollouts.worker.llm import Generation
+from rollouts.worker.pool_worker import PoolWorker, PoolWorkerOptions, WorkerError, api_error_line, spool_root
 from rollouts.worker.progress import Counters, Progress
 from rollouts.worker.retry import FatalGenerationError
 from rollouts.worker.rollout import FINISH_LENGTH, request_seed, rollout_payload, split_usage
-from rollouts.worker.sources import (
-    DatasetItem,
-    DatasetSource,
-    ForestSource,
-    GenerationJob,
-    done_units,
-    request_sizes,
-)
-from rollouts.worker.spool import Refused, Sent, ServerUnavailableError, Skipped, SpoolRecord
+from rollouts.worker.spool import SpoolRecord
+from rollouts.worker.spool_sender import Refused, Sent, ServerUnavailableError, Skipped
 from rollouts.worker.storable import storable
 
 logger = logging.getLogger("rollouts.worker")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 # Statuses of a refused POST /rollout/batch that may be one rollout's fault: the batch is sent again in halves.
 BATCH_REFUSED_STATUSES = frozenset({400, 413, 422})
 
@@ -61,14 +52,10 @@ class DatasetSpec:
     dataset_split: str = "train"
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    openai_base_url: str
-    openai_api_key: str
-    webserver_url: str
-    webserver_token: str
-    model: str = ""  # empty: the only model the OpenAI-compatible server lists
-    worker_name: str = ""
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions(PoolWorkerOptions):
+    """The rollout worker's options: the shared ones (:class:`PoolWorkerOptions`) and what to generate."""
+
     # exactly one of the two modes
     forest_name: str | None = None
     dataset: DatasetSpec | None = None
@@ -80,23 +67,8 @@ class WorkerOptions:
     reasoning_delimiter_pattern: str | None = None
     prediction_pattern: str | None = None
     # generation
-    api: str = API_CHAT
-    tokenizer: str | None = None
-    sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
-    concurrency: int = 128
-    request_timeout_s: float = 600.0
-    max_attempts: int = 8
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    # plumbing
-    spool_dir: str | None = None
-    shutdown_grace_s: float = 20.0
-    drain_timeout_s: float = 600.0
-    batch_size: int = 256
-    send_backoff_max_s: float = 30.0
-    log_json: bool = False
-    show_bar: bool = True
+    # several OS processes
     processes: int = 1
     process_index: int = 0
 
@@ -305,20 +277,20 @@ class RolloutWorker(PoolWorker[GenerationJob]):
         if self.sender is not None:
             self.sender.notify()
 
-    async def _send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
+    async def send_batch(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
         """Post ``records`` with ``POST /rollout/batch``: one outcome per record. The server answers for each rollout,
         but a server may also refuse a whole batch for one bad rollout (400, 413, 422: one that kept its check on the
         whole body, or a batch too large): then the batch is sent again in halves, so that only that rollout is
         refused (and set aside in ``rejected.jsonl``) and a restarted worker never sends the same batch forever."""
-        assert self._sender_api is not None
+        assert self.sender_api is not None
         # Records spooled by an older worker may hold text no database stores: cleaned here too.
         payloads = [storable(record.payload) for record in records]
         return await self._post_split(payloads)
 
     async def _post_split(self, payloads: list[dict[str, Any]]) -> list[Sent | Refused | Skipped]:
-        assert self._sender_api is not None
+        assert self.sender_api is not None
         try:
-            results = await asyncio.to_thread(self._sender_api.post_rollouts, payloads)
+            results = await asyncio.to_thread(self.sender_api.post_rollouts, payloads)
         except PrmsiteAPIError as exc:
             if exc.status_code >= 500 or exc.status_code in (408, 429):
                 raise ServerUnavailableError(str(exc)) from exc
@@ -378,6 +350,7 @@ def _check_patterns(settings: GenerationSettings) -> None:
 def load_dataset_items(spec: DatasetSpec):
     """The template JSON's config and the items of its split as :class:`DatasetItem` (or the exception an item
     raised), with their number (``None`` if unknown). Runs ``datasets``; no Django model."""
+    # deferred: the config loader reaches ``datasets`` (heavy) and Django's settings, which forest mode never needs
     from prmsite.core.configs.interfaces import check_generation_settings
     from prmsite.core.configs.loader import config_load
     from prmsite.core.errors import ConfigError
@@ -404,91 +377,3 @@ def load_dataset_items(spec: DatasetSpec):
                 yield exc
 
     return config, items(), total
-
-
-# --- several processes -----------------------------------------------------------------------------------------------
-
-
-def run(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
-    """Run the worker (``options.processes`` OS processes, each with its share of ``concurrency``); answer the exit
-    status and the summary."""
-    if options.processes <= 1:
-        summary = asyncio.run(RolloutWorker(options).run())
-        return (EXIT_FAILED if summary["status"] == "failed" else EXIT_OK), summary
-    return _run_processes(options)
-
-
-def _child(options: WorkerOptions, queue) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def report(counters: Counters) -> None:
-        queue.put(("counters", options.process_index, dataclasses.asdict(counters)))
-
-    progress = Progress(log_json=False, show_bar=False, out=open(os.devnull, "w"))  # noqa: SIM115
-    summary = asyncio.run(RolloutWorker(options, progress=progress, report=report).run())
-    queue.put(("summary", options.process_index, summary))
-
-
-def _run_processes(options: WorkerOptions) -> tuple[int, dict[str, Any]]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    count = options.processes
-    shares = [options.concurrency // count + (1 if i < options.concurrency % count else 0) for i in range(count)]
-    children = []
-    for index in range(count):
-        child_options = dataclasses.replace(
-            options,
-            process_index=index,
-            concurrency=max(1, shares[index]),
-            worker_name=f"{options.worker_name}/p{index}",
-            show_bar=False,
-            log_json=False,
-        )
-        process = context.Process(target=_child, args=(child_options, queue), name=f"rollout-worker-{index}")
-        process.start()
-        children.append(process)
-    progress = Progress(log_json=options.log_json, show_bar=options.show_bar)
-    latest: dict[int, Counters] = {}
-    summaries: dict[int, dict[str, Any]] = {}
-
-    def forward(signum, frame) -> None:
-        for child in children:
-            if child.is_alive():
-                os.kill(child.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while len(summaries) < count:
-            try:
-                kind, index, data = queue.get(timeout=0.5)
-            except Exception:  # queue.Empty
-                if not any(child.is_alive() for child in children) and queue.empty():
-                    break
-                continue
-            if kind == "counters":
-                latest[index] = Counters(**data)
-            else:
-                summaries[index] = data
-                latest[index] = Counters(**{k: data[k] for k in Counters.__dataclass_fields__ if k in data})
-            total = Counters()
-            for counters in latest.values():
-                total.add(counters)
-            progress.counters.__dict__.update(total.__dict__)
-            progress.refresh()
-    finally:
-        for child in children:
-            child.join()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    statuses = [summaries.get(i, {}).get("status", "failed") for i in range(count)]
-    status = "failed" if "failed" in statuses else "stopped" if "stopped" in statuses else "completed"
-    errors = sorted({s["error"] for s in summaries.values() if s.get("error")})
-    extra: dict[str, Any] = {"processes": count}
-    if errors:
-        extra["error"] = "; ".join(errors)
-    missing = [i for i in range(count) if i not in summaries]
-    if missing:
-        extra["error"] = (extra.get("error", "") + f"; process(es) {missing} died").strip("; ")
-        status = "failed"
-    summary = progress.finish(status=status, **extra)
-    return (EXIT_FAILED if status == "failed" else EXIT_OK), summary
