@@ -26,9 +26,11 @@ from forests.experiment_configs.interfaces import (
     check_label,
     check_serialized,
 )
+from forests.growth.delete import forest_growth_delete
 from forests.models import Forest, Node, text_sha256
 from forests.provenance import Provenance, provenance_of
 from prmsite.errors import ApplicationError, ConflictError
+from rollouts.models import Rollout
 
 SEED_BATCH_SIZE = 2000
 NAME_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -156,9 +158,6 @@ def forest_delete(*, forest: Forest) -> DeleteResult:
     Rollouts that point into the forest are kept, detached (``forest`` and ``node`` set to null), as ``SET_NULL``
     would. Foreign keys between nodes are checked at commit (deferred), so the nodes go in one ``DELETE``.
     """
-    from forests.growth_services import forest_growth_delete
-    from rollouts.models import Rollout
-
     using = router.db_for_write(Node)
     with transaction.atomic(using=using):
         detached = Rollout.objects.filter(forest=forest).update(forest=None, node=None)

@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 from rest_framework.test import APIClient
 
-from forests.growth_services import rollout_receive
+from forests.intake import receive_rollout
 from forests.models import Expansion, RolloutGrowth, TreeTally
 from rollouts.models import Rollout
 from tests.factories import make_worker_token
@@ -49,7 +49,7 @@ def test_an_expansion_counts_at_most_its_count_of_answers_and_keeps_the_rest_as_
     (expansion,) = claim(forest, by="w1").expansions
     assert expansion.count == 6
     for index in range(expansion.count + 3):
-        rollout_receive(**answer_fields(forest, expansion, index), answered_by="w1")
+        receive_rollout(**answer_fields(forest, expansion, index), answered_by="w1")
     assert counted(expansion.id) == 6 and unplanned() == 3
     assert Rollout.objects.count() == 9 and TreeTally.objects.get().rollouts == 9
     assert not Expansion.objects.filter(pk=expansion.id).exists()
@@ -60,10 +60,10 @@ def test_another_workers_answer_is_stored_and_counts_against_nothing():
     forest, _ = seed("holder", roots=1)
     plan(forest, policy="repeats", num_repeats=2)
     (expansion,) = claim(forest, by="w1").expansions
-    rollout_receive(**answer_fields(forest, expansion, 0), answered_by="w2")
+    receive_rollout(**answer_fields(forest, expansion, 0), answered_by="w2")
     assert Rollout.objects.count() == 1 and unplanned() == 1 and counted(expansion.id) == 0
     assert Expansion.objects.get(pk=expansion.id).count == 2  # w1's work is untouched
-    rollout_receive(**answer_fields(forest, expansion, 1), answered_by="w1")
+    receive_rollout(**answer_fields(forest, expansion, 1), answered_by="w1")
     assert counted(expansion.id) == 1 and Expansion.objects.get(pk=expansion.id).count == 1
 
 
@@ -77,7 +77,7 @@ def test_an_expansion_nobody_holds_is_counted_down_by_nobody():
     fields = answer_fields(forest, leased, 0, expansion_id=pending.pk)
     fields["example"] = pending.tree.text
     fields["root_id"] = pending.tree_id
-    rollout_receive(**fields, answered_by="w1")
+    receive_rollout(**fields, answered_by="w1")
     assert Expansion.objects.get(pk=pending.pk).count == 1 and unplanned() == 1
 
 
@@ -88,7 +88,7 @@ def test_an_id_that_names_no_expansion_leaves_no_dangling_growth_row(expansion_i
     plan(forest, policy="repeats", num_repeats=1)
     (expansion,) = claim(forest, by="w1").expansions
     for index, answered_by in enumerate(("w1", None)):
-        rollout_receive(**answer_fields(forest, expansion, index, expansion_id=expansion_id), answered_by=answered_by)
+        receive_rollout(**answer_fields(forest, expansion, index, expansion_id=expansion_id), answered_by=answered_by)
     assert counted(expansion_id) == 0 and unplanned() == 2
     assert Expansion.objects.get(pk=expansion.id).count == 1
 
@@ -151,7 +151,7 @@ def test_concurrent_answers_beyond_the_count_are_kept_and_none_is_counted_twice(
     def post(index: int) -> None:
         try:
             barrier.wait()
-            rollout_receive(**answer_fields(forest, expansion, index), answered_by="w1")
+            receive_rollout(**answer_fields(forest, expansion, index), answered_by="w1")
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -177,8 +177,8 @@ def test_an_answer_in_flight_to_a_probe_decided_early_is_kept_as_a_rollout_of_it
     answer(forest, repeats, ["Step 1: a. ", "Step 2: wrong. ", "code: 0"], 0)
     (probe,) = claim(forest, by="w1").expansions
     assert probe.stage == "omega" and probe.count == 2
-    rollout_receive(**answer_fields(forest, probe, 0), answered_by="w1")  # correct: the probe is decided
+    receive_rollout(**answer_fields(forest, probe, 0), answered_by="w1")  # correct: the probe is decided
     assert not Expansion.objects.filter(pk=probe.id).exists()  # its second answer is no longer asked for
-    rollout_receive(**answer_fields(forest, probe, 1), answered_by="w1")  # it was in flight: kept, not counted
+    receive_rollout(**answer_fields(forest, probe, 1), answered_by="w1")  # it was in flight: kept, not counted
     assert counted(probe.id) == 1 and unplanned() == 1
     assert TreeTally.objects.get().rollouts == 4

@@ -6,12 +6,10 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from forests.growth_services import (
-    EXPANSION_OFF_PATH,
-    expansion_release,
-    growth_plan_set,
-    rollout_receive,
-)
+from forests.growth.bookkeeping import EXPANSION_OFF_PATH
+from forests.growth.plan import growth_plan_set
+from forests.growth.queue import expansion_release
+from forests.intake import receive_rollout
 from forests.models import ErrorSearch, Expansion, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
 from forests.services import forest_delete
 from prmsite.errors import ApplicationError, ConflictError, NotFoundError
@@ -116,7 +114,7 @@ def test_an_answer_must_start_with_the_expansions_prefix_and_nothing_is_stored_o
     rollouts_before = Rollout.objects.count()
     nodes_before = Node.objects.count()
     with pytest.raises(ApplicationError, match="does not pass through node"):
-        rollout_receive(
+        receive_rollout(
             model="m",
             example=mc[0].prompt,
             reasoning=["Step 1: a. ", "Step 2: c. ", "code: 1"],
@@ -230,11 +228,11 @@ def test_replacing_the_plan_drops_the_old_queue_and_plans_again():
 
 
 def test_rollouts_that_arrived_before_the_plan_count_towards_the_repeats():
-    from rollouts.services import rollout_create
+    from forests.intake import receive_rollout
 
     forest, roots = seed(roots=1)
     for text in ("Step 1: a. ", "Step 1: b. "):
-        rollout_create(
+        receive_rollout(
             model="m",
             example=roots[0].text,
             reasoning=[text, "code: 1"],

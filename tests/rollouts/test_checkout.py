@@ -9,9 +9,10 @@ from django.test import override_settings
 from django.utils import timezone
 
 from adapters.models import PRMAdapter
+from rollouts.labels import label_create
 from rollouts.models import RolloutCheckout
+from rollouts.queue import checkout_claim, checkout_claim_wait
 from rollouts.selectors import reference_prm_version_default
-from rollouts.services import checkout_claim, checkout_claim_wait, label_create
 from tests.factories import make_label, make_rollout
 
 pytestmark = pytest.mark.django_db

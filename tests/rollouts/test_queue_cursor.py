@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutQueueCursor
+from rollouts.queue import checkout_claim, queue_cursor_advance
 from rollouts.selectors import queue_cursor_floor
-from rollouts.services import checkout_claim, queue_cursor_advance
 from tests.factories import make_label, make_rollout
 
 pytestmark = pytest.mark.django_db

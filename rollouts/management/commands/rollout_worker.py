@@ -21,7 +21,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from forests.growth import POLICIES, POLICY_HELP
+from forests.growth.policies import POLICIES, POLICY_HELP
 from rollouts.worker.llm import APIS, SamplingParams
 from rollouts.worker.runner import EXIT_OK, DatasetSpec, WorkerOptions, default_worker_name, run
 

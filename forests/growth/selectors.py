@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from forests.growth import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes, correct_of
+from forests.growth.policies import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes, correct_of
 from forests.models import ErrorSearch, Expansion, Forest, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
 from prmsite.queries import correct_rollout_q
 

@@ -1,6 +1,7 @@
 """The growth policies' decisions: what a forest grows next. Pure: no Django, no database.
 
-A forest grows in two stages per tree (design note: ``forests/growth_services.py`` applies these decisions):
+A forest grows in two stages per tree (``forests.growth.plan``, ``queue`` and ``bookkeeping`` apply these
+decisions):
 
 1. **repeats** — every root gets ``num_repeats`` complete rollouts (generations from the prompt).
 2. **branching**, once a tree has its ``num_repeats`` rollouts (policy ``mc`` or ``omega``; ``repeats`` stops at 1):
