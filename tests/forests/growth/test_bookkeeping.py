@@ -1,6 +1,7 @@
-"""Growth bookkeeping of arriving rollouts: tallies, and answers to expansions. An answer counts against an expansion only from the worker holding it, at most its count of
-times; every other answer (another worker's, one beyond the count, an id that names nothing) is still stored as a
-rollout of its tree that counts against no expansion, so nothing generated is lost (issue 17, item 13)."""
+"""Growth bookkeeping of arriving rollouts: tallies, and answers to expansions. An answer counts against an
+expansion only from the worker holding it, at most its count of times; every other answer (another worker's, one
+beyond the count, an id that names nothing) is still stored as a rollout of its tree that counts against no
+expansion, so nothing generated is lost (issue 17, item 13)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from prmsite.errors import ApplicationError
 from rollouts.models import Rollout
 from tests.factories import make_worker_token
 from tests.forests.growth.helpers import answer, claim, plan, seed
+
+pytestmark = pytest.mark.django_db
 
 
 def answer_fields(forest, expansion, index: int, *, expansion_id: int | None = None) -> dict:
