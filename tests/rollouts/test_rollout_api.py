@@ -10,6 +10,7 @@ from forests.models import Node
 from forests.selectors import FOREST_NOT_FOUND
 from forests.trie import EXAMPLE_NOT_FOUND, GROUND_TRUTH_MISMATCH, ROOT_NOT_FOUND
 from prmsite.api import INVALID_INPUT
+from rollouts import queue
 from rollouts.models import Rollout, RolloutCheckout
 from tests.factories import make_child, make_forest, make_label, make_rollout, make_root
 from tests.rollouts.conftest import rollout_body
@@ -227,14 +228,20 @@ def test_bad_query_parameters_are_refused(api, params):
     assert not RolloutCheckout.objects.exists()
 
 
-def test_wait_returns_an_empty_list_when_nothing_comes(api):
-    import time
+def test_wait_polls_the_queue_and_returns_an_empty_list_when_nothing_comes(api, monkeypatch):
+    attempts = []
+    real_claim = queue.checkout_claim
 
-    started = time.monotonic()
-    response = api.get("/rollout", {"prm_version": "v", "wait": 0.6})
+    def counted(**claim):
+        attempts.append(claim["now"])
+        return real_claim(**claim)
+
+    monkeypatch.setattr(queue, "checkout_claim", counted)
+    response = api.get("/rollout", {"prm_version": "v", "wait": 2})
     assert response.status_code == 200
     assert response.json() == []
-    assert 0.5 <= time.monotonic() - started < 5
+    # It waited by claiming again (every CLAIM_POLL_INTERVAL_S), not once: counted, not timed.
+    assert len(attempts) >= 2
 
 
 def test_a_leaf_node_created_by_the_api_is_shared_by_identical_rollouts(api):
