@@ -50,8 +50,6 @@ IMPORT_BATCH_SIZE = 50
 
 def forest_rollouts_export(*, forest: Forest) -> Iterator[dict[str, Any]]:
     """Every rollout stored in ``forest``, oldest first, as ``POST /rollout`` bodies (see the module docstring)."""
-    from rollouts.models import Rollout
-
     rollouts = Rollout.objects.filter(forest=forest).order_by("id").iterator(chunk_size=2000)
     for rollout in rollouts:
         yield {
