@@ -9,11 +9,14 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
+from django.db.models import Count
 
 from forests import rollout_files
 from forests.intake import receive_rollout
 from forests.models import Node
 from forests.rollout_files import rollout_lines
+from forests.selectors import forest_progress
 from prmsite.errors import ApplicationError
 from rollouts.models import Rollout
 from tests.factories import make_forest, make_root, rollout_fields
@@ -96,9 +99,6 @@ def test_a_bad_line_fails_with_one_line_and_nothing_is_imported(tmp_path, line, 
 
 def test_make_runs_demo_forest_comes_with_real_branching_rollouts():
     # What `make run` does: seed the demo forest, then load the rollouts `make demo` made (forests/demo/).
-    from django.db.models import Count
-
-    from forests.selectors import forest_progress
 
     call_command(
         "seed_forest", "--dataset_config_name", "liar_demo", "--dataset_split", "test", "--forest_name_suffix", "demo"
@@ -147,7 +147,6 @@ class Hooked:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_import_commits_in_short_transactions_and_other_writers_get_in_between(tmp_path, monkeypatch):
-    from django.db import connections
 
     forest_with_prompts("target")
     path = tmp_path / "r.jsonl"
