@@ -145,13 +145,14 @@ def orm_floor() -> None:
     django.setup()
     from django.utils import timezone
 
+    from forests.intake import receive_rollout
     from rollouts.models import Rollout
-    from rollouts.services import checkout_claim, rollout_create
+    from rollouts.queue import checkout_claim
 
     Rollout.objects.all().delete()
     started = time.perf_counter()
     for _ in range(N):
-        rollout_create(**ROLLOUT)
+        receive_rollout(**ROLLOUT)
     inserts = time.perf_counter() - started
     started = time.perf_counter()
     claimed = 0

@@ -58,7 +58,7 @@ def seed_forest(name: str, trees: int) -> None:
     from django.db.models import F
     from django.utils import timezone
 
-    from forests.growth_services import growth_plan_set
+    from forests.growth.plan import growth_plan_set
     from forests.models import Forest, Node, text_sha256
 
     with transaction.atomic():
@@ -104,7 +104,7 @@ def orm_floor() -> None:
     _django()
     from django.utils import timezone
 
-    from forests.growth_services import expansion_claim
+    from forests.growth.queue import expansion_claim
 
     started = time.perf_counter()
     claimed = 0
@@ -117,7 +117,7 @@ def latency() -> None:
     _django()
     from django.utils import timezone
 
-    from forests.growth_services import expansion_claim
+    from forests.growth.queue import expansion_claim
     from forests.models import Node
 
     result = {}

@@ -154,7 +154,7 @@ def setup() -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from forests.growth_services import growth_plan_set
+    from forests.growth.plan import growth_plan_set
     from forests.models import Forest
 
     config = {"reasoning_delimiter_pattern": "Step"}
@@ -266,9 +266,11 @@ def floor() -> None:
     from django.utils import timezone
 
     from adapters.selectors import adapter_file_open, adapter_get
-    from forests.growth_services import expansion_claim, rollout_receive
+    from forests.growth.queue import expansion_claim
+    from forests.intake import receive_rollout
     from forests.models import Node
-    from rollouts.services import checkout_claim, label_create
+    from rollouts.labels import label_create
+    from rollouts.queue import checkout_claim
 
     rng = random.Random(1)
     roots = list(Node.objects.filter(forest__name=TRIE_FOREST, depth=0).values("id", "text", "ground_truth"))
@@ -282,7 +284,7 @@ def floor() -> None:
 
     def post() -> int:
         root = rng.choice(roots)
-        rollout_receive(**_fields(rollout_body(rng, root["text"], root["ground_truth"], [], root_id=root["id"])))
+        receive_rollout(**_fields(rollout_body(rng, root["text"], root["ground_truth"], [], root_id=root["id"])))
         return 1
 
     timed(POST, post)
@@ -302,7 +304,7 @@ def floor() -> None:
         body = rollout_body(
             rng, expansion["prompt"], expansion["ground_truth"], expansion["prefix"], root_id=expansion["root_id"]
         )
-        rollout_receive(**_fields({**body, "forest_name": GROW_FOREST}), expansion_id=expansion["id"])
+        receive_rollout(**_fields({**body, "forest_name": GROW_FOREST}), expansion_id=expansion["id"])
         expansion["count"] -= 1
         if not expansion["count"]:
             pending.pop(0)

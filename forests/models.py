@@ -103,11 +103,11 @@ class Node(models.Model):
         return self.parent_id is None
 
 
-# --- Growth: what a forest grows next (forests/growth.py decides, forests/growth_services.py applies) ----------------
+# --- Growth: what a forest grows next (forests/growth/policies.py decides, the growth package applies) ----------------
 
 
 class GrowthPlan(models.Model):
-    """How a forest is grown (the options of ``forests.growth.GrowthOptions``) and how far planning has got.
+    """How a forest is grown (the options of ``forests.growth.policies.GrowthOptions``) and how far planning has got.
 
     Roots are planned in id order, a batch at a time, as workers claim work: ``root_cursor`` is the largest root id
     planned under ``version``. Replacing the plan bumps ``version`` and plans every tree again.
@@ -207,7 +207,8 @@ class Expansion(models.Model):
 
 
 class ErrorSearch(models.Model):
-    """OmegaPRM's binary search for the first wrong step of one wrong rollout (see ``forests.growth.OmegaSearch``)."""
+    """OmegaPRM's binary search for the first wrong step of one wrong rollout (see
+    ``forests.growth.policies.OmegaSearch``)."""
 
     STATUSES = [("searching", "searching"), ("found", "found"), ("none", "none"), ("capped", "capped")]
 

@@ -28,8 +28,10 @@ from typing import Any
 
 from django.db import transaction
 
+from forests.intake import receive_rollout, rollout_check
 from forests.models import Forest
 from prmsite.core.errors import ApplicationError
+from rollouts.models import Rollout
 
 LINE_NOT_A_ROLLOUT = "line {line}: {problem}"
 LINE_NOT_STORED = (
@@ -48,8 +50,6 @@ IMPORT_BATCH_SIZE = 50
 
 def forest_rollouts_export(*, forest: Forest) -> Iterator[dict[str, Any]]:
     """Every rollout stored in ``forest``, oldest first, as ``POST /rollout`` bodies (see the module docstring)."""
-    from rollouts.models import Rollout
-
     rollouts = Rollout.objects.filter(forest=forest).order_by("id").iterator(chunk_size=2000)
     for rollout in rollouts:
         yield {
@@ -166,18 +166,15 @@ def rollouts_file_fields(
     has none (``_key_of_line``) and, with ``check_forest``, checked against the forest by reads only (its tree is
     found, its ground truth matches; storing it checks that again). ``ApplicationError`` naming the line at the first
     bad one."""
-    from forests.trie import forest_rollout_place
-
     for number, raw, record in rollout_lines(path, max_line_bytes=max_line_bytes, on_bytes=on_bytes):
         try:
             fields = validate(record)
             if check_forest:
-                forest_rollout_place(
-                    forest_name=forest_name,
+                rollout_check(
+                    reasoning=fields["reasoning"],
                     example=fields["example"],
-                    steps=list(fields["reasoning"]),
                     ground_truth=fields["ground_truth"],
-                    root_id=None,
+                    forest_name=forest_name,
                 )
         except ApplicationError as exc:
             raise _line_error(number, exc.message) from exc
@@ -210,9 +207,6 @@ def forest_rollouts_import(
     only what is missing. A rollout refused while writing (``ApplicationError``) rolls back its batch and is reported
     with its line and what the batches before it stored. ``on_batch(stored)`` runs after each commit, outside any
     transaction."""
-    from forests.growth_services import rollout_receive
-    from rollouts.models import Rollout
-
     if batch_size < 1:
         raise ApplicationError(BAD_BATCH_SIZE)
     created = already = batches = 0
@@ -222,7 +216,7 @@ def forest_rollouts_import(
         with transaction.atomic():
             for number, fields in batch:
                 try:
-                    rollout_receive(**{**fields, "forest_name": forest_name})
+                    receive_rollout(**{**fields, "forest_name": forest_name})
                 except ApplicationError as exc:
                     raise ApplicationError(
                         LINE_NOT_STORED.format(line=number, problem=exc.message, stored=created + already)

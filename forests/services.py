@@ -19,10 +19,13 @@ from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from forests.growth.delete import forest_growth_delete
 from forests.models import Forest, Node, text_sha256
 from forests.provenance import Provenance, provenance_of
+from forests.search_reports import SEARCH_REPORT_KEY
 from prmsite.core.configs.interfaces import RolloutConfig, check_generation_settings, check_label, check_serialized
 from prmsite.core.errors import ApplicationError, ConfigError, ConflictError
+from rollouts.models import Rollout
 
 SEED_BATCH_SIZE = 2000
 NAME_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -150,9 +153,6 @@ def forest_delete(*, forest: Forest) -> DeleteResult:
     Rollouts that point into the forest are kept, detached (``forest`` and ``node`` set to null), as ``SET_NULL``
     would. Foreign keys between nodes are checked at commit (deferred), so the nodes go in one ``DELETE``.
     """
-    from forests.growth_services import forest_growth_delete
-    from rollouts.models import Rollout
-
     using = router.db_for_write(Node)
     with transaction.atomic(using=using):
         detached = Rollout.objects.filter(forest=forest).update(forest=None, node=None)
@@ -215,8 +215,6 @@ def forest_search_report_save(*, forest: Forest, report: Mapping[str, Any], now:
 
     The forest row is locked while its attributes are rewritten, so keys that others keep there are not lost.
     """
-    from forests.search_reports import SEARCH_REPORT_KEY
-
     stamp = (now or timezone.now()).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     with transaction.atomic():
         locked = Forest.objects.select_for_update().get(pk=forest.pk)

@@ -2,8 +2,8 @@
 
 Set-based, whatever the path's length: one query finds the prefix the tree already has, one statement (per
 ``INSERT_BATCH`` nodes) writes the missing suffix with ids reserved in advance, one updates the leaf. A rollout's
-steps are bounded (``steps_check``: ``PRM_ROLLOUT_MAX_STEPS`` steps, ``PRM_ROLLOUT_MAX_CHARS`` characters), so the
-write transaction is short even on SQLite, where it holds the database's write lock.
+steps are bounded (``forests.intake.steps_check``, which every rollout passes before it gets here), so the write
+transaction is short even on SQLite, where it holds the database's write lock.
 
 Concurrency: siblings are unique by ``(parent, text_sha256)`` in the database, so two workers that add the same step
 at once cannot both succeed. The first missing node is inserted inside a savepoint: the loser's insert fails, it reads
@@ -19,40 +19,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
 from forests.models import Forest, Node, text_sha256
-from prmsite.core.errors import ApplicationError, NotFoundError, PayloadTooLargeError, UnprocessableError
+from forests.selectors import forest_get
+from prmsite.core.errors import NotFoundError, UnprocessableError
 
-FOREST_NOT_FOUND = "No forest named {name!r}."
 ROOT_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."
 EXAMPLE_NOT_FOUND = "No tree of forest {forest!r} has this example as its prompt; send root_id to name the tree."
 EXAMPLE_AMBIGUOUS = "{count} trees of forest {forest!r} have this example as their prompt; send root_id to choose one."
 EXAMPLE_MISMATCH = "The example differs from the prompt of tree {root_id} of forest {forest!r}."
 GROUND_TRUTH_MISMATCH = "ground_truth {given} differs from the label {expected} of tree {root_id} of forest {forest!r}."
-NO_STEPS = "A rollout needs at least one reasoning step."
-STEP_NOT_TEXT = "Every reasoning step must be a string."
-TOO_MANY_STEPS = "A rollout may have at most {max} reasoning steps (PRM_ROLLOUT_MAX_STEPS); this one has {count}."
-TOO_MUCH_TEXT = (
-    "A rollout's reasoning may hold at most {max} characters in all (PRM_ROLLOUT_MAX_CHARS); this one has {count}."
-)
 # Nodes per INSERT statement (well under SQLite's limit of bound parameters).
 INSERT_BATCH = 500
-
-
-def steps_check(steps: Sequence[str]) -> None:
-    """Refuse (413) a rollout with more steps or more text than the settings allow; ``ApplicationError`` for a step
-    that is not a string."""
-    if not all(isinstance(step, str) for step in steps):
-        raise ApplicationError(STEP_NOT_TEXT)
-    if len(steps) > settings.PRM_ROLLOUT_MAX_STEPS:
-        raise PayloadTooLargeError(TOO_MANY_STEPS.format(max=settings.PRM_ROLLOUT_MAX_STEPS, count=len(steps)))
-    chars = sum(len(step) for step in steps)
-    if chars > settings.PRM_ROLLOUT_MAX_CHARS:
-        raise PayloadTooLargeError(TOO_MUCH_TEXT.format(max=settings.PRM_ROLLOUT_MAX_CHARS, count=chars))
 
 
 def forest_root_resolve(*, forest: Forest, example: str | None, root_id: int | None) -> Node:
@@ -172,13 +153,9 @@ def forest_rollout_place(
     transaction, which on SQLite holds the database's one write lock, and pass it to ``forest_rollout_insert``.
 
     Nodes are only ever added below a root, so the place stays valid until the insert (a forest deleted meanwhile
-    makes the insert fail on its foreign keys, as it could on PostgreSQL all along)."""
-    if not steps:
-        raise ApplicationError(NO_STEPS)
-    steps_check(steps)
-    forest = Forest.objects.filter(name=forest_name).first()
-    if forest is None:
-        raise NotFoundError(FOREST_NOT_FOUND.format(name=forest_name))
+    makes the insert fail on its foreign keys, as it could on PostgreSQL all along). The steps themselves are
+    checked by the intake (``forests.intake.steps_check``) before."""
+    forest = forest_get(name=forest_name)
     root = forest_root_resolve(forest=forest, example=example, root_id=root_id)
     if ground_truth is not None and root.ground_truth is not None and ground_truth != root.ground_truth:
         raise UnprocessableError(

@@ -14,7 +14,7 @@ from django.urls import is_valid_path
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from forests.growth_selectors import forest_growth_summary, tree_tokens_many
+from forests.growth.selectors import forest_growth_summary, tree_tokens_many
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest

@@ -16,7 +16,7 @@ urlpatterns = [
     path("", include("adapters.urls")),
     # Human step labelling: the labelling pages and the staff pages of each scheme.
     path("label/", include("rollouts.labelling.urls")),
-    path("", include("forests.api_urls")),  # forest growth (rollout_worker --forest_name) and POST /rollout/batch
+    path("", include("forests.api_urls")),  # the intake (/rollout, /rollout/batch) and forest growth
     # Last: forests own /forests/… and the catch-all /<forest_name> redirect of the specification.
     path("", include("forests.urls")),
 ]

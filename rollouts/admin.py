@@ -9,8 +9,8 @@ from django.utils.html import format_html
 
 from prmsite.admin import JSON_FORM_FIELDS
 from rollouts.labelling.urls import RESERVED_NAMES
+from rollouts.labels import label_delete_many
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
-from rollouts.services import label_delete_many
 
 
 class ProcessRewardLabelInline(admin.TabularInline):

@@ -135,7 +135,7 @@ class RolloutQueueCursor(models.Model):
 
     Claims start their scan here instead of at the first rollout, so a claim costs the same after a million labels as
     after ten. It only moves forward past rollouts that are labelled and old enough that no transaction can still be
-    inserting a smaller id (see ``rollouts.services.queue_cursor_advance``).
+    inserting a smaller id (see ``rollouts.queue.queue_cursor_advance``).
     """
 
     prm_version = models.CharField(max_length=200, unique=True)

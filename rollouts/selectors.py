@@ -21,6 +21,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Abs, Coalesce
 
+from adapters.models import PRMAdapter
 from prmsite.core.errors import NotFoundError
 from prmsite.queries import correct_rollout_q
 from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
@@ -176,8 +177,6 @@ def queue_cursor_candidate(*, prm_version: str, floor: int, settled_before: date
 def reference_prm_version_default(*, prm_version: str) -> str | None:
     """The PRM version active learning compares against when the caller names none: the newest uploaded adapter's,
     other than ``prm_version`` itself (a labelling scheme is not a PRM). None when no adapter has been uploaded."""
-    from adapters.models import PRMAdapter
-
     return (
         PRMAdapter.objects.exclude(prm_version=prm_version)
         .order_by("-created_at", "-id")

@@ -11,13 +11,13 @@ import math
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from prmsite.api import JSON_QUERY
+from rollouts.labels import reward_is_finite
 from rollouts.models import ProcessRewardLabel, Rollout
-from rollouts.services import CLAIM_LIMIT_DEFAULT, CLAIM_LIMIT_MAX, reward_is_finite
+from rollouts.queue import CLAIM_LIMIT_DEFAULT, CLAIM_LIMIT_MAX
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 ID_MAX = 2**63 - 1
@@ -29,7 +29,6 @@ NOT_A_STRING = "Must be a string."
 NOT_AN_INTEGER = "Must be an integer."
 NOT_A_NUMBER = "Must be a finite number."
 RESERVED_FIELD = "{name!r} is set by the server and cannot be posted."
-NEEDS_FOREST = "{name} names part of a forest: send forest_name with it."
 ID_LIST_MALFORMED = "{name} must be a JSON list of ids, for example {name}=[1,2,3]."
 ID_LIST_TOO_LONG = "At most {max} {name} per request; ask in batches."
 
@@ -80,71 +79,6 @@ class RewardField(serializers.Field):
 
     def to_representation(self, value: Any) -> Any:
         return value
-
-
-class RolloutCreateSerializer(serializers.Serializer):
-    """Body of ``POST /rollout``. Fields beyond the documented ones are kept and returned by ``GET /rollout``."""
-
-    model = StrictCharField(max_length=300, help_text="Model identifier the rollout was generated with.")
-    example = StrictCharField(help_text="The example prompt from the dataset.")
-    reasoning = serializers.ListField(
-        child=StrictCharField(allow_blank=True), min_length=1, help_text="Step-by-step reasoning: a list of strings."
-    )
-    prediction = StrictIntegerField(
-        allow_null=True, min_value=INT32_MIN, max_value=INT32_MAX, help_text="Predicted class label (null: none)."
-    )
-    ground_truth = StrictIntegerField(min_value=INT32_MIN, max_value=INT32_MAX, help_text="Ground-truth class label.")
-    worker = StrictCharField(max_length=200, help_text="Worker identifier, kept as given.")
-    forest_name = StrictCharField(
-        required=False, max_length=200, help_text="Also insert the rollout into this forest's trie."
-    )
-    root_id = StrictIntegerField(
-        required=False, min_value=1, max_value=ID_MAX, help_text="Root node of the tree (with forest_name)."
-    )
-    idempotency_key = StrictCharField(
-        required=False,
-        min_length=1,
-        max_length=200,
-        help_text="A key the worker makes up for this rollout (e.g. a UUID): posting the same rollout again with it "
-        "stores nothing and answers the first id, so a retry after a lost answer is safe.",
-    )
-    expansion_id = StrictIntegerField(
-        required=False,
-        min_value=1,
-        max_value=ID_MAX,
-        help_text="The leased expansion this rollout answers (with forest_name); see "
-        "POST /forest/<forest_name>/expansions/claim.",
-    )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # The parser has already refused text no database can store (NUL, lone surrogates) and deep nesting.
-        extras = {k: v for k, v in self.initial_data.items() if k not in self.fields}
-        errors = {name: [RESERVED_FIELD.format(name=name)] for name in extras if name in RESERVED_ROLLOUT_FIELDS}
-        if "forest_name" not in attrs:
-            errors.update({name: [NEEDS_FOREST.format(name=name)] for name in FOREST_FIELDS if name in attrs})
-        if errors:
-            raise serializers.ValidationError(errors)
-        attrs["attributes"] = extras
-        return attrs
-
-
-# Fields that only mean something with forest_name.
-FOREST_FIELDS = ("root_id", "expansion_id")
-
-
-class RolloutCreateSchema(OpenApiSerializerExtension):
-    """The schema of ``RolloutCreateSerializer``, with the rule its ``validate`` enforces across fields: ``root_id``
-    and ``expansion_id`` come with ``forest_name``."""
-
-    target_class = "rollouts.serializers.RolloutCreateSerializer"
-
-    def map_serializer(self, auto_schema, direction):
-        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
-        schema["anyOf"] = [
-            {"required": ["forest_name"]},
-            {"not": {"anyOf": [{"required": [name]} for name in FOREST_FIELDS]}},
-        ]
-        return schema
 
 
 class RolloutSerializer(serializers.Serializer):

@@ -5,7 +5,7 @@ from django.urls import path
 from rollouts import views
 
 urlpatterns = [
-    path("rollout", views.RolloutView.as_view(), name="rollout"),
+    # "rollout" (GET and POST) is routed in forests/api_urls.py: its view is the intake's (forests.intake_api).
     # Additive: give leases back; read rollouts by id without leasing them.
     path("rollout/release", views.RolloutReleaseView.as_view(), name="rollout-release"),
     path("rollouts", views.RolloutListView.as_view(), name="rollouts"),

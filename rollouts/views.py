@@ -11,17 +11,17 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from forests.growth_services import rollout_receive
 from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, is_token_request, json_encode
-from rollouts import selectors, services
+from rollouts import selectors
+from rollouts.labels import label_create
 from rollouts.models import ProcessRewardLabel, Rollout
+from rollouts.queue import checkout_claim_wait, checkout_release
 from rollouts.serializers import (
     ProcessRewardLabelCreateSerializer,
     ProcessRewardLabelIdsQuerySerializer,
     ProcessRewardLabelKeysQuerySerializer,
     ProcessRewardLabelSerializer,
     RolloutClaimQuerySerializer,
-    RolloutCreateSerializer,
     RolloutIdsQuerySerializer,
     RolloutReleaseSerializer,
     RolloutSerializer,
@@ -45,59 +45,15 @@ class ApiView(GenericAPIView):
     schema = ApiAutoSchema()  # JSON-valued query parameters (keys=[1,2]) described as JSON
 
 
-class RolloutView(ApiView):
-    """Rollouts.
-
-    `POST /rollout` stores a rollout and answers its id. `GET /rollout?prm_version=V` hands out rollouts not yet
-    labelled for V and not checked out for V, and checks them out for V for `PRM_CHECKOUT_TIMEOUT_S` seconds
-    (a GET has that side effect, by the specification).
+class RolloutClaimView(ApiView):
+    """Rollouts out: `GET /rollout?prm_version=V` hands out rollouts not yet labelled for V and not checked out for V,
+    and checks them out for V for `PRM_CHECKOUT_TIMEOUT_S` seconds (a GET has that side effect, by the
+    specification). `POST /rollout` on the same path is the intake's (``forests.intake_api.RolloutView``).
     """
 
-    serializer_class = RolloutCreateSerializer
     # No HEAD: Django would answer it with GET, which checks rollouts out, and the caller would never see them.
-    http_method_names = ["get", "post", "options"]
+    http_method_names = ["get", "options"]
     queryset = Rollout.objects.all()  # the browsable API's filter form asks for one; requests never use it
-
-    @extend_schema(
-        operation_id="rollout_create",
-        request=RolloutCreateSerializer,
-        responses={
-            200: ID_RESPONSE,
-            404: error_response("Unknown forest or root."),
-            409: error_response("idempotency_key reused with other content."),
-            413: error_response("Too many steps or too much text."),
-            422: error_response(
-                "The rollout contradicts its forest: its example names no tree (or several, or not root_id's), its "
-                "ground_truth is not the tree's, or expansion_id is another forest's or off its path."
-            ),
-            **ERROR_RESPONSES,
-        },
-        examples=[
-            OpenApiExample(
-                "rollout",
-                request_only=True,
-                value={
-                    "model": "llama-3-8b-instruct",
-                    "example": "Is the sky green?",
-                    "reasoning": ["Step 1: the sky is blue. ", "Verdict: False (code: 0)"],
-                    "prediction": 0,
-                    "ground_truth": 0,
-                    "worker": "rollout-worker-17",
-                },
-            )
-        ],
-        description="Store a rollout; answer its id as a bare JSON integer. Fields beyond the documented ones are "
-        "kept and returned by GET. With `forest_name` (and optionally `root_id`) the rollout is also inserted into "
-        "that forest's trie; if the forest refuses it, nothing is stored. With `idempotency_key`, the same rollout "
-        "posted again answers the first id (409 if the key comes with other content). At most "
-        "`PRM_ROLLOUT_MAX_STEPS` steps and `PRM_ROLLOUT_MAX_CHARS` characters of reasoning (413 beyond).",
-    )
-    def post(self, request: Request) -> Response:
-        serializer = RolloutCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        # rollout_create plus forest-growth bookkeeping; an answer counts against an expansion only from its holder
-        rollout = rollout_receive(**serializer.validated_data, answered_by=request.user.get_username())
-        return Response(rollout.pk)
 
     @extend_schema(
         operation_id="rollout_claim",
@@ -126,7 +82,7 @@ class RolloutView(ApiView):
             # A person browsing (or a link opened in a logged-in browser) must not check rollouts out.
             rollouts = selectors.rollout_claim_preview(now=timezone.now(), **claim)
             return Response(RolloutSerializer(rollouts, many=True).data, headers={PREVIEW_HEADER: "preview"})
-        result = services.checkout_claim_wait(
+        result = checkout_claim_wait(
             wait_s=params["wait"],
             claimed_by=request.user.get_username(),
             encode=rollout_encode,
@@ -156,7 +112,7 @@ class RolloutReleaseView(ApiView):
     def post(self, request: Request) -> Response:
         body = RolloutReleaseSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        released = services.checkout_release(**body.validated_data, claimed_by=request.user.get_username())
+        released = checkout_release(**body.validated_data, claimed_by=request.user.get_username())
         return Response(released)
 
 
@@ -233,7 +189,7 @@ class ProcessRewardLabelView(ApiView):
     def post(self, request: Request) -> Response:
         serializer = ProcessRewardLabelCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        label, _created = services.label_create(**serializer.validated_data, labelled_by=request.user.get_username())
+        label, _created = label_create(**serializer.validated_data, labelled_by=request.user.get_username())
         return Response(label.pk)
 
     @extend_schema(

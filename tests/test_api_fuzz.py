@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from adapters.models import PRMAdapter
 from tests.factories import make_label, make_rollout
-from tests.forests.growth_helpers import plan, seed
+from tests.forests.growth.helpers import plan, seed
 
 # Generated examples per operation in the fuzzing phase (the examples and coverage phases add their own, bounded by
 # the schema). 16 operations; the whole module takes well under a minute on 2 slow cores.

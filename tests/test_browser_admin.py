@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from forests.intake import receive_rollout
 from forests.models import Forest, Node
-from rollouts.services import rollout_create
 from tests.browser import requires_chromium, screenshot, wait_for
 
 pytestmark = [requires_chromium, pytest.mark.django_db(transaction=True)]
@@ -55,7 +55,7 @@ def test_staff_seed_a_forest_read_its_trees_and_compute_search_metrics_in_a_brow
     # Two rollouts a model wrote: markdown, and a script it should never have been able to run.
     root = Node.objects.filter(forest=forest, depth=0).order_by("id").first()
     for verdict, prediction in (("Verdict: True (code: 1)", 1), ("Verdict: False (code: 0)", 0)):
-        rollout_create(
+        receive_rollout(
             model="m",
             example=root.text,
             reasoning=[MARKDOWN_STEP, INJECTED_STEP, verdict],

@@ -107,7 +107,7 @@ def assert_refused(response, status: int | tuple[int, ...] | None = None, code: 
 def forest(db) -> Forest:
     from django.utils import timezone
 
-    from forests.growth_services import growth_plan_set
+    from forests.growth.plan import growth_plan_set
 
     forest = make_forest(FOREST)
     make_root(forest, "Is the sky green?")

@@ -57,7 +57,8 @@ def world(db, staff_user, django_user_model):
     from rest_framework.test import APIClient
 
     from adapters.models import PRMAdapter
-    from forests.growth_services import expansion_claim, expansion_release, growth_plan_set
+    from forests.growth.plan import growth_plan_set
+    from forests.growth.queue import expansion_claim, expansion_release
     from forests.services import forest_search_report_save
     from tests.factories import make_root
     from tests.rollouts.labelling.conftest import labellers_group

@@ -1,6 +1,6 @@
 """Writes of the labelling pages: the next rollout, drafts, labels and skips of a person.
 
-People share the API's queue: ``labelling_next`` claims through ``rollouts.services.checkout_claim`` and
+People share the API's queue: ``labelling_next`` claims through ``rollouts.queue.checkout_claim`` and
 ``label_submit`` stores through ``label_create``, so the lease and label rules (one label per rollout and person, K
 labellers per rollout, a leased rollout refused to others) are the same for people, AI judges and PRMs.
 
@@ -33,8 +33,9 @@ from django.db import IntegrityError, transaction
 from prmsite.core.errors import ApplicationError, ConflictError
 from rollouts.labelling import rules
 from rollouts.labelling.selectors import leases_held
+from rollouts.labels import label_create
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
-from rollouts.services import checkout_claim, checkout_release, checkout_renew, label_create
+from rollouts.queue import checkout_claim, checkout_release, checkout_renew
 
 # The longest stretch of time on a page counted at once (seconds).
 VISIT_SECONDS_MAX = 30 * 60

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.forests.growth_helpers import answer, claim, plan, seed
+from tests.forests.growth.helpers import answer, claim, plan, seed
 
 pytestmark = pytest.mark.django_db
 

@@ -9,12 +9,16 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
+from django.db.models import Count
 
+from forests import rollout_files
+from forests.intake import receive_rollout
 from forests.models import Node
 from forests.rollout_files import rollout_lines
+from forests.selectors import forest_progress
 from prmsite.core.errors import ApplicationError
 from rollouts.models import Rollout
-from rollouts.services import rollout_create
 from tests.factories import make_forest, make_root, rollout_fields
 from tests.servers import PROJECT_ROOT
 
@@ -44,8 +48,8 @@ def path_texts(forest) -> list[list[str]]:
 def test_rollouts_survive_an_export_and_an_import_into_another_forest(tmp_path):
     source = forest_with_prompts("source")
     for worker, steps in [("a", ["Step 1. ", "No (code: 0)"]), ("b", ["Step 1. ", "Yes (code: 1)"])]:
-        rollout_create(**rollout_fields(worker=worker, reasoning=steps), forest_name="source")
-    rollout_create(
+        receive_rollout(**rollout_fields(worker=worker, reasoning=steps), forest_name="source")
+    receive_rollout(
         **rollout_fields(example="Is water wet?", reasoning=["Wet. "], attributes={"usage": {"total_tokens": 9}}),
         forest_name="source",
     )
@@ -64,7 +68,7 @@ def test_rollouts_survive_an_export_and_an_import_into_another_forest(tmp_path):
 
 def test_importing_the_same_file_twice_stores_nothing_the_second_time(tmp_path):
     source = forest_with_prompts("source")
-    rollout_create(**rollout_fields(), forest_name="source")
+    receive_rollout(**rollout_fields(), forest_name="source")
     forest_with_prompts("target")
     output = tmp_path / "r.jsonl"
     call_command("export_rollouts", "--forest_name", source.name, "--output", str(output))
@@ -95,9 +99,6 @@ def test_a_bad_line_fails_with_one_line_and_nothing_is_imported(tmp_path, line, 
 
 def test_make_runs_demo_forest_comes_with_real_branching_rollouts():
     # What `make run` does: seed the demo forest, then load the rollouts `make demo` made (forests/demo/).
-    from django.db.models import Count
-
-    from forests.selectors import forest_progress
 
     call_command(
         "seed_forest", "--dataset_config_name", "liar_demo", "--dataset_split", "test", "--forest_name_suffix", "demo"
@@ -146,7 +147,6 @@ class Hooked:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_import_commits_in_short_transactions_and_other_writers_get_in_between(tmp_path, monkeypatch):
-    from django.db import connections
 
     forest_with_prompts("target")
     path = tmp_path / "r.jsonl"
@@ -181,12 +181,10 @@ def test_an_import_commits_in_short_transactions_and_other_writers_get_in_betwee
 
 @pytest.mark.django_db(transaction=True)
 def test_an_import_interrupted_in_the_middle_and_run_again_stores_each_rollout_once(tmp_path, monkeypatch):
-    from forests import growth_services
-
     forest_with_prompts("target")
     path = tmp_path / "r.jsonl"
     write_rollouts(path, 7)
-    receive = growth_services.rollout_receive
+    receive = rollout_files.receive_rollout
     calls = []
 
     def killed_at_the_fifth(**fields):
@@ -195,11 +193,11 @@ def test_an_import_interrupted_in_the_middle_and_run_again_stores_each_rollout_o
             raise RuntimeError("killed")
         return receive(**fields)
 
-    monkeypatch.setattr(growth_services, "rollout_receive", killed_at_the_fifth)
+    monkeypatch.setattr(rollout_files, "receive_rollout", killed_at_the_fifth)
     with pytest.raises(RuntimeError, match="killed"):
         call_command("import_rollouts", "--forest_name", "target", "--input", str(path), "--batch_size", "2")
     assert Rollout.objects.count() == 4  # the first two batches, nothing of the third
-    monkeypatch.setattr(growth_services, "rollout_receive", receive)
+    monkeypatch.setattr(rollout_files, "receive_rollout", receive)
     err = io.StringIO()
     call_command("import_rollouts", "--forest_name", "target", "--input", str(path), "--batch_size", "2", stderr=err)
     assert "Imported 3 rollouts into target (4 were there already)" in err.getvalue()

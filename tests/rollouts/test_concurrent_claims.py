@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 
 import pytest
+import requests
 from django.contrib.auth import get_user_model
 
 from prmsite.core.client import PrmsiteClient
@@ -85,8 +86,6 @@ def test_concurrent_claimers_on_the_production_server_label_every_rollout_exactl
 
 @pytest.mark.django_db(transaction=True)
 def test_the_production_server_serves_the_api_and_refuses_anonymous_callers(production_server):
-    import requests
-
     assert requests.get(f"{production_server}/rollout?prm_version=v", timeout=10).status_code == 401
     headers = {"Authorization": f"Token {new_token('smoke')}"}
     response = requests.get(f"{production_server}/rollout?prm_version=v", headers=headers, timeout=10)

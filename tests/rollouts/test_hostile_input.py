@@ -8,10 +8,11 @@ import json
 import pytest
 from django.db import connection
 from django.test import override_settings
+from rest_framework.test import APIClient
 
 from rollouts import views
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
-from tests.factories import make_forest, make_rollout, make_root
+from tests.factories import make_forest, make_rollout, make_root, make_worker_token
 from tests.rollouts.conftest import rollout_body
 
 pytestmark = pytest.mark.django_db
@@ -151,10 +152,6 @@ def test_a_rollout_with_too_many_steps_is_a_413_and_writes_nothing(api):
 
 
 def test_release_ends_only_the_callers_leases(api, django_user_model):
-    from rest_framework.test import APIClient
-
-    from tests.factories import make_worker_token
-
     ids = [make_rollout().pk for _ in range(3)]
     mine = [r["id"] for r in api.get("/rollout", {"prm_version": "v", "limit": 2}).json()]
     other = APIClient()

@@ -9,9 +9,10 @@ import pytest
 from django.utils import timezone
 
 from prmsite.core.errors import ConflictError
+from rollouts.labels import label_create
 from rollouts.models import LabellingScheme, ProcessRewardLabel, RolloutCheckout
+from rollouts.queue import checkout_claim, checkout_release, lease_upsert
 from rollouts.selectors import labels_per_rollout
-from rollouts.services import checkout_claim, checkout_release, label_create
 from tests.factories import make_rollout
 
 pytestmark = pytest.mark.django_db
@@ -113,13 +114,11 @@ def test_rollouts_others_started_come_first_to_complete_sets_of_k(scheme):
 
 
 def test_the_k_rule_holds_in_the_lease_statement_too(scheme):
-    from rollouts import services
-
     now = timezone.now()
     rollout = make_rollout()
     label(rollout, "ann", now)
     label(rollout, "bob", now)
-    leased = services._lease_upsert(
+    leased = lease_upsert(
         rollout_ids=[rollout.pk],
         prm_version="human-v1",
         claimed_by="cat",
@@ -131,12 +130,12 @@ def test_the_k_rule_holds_in_the_lease_statement_too(scheme):
     two = make_rollout()
     label(two, "ann", now)
     assert (
-        services._lease_upsert(
+        lease_upsert(
             rollout_ids=[two.pk], prm_version="human-v1", claimed_by="ann", now=now, slots={two.pk: 0}, labels_wanted=2
         )
         == set()
     )
-    assert services._lease_upsert(
+    assert lease_upsert(
         rollout_ids=[two.pk], prm_version="human-v1", claimed_by="bob", now=now, slots={two.pk: 0}, labels_wanted=2
     ) == {two.pk}
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from forests.intake import NEEDS_FOREST
 from forests.models import Node
+from forests.selectors import FOREST_NOT_FOUND
+from forests.trie import EXAMPLE_NOT_FOUND, GROUND_TRUTH_MISMATCH, ROOT_NOT_FOUND
+from prmsite.api import INVALID_INPUT
+from rollouts import queue
 from rollouts.models import Rollout, RolloutCheckout
 from tests.factories import make_child, make_forest, make_label, make_rollout, make_root
 from tests.rollouts.conftest import rollout_body
@@ -92,14 +97,18 @@ def test_extra_fields_must_be_storable_json(api):
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type"),
-    [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b"model=x", "text/plain")],
+    ("content", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "parse_error"),
+        (b"[1, 2]", "application/json", 400, "invalid"),
+        (b"model=x", "text/plain", 415, "unsupported_media_type"),
+    ],
 )
-def test_malformed_bodies_get_a_json_4xx(api, content, content_type):
+def test_malformed_bodies_get_a_json_4xx(api, content, content_type, status, code):
     response = api.generic("POST", "/rollout", content, content_type=content_type)
-    assert 400 <= response.status_code < 500
-    body = response.json()
-    assert body.get("detail") or body.get("non_field_errors")
+    assert response.status_code == status
+    assert response.json()["code"] == code
+    assert not Rollout.objects.exists()
 
 
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
@@ -134,20 +143,41 @@ def test_root_id_chooses_among_trees_with_the_same_prompt(api):
 
 
 @pytest.mark.parametrize(
-    ("extra", "status"),
+    ("extra", "status", "code", "detail"),
     [
-        ({"forest_name": "nope"}, 404),
-        ({"forest_name": "liar", "ground_truth": 1}, 422),
-        ({"forest_name": "liar", "example": "Another prompt"}, 422),
-        ({"forest_name": "liar", "root_id": 999999}, 404),
-        ({"root_id": 1}, 400),
+        ({"forest_name": "nope"}, 404, "not_found", lambda root: FOREST_NOT_FOUND.format(name="nope")),
+        (
+            {"forest_name": "liar", "ground_truth": 1},
+            422,
+            "invalid",
+            lambda root: GROUND_TRUTH_MISMATCH.format(given=1, expected=0, root_id=root.pk, forest="liar"),
+        ),
+        (
+            {"forest_name": "liar", "example": "Another prompt"},
+            422,
+            "invalid",
+            lambda root: EXAMPLE_NOT_FOUND.format(forest="liar"),
+        ),
+        (
+            {"forest_name": "liar", "root_id": 999999},
+            404,
+            "not_found",
+            lambda root: ROOT_NOT_FOUND.format(forest="liar", root_id=999999),
+        ),
+        (
+            {"root_id": 1},
+            400,
+            "invalid",
+            lambda root: INVALID_INPUT.format(summary="root_id: " + NEEDS_FOREST.format(name="root_id")),
+        ),
     ],
 )
-def test_a_rollout_the_forest_refuses_leaves_nothing_behind(api, extra, status):
-    make_root(make_forest("liar"), "Is the sky green?", ground_truth=0)
+def test_a_rollout_the_forest_refuses_leaves_nothing_behind(api, extra, status, code, detail):
+    root = make_root(make_forest("liar"), "Is the sky green?", ground_truth=0)
     response = api.post("/rollout", rollout_body(**extra), format="json")
     assert response.status_code == status
-    assert response.json()["detail"]
+    assert response.json()["code"] == code
+    assert response.json()["detail"] == detail(root)
     assert not Rollout.objects.exists()
     assert Node.objects.filter(depth__gt=0).count() == 0
 
@@ -198,14 +228,20 @@ def test_bad_query_parameters_are_refused(api, params):
     assert not RolloutCheckout.objects.exists()
 
 
-def test_wait_returns_an_empty_list_when_nothing_comes(api):
-    import time
+def test_wait_polls_the_queue_and_returns_an_empty_list_when_nothing_comes(api, monkeypatch):
+    attempts = []
+    real_claim = queue.checkout_claim
 
-    started = time.monotonic()
-    response = api.get("/rollout", {"prm_version": "v", "wait": 0.6})
+    def counted(**claim):
+        attempts.append(claim["now"])
+        return real_claim(**claim)
+
+    monkeypatch.setattr(queue, "checkout_claim", counted)
+    response = api.get("/rollout", {"prm_version": "v", "wait": 2})
     assert response.status_code == 200
     assert response.json() == []
-    assert 0.5 <= time.monotonic() - started < 5
+    # It waited by claiming again (every CLAIM_POLL_INTERVAL_S), not once: counted, not timed.
+    assert len(attempts) >= 2
 
 
 def test_a_leaf_node_created_by_the_api_is_shared_by_identical_rollouts(api):

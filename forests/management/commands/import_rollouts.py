@@ -8,13 +8,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from forests.intake_serializers import RolloutCreateSerializer
 from forests.management.progress import Bars
 from forests.models import Forest
 from forests.rollout_files import IMPORT_BATCH_SIZE, forest_rollouts_import, rollouts_file_check, rollouts_file_fields
-from forests.trie import FOREST_NOT_FOUND
+from forests.selectors import FOREST_NOT_FOUND
 from prmsite.core.errors import ApplicationError
 from prmsite.parsers import text_problem
-from rollouts.serializers import RolloutCreateSerializer
 
 
 def rollout_fields_validate(record: dict[str, Any]) -> dict[str, Any]:

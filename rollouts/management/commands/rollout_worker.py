@@ -21,8 +21,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from forests.growth import POLICIES, POLICY_HELP
 from prmsite.core.cli import FLAG_AT_LEAST_ONE, add_output_json_flag, summary_write
+from prmsite.core.growth import POLICIES, POLICY_HELP
 from rollouts.worker.command_flags import (
     FlagError,
     add_model_name_flag,

@@ -8,8 +8,8 @@ import re
 import pytest
 from django.urls import reverse
 
+from rollouts.labels import label_create
 from rollouts.models import LabelDraft
-from rollouts.services import label_create
 from tests.factories import make_rollout
 from tests.html_checks import _EVENT_ATTRIBUTE, _SCRIPT_URL, assert_inert
 from tests.rollouts.labelling.conftest import (

@@ -12,7 +12,7 @@ from prmsite.core.errors import ApplicationError, ConflictError
 from rollouts.labelling import services
 from rollouts.labelling.services import LabelInput, draft_save, label_skip, label_submit, labelling_next
 from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
-from rollouts.services import checkout_claim, checkout_renew
+from rollouts.queue import checkout_claim, checkout_renew
 from tests.factories import make_rollout
 from tests.rollouts.labelling.conftest import make_labeller
 

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from forests.intake import receive_rollout
 from rollouts.labelling import rules
 from rollouts.labelling.agreement import LabelRatings, agreement_report
 from rollouts.labelling.consensus import RULE_FIRST_ERROR
@@ -25,8 +26,8 @@ from rollouts.labelling.stats import (
     scheme_comparisons,
     scheme_progress,
 )
+from rollouts.labels import label_create
 from rollouts.models import RolloutCheckout
-from rollouts.services import label_create, rollout_create
 from tests.factories import make_forest, make_rollout, make_root
 from tests.rollouts.labelling.conftest import make_scheme
 
@@ -36,7 +37,7 @@ PROMPT = "What is 2 + 2?"
 
 
 def in_forest(forest, steps, prediction):
-    return rollout_create(
+    return receive_rollout(
         model="tiny",
         example=PROMPT,
         reasoning=steps,
@@ -44,7 +45,7 @@ def in_forest(forest, steps, prediction):
         ground_truth=4,
         worker="w",
         forest_name=forest.name,
-    ).rollout
+    )
 
 
 def human(rollout, who, ratings, *, seconds=None, bad_problem=False, version="human-v1", finish_reason=None):
@@ -105,7 +106,7 @@ def labelled():
     judge(r1, [1, 1, 1])
     judge(r2, [1, 0, 0])
     judge(r3, [1, 0])
-    from rollouts.services import checkout_claim
+    from rollouts.queue import checkout_claim
 
     assert checkout_claim(prm_version="human-v1", claimed_by="cat", now=timezone.now(), limit=1).ids == [r4.pk]
     return scheme, [r1, r2, r3, r4, r5, r6]

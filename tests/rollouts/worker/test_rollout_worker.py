@@ -8,8 +8,8 @@ import sys
 import threading
 from collections import Counter
 
-from forests.growth import TreeSnapshot
-from forests.growth_selectors import tree_snapshot
+from forests.growth.policies import TreeSnapshot
+from forests.growth.selectors import tree_snapshot
 from forests.models import ErrorSearch, Expansion, GrowthPlan, Node
 from prmsite.core.client import PrmsiteClient
 from prmsite.core.steps import split_steps

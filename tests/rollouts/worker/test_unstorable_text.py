@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from forests.api import RolloutBatchParser
+from forests.intake_api import RolloutBatchParser
 from prmsite.core.client import PrmsiteAPIError
 from prmsite.parsers import text_problem
 from rollouts.models import Rollout

@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from forests.growth_services import ClaimedExpansion, expansion_claim, growth_plan_set, rollout_receive
+from forests.growth.plan import growth_plan_set
+from forests.growth.queue import ClaimedExpansion, expansion_claim
+from forests.intake import receive_rollout
 from forests.models import Forest, Node
 from tests.factories import make_forest, make_root
 
@@ -61,4 +63,4 @@ def answer(
     }
     if send_expansion:
         fields["expansion_id"] = expansion.id
-    return rollout_receive(**fields)
+    return receive_rollout(**fields)

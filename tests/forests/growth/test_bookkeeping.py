@@ -1,6 +1,7 @@
-"""Answers to expansions: an answer counts against an expansion only from the worker holding it, at most its count of
-times; every other answer (another worker's, one beyond the count, an id that names nothing) is still stored as a
-rollout of its tree that counts against no expansion, so nothing generated is lost (issue 17, item 13)."""
+"""Growth bookkeeping of arriving rollouts: tallies, and answers to expansions. An answer counts against an
+expansion only from the worker holding it, at most its count of times; every other answer (another worker's, one
+beyond the count, an id that names nothing) is still stored as a rollout of its tree that counts against no
+expansion, so nothing generated is lost (issue 17, item 13)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import pytest
 from django.db import connections
 from rest_framework.test import APIClient
 
-from forests.growth_services import rollout_receive
-from forests.models import Expansion, RolloutGrowth, TreeTally
+from forests.growth.bookkeeping import EXPANSION_OFF_PATH, rollout_account
+from forests.intake import receive_rollout
+from forests.models import Expansion, ForestTally, Node, RolloutGrowth, TreeTally
+from prmsite.core.errors import ApplicationError
 from rollouts.models import Rollout
 from tests.factories import make_worker_token
-from tests.forests.growth_helpers import answer, claim, plan, seed
+from tests.forests.growth.helpers import answer, claim, plan, seed
+
+pytestmark = pytest.mark.django_db
 
 
 def answer_fields(forest, expansion, index: int, *, expansion_id: int | None = None) -> dict:
@@ -49,7 +54,7 @@ def test_an_expansion_counts_at_most_its_count_of_answers_and_keeps_the_rest_as_
     (expansion,) = claim(forest, by="w1").expansions
     assert expansion.count == 6
     for index in range(expansion.count + 3):
-        rollout_receive(**answer_fields(forest, expansion, index), answered_by="w1")
+        receive_rollout(**answer_fields(forest, expansion, index), answered_by="w1")
     assert counted(expansion.id) == 6 and unplanned() == 3
     assert Rollout.objects.count() == 9 and TreeTally.objects.get().rollouts == 9
     assert not Expansion.objects.filter(pk=expansion.id).exists()
@@ -60,10 +65,10 @@ def test_another_workers_answer_is_stored_and_counts_against_nothing():
     forest, _ = seed("holder", roots=1)
     plan(forest, policy="repeats", num_repeats=2)
     (expansion,) = claim(forest, by="w1").expansions
-    rollout_receive(**answer_fields(forest, expansion, 0), answered_by="w2")
+    receive_rollout(**answer_fields(forest, expansion, 0), answered_by="w2")
     assert Rollout.objects.count() == 1 and unplanned() == 1 and counted(expansion.id) == 0
     assert Expansion.objects.get(pk=expansion.id).count == 2  # w1's work is untouched
-    rollout_receive(**answer_fields(forest, expansion, 1), answered_by="w1")
+    receive_rollout(**answer_fields(forest, expansion, 1), answered_by="w1")
     assert counted(expansion.id) == 1 and Expansion.objects.get(pk=expansion.id).count == 1
 
 
@@ -77,7 +82,7 @@ def test_an_expansion_nobody_holds_is_counted_down_by_nobody():
     fields = answer_fields(forest, leased, 0, expansion_id=pending.pk)
     fields["example"] = pending.tree.text
     fields["root_id"] = pending.tree_id
-    rollout_receive(**fields, answered_by="w1")
+    receive_rollout(**fields, answered_by="w1")
     assert Expansion.objects.get(pk=pending.pk).count == 1 and unplanned() == 1
 
 
@@ -88,7 +93,7 @@ def test_an_id_that_names_no_expansion_leaves_no_dangling_growth_row(expansion_i
     plan(forest, policy="repeats", num_repeats=1)
     (expansion,) = claim(forest, by="w1").expansions
     for index, answered_by in enumerate(("w1", None)):
-        rollout_receive(**answer_fields(forest, expansion, index, expansion_id=expansion_id), answered_by=answered_by)
+        receive_rollout(**answer_fields(forest, expansion, index, expansion_id=expansion_id), answered_by=answered_by)
     assert counted(expansion_id) == 0 and unplanned() == 2
     assert Expansion.objects.get(pk=expansion.id).count == 1
 
@@ -151,7 +156,7 @@ def test_concurrent_answers_beyond_the_count_are_kept_and_none_is_counted_twice(
     def post(index: int) -> None:
         try:
             barrier.wait()
-            rollout_receive(**answer_fields(forest, expansion, index), answered_by="w1")
+            receive_rollout(**answer_fields(forest, expansion, index), answered_by="w1")
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -177,8 +182,60 @@ def test_an_answer_in_flight_to_a_probe_decided_early_is_kept_as_a_rollout_of_it
     answer(forest, repeats, ["Step 1: a. ", "Step 2: wrong. ", "code: 0"], 0)
     (probe,) = claim(forest, by="w1").expansions
     assert probe.stage == "omega" and probe.count == 2
-    rollout_receive(**answer_fields(forest, probe, 0), answered_by="w1")  # correct: the probe is decided
+    receive_rollout(**answer_fields(forest, probe, 0), answered_by="w1")  # correct: the probe is decided
     assert not Expansion.objects.filter(pk=probe.id).exists()  # its second answer is no longer asked for
-    rollout_receive(**answer_fields(forest, probe, 1), answered_by="w1")  # it was in flight: kept, not counted
+    receive_rollout(**answer_fields(forest, probe, 1), answered_by="w1")  # it was in flight: kept, not counted
     assert counted(probe.id) == 1 and unplanned() == 1
     assert TreeTally.objects.get().rollouts == 4
+
+
+def test_answers_count_an_expansion_down_and_end_it_and_tallies_follow():
+    forest, roots = seed(roots=1)
+    plan(forest, policy="repeats", num_repeats=2)
+    (expansion,) = claim(forest).expansions
+    answer(forest, expansion, ["Step 1: yes. ", "code: 1"], 1, usage=(7, 11))
+    assert Expansion.objects.get(pk=expansion.id).count == 1
+    answer(forest, expansion, ["Step 1: no. ", "code: 0"], 0, usage=(7, 13))
+    assert not Expansion.objects.filter(pk=expansion.id).exists()
+    tally = TreeTally.objects.get(root=roots[0])
+    assert (tally.rollouts, tally.correct, tally.prompt_tokens, tally.completion_tokens) == (2, 1, 14, 24)
+    forest_tally = ForestTally.objects.get(forest=forest)
+    assert (forest_tally.rollouts, forest_tally.tokens) == (2, 38)
+    assert set(RolloutGrowth.objects.values_list("stage", flat=True)) == {"repeats"}
+    done = claim(forest)
+    assert done.expansions == [] and done.done
+
+
+def test_a_rollout_counted_once_even_when_its_bookkeeping_runs_twice():
+    forest, roots = seed(roots=1)
+    plan(forest, policy="repeats", num_repeats=3)
+    (expansion,) = claim(forest).expansions
+    rollout = answer(forest, expansion, ["Step 1: yes. ", "code: 1"], 1)
+    rollout_account(rollout=rollout, expansion_id=expansion.id)  # what a deduplicated repeat of the same post does
+    assert TreeTally.objects.get(root=roots[0]).rollouts == 1
+    assert Expansion.objects.get(pk=expansion.id).count == 2
+
+
+def test_an_answer_must_start_with_the_expansions_prefix_and_nothing_is_stored_otherwise():
+    forest, _ = seed(roots=1)
+    plan(forest, policy="mc", num_repeats=1, completions_per_step=2)
+    (root_expansion,) = claim(forest).expansions
+    answer(forest, root_expansion, ["Step 1: a. ", "Step 2: b. ", "code: 0"], 0)
+    mc = [e for e in claim(forest).expansions if e.depth == 2]
+    assert mc and mc[0].prefix == ["Step 1: a. ", "Step 2: b. "]
+    rollouts_before = Rollout.objects.count()
+    nodes_before = Node.objects.count()
+    with pytest.raises(ApplicationError) as refused:
+        receive_rollout(
+            model="m",
+            example=mc[0].prompt,
+            reasoning=["Step 1: a. ", "Step 2: c. ", "code: 1"],
+            prediction=1,
+            ground_truth=1,
+            worker="w",
+            forest_name=forest.name,
+            root_id=mc[0].root_id,
+            expansion_id=mc[0].id,
+        )
+    assert refused.value.message == EXPANSION_OFF_PATH.format(node_id=mc[0].node_id, expansion_id=mc[0].id)
+    assert Rollout.objects.count() == rollouts_before and Node.objects.count() == nodes_before

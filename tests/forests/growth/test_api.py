@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from rest_framework.test import APIClient
 
 from forests.models import Expansion, RolloutGrowth
 from rollouts.models import Rollout
 from tests.factories import make_worker_token
-from tests.forests.growth_helpers import seed
+from tests.forests.growth.helpers import seed
 
 pytestmark = pytest.mark.django_db
 
@@ -135,7 +137,6 @@ def test_a_batch_is_bounded(api, settings):
 
 def test_a_rollout_holding_a_nul_or_a_lone_surrogate_is_refused_alone_and_the_others_of_its_batch_are_stored(api):
     # Issue 17, item 8: one NUL a model wrote made the whole batch a 400, so a worker stored none of its rollouts.
-    import json
 
     body = {"model": "m", "example": "e", "reasoning": ["r"], "prediction": 1, "ground_truth": 1, "worker": "w"}
     deep: list = [1]

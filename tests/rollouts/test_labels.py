@@ -15,9 +15,10 @@ from django.db import connection
 from django.utils import timezone
 
 from prmsite.core.errors import ConflictError
-from rollouts import services
+from rollouts import queue
+from rollouts.labels import label_create
 from rollouts.models import ProcessRewardLabel, RolloutCheckout
-from rollouts.services import checkout_claim, checkout_release, label_create
+from rollouts.queue import checkout_claim, checkout_release
 from tests.factories import make_label, make_rollout
 
 
@@ -38,7 +39,7 @@ def in_thread(target) -> threading.Thread:
 def widen_the_window(monkeypatch, action) -> dict:
     """Make every claim run ``action`` in another thread between its SELECT and its lease statement, and give it
     up to two seconds to finish there (it cannot finish where a lock correctly holds it back)."""
-    real_upsert = services._lease_upsert
+    real_upsert = queue.lease_upsert
     seen: dict = {}
 
     def widened(**kwargs):
@@ -48,7 +49,7 @@ def widen_the_window(monkeypatch, action) -> dict:
         seen["finished_inside_the_window"] = not thread.is_alive()
         return real_upsert(**kwargs)
 
-    monkeypatch.setattr(services, "_lease_upsert", widened)
+    monkeypatch.setattr(queue, "lease_upsert", widened)
     return seen
 
 
@@ -94,12 +95,12 @@ def test_the_lease_statement_itself_refuses_a_rollout_labelled_after_the_select(
 def test_the_lease_statement_refuses_labelled_rollouts(db):
     labelled, free = make_rollout(), make_rollout()
     make_label(labelled, "v1")
-    leased = services._lease_upsert(
+    leased = queue.lease_upsert(
         rollout_ids=[labelled.pk, free.pk], prm_version="v1", claimed_by="c", now=timezone.now()
     )
     assert leased == {free.pk}
     # Another version's label does not count.
-    assert services._lease_upsert(rollout_ids=[labelled.pk], prm_version="v2", claimed_by="c", now=timezone.now()) == {
+    assert queue.lease_upsert(rollout_ids=[labelled.pk], prm_version="v2", claimed_by="c", now=timezone.now()) == {
         labelled.pk
     }
 

@@ -1,25 +1,25 @@
-"""The forest-growth endpoints (additive to spec/active-learning-webserver.md) and ``POST /rollout/batch``.
+"""The forest-growth endpoints (additive to spec/active-learning-webserver.md).
 
 A rollout worker in forest mode reads the forest's generation settings, states the growth plan it runs, leases
-expansions (a node of a tree plus the steps from its root), and posts what it generated with ``expansion_id``.
-Every endpoint needs a worker token (or a staff session) and answers errors as ``{"detail", "code", …}``.
+expansions (a node of a tree plus the steps from its root), and posts what it generated with ``expansion_id``
+(``POST /rollout`` or ``POST /rollout/batch``: ``forests.intake_api``). Every endpoint needs a worker token (or a staff
+session) and answers errors as ``{"detail", "code", …}``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from forests import growth_selectors, growth_services
-from forests.api_serializers import (
+from forests.growth.plan import growth_plan_set
+from forests.growth.queue import expansion_claim, expansion_release
+from forests.growth.selectors import forest_growth_summary, growth_plan_get
+from forests.growth.serializers import (
     ExpansionClaimResultSerializer,
     ExpansionClaimSerializer,
     ExpansionReleaseSerializer,
@@ -27,33 +27,12 @@ from forests.api_serializers import (
     GrowthPlanResultSerializer,
     GrowthPlanSerializer,
     GrowthSummarySerializer,
-    RolloutBatchResultSerializer,
-    RolloutBatchSerializer,
 )
 from forests.models import Forest, Node
 from forests.selectors import forest_get
-from prmsite.api import (
-    ERROR_RESPONSES,
-    ApiAutoSchema,
-    BoundedJSONParser,
-    IsWorkerOrStaff,
-    error_response,
-    text_problem,
-)
-from prmsite.core.errors import ApplicationError
-from rollouts.serializers import RolloutCreateSerializer
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, BoundedJSONParser, IsWorkerOrStaff, error_response
 
 NOT_FOUND = {404: error_response("No forest of that name, or no growth plan yet.")}
-
-
-class RolloutBatchParser(BoundedJSONParser):
-    """The bounded JSON parser of ``POST /rollout/batch``: the body's envelope is checked as any body is, each rollout
-    by the view, so that one rollout holding text no database stores (a NUL, a lone surrogate) is refused alone."""
-
-    def unstorable(self, parsed: Any) -> str | None:
-        if isinstance(parsed, dict) and isinstance(parsed.get("rollouts"), list):
-            return text_problem({key: value for key, value in parsed.items() if key != "rollouts"})
-        return text_problem(parsed)
 
 
 class GrowthApiView(GenericAPIView):
@@ -72,7 +51,7 @@ class ForestConfigView(GrowthApiView):
     )
     def get(self, request: Request, forest_name: str) -> Response:
         forest = forest_get(name=forest_name)
-        plan = growth_selectors.growth_plan_get(forest=forest)
+        plan = growth_plan_get(forest=forest)
         data = {
             "forest_name": forest.name,
             "rollout_config": forest.rollout_config,
@@ -102,7 +81,7 @@ class GrowthView(GrowthApiView):
     )
     def get(self, request: Request, forest_name: str) -> Response:
         forest = forest_get(name=forest_name)
-        return Response(growth_selectors.forest_growth_summary(forest=forest, now=timezone.now()).as_dict())
+        return Response(forest_growth_summary(forest=forest, now=timezone.now()).as_dict())
 
     @extend_schema(
         operation_id="forest_growth_set",
@@ -123,7 +102,7 @@ class GrowthView(GrowthApiView):
         body.is_valid(raise_exception=True)
         given = dict(body.validated_data)
         replace = given.pop("replace", False)
-        plan, changed = growth_services.growth_plan_set(
+        plan, changed = growth_plan_set(
             forest_name=forest_name, given=given, replace=replace, by=request.user.get_username(), now=timezone.now()
         )
         return Response({"options": plan.options, "version": plan.version, "changed": changed})
@@ -146,7 +125,7 @@ class ExpansionClaimView(GrowthApiView):
     def post(self, request: Request, forest_name: str) -> Response:
         body = ExpansionClaimSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        result = growth_services.expansion_claim(
+        result = expansion_claim(
             forest_name=forest_name,
             claimed_by=request.user.get_username(),
             now=timezone.now(),
@@ -181,7 +160,7 @@ class ExpansionReleaseView(GrowthApiView):
     def post(self, request: Request, forest_name: str) -> Response:
         body = ExpansionReleaseSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        released = growth_services.expansion_release(
+        released = expansion_release(
             forest_name=forest_name,
             ids=body.validated_data["ids"],
             released_by=request.user.get_username(),
@@ -190,55 +169,3 @@ class ExpansionReleaseView(GrowthApiView):
             error=body.validated_data["error"],
         )
         return Response({"released": released})
-
-
-def _error_of(exc: ApplicationError) -> dict[str, Any]:
-    return {"detail": exc.message, "code": exc.code, "status": exc.status_code, **exc.extra}
-
-
-class RolloutBatchView(GrowthApiView):
-    """Store many rollouts in one request (rollout workers post what they generated in batches)."""
-
-    serializer_class = RolloutBatchSerializer
-    parser_classes = [RolloutBatchParser]
-
-    @extend_schema(
-        operation_id="rollout_create_batch",
-        request=RolloutBatchSerializer,
-        responses={
-            200: OpenApiResponse(
-                RolloutBatchResultSerializer,
-                description='`{"results": [...]}`, one per rollout in order: `{"id": 12}` when stored (or already '
-                'stored under its idempotency_key), else `{"detail", "code", "status", "errors"?}`.',
-            ),
-            **ERROR_RESPONSES,
-        },
-        description="Each rollout is validated and stored exactly as `POST /rollout` would (forest insertion, "
-        "`expansion_id`, `idempotency_key`), in its own transaction: one refused rollout (text no database stores, "
-        "such as a NUL, included) does not keep the others out. At most ROLLOUT_BATCH_MAX rollouts per request.",
-    )
-    def post(self, request: Request) -> Response:
-        body = RolloutBatchSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        results: list[dict[str, Any]] = []
-        for index, item in enumerate(body.validated_data["rollouts"]):
-            # Depth 2: the rollout sits at body.rollouts[index], so nesting is bounded as in any other body.
-            if problem := text_problem(item, where=f"rollouts[{index}]", depth=2):
-                results.append({"detail": problem, "code": "invalid", "status": 400})
-                continue
-            fields = RolloutCreateSerializer(data=item)
-            if not fields.is_valid():
-                results.append(
-                    {"detail": "Invalid rollout.", "code": "invalid", "status": 400, "errors": fields.errors}
-                )
-                continue
-            try:
-                with transaction.atomic():
-                    rollout = growth_services.rollout_receive(
-                        **fields.validated_data, answered_by=request.user.get_username()
-                    )
-            except ApplicationError as exc:
-                results.append(_error_of(exc))
-                continue
-            results.append({"id": rollout.pk})
-        return Response({"results": results})

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from forests.growth import POLICIES, POLICY_HELP
-from forests.growth_services import CLAIM_LIMIT_MAX
+from forests.growth.queue import CLAIM_LIMIT_MAX
+from prmsite.core.growth import POLICIES, POLICY_HELP
 from rollouts.serializers import StrictCharField, StrictIntegerField
 
 ID_MAX = 2**63 - 1
 NOT_A_BOOLEAN = "Must be true or false."
-NOT_AN_OBJECT = "Every rollout must be a JSON object."
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -112,50 +109,12 @@ class ExpansionReleaseSerializer(serializers.Serializer):
     error = StrictCharField(required=False, default="", allow_blank=True, max_length=2000)
 
 
-@extend_schema_field({"type": "object", "additionalProperties": True})
-class RolloutBatchItemField(serializers.JSONField):
-    """One rollout of a batch: any JSON object; its fields are checked one rollout at a time, as POST /rollout checks
-    them, and a rollout refused there is reported in the answer instead of refusing the batch."""
-
-
-class RolloutBatchSerializer(serializers.Serializer):
-    """Body of ``POST /rollout/batch``: rollouts in the body format of ``POST /rollout``."""
-
-    rollouts = serializers.ListField(
-        child=RolloutBatchItemField(),
-        min_length=1,
-        max_length=settings.ROLLOUT_BATCH_MAX,
-        help_text="POST /rollout bodies, each checked on its own (see the answer's results).",
-    )
-
-    def validate_rollouts(self, value: list[Any]) -> list[Any]:
-        if len(value) > settings.ROLLOUT_BATCH_MAX:  # the setting may have changed since the field was made
-            raise serializers.ValidationError(f"At most {settings.ROLLOUT_BATCH_MAX} rollouts per batch.")
-        if not all(isinstance(item, dict) for item in value):
-            raise serializers.ValidationError(NOT_AN_OBJECT)
-        return value
-
-
 class GrowthPlanResultSerializer(serializers.Serializer):
     """Answer of ``PUT /forest/<forest_name>/growth``."""
 
     options = serializers.DictField(help_text="Every option of the plan, the stored ones with the given ones.")
     version = serializers.IntegerField(help_text="The plan's version; it grows when options are replaced.")
     changed = serializers.BooleanField(help_text="Whether this request made or changed the plan.")
-
-
-class RolloutBatchOutcomeSerializer(serializers.Serializer):
-    """One rollout's outcome in ``POST /rollout/batch``: ``id`` when stored, else the error shape and ``status``."""
-
-    id = serializers.IntegerField(required=False, help_text="Stored (or already stored under its idempotency_key).")
-    detail = serializers.CharField(required=False)
-    code = serializers.CharField(required=False)
-    status = serializers.IntegerField(required=False, help_text="The status POST /rollout would have answered.")
-    errors = serializers.DictField(required=False)
-
-
-class RolloutBatchResultSerializer(serializers.Serializer):
-    results = RolloutBatchOutcomeSerializer(many=True, help_text="One per rollout, in order.")
 
 
 class GrowthSummarySerializer(serializers.Serializer):

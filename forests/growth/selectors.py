@@ -10,9 +10,10 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from forests.growth import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes, correct_of
+from forests.growth.policies import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes, correct_of
 from forests.models import ErrorSearch, Expansion, Forest, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
 from prmsite.queries import correct_rollout_q
+from rollouts.models import Rollout
 
 # available_at of an expansion that was given up: never claimable again.
 GIVEN_UP_AT = datetime(9999, 1, 1, tzinfo=UTC)
@@ -28,8 +29,6 @@ def growth_options_of(plan: GrowthPlan) -> GrowthOptions:
 
 def tree_snapshot(*, root_id: int) -> TreeSnapshot:
     """A tree's nodes and rollouts (oldest first), in two queries."""
-    from rollouts.models import Rollout
-
     nodes = as_nodes(Node.objects.filter(tree_id=root_id).order_by().values_list("id", "parent_id", "depth"))
     rows = (
         Rollout.objects.filter(node__tree_id=root_id)
@@ -42,8 +41,6 @@ def tree_snapshot(*, root_id: int) -> TreeSnapshot:
 
 def tree_true_counts(*, root_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
     """``{root_id: (rollouts, correct)}`` counted from the rollouts themselves (every tree in ``root_ids``)."""
-    from rollouts.models import Rollout
-
     ids = list(root_ids)
     counts = dict.fromkeys(ids, (0, 0))
     if not ids:
@@ -62,8 +59,6 @@ def tree_true_counts(*, root_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
 
 def forest_true_counts(*, forest_id: int) -> tuple[int, int]:
     """``(rollouts, correct)`` of a forest counted from its rollouts."""
-    from rollouts.models import Rollout
-
     row = Rollout.objects.filter(forest_id=forest_id).aggregate(
         n=Count("id"), correct=Count("id", filter=correct_rollout_q())
     )

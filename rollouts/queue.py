@@ -1,4 +1,6 @@
-"""Writes of the active-learning loop: rollouts in, checkouts (leases) out, process reward labels in.
+"""The lease queue of the active-learning loop: checkouts (leases) of rollouts for a ``prm_version``.
+
+Design note. Labels are posted by ``rollouts.labels``; the rules below are shared by both modules.
 
 The rules, which every labeller (PRM inference controllers, AI judges, people) shares:
 
@@ -21,19 +23,18 @@ The rules, which every labeller (PRM inference controllers, AI judges, people) s
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
+from prmsite.core.errors import ApplicationError
 from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
 from rollouts.selectors import (
     labels_per_rollout,
@@ -44,41 +45,7 @@ from rollouts.selectors import (
     rollout_claim_candidates_overlap,
 )
 
-if TYPE_CHECKING:
-    from forests.trie import TriePlace
-
-logger = logging.getLogger(__name__)
-
-ROLLOUT_NOT_FOUND = "No rollout with id {rollout_id}."
-ROOT_ID_WITHOUT_FOREST = "root_id names a tree of a forest: send forest_name with it."
-NO_STEPS = "reasoning needs at least one step."
-OUTPUT_LENGTH_MISMATCH = (
-    "prm_output has {given} values but rollout {rollout_id} has {steps} reasoning steps; send one value per step."
-)
-OUTPUT_NOT_FINITE = "prm_output must hold finite numbers (floats from a PRM, 0/1/2 from a labeller)."
 WAIT_NOT_FINITE = "wait must be a finite number of seconds."
-EXPLANATIONS_NOT_TEXT = "explanations must be a list of strings."
-LABEL_CONFLICT = (
-    "Worker {worker!r} already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id}) "
-    "with different content; a repeated label must be identical."
-)
-ALREADY_LABELLED = (
-    "Rollout {rollout_id} is already labelled for prm_version {prm_version!r} (label {label_id} by {worker!r}); "
-    "the first label wins."
-)
-LABELS_COMPLETE = (
-    "Rollout {rollout_id} already has the {k} labels prm_version {prm_version!r} asks for (label {label_id} first)."
-)
-ALREADY_LABELLED_BY_CALLER = (
-    "You already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id})."
-)
-LEASED_TO_ANOTHER = (
-    "Rollout {rollout_id} is checked out for prm_version {prm_version!r} by another caller until {expires_at}; "
-    "label the rollouts GET /rollout hands you."
-)
-IDEMPOTENCY_CONFLICT = (
-    "idempotency_key {key!r} was used for rollout {rollout_id} with different content; use a new key per rollout."
-)
 
 # How many rollouts one GET /rollout hands out when the caller does not say, and at most.
 CLAIM_LIMIT_DEFAULT = 16
@@ -90,99 +57,6 @@ CLAIM_POLL_INTERVAL_S = 0.5
 QUEUE_CURSOR_SETTLE = timedelta(minutes=5)
 # Rounds of a claim on PostgreSQL when rollouts it selected were leased by a concurrent claim meanwhile.
 _CLAIM_ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class RolloutCreated:
-    rollout: Rollout
-    created: bool  # False: the idempotency key named a rollout stored before, which is answered instead
-
-
-def rollout_create(
-    *,
-    model: str,
-    example: str,
-    reasoning: Sequence[str],
-    prediction: int | None,
-    ground_truth: int,
-    worker: str,
-    attributes: dict[str, Any] | None = None,
-    forest_name: str | None = None,
-    root_id: int | None = None,
-    idempotency_key: str | None = None,
-    place: TriePlace | None = None,
-) -> RolloutCreated:
-    """Store a rollout; with ``forest_name``, also insert its steps into that forest's trie and link the leaf.
-
-    All or nothing: a forest that rejects the rollout (unknown forest or root, example matching no tree or several,
-    ground truth that differs from the tree's) leaves no rollout and no node behind. The steps are bounded
-    (``forests.trie.steps_check``). With ``idempotency_key``, posting the same rollout again (a retry after a lost
-    answer) stores nothing and answers the first one; the same key with other content is a ``ConflictError``.
-    ``place``: the forest's ``forest_rollout_place`` for this rollout, when the caller resolved it already.
-    """
-    from forests.trie import forest_rollout_insert, forest_rollout_place, steps_check
-
-    if not reasoning:
-        raise ApplicationError(NO_STEPS)
-    steps_check(reasoning)
-    if root_id is not None and forest_name is None:
-        raise ApplicationError(ROOT_ID_WITHOUT_FOREST)
-    fields = {
-        "model": model,
-        "example": example,
-        "reasoning": list(reasoning),
-        "prediction": prediction,
-        "ground_truth": ground_truth,
-        "worker": worker,
-    }
-    if idempotency_key is not None and (stored := Rollout.objects.filter(idempotency_key=idempotency_key).first()):
-        return RolloutCreated(rollout=_same_rollout_or_conflict(stored, fields), created=False)
-    if forest_name is not None and place is None:
-        # Reads only, before the write transaction: on SQLite it holds the database's one write lock.
-        place = forest_rollout_place(
-            forest_name=forest_name,
-            example=example,
-            steps=fields["reasoning"],
-            ground_truth=ground_truth,
-            root_id=root_id,
-        )
-    try:
-        with transaction.atomic():
-            node = None
-            if forest_name is not None:
-                node = forest_rollout_insert(
-                    forest_name=forest_name,
-                    example=example,
-                    steps=fields["reasoning"],
-                    prediction=prediction,
-                    ground_truth=ground_truth,
-                    root_id=root_id,
-                    place=place,
-                )
-            rollout = Rollout.objects.create(
-                **fields,
-                attributes=attributes or {},
-                idempotency_key=idempotency_key,
-                forest_id=node.forest_id if node is not None else None,
-                node=node,
-            )
-    except IntegrityError:
-        # A concurrent post with the same key won the race; everything this one wrote was rolled back.
-        stored = Rollout.objects.filter(idempotency_key=idempotency_key).first() if idempotency_key else None
-        if stored is None:
-            raise
-        return RolloutCreated(rollout=_same_rollout_or_conflict(stored, fields), created=False)
-    return RolloutCreated(rollout=rollout, created=True)
-
-
-def _same_rollout_or_conflict(stored: Rollout, fields: dict[str, Any]) -> Rollout:
-    if any(getattr(stored, name) != value for name, value in fields.items()):
-        raise ConflictError(
-            IDEMPOTENCY_CONFLICT.format(key=stored.idempotency_key, rollout_id=stored.pk),
-            code="idempotency_conflict",
-            extra={"id": stored.pk},
-        )
-    return stored
 
 
 # Only quoted table names and the placeholders of the VALUES rows are interpolated; every value is a parameter. The
@@ -208,7 +82,7 @@ _OPEN_TO_CLAIMER_SQL = (
 )
 
 
-def _lease_upsert(
+def lease_upsert(
     *,
     rollout_ids: Sequence[int],
     prm_version: str,
@@ -350,7 +224,7 @@ def checkout_claim(
             ids = list(queryset.values_list("id", flat=True)[:wanted])
             if not ids:
                 break
-            leased = _lease_upsert(rollout_ids=ids, prm_version=prm_version, claimed_by=claimed_by, now=now)
+            leased = lease_upsert(rollout_ids=ids, prm_version=prm_version, claimed_by=claimed_by, now=now)
             claimed += [i for i in ids if i in leased]
             if len(claimed) >= limit or len(leased) == len(ids):
                 break
@@ -422,7 +296,7 @@ def _checkout_claim_overlap(
             for rollout_id in ids
             if len(taken.get(rollout_id, ())) < labels_wanted
         }
-        leased = _lease_upsert(
+        leased = lease_upsert(
             rollout_ids=list(slots),
             prm_version=prm_version,
             claimed_by=claimed_by,
@@ -488,18 +362,6 @@ def queue_cursor_rewind(*, prm_version: str, rollout_id: int) -> None:
     )
 
 
-def label_delete_many(*, labels: Sequence[ProcessRewardLabel]) -> int:
-    """Delete labels and rewind the queue cursors they were behind; answer how many were deleted."""
-    with transaction.atomic():
-        lowest: dict[str, int] = {}
-        for label in labels:
-            lowest[label.prm_version] = min(lowest.get(label.prm_version, label.rollout_id), label.rollout_id)
-        deleted, _ = ProcessRewardLabel.objects.filter(pk__in=[label.pk for label in labels]).delete()
-        for prm_version, rollout_id in lowest.items():
-            queue_cursor_rewind(prm_version=prm_version, rollout_id=rollout_id)
-    return deleted
-
-
 def checkout_claim_wait(
     *,
     wait_s: float,
@@ -523,152 +385,3 @@ def checkout_claim_wait(
         if result.rollouts or remaining <= 0:
             return result
         sleep(min(poll_interval_s, remaining))
-
-
-def reward_is_finite(value: Any) -> bool:
-    """A finite JSON number that fits a float (an integer beyond float range is not: ``float(10**400)`` overflows)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
-def _reward_values_check(prm_output: Sequence[Any]) -> list[float | int]:
-    values = list(prm_output)
-    if not all(reward_is_finite(value) for value in values):
-        raise ApplicationError(OUTPUT_NOT_FINITE)
-    return values
-
-
-def _label_matches(label: ProcessRewardLabel, *, prm_output: list, explanations: list[str] | None) -> bool:
-    return list(label.prm_output) == list(prm_output) and label.explanations == explanations
-
-
-def label_create(
-    *,
-    rollout_id: int,
-    prm_version: str,
-    prm_output: Sequence[float | int],
-    worker: str,
-    explanations: Sequence[str] | None = None,
-    labelled_by: str | None = None,
-    attributes: dict[str, Any] | None = None,
-    now: datetime | None = None,
-) -> tuple[ProcessRewardLabel, bool]:
-    """Store a process reward label and end the caller's checkout of the rollout for ``prm_version``; return it and
-    whether it is new.
-
-    ``prm_output`` has one finite number per reasoning step. The rules of the module docstring apply: the same label
-    again from the same worker of the same caller (``labelled_by``, ``worker``) returns the stored one (``created``
-    False); other content from that worker, a label after another worker's (with K labellers: after K labels, or a
-    second one by the same caller), and a label for a rollout whose leases, held by others than ``labelled_by`` (the
-    caller's identity, as ``checkout_claim`` recorded it in ``claimed_by``; ``None`` skips that check, for trusted
-    callers), leave no room are ``ConflictError``s.
-    Concurrent labels of one rollout are serialised by a lock on the rollout's row. ``attributes`` keeps what the
-    labeller recorded beyond the values (a person's finish reason, time spent, …).
-    """
-    values = _reward_values_check(prm_output)
-    if explanations is not None:
-        explanations = list(explanations)
-        if not all(isinstance(text, str) for text in explanations):
-            raise ApplicationError(EXPLANATIONS_NOT_TEXT)
-    now = now or timezone.now()
-    with transaction.atomic():
-        # FOR NO KEY UPDATE: waits for a claim that holds this rollout (and makes concurrent claims skip it) and for
-        # a concurrent label of it. SQLite holds the database's write lock already.
-        rollout = Rollout.objects.select_for_update(no_key=True).filter(pk=rollout_id).only("id", "reasoning").first()
-        if rollout is None:
-            raise NotFoundError(ROLLOUT_NOT_FOUND.format(rollout_id=rollout_id), extra={"rollout_id": rollout_id})
-        if len(values) != len(rollout.reasoning):
-            raise UnprocessableError(
-                OUTPUT_LENGTH_MISMATCH.format(given=len(values), rollout_id=rollout_id, steps=len(rollout.reasoning))
-            )
-        labels_wanted = labels_per_rollout(prm_version=prm_version)
-        stored = list(ProcessRewardLabel.objects.filter(rollout_id=rollout_id, prm_version=prm_version).order_by("id"))
-        caller = labelled_by or ""
-        own = next((label for label in stored if label.labelled_by == caller and label.worker == worker), None)
-        if own is not None:
-            if not _label_matches(own, prm_output=values, explanations=explanations):
-                raise ConflictError(
-                    LABEL_CONFLICT.format(
-                        worker=worker, rollout_id=rollout_id, prm_version=prm_version, label_id=own.pk
-                    ),
-                    extra={"id": own.pk},
-                )
-            return own, False
-        _label_room_check(
-            stored, rollout_id=rollout_id, prm_version=prm_version, labels_wanted=labels_wanted, labelled_by=labelled_by
-        )
-        if labelled_by is not None:
-            _lease_room_check(
-                rollout_id=rollout_id,
-                prm_version=prm_version,
-                labels_wanted=labels_wanted,
-                labelled=len(stored),
-                labelled_by=labelled_by,
-                now=now,
-            )
-        label = ProcessRewardLabel.objects.create(
-            rollout_id=rollout_id,
-            prm_version=prm_version,
-            worker=worker,
-            labelled_by=labelled_by or "",
-            attributes=attributes or {},
-            prm_output=values,
-            explanations=explanations,
-            final_reward=float(values[-1]) if values else None,
-        )
-        leases = RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version)
-        if labels_wanted > 1:
-            leases = leases.filter(claimed_by=labelled_by or "")  # the others' leases stand: they label it too
-        leases.delete()
-    return label, True
-
-
-def _label_room_check(
-    stored: list[ProcessRewardLabel], *, rollout_id: int, prm_version: str, labels_wanted: int, labelled_by: str | None
-) -> None:
-    """Refuse a label when the rollout has all the labels its version asks for, or one by this caller already."""
-    if not stored:
-        return
-    first = stored[0]
-    if labels_wanted == 1:
-        raise ConflictError(
-            ALREADY_LABELLED.format(
-                rollout_id=rollout_id, prm_version=prm_version, label_id=first.pk, worker=first.worker
-            ),
-            code="already_labelled",
-            extra={"id": first.pk},
-        )
-    mine = next((label for label in stored if labelled_by and label.labelled_by == labelled_by), None)
-    if mine is not None:
-        raise ConflictError(
-            ALREADY_LABELLED_BY_CALLER.format(rollout_id=rollout_id, prm_version=prm_version, label_id=mine.pk),
-            code="already_labelled",
-            extra={"id": mine.pk},
-        )
-    if len(stored) >= labels_wanted:
-        raise ConflictError(
-            LABELS_COMPLETE.format(rollout_id=rollout_id, k=labels_wanted, prm_version=prm_version, label_id=first.pk),
-            code="already_labelled",
-            extra={"id": first.pk},
-        )
-
-
-def _lease_room_check(
-    *, rollout_id: int, prm_version: str, labels_wanted: int, labelled: int, labelled_by: str, now: datetime
-) -> None:
-    """Refuse a label from a caller without a live lease when other callers' live leases take the room left."""
-    live = RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version, expires_at__gt=now)
-    if live.filter(claimed_by=labelled_by).exists():
-        return
-    others = list(live.order_by("expires_at").values_list("expires_at", flat=True))
-    if labelled + len(others) >= labels_wanted:
-        expires_at = others[0].isoformat()
-        raise ConflictError(
-            LEASED_TO_ANOTHER.format(rollout_id=rollout_id, prm_version=prm_version, expires_at=expires_at),
-            code="leased",
-            extra={"expires_at": expires_at},
-        )

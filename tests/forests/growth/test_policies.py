@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forests.growth import (
+from forests.growth.policies import (
     STAGE_MC,
     GrowthOptions,
     GrowthOptionsError,

@@ -1,6 +1,7 @@
 """The growth policies' decisions: what a forest grows next. Pure: no Django, no database.
 
-A forest grows in two stages per tree (design note: ``forests/growth_services.py`` applies these decisions):
+A forest grows in two stages per tree (``forests.growth.plan``, ``queue`` and ``bookkeeping`` apply these
+decisions):
 
 1. **repeats** — every root gets ``num_repeats`` complete rollouts (generations from the prompt).
 2. **branching**, once a tree has its ``num_repeats`` rollouts (policy ``mc`` or ``omega``; ``repeats`` stops at 1):
@@ -34,12 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from prmsite.core.domain import rollout_is_correct
-
-POLICY_REPEATS = "repeats"
-POLICY_MC = "mc"
-POLICY_OMEGA = "omega"
-POLICIES = (POLICY_REPEATS, POLICY_MC, POLICY_OMEGA)
-DEFAULT_POLICY = POLICY_MC  # repeats, then mc
+from prmsite.core.growth import DEFAULT_POLICY, POLICIES, POLICY_REPEATS
 
 STAGE_REPEATS = "repeats"
 STAGE_MC = "mc"
@@ -48,17 +44,6 @@ STAGES = (STAGE_REPEATS, STAGE_MC, STAGE_OMEGA)
 
 DEFAULT_NUM_REPEATS = 4
 DEFAULT_COMPLETIONS_PER_STEP = 8
-
-# The policy's documentation, as the API and the command show it.
-POLICY_HELP = {
-    POLICY_REPEATS: "bring every root to num_repeats complete rollouts; cost: roots x num_repeats generations",
-    POLICY_MC: "repeats, then give every non-leaf node on those paths (down to max_branch_depth) at least "
-    "completions_per_step rollouts through it (Math-Shepherd); cost: up to num_repeats x steps x "
-    "completions_per_step generations per root",
-    POLICY_OMEGA: "repeats, then binary-search every wrong rollout for its first wrong step with "
-    "completions_per_step completions per probe (OmegaPRM); cost: completions_per_step x ceil(log2 steps) "
-    "generations per wrong rollout",
-}
 
 
 class GrowthOptionsError(ValueError):

@@ -1,0 +1,258 @@
+"""Growth bookkeeping of arriving rollouts: tallies, the expansion a rollout answers, branching and omega searches.
+
+Design note
+-----------
+- **Bookkeeping as rollouts arrive.** Every rollout posted into a forest (``forests.intake``) updates its tree's and
+  forest's tallies (``TreeTally``, ``ForestTally``), answers its expansion (``count`` down; deleted at 0) and, when its
+  tree reaches ``num_repeats`` rollouts, queues the tree's branching stage (mc or omega) from a snapshot of that one
+  tree. An omega probe's answers move its search (``ErrorSearch``) and queue the next probe. A ``RolloutGrowth`` row
+  per rollout makes all of this happen once per rollout, even when the same rollout is posted twice.
+- **Who answers.** An answer counts against its expansion only when the caller holds it and it still asks for
+  answers: the statement that counts it down names the holder and the count it expects, so of concurrent answers at
+  most ``count`` pass. Any other answer — a lease that expired and went to another worker, an expansion answered in
+  full, dropped by a replaced plan or a decided probe, an id that names nothing — is still a good rollout of its tree:
+  it is stored and tallied like a rollout posted without ``expansion_id``, and counts against no expansion. Nothing a
+  worker generated is lost, and nobody can use up another worker's expansion.
+- **Locks (PostgreSQL).** An arrival takes, in this order: its expansion row, its tree tally, its search, the forest
+  tally (last, briefly). Nobody waits for the plan row while holding a tally, so there is no cycle with planning. On
+  SQLite every write transaction holds the database lock from its start (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from forests.growth.plan import search_save, tree_branch
+from forests.growth.policies import STAGE_OMEGA, OmegaSearch, correct_of, omega_record, tree_budget
+from forests.growth.selectors import forest_true_counts, growth_options_of, tree_queued, tree_true_counts
+from forests.models import ErrorSearch, Expansion, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally, text_sha256
+from prmsite.core.errors import UnprocessableError
+from rollouts.models import Rollout
+
+EXPANSION_NOT_IN_FOREST = "Expansion {expansion_id} belongs to another forest than {name!r}."
+EXPANSION_OFF_PATH = (
+    "The rollout does not pass through node {node_id} that expansion {expansion_id} continues from: send the "
+    "expansion's prefix steps unchanged as the first reasoning steps."
+)
+
+
+def _usage(attributes: Mapping[str, Any] | None) -> tuple[int, int]:
+    usage = (attributes or {}).get("usage")
+    if not isinstance(usage, Mapping):
+        return 0, 0
+
+    def count(name: str) -> int:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    return count("prompt_tokens"), count("completion_tokens")
+
+
+def rollout_account(*, rollout: Rollout, expansion_id: int | None, answered_by: str | None = None) -> None:
+    leaf = rollout.node
+    forest_id = rollout.forest_id
+    root_id = leaf.tree_id or leaf.pk
+    expansion = None
+    if expansion_id is not None:
+        expansion = _expansion_held(
+            expansion_id=expansion_id, rollout=rollout, root_id=root_id, answered_by=answered_by
+        )
+    prompt_tokens, completion_tokens = _usage(rollout.attributes)
+    try:
+        with transaction.atomic():
+            growth = RolloutGrowth.objects.create(
+                rollout=rollout,
+                forest_id=forest_id,
+                tree_id=root_id,
+                expansion_id=expansion.pk if expansion is not None else None,
+                stage=expansion.stage if expansion is not None else "",
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+    except IntegrityError:
+        return  # this rollout was counted when it was first posted
+    # First of the rows an arrival locks (see the design note). An expansion whose count was used up since it was
+    # read leaves the rollout unplanned, like any other answer that is not the caller's to count.
+    if expansion is not None and not _expansion_count_down(expansion=expansion, answered_by=answered_by):
+        RolloutGrowth.objects.filter(pk=growth.pk).update(expansion_id=None, stage="")
+        expansion = None
+    correct = correct_of(rollout.prediction, rollout.ground_truth)
+    now = timezone.now()
+    tally = _tree_tally_add(
+        forest_id=forest_id,
+        root_id=root_id,
+        correct=correct,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+    plan = GrowthPlan.objects.filter(forest_id=forest_id).first()
+    if expansion is not None:
+        _expansion_answer(expansion=expansion, plan=plan, correct=correct, now=now)
+    if plan is not None:
+        options = growth_options_of(plan)
+        if (
+            options.branches
+            and tally.planned_version == plan.version
+            and tally.branched_version != plan.version
+            and tally.rollouts >= max(1, options.num_repeats)
+        ):
+            tree_branch(forest_id=forest_id, plan=plan, options=options, tally=tally, now=now)
+    _forest_tally_add(
+        forest_id=forest_id, correct=correct, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
+
+
+def _expansion_held(*, expansion_id: int, rollout: Rollout, root_id: int, answered_by: str | None) -> Expansion | None:
+    """The expansion ``rollout`` answers when it counts against it: the expansion exists and is held by
+    ``answered_by`` (``None``: any holder, for trusted callers); ``None`` otherwise (see the design note). An
+    expansion of another forest, or one the rollout does not pass through, is an ``UnprocessableError``: such an
+    answer is malformed, not late. Reads only: the count is taken by ``_expansion_count_down``."""
+    expansion = Expansion.objects.filter(pk=expansion_id).first()
+    if expansion is None:
+        return None
+    if expansion.forest_id != rollout.forest_id:
+        raise UnprocessableError(EXPANSION_NOT_IN_FOREST.format(expansion_id=expansion_id, name=rollout.forest.name))
+    if not _passes_through(rollout, expansion, root_id=root_id):
+        raise UnprocessableError(EXPANSION_OFF_PATH.format(node_id=expansion.node_id, expansion_id=expansion_id))
+    if answered_by is not None and expansion.leased_by != answered_by:
+        return None
+    return expansion
+
+
+def _expansion_count_down(*, expansion: Expansion, answered_by: str | None) -> bool:
+    """Take one answer off ``expansion``'s count, deleting it with its last one; answer whether this answer counted
+    (False when none is left, or it changed hands since it was read).
+
+    The statements decide, not what was read before them: each names the count it expects, so of concurrent answers
+    at most ``count`` find a row to change (PostgreSQL re-checks the condition on the latest row version after
+    waiting for a concurrent answer's lock; SQLite runs one write transaction at a time).
+    """
+    rows = Expansion.objects.filter(pk=expansion.pk)
+    if answered_by is not None:
+        rows = rows.filter(leased_by=answered_by)
+    if rows.filter(count__gt=1).update(count=F("count") - 1):
+        return True
+    deleted, _ = rows.filter(count=1).delete()
+    return bool(deleted)
+
+
+def _passes_through(rollout: Rollout, expansion: Expansion, *, root_id: int) -> bool:
+    """Whether the rollout's path goes through the expansion's node: same tree, and its first steps are the
+    expansion's prefix (the trie is keyed by step text, so equal texts are the same nodes)."""
+    if expansion.tree_id != root_id:
+        return False
+    prefix_ids = list(expansion.path[1:])
+    if len(rollout.reasoning) < len(prefix_ids):
+        return False
+    digests = dict(Node.objects.filter(pk__in=prefix_ids).values_list("id", "text_sha256"))
+    return all(
+        digests.get(node_id) == text_sha256(step) for node_id, step in zip(prefix_ids, rollout.reasoning, strict=False)
+    )
+
+
+_TREE_TALLY_ADD = (
+    "UPDATE {table} SET rollouts = rollouts + 1, correct = correct + %s, prompt_tokens = prompt_tokens + %s, "
+    "completion_tokens = completion_tokens + %s WHERE root_id = %s "
+    "RETURNING rollouts, correct, planned_version, branched_version"
+)
+_TREE_TALLY_INSERT = (
+    "INSERT INTO {table} (root_id, forest_id, rollouts, correct, prompt_tokens, completion_tokens, planned_version, "
+    "branched_version) VALUES (%s, %s, %s, %s, %s, %s, 0, 0) ON CONFLICT (root_id) DO UPDATE SET "
+    "rollouts = {table}.rollouts + 1, correct = {table}.correct + %s, "
+    "prompt_tokens = {table}.prompt_tokens + %s, completion_tokens = {table}.completion_tokens + %s "
+    "RETURNING rollouts, correct, planned_version, branched_version"
+)
+
+
+def _tree_tally_add(
+    *, forest_id: int, root_id: int, correct: bool, prompt_tokens: int, completion_tokens: int
+) -> TreeTally:
+    """Count one rollout into its tree's tally (created from the tree's rollouts, this one included, if missing);
+    answer the tally as it is now. Holds the tally row until the transaction ends."""
+    table = connection.ops.quote_name(TreeTally._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(_TREE_TALLY_ADD.format(table=table), [int(correct), prompt_tokens, completion_tokens, root_id])
+        row = cursor.fetchone()
+        if row is None:
+            # Not counted before: start from the tree's rollouts, which include this one. A concurrent first
+            # arrival may insert meanwhile; then this one is added to its count (which could not see this one).
+            rollouts, correct_n = tree_true_counts(root_ids=[root_id])[root_id]
+            inserted = [root_id, forest_id, rollouts, correct_n, prompt_tokens, completion_tokens]
+            added = [int(correct), prompt_tokens, completion_tokens]
+            cursor.execute(_TREE_TALLY_INSERT.format(table=table), [*inserted, *added])
+            row = cursor.fetchone()
+    rollouts, correct_n, planned, branched = row
+    return TreeTally(
+        root_id=root_id,
+        forest_id=forest_id,
+        rollouts=rollouts,
+        correct=correct_n,
+        planned_version=planned,
+        branched_version=branched,
+    )
+
+
+_FOREST_TALLY_INSERT = (
+    "INSERT INTO {table} (forest_id, rollouts, correct, prompt_tokens, completion_tokens) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (forest_id) DO UPDATE SET rollouts = {table}.rollouts + 1, correct = {table}.correct + %s, "
+    "prompt_tokens = {table}.prompt_tokens + %s, completion_tokens = {table}.completion_tokens + %s"
+)
+
+
+def _forest_tally_add(*, forest_id: int, correct: bool, prompt_tokens: int, completion_tokens: int) -> None:
+    updated = ForestTally.objects.filter(forest_id=forest_id).update(
+        rollouts=F("rollouts") + 1,
+        correct=F("correct") + int(correct),
+        prompt_tokens=F("prompt_tokens") + prompt_tokens,
+        completion_tokens=F("completion_tokens") + completion_tokens,
+    )
+    if updated:
+        return
+    rollouts, correct_n = forest_true_counts(forest_id=forest_id)
+    table = connection.ops.quote_name(ForestTally._meta.db_table)
+    with connection.cursor() as cursor:
+        inserted = [forest_id, rollouts, correct_n, prompt_tokens, completion_tokens]
+        added = [int(correct), prompt_tokens, completion_tokens]
+        cursor.execute(_FOREST_TALLY_INSERT.format(table=table), [*inserted, *added])
+
+
+def _expansion_answer(*, expansion: Expansion, plan: GrowthPlan | None, correct: bool, now: datetime) -> None:
+    """One more rollout answered ``expansion`` (counted down already): move its omega search."""
+    if expansion.stage != STAGE_OMEGA or expansion.search_id is None or plan is None:
+        return
+    search_row = ErrorSearch.objects.select_for_update().filter(pk=expansion.search_id).first()
+    if search_row is None or search_row.status != "searching" or search_row.plan_version != plan.version:
+        return
+    search = OmegaSearch(**search_row.state)
+    if search.probe is None or search.path[search.probe] != expansion.node_id:
+        return  # an answer to an earlier probe of this search, arriving late: it is in the tallies, nothing more
+    search_row.probe_received += 1
+    search_row.probe_correct += int(correct)
+    positive = search_row.probe_correct > 0
+    if not positive and search_row.probe_received < search_row.probe_wanted:
+        search_row.save(update_fields=["probe_received", "probe_correct", "updated_at"])
+        return
+    # The probe is decided (a correct completion ends it early): drop what it still asks for, queue the next one.
+    # Answers in flight to what is dropped are stored as unplanned rollouts of the tree (see the design note).
+    Expansion.objects.filter(search_id=search_row.pk, node_id=expansion.node_id).delete()
+    options = growth_options_of(plan)
+    search = omega_record(search, positive=positive)
+    tally = TreeTally.objects.filter(root_id=search_row.tree_id).values_list("rollouts", flat=True).first() or 0
+    budget = tree_budget(options=options, rollouts=tally, queued=tree_queued(root_id=search_row.tree_id))
+    search_save(
+        forest_id=search_row.forest_id,
+        root_id=search_row.tree_id,
+        leaf_id=search_row.leaf_id,
+        search=search,
+        plan=plan,
+        options=options,
+        budget=budget,
+        now=now,
+        row=search_row,
+    )

@@ -1,0 +1,176 @@
+"""The one intake of rollouts: every way a rollout comes in (``POST /rollout``, ``POST /rollout/batch``,
+``import_rollouts``) calls ``receive_rollout``.
+
+It validates once, finds the forest and the tree, inserts the path into the trie (``forests.trie``), stores the
+rollout (``rollouts.storage``, which knows nothing of forests) and does the growth bookkeeping
+(``forests.growth.bookkeeping``), all in one transaction. Each rule is written here once, with its message:
+
+- a rollout has at least one reasoning step (``NO_STEPS``), each a string (``STEP_NOT_TEXT``), bounded by
+  ``PRM_ROLLOUT_MAX_STEPS`` steps and ``PRM_ROLLOUT_MAX_CHARS`` characters (``TOO_MANY_STEPS``, ``TOO_MUCH_TEXT``);
+- ``root_id`` and ``expansion_id`` name parts of a forest, so they come with ``forest_name`` (``NEEDS_FOREST``);
+- a forest is found by name through ``forests.selectors.forest_get`` (``FOREST_NOT_FOUND``), its tree and the
+  tree's agreement with the rollout by ``forests.trie.forest_rollout_place``;
+- an idempotency key is looked up once: a rollout posted again with it stores nothing and answers the first one
+  (other content: ``rollouts.storage.IDEMPOTENCY_CONFLICT``);
+- the trie is keyed by ``forests.models.text_sha256`` of each step (``forests.trie``).
+
+Reads come first, outside the write transaction (on SQLite it holds the database's one write lock): a repeated
+idempotency key is answered without one, and the rollout's forest and tree are found before it starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from forests.growth.bookkeeping import rollout_account
+from forests.trie import TriePlace, forest_rollout_insert, forest_rollout_place
+from prmsite.core.errors import ApplicationError, PayloadTooLargeError
+from rollouts.models import Rollout
+from rollouts.storage import rollout_by_idempotency_key, rollout_insert, rollout_same_or_conflict
+
+NO_STEPS = "A rollout needs at least one reasoning step."
+STEP_NOT_TEXT = "Every reasoning step must be a string."
+TOO_MANY_STEPS = "A rollout may have at most {max} reasoning steps (PRM_ROLLOUT_MAX_STEPS); this one has {count}."
+TOO_MUCH_TEXT = (
+    "A rollout's reasoning may hold at most {max} characters in all (PRM_ROLLOUT_MAX_CHARS); this one has {count}."
+)
+NEEDS_FOREST = "{name} names part of a forest: send forest_name with it."
+# Fields that only mean something with forest_name.
+FOREST_FIELDS = ("root_id", "expansion_id")
+# The fields that make a rollout's content: the same idempotency key with other content is a conflict.
+CONTENT_FIELDS = ("model", "example", "reasoning", "prediction", "ground_truth", "worker")
+
+
+def steps_check(steps: Sequence[Any]) -> None:
+    """Refuse a rollout without steps or with a step that is not a string (``ApplicationError``), and one with more
+    steps or more text than the settings allow (``PayloadTooLargeError``, 413)."""
+    if not steps:
+        raise ApplicationError(NO_STEPS)
+    if not all(isinstance(step, str) for step in steps):
+        raise ApplicationError(STEP_NOT_TEXT)
+    if len(steps) > settings.PRM_ROLLOUT_MAX_STEPS:
+        raise PayloadTooLargeError(TOO_MANY_STEPS.format(max=settings.PRM_ROLLOUT_MAX_STEPS, count=len(steps)))
+    chars = sum(len(step) for step in steps)
+    if chars > settings.PRM_ROLLOUT_MAX_CHARS:
+        raise PayloadTooLargeError(TOO_MUCH_TEXT.format(max=settings.PRM_ROLLOUT_MAX_CHARS, count=chars))
+
+
+def forest_fields_check(*, forest_name: str | None, **given: Any) -> None:
+    """Refuse ``root_id`` or ``expansion_id`` without ``forest_name`` (``NEEDS_FOREST``)."""
+    if forest_name is None:
+        for name in FOREST_FIELDS:
+            if given.get(name) is not None:
+                raise ApplicationError(NEEDS_FOREST.format(name=name))
+
+
+def rollout_check(
+    *,
+    reasoning: Sequence[Any],
+    example: str | None = None,
+    ground_truth: int | None = None,
+    forest_name: str | None = None,
+    root_id: int | None = None,
+    expansion_id: int | None = None,
+) -> TriePlace | None:
+    """Every rule a rollout must pass before it is stored, by reads only; answer its place in its forest (``None``
+    without ``forest_name``). ``import_rollouts`` checks a whole file with it before storing anything."""
+    steps_check(reasoning)
+    forest_fields_check(forest_name=forest_name, root_id=root_id, expansion_id=expansion_id)
+    if forest_name is None:
+        return None
+    return forest_rollout_place(
+        forest_name=forest_name, example=example, steps=list(reasoning), ground_truth=ground_truth, root_id=root_id
+    )
+
+
+def receive_rollout(
+    *,
+    model: str,
+    example: str,
+    reasoning: Sequence[str],
+    prediction: int | None,
+    ground_truth: int,
+    worker: str,
+    attributes: Mapping[str, Any] | None = None,
+    forest_name: str | None = None,
+    root_id: int | None = None,
+    idempotency_key: str | None = None,
+    expansion_id: int | None = None,
+    answered_by: str | None = None,
+) -> Rollout:
+    """Store a rollout; with ``forest_name`` also insert its steps into that forest's trie, link the leaf and do the
+    growth bookkeeping (tallies, the expansion it answers, the tree's branching, the omega search it probes for).
+
+    All or nothing: a rollout the rules or its forest refuse leaves no rollout and no node behind. With
+    ``idempotency_key``, the same rollout posted again stores nothing and answers the first one (``ConflictError``
+    for other content), so it is counted once. ``answered_by``: the caller's identity, as ``expansion_claim``
+    recorded it; an answer counts against ``expansion_id`` only from its holder (``None``: any holder, for trusted
+    callers), otherwise it is stored as a rollout of its tree that counts against no expansion.
+    """
+    fields = {
+        "model": model,
+        "example": example,
+        "reasoning": list(reasoning),
+        "prediction": prediction,
+        "ground_truth": ground_truth,
+        "worker": worker,
+    }
+    steps_check(fields["reasoning"])
+    forest_fields_check(forest_name=forest_name, root_id=root_id, expansion_id=expansion_id)
+    if idempotency_key is not None and (stored := rollout_by_idempotency_key(idempotency_key)) is not None:
+        return rollout_same_or_conflict(stored, fields)
+    place = None
+    if forest_name is not None:
+        place = forest_rollout_place(
+            forest_name=forest_name,
+            example=example,
+            steps=fields["reasoning"],
+            ground_truth=ground_truth,
+            root_id=root_id,
+        )
+    try:
+        with transaction.atomic():
+            node = None
+            if place is not None:
+                node = forest_rollout_insert(
+                    forest_name=forest_name,
+                    example=example,
+                    steps=fields["reasoning"],
+                    prediction=prediction,
+                    place=place,
+                )
+            rollout = rollout_insert(
+                **fields,
+                attributes=dict(attributes or {}),
+                idempotency_key=idempotency_key,
+                forest_id=node.forest_id if node is not None else None,
+                node=node,
+            )
+            if node is not None:
+                rollout_account(rollout=rollout, expansion_id=expansion_id, answered_by=answered_by)
+    except IntegrityError:
+        # A concurrent post with the same key won the race; everything this one wrote was rolled back.
+        stored = rollout_by_idempotency_key(idempotency_key) if idempotency_key is not None else None
+        if stored is None:
+            raise
+        return rollout_same_or_conflict(stored, fields)
+    return rollout
+
+
+def receive_rollouts(
+    rollouts: Iterable[Mapping[str, Any]], *, answered_by: str | None = None
+) -> list[Rollout | ApplicationError]:
+    """``receive_rollout`` for each of ``rollouts`` (validated fields), each in its own transaction: one refused
+    rollout does not keep the others out. Answers, in order, the rollout stored or the error that refused it."""
+    results: list[Rollout | ApplicationError] = []
+    for fields in rollouts:
+        try:
+            with transaction.atomic():
+                results.append(receive_rollout(**fields, answered_by=answered_by))
+        except ApplicationError as exc:
+            results.append(exc)
+    return results

@@ -1,0 +1,206 @@
+"""Process reward labels in: the first label of a rollout for a version wins, and a label ends its checkout.
+
+The rules every labeller shares (the first label wins, a label of a rollout leased to another caller is refused, K
+labellers per rollout for a scheme that asks for them) are the design note of ``rollouts.queue``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError, UnprocessableError
+from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.queue import queue_cursor_rewind
+from rollouts.selectors import labels_per_rollout
+
+ROLLOUT_NOT_FOUND = "No rollout with id {rollout_id}."
+OUTPUT_LENGTH_MISMATCH = (
+    "prm_output has {given} values but rollout {rollout_id} has {steps} reasoning steps; send one value per step."
+)
+OUTPUT_NOT_FINITE = "prm_output must hold finite numbers (floats from a PRM, 0/1/2 from a labeller)."
+EXPLANATIONS_NOT_TEXT = "explanations must be a list of strings."
+LABEL_CONFLICT = (
+    "Worker {worker!r} already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id}) "
+    "with different content; a repeated label must be identical."
+)
+ALREADY_LABELLED = (
+    "Rollout {rollout_id} is already labelled for prm_version {prm_version!r} (label {label_id} by {worker!r}); "
+    "the first label wins."
+)
+LABELS_COMPLETE = (
+    "Rollout {rollout_id} already has the {k} labels prm_version {prm_version!r} asks for (label {label_id} first)."
+)
+ALREADY_LABELLED_BY_CALLER = (
+    "You already labelled rollout {rollout_id} for prm_version {prm_version!r} (label {label_id})."
+)
+LEASED_TO_ANOTHER = (
+    "Rollout {rollout_id} is checked out for prm_version {prm_version!r} by another caller until {expires_at}; "
+    "label the rollouts GET /rollout hands you."
+)
+
+
+def label_delete_many(*, labels: Sequence[ProcessRewardLabel]) -> int:
+    """Delete labels and rewind the queue cursors they were behind; answer how many were deleted."""
+    with transaction.atomic():
+        lowest: dict[str, int] = {}
+        for label in labels:
+            lowest[label.prm_version] = min(lowest.get(label.prm_version, label.rollout_id), label.rollout_id)
+        deleted, _ = ProcessRewardLabel.objects.filter(pk__in=[label.pk for label in labels]).delete()
+        for prm_version, rollout_id in lowest.items():
+            queue_cursor_rewind(prm_version=prm_version, rollout_id=rollout_id)
+    return deleted
+
+
+def reward_is_finite(value: Any) -> bool:
+    """A finite JSON number that fits a float (an integer beyond float range is not: ``float(10**400)`` overflows)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _reward_values_check(prm_output: Sequence[Any]) -> list[float | int]:
+    values = list(prm_output)
+    if not all(reward_is_finite(value) for value in values):
+        raise ApplicationError(OUTPUT_NOT_FINITE)
+    return values
+
+
+def _label_matches(label: ProcessRewardLabel, *, prm_output: list, explanations: list[str] | None) -> bool:
+    return list(label.prm_output) == list(prm_output) and label.explanations == explanations
+
+
+def label_create(
+    *,
+    rollout_id: int,
+    prm_version: str,
+    prm_output: Sequence[float | int],
+    worker: str,
+    explanations: Sequence[str] | None = None,
+    labelled_by: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> tuple[ProcessRewardLabel, bool]:
+    """Store a process reward label and end the caller's checkout of the rollout for ``prm_version``; return it and
+    whether it is new.
+
+    ``prm_output`` has one finite number per reasoning step. The rules of the module docstring apply: the same label
+    again from the same worker of the same caller (``labelled_by``, ``worker``) returns the stored one (``created``
+    False); other content from that worker, a label after another worker's (with K labellers: after K labels, or a
+    second one by the same caller), and a label for a rollout whose leases, held by others than ``labelled_by`` (the
+    caller's identity, as ``checkout_claim`` recorded it in ``claimed_by``; ``None`` skips that check, for trusted
+    callers), leave no room are ``ConflictError``s.
+    Concurrent labels of one rollout are serialised by a lock on the rollout's row. ``attributes`` keeps what the
+    labeller recorded beyond the values (a person's finish reason, time spent, …).
+    """
+    values = _reward_values_check(prm_output)
+    if explanations is not None:
+        explanations = list(explanations)
+        if not all(isinstance(text, str) for text in explanations):
+            raise ApplicationError(EXPLANATIONS_NOT_TEXT)
+    now = now or timezone.now()
+    with transaction.atomic():
+        # FOR NO KEY UPDATE: waits for a claim that holds this rollout (and makes concurrent claims skip it) and for
+        # a concurrent label of it. SQLite holds the database's write lock already.
+        rollout = Rollout.objects.select_for_update(no_key=True).filter(pk=rollout_id).only("id", "reasoning").first()
+        if rollout is None:
+            raise NotFoundError(ROLLOUT_NOT_FOUND.format(rollout_id=rollout_id), extra={"rollout_id": rollout_id})
+        if len(values) != len(rollout.reasoning):
+            raise UnprocessableError(
+                OUTPUT_LENGTH_MISMATCH.format(given=len(values), rollout_id=rollout_id, steps=len(rollout.reasoning))
+            )
+        labels_wanted = labels_per_rollout(prm_version=prm_version)
+        stored = list(ProcessRewardLabel.objects.filter(rollout_id=rollout_id, prm_version=prm_version).order_by("id"))
+        caller = labelled_by or ""
+        own = next((label for label in stored if label.labelled_by == caller and label.worker == worker), None)
+        if own is not None:
+            if not _label_matches(own, prm_output=values, explanations=explanations):
+                raise ConflictError(
+                    LABEL_CONFLICT.format(
+                        worker=worker, rollout_id=rollout_id, prm_version=prm_version, label_id=own.pk
+                    ),
+                    extra={"id": own.pk},
+                )
+            return own, False
+        _label_room_check(
+            stored, rollout_id=rollout_id, prm_version=prm_version, labels_wanted=labels_wanted, labelled_by=labelled_by
+        )
+        if labelled_by is not None:
+            _lease_room_check(
+                rollout_id=rollout_id,
+                prm_version=prm_version,
+                labels_wanted=labels_wanted,
+                labelled=len(stored),
+                labelled_by=labelled_by,
+                now=now,
+            )
+        label = ProcessRewardLabel.objects.create(
+            rollout_id=rollout_id,
+            prm_version=prm_version,
+            worker=worker,
+            labelled_by=labelled_by or "",
+            attributes=attributes or {},
+            prm_output=values,
+            explanations=explanations,
+            final_reward=float(values[-1]) if values else None,
+        )
+        leases = RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version)
+        if labels_wanted > 1:
+            leases = leases.filter(claimed_by=labelled_by or "")  # the others' leases stand: they label it too
+        leases.delete()
+    return label, True
+
+
+def _label_room_check(
+    stored: list[ProcessRewardLabel], *, rollout_id: int, prm_version: str, labels_wanted: int, labelled_by: str | None
+) -> None:
+    """Refuse a label when the rollout has all the labels its version asks for, or one by this caller already."""
+    if not stored:
+        return
+    first = stored[0]
+    if labels_wanted == 1:
+        raise ConflictError(
+            ALREADY_LABELLED.format(
+                rollout_id=rollout_id, prm_version=prm_version, label_id=first.pk, worker=first.worker
+            ),
+            code="already_labelled",
+            extra={"id": first.pk},
+        )
+    mine = next((label for label in stored if labelled_by and label.labelled_by == labelled_by), None)
+    if mine is not None:
+        raise ConflictError(
+            ALREADY_LABELLED_BY_CALLER.format(rollout_id=rollout_id, prm_version=prm_version, label_id=mine.pk),
+            code="already_labelled",
+            extra={"id": mine.pk},
+        )
+    if len(stored) >= labels_wanted:
+        raise ConflictError(
+            LABELS_COMPLETE.format(rollout_id=rollout_id, k=labels_wanted, prm_version=prm_version, label_id=first.pk),
+            code="already_labelled",
+            extra={"id": first.pk},
+        )
+
+
+def _lease_room_check(
+    *, rollout_id: int, prm_version: str, labels_wanted: int, labelled: int, labelled_by: str, now: datetime
+) -> None:
+    """Refuse a label from a caller without a live lease when other callers' live leases take the room left."""
+    live = RolloutCheckout.objects.filter(rollout_id=rollout_id, prm_version=prm_version, expires_at__gt=now)
+    if live.filter(claimed_by=labelled_by).exists():
+        return
+    others = list(live.order_by("expires_at").values_list("expires_at", flat=True))
+    if labelled + len(others) >= labels_wanted:
+        expires_at = others[0].isoformat()
+        raise ConflictError(
+            LEASED_TO_ANOTHER.format(rollout_id=rollout_id, prm_version=prm_version, expires_at=expires_at),
+            code="leased",
+            extra={"expires_at": expires_at},
+        )
