@@ -20,6 +20,7 @@ from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
 from forests.search_reports import forest_search_report_saved
 from forests.selectors import (
+    FOREST_NOT_FOUND,
     forest_get,
     forest_progress,
     forest_progress_many,
@@ -231,4 +232,4 @@ def forest_redirect(request: HttpRequest, forest_name: str) -> HttpResponse:
         return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    raise Http404(f"No forest named {forest_name!r}.")
+    raise Http404(FOREST_NOT_FOUND.format(name=forest_name))
