@@ -51,9 +51,12 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def production_server(env: dict[str, str], *, workers: int, token: str) -> tuple[subprocess.Popen, str]:
+def production_server(
+    env: dict[str, str], *, workers: int, token: str, start_timeout_s: float = 60
+) -> tuple[subprocess.Popen, str]:
     """Start the production server with ``env`` (its ``DATABASE_URL``) and ``workers`` processes on a free port; wait
-    until it answers ``token``; answer the process and its base URL. Stop it with ``stop``."""
+    (up to ``start_timeout_s``) until it answers ``token``; answer the process and its base URL. Stop it with
+    ``stop``."""
     port = free_port()
     server_env = {
         **env,
@@ -71,7 +74,7 @@ def production_server(env: dict[str, str], *, workers: int, token: str) -> tuple
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/prm_adapters", 200, process, {"Authorization": f"Token {token}"})
+        wait_http(f"{base}/prm_adapters", 200, process, {"Authorization": f"Token {token}"}, start_timeout_s)
     except BaseException:
         stop(process)
         raise
