@@ -36,6 +36,7 @@ from forests.selectors import forest_counts, forest_progress, forest_search_repo
 from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.admin import JSON_FORM_FIELDS
 from prmsite.errors import ApplicationError
+from rollouts.models import Rollout
 
 ACTION_TOO_LARGE = (
     "The selected forests hold {nodes:,} nodes: the admin reads at most {max:,} in one request "
@@ -204,8 +205,6 @@ class ForestAdmin(admin.ModelAdmin):
         return [*fields, "name", "config_name", "dataset_split"] if obj is not None else fields
 
     def get_queryset(self, request):
-        from rollouts.models import Rollout
-
         return (
             super()
             .get_queryset(request)
@@ -384,8 +383,6 @@ class ForestAdmin(admin.ModelAdmin):
 
     def get_deleted_objects(self, objs, request):
         """A summary for the confirmation page (one count per model) instead of the list of every node."""
-        from rollouts.models import Rollout
-
         forests = list(objs)
         ids = [forest.pk for forest in forests]
         nodes = Node.objects.filter(forest_id__in=ids).count()

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from rollouts.labelling.views import FORM_TOO_LARGE, FORM_TOO_MANY_FIELDS, label_form_fields_max
+from rollouts.labelling.bounded_form import FORM_TOO_LARGE, FORM_TOO_MANY_FIELDS, label_form_fields_max
 from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
 from tests.factories import make_rollout
 from tests.rollouts.labelling.conftest import claim_next, form_data, rollout_url, visit_of
