@@ -3,6 +3,7 @@ started on a database of the benchmark's own."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -52,11 +53,13 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def production_server(
-    env: dict[str, str], *, workers: int, token: str, start_timeout_s: float = 60
+    env: dict[str, str], *, workers: int, token: str, start_timeout_s: float | None = None
 ) -> tuple[subprocess.Popen, str]:
     """Start the production server with ``env`` (its ``DATABASE_URL``) and ``workers`` processes on a free port; wait
-    (up to ``start_timeout_s``) until it answers ``token``; answer the process and its base URL. Stop it with
-    ``stop``."""
+    (up to ``start_timeout_s``, by default ``BENCH_SERVER_START_TIMEOUT_S`` or 60 s) until it answers ``token``;
+    answer the process and its base URL. Stop it with ``stop``."""
+    if start_timeout_s is None:
+        start_timeout_s = float(os.environ.get("BENCH_SERVER_START_TIMEOUT_S", "60"))
     port = free_port()
     server_env = {
         **env,

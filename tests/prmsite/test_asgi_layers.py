@@ -312,18 +312,20 @@ def test_a_stored_rollout_reaches_a_long_poll_that_shares_attempts():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
-    middleware = LongPollMiddleware(app, intervals_s=(10.0,), concurrency=4)
+    # Their next attempts are an hour away and their wait a minute: only the stored rollout can end one of them
+    # before the scenario gives up on them.
+    middleware = LongPollMiddleware(app, intervals_s=(3600.0,), concurrency=4)
 
     async def scenario():
         clients = [Client() for _ in range(5)]
         polls = [
-            asyncio.create_task(middleware(token_scope("same", b"prm_version=v&wait=30"), c.receive, c.send))
+            asyncio.create_task(middleware(token_scope("same", b"prm_version=v&wait=60"), c.receive, c.send))
             for c in clients
         ]
         await asyncio.sleep(0.2)
         poster = Client()
         await middleware(request_scope(method="POST", query=b""), poster.receive, poster.send)
-        _, pending = await asyncio.wait(polls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(polls, timeout=20, return_when=asyncio.FIRST_COMPLETED)
         for poll in pending:
             poll.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -205,7 +205,7 @@ def test_wait_returns_an_empty_list_when_nothing_comes(api):
     response = api.get("/rollout", {"prm_version": "v", "wait": 0.6})
     assert response.status_code == 200
     assert response.json() == []
-    assert 0.5 <= time.monotonic() - started < 5
+    assert time.monotonic() - started >= 0.5  # it waited (a busy machine only makes it longer)
 
 
 def test_a_leaf_node_created_by_the_api_is_shared_by_identical_rollouts(api):
