@@ -28,9 +28,9 @@ TMPFS_BYTES = 64 * 1024
 def _big_adapter_zip(folder: Path) -> bytes:
     """A valid LoRA adapter of about 250 KiB: too big for the tmpfs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch  # deferred: torch is heavy
+    from peft import LoraConfig, get_peft_model  # deferred: peft is heavy
+    from transformers import LlamaConfig, LlamaForCausalLM  # deferred: transformers is heavy
 
     torch.manual_seed(0)
     config = LlamaConfig(

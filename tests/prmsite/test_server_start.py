@@ -10,6 +10,7 @@ import time
 
 import pytest
 import requests
+from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 
 from prmsite import wsgi
@@ -75,8 +76,6 @@ def test_the_server_module_imports_no_django_before_a_worker_process_can_answer_
 
 
 def test_the_wsgi_application_is_still_there_for_wsgi_servers():
-    from django.core.handlers.wsgi import WSGIHandler
-
     assert isinstance(wsgi.application, WSGIHandler)
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
+from prmsite.db.sqlite3 import base
 from prmsite.db.sqlite3.base import flock_within
 from rollouts.models import Rollout
 from tests.factories import make_rollout
@@ -59,8 +60,6 @@ def test_a_write_transaction_holds_the_lock_file_until_it_commits_or_rolls_back(
 @pytest.mark.django_db(transaction=True)
 def test_a_write_statement_outside_a_transaction_takes_the_lock_too(monkeypatch):
     rollout = make_rollout()
-    from prmsite.db.sqlite3 import base
-
     calls: list[int] = []
     real = base.fcntl.flock
     monkeypatch.setattr(base.fcntl, "flock", lambda fd, op: (calls.append(op), real(fd, op))[1])
@@ -165,8 +164,6 @@ def test_threads_of_one_process_exclude_each_other():
     active = [0]
 
     def write() -> None:
-        from django.db import connections
-
         try:
             for _ in range(5):
                 with transaction.atomic():
