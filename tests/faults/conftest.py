@@ -25,7 +25,7 @@ def token(transactional_db, django_user_model) -> str:
     return make_worker_token(django_user_model.objects.create_user(username="fault-worker"))
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60, what: str = "the condition") -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 300, what: str = "the condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
