@@ -76,7 +76,7 @@ def _storage_full_refused() -> Iterator[None]:
         raise
 
 
-def _storage_filename(prm_version: str) -> str:
+def storage_filename(prm_version: str) -> str:
     return (re.sub(r"[^A-Za-z0-9._-]+", "_", prm_version).strip("._") or "adapter")[:100] + ".zip"
 
 
@@ -130,7 +130,7 @@ def adapter_upload(
         adapter_zip_validate(path=spool_path, max_uncompressed_bytes=limit)
 
         adapter = PRMAdapter(prm_version=prm_version, base_model=base_model, worker=worker, sha256=sha256, size=size)
-        adapter.file.save(_storage_filename(prm_version), _SpooledFile(spool, name=str(spool_path)), save=False)
+        adapter.file.save(storage_filename(prm_version), _SpooledFile(spool, name=str(spool_path)), save=False)
     try:
         with transaction.atomic():
             adapter.save()

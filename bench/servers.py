@@ -3,6 +3,7 @@ started on a database of the benchmark's own."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -51,9 +52,14 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def production_server(env: dict[str, str], *, workers: int, token: str) -> tuple[subprocess.Popen, str]:
+def production_server(
+    env: dict[str, str], *, workers: int, token: str, start_timeout_s: float | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start the production server with ``env`` (its ``DATABASE_URL``) and ``workers`` processes on a free port; wait
-    until it answers ``token``; answer the process and its base URL. Stop it with ``stop``."""
+    (up to ``start_timeout_s``, by default ``BENCH_SERVER_START_TIMEOUT_S`` or 60 s) until it answers ``token``;
+    answer the process and its base URL. Stop it with ``stop``."""
+    if start_timeout_s is None:
+        start_timeout_s = float(os.environ.get("BENCH_SERVER_START_TIMEOUT_S", "60"))
     port = free_port()
     server_env = {
         **env,
@@ -71,7 +77,7 @@ def production_server(env: dict[str, str], *, workers: int, token: str) -> tuple
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/prm_adapters", 200, process, {"Authorization": f"Token {token}"})
+        wait_http(f"{base}/prm_adapters", 200, process, {"Authorization": f"Token {token}"}, start_timeout_s)
     except BaseException:
         stop(process)
         raise

@@ -2,6 +2,7 @@
 requests still answered in well under a second.
 
     python bench/serving_check.py [--slow_sockets 100] [--long_polls 100] [--requests 60] [--max_latency_s 1.0]
+        [--report_only] [--request_timeout_s 30] [--start_timeout_s 60]
 
 It makes its own SQLite database in a temporary folder (or uses ``--database_url``), creates a worker token, starts
 ``python -m prmsite.wsgi`` (the production server, uvicorn) on a free local port, then:
@@ -16,6 +17,10 @@ It makes its own SQLite database in a temporary folder (or uses ``--database_url
 
 It prints the latencies, a README table row and a one-line JSON summary, and exits 1 when the slowest request took
 ``--max_latency_s`` or more, or when anything failed.
+
+``--report_only`` measures and reports the same, but judges only what a busy machine cannot change: every request
+answered (within ``--request_timeout_s``) and none refused. The latency goal is not checked then; the test suite runs
+the check this way, so that it passes beside other work.
 """
 
 from __future__ import annotations
@@ -75,7 +80,12 @@ async def long_poll(port: int, token: str, stop: asyncio.Event) -> None:
     writer.close()
 
 
-def timed_requests(base: str, token: str, count: int) -> list[tuple[str, float, int]]:
+# The status recorded for a request that got no answer within its timeout (or whose connection failed).
+UNANSWERED = 0
+
+
+def timed_requests(base: str, token: str, count: int, timeout_s: float = 30) -> list[tuple[str, float, int]]:
+    """``count`` requests one after another: (name, seconds, status), status ``UNANSWERED`` when none came."""
     session = requests.Session()
     session.headers["Authorization"] = f"Token {token}"
     rollout = {
@@ -87,18 +97,21 @@ def timed_requests(base: str, token: str, count: int) -> list[tuple[str, float, 
         "worker": "serving-check",
     }
     calls = [
-        ("POST /rollout", lambda: session.post(f"{base}/rollout", json=rollout, timeout=30)),
-        ("GET /prm_adapters", lambda: session.get(f"{base}/prm_adapters", timeout=30)),
+        ("POST /rollout", lambda: session.post(f"{base}/rollout", json=rollout, timeout=timeout_s)),
+        ("GET /prm_adapters", lambda: session.get(f"{base}/prm_adapters", timeout=timeout_s)),
         (
             "GET /process_reward_labels",
-            lambda: session.get(f"{base}/process_reward_labels", params={"prm_version": "v"}, timeout=30),
+            lambda: session.get(f"{base}/process_reward_labels", params={"prm_version": "v"}, timeout=timeout_s),
         ),
     ]
     results = []
     for index in range(count):
         name, call = calls[index % len(calls)]
         started = time.perf_counter()
-        status = call().status_code
+        try:
+            status = call().status_code
+        except requests.RequestException:
+            status = UNANSWERED
         results.append((name, time.perf_counter() - started, status))
     return results
 
@@ -113,7 +126,9 @@ async def check(port: int, token: str, args: argparse.Namespace) -> list[tuple[s
     if failed:
         raise SystemExit(f"{len(failed)} of the held connections failed to open: {failed[0].exception()!r}")
     try:
-        return await asyncio.to_thread(timed_requests, f"http://127.0.0.1:{port}", token, args.requests)
+        return await asyncio.to_thread(
+            timed_requests, f"http://127.0.0.1:{port}", token, args.requests, args.request_timeout_s
+        )
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -127,6 +142,13 @@ def main() -> int:
     parser.add_argument("--max_latency_s", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2, help="server processes (WEBSERVER_WORKERS)")
     parser.add_argument("--database_url", default=None, help="default: a new SQLite file in a temporary folder")
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="report the latencies, but fail only when a request went unanswered or was refused (not on latency)",
+    )
+    parser.add_argument("--request_timeout_s", type=float, default=30.0, help="how long one request may wait")
+    parser.add_argument("--start_timeout_s", type=float, default=60.0, help="how long the server may take to come up")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="serving-check-") as folder:
@@ -139,10 +161,10 @@ def main() -> int:
         }
         manage_or_exit("migrate", "--noinput", env=env)
         token = manage_or_exit("create_worker_token", f"serving-check-{os.getpid()}", env=env).strip().splitlines()[-1]
-        server, base = production_server(env, workers=args.workers, token=token)
+        server, base = production_server(env, workers=args.workers, token=token, start_timeout_s=args.start_timeout_s)
         port = int(base.rsplit(":", 1)[1])
         try:
-            floor = timed_requests(f"http://127.0.0.1:{port}", token, args.requests)
+            floor = timed_requests(f"http://127.0.0.1:{port}", token, args.requests, args.request_timeout_s)
             results = asyncio.run(check(port, token, args))
         finally:
             stop(server)
@@ -150,6 +172,7 @@ def main() -> int:
     latencies = sorted(seconds for _, seconds, _ in results)
     floor_p50 = statistics.median(seconds for _, seconds, _ in floor)
     errors = [(name, status) for name, _, status in results + floor if status >= 400]
+    unanswered = [name for name, _, status in results + floor if status == UNANSWERED]
     for name in sorted({name for name, _, _ in results}):
         mine = sorted(seconds for n, seconds, _ in results if n == name)
         print(
@@ -160,13 +183,16 @@ def main() -> int:
         "long_polls": args.long_polls,
         "requests": len(results),
         "errors": len(errors),
+        "unanswered": len(unanswered),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1),
         "max_allowed_ms": args.max_latency_s * 1000,
         "floor_p50_ms": round(floor_p50 * 1000, 1),
     }
-    ok = not errors and latencies[-1] < args.max_latency_s
+    answered_all = not errors and not unanswered and len(results) == len(floor) == args.requests
+    ok = answered_all and (args.report_only or latencies[-1] < args.max_latency_s)
+    summary["report_only"] = args.report_only
     summary["ok"] = ok
     print(
         f"| authenticated requests while {args.slow_sockets} slow sockets and {args.long_polls} long-polls are open "

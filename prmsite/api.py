@@ -27,13 +27,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from prmsite.core.errors import ApplicationError
 from prmsite.parsers import BoundedJSONParser, text_problem
 from prmsite.permissions import IsWorkerOrStaff, is_token_request
-from prmsite.unavailable import (
-    DATABASE_RETRY_AFTER_S,
-    DATABASE_UNAVAILABLE,
-    DATABASE_UNAVAILABLE_CODE,
-    is_database_unavailable,
-    log_database_unavailable,
-)
+from prmsite.refusals import error_body
+from prmsite.unavailable import database_unavailable_api_response, is_database_unavailable, log_database_unavailable
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -100,11 +95,6 @@ BODY_TOO_LARGE = "Request body is larger than the server accepts ({limit} bytes)
 INVALID_INPUT = "Invalid input: {summary}"
 
 
-def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
-    """The one shape of every refusal."""
-    return {"detail": str(detail), "code": str(code), **extra}
-
-
 def _first_message(messages: Any) -> str:
     while isinstance(messages, list | dict) and messages:
         messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
@@ -151,7 +141,7 @@ def exception_handler(exc, context):
         )
     if is_database_unavailable(exc):
         log_database_unavailable(exc)
-        return database_unavailable_response()
+        return database_unavailable_api_response()
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body(BODY_TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), "too_large"),
@@ -161,15 +151,6 @@ def exception_handler(exc, context):
     if response is not None and isinstance(exc, APIException):
         response.data = _api_exception_body(exc)
     return response
-
-
-def database_unavailable_response() -> Response:
-    """The 503 of a request that found the database unreachable (see ``prmsite.unavailable``)."""
-    return Response(
-        error_body(DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_CODE),
-        status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-    )
 
 
 def json_encode(data: Any) -> bytes:

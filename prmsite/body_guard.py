@@ -43,12 +43,12 @@ from django.db import connections
 from django.http.cookie import parse_cookie
 from rest_framework import exceptions
 
-from prmsite.api import BODY_TOO_LARGE, error_body
+from prmsite.api import BODY_TOO_LARGE
 from prmsite.authentication import TOKEN_FORM, WorkerTokenAuthentication
+from prmsite.refusals import error_body
 from prmsite.unavailable import (
-    DATABASE_RETRY_AFTER_S,
-    DATABASE_UNAVAILABLE,
-    DATABASE_UNAVAILABLE_CODE,
+    RETRY_AFTER,
+    database_unavailable_body,
     is_database_unavailable,
     log_database_unavailable,
 )
@@ -277,8 +277,8 @@ class BodyLimitMiddleware:
             await self._refuse(
                 send,
                 503,
-                error_body(DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_CODE),
-                [(b"retry-after", str(DATABASE_RETRY_AFTER_S).encode())],
+                database_unavailable_body(),
+                [(b"retry-after", RETRY_AFTER.encode())],
             )
             return
         if not trusted:

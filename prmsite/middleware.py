@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
-from prmsite.api import error_body
-from prmsite.unavailable import (
-    DATABASE_RETRY_AFTER_S,
-    DATABASE_UNAVAILABLE,
-    DATABASE_UNAVAILABLE_CODE,
-    is_database_unavailable,
-    log_database_unavailable,
-)
+from prmsite.refusals import error_body
+from prmsite.unavailable import database_unavailable_response, is_database_unavailable, log_database_unavailable
 
 NUL_IN_REQUEST = "The URL or the query string contains a NUL character (%00)."
 
@@ -30,25 +24,6 @@ class RejectNulMiddleware(MiddlewareMixin):
         ):
             return JsonResponse(error_body(NUL_IN_REQUEST, "bad_request"), status=400)
         return None
-
-
-DATABASE_UNAVAILABLE_PAGE = (
-    '<!doctype html><html lang="en"><head><title>Service unavailable</title></head><body>'
-    "<h1>Service unavailable</h1><p>The database is unavailable for the moment. Reload the page in a few seconds."
-    "</p></body></html>"
-)
-
-
-def database_unavailable_response(request: HttpRequest) -> HttpResponse:
-    """503 with Retry-After: the API's JSON error shape for programs, a plain page for browsers."""
-    from prmsite.views import wants_json
-
-    if wants_json(request):
-        response: HttpResponse = JsonResponse(error_body(DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_CODE), status=503)
-    else:
-        response = HttpResponse(DATABASE_UNAVAILABLE_PAGE, status=503, content_type="text/html; charset=utf-8")
-    response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-    return response
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):

@@ -14,14 +14,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from prmsite.api import error_body
-
-
-def wants_json(request: HttpRequest) -> bool:
-    """A program rather than a browser: it sent a token, or it does not ask for HTML."""
-    if request.META.get("HTTP_AUTHORIZATION"):
-        return True
-    return "text/html" not in request.META.get("HTTP_ACCEPT", "")
+from prmsite.refusals import error_body, wants_json
+from prmsite.unavailable import database_unavailable_response, is_database_unavailable
 
 
 def _error_handler(status: int, detail: str, code: str, html_view):
@@ -48,9 +42,6 @@ _server_error = _error_handler(500, "Server error; it has been logged.", "server
 
 def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
     """A 500, except for an unreachable database raised outside a view (a middleware): a 503 with Retry-After."""
-    from prmsite.middleware import database_unavailable_response
-    from prmsite.unavailable import is_database_unavailable
-
     exc = sys.exc_info()[1]
     if exc is not None and is_database_unavailable(exc):
         return database_unavailable_response(request)

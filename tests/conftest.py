@@ -13,7 +13,13 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import make_worker_token
-from tests.servers import PROJECT_ROOT, ServerProcess, database_url_for_subprocess, free_port
+from tests.servers import (
+    PROJECT_ROOT,
+    SERVER_START_TIMEOUT_S,
+    ServerProcess,
+    database_url_for_subprocess,
+    free_port,
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,17 +81,17 @@ def production_server(transactional_db, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
-                if requests.get(f"{base}/rollout", timeout=2).status_code == 401:
+                if requests.get(f"{base}/rollout", timeout=10).status_code == 401:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy to answer in time
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("the server did not answer within 60 s")
+                raise RuntimeError(f"the server did not answer within {SERVER_START_TIMEOUT_S} s")
             time.sleep(0.2)
         yield base
     finally:

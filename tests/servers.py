@@ -12,14 +12,18 @@ import time
 from pathlib import Path
 
 import requests
+from django.db import connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Generous deadlines for a server in a subprocess, so that a machine whose cores are busy with other work passes: they
+# bound a wait, they measure nothing.
+SERVER_START_TIMEOUT_S = 300
+SERVER_GONE_TIMEOUT_S = 60
 
 
 def database_url_for_subprocess() -> str:
     """DATABASE_URL of the database this test run uses, for a server started in a subprocess."""
-    from django.db import connection
-
     settings = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{settings['NAME']}"
@@ -55,7 +59,7 @@ class ServerProcess:
         }
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> ServerProcess:
+    def start(self, timeout: float = SERVER_START_TIMEOUT_S) -> ServerProcess:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [*self.wrap, sys.executable, "-m", "prmsite.wsgi"],
@@ -68,9 +72,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if requests.get(f"{self.url}/rollout", timeout=2).status_code == 401:
+                if requests.get(f"{self.url}/rollout", timeout=10).status_code == 401:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy to answer in time
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill9()
@@ -86,12 +90,14 @@ class ServerProcess:
         self.process.wait()
         self.process = None
         # The kernel frees the port once the processes are gone; wait until nothing answers on it.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + SERVER_GONE_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
                 requests.get(f"{self.url}/rollout", timeout=0.5)
             except requests.ConnectionError:
                 return
+            except requests.Timeout:  # something still holds the port
+                pass
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+from datetime import timedelta
+
 import pytest
+from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
@@ -59,8 +65,6 @@ def test_create_worker_token_prints_a_working_token_last(capsys):
 
 
 def test_tokens_are_stored_hashed_and_never_in_plaintext(capsys):
-    from django.db import connection
-
     call_command("create_worker_token", "gpu-node-3")
     token = capsys.readouterr().out.strip().splitlines()[-1]
     stored = AuthToken.objects.get()
@@ -85,10 +89,6 @@ def test_each_run_makes_another_token_and_rotate_revokes_the_others(capsys):
 
 
 def test_a_token_made_to_expire_stops_working(capsys):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     call_command("create_worker_token", "w", "--expires_in_days", "1")
     token = capsys.readouterr().out.splitlines()[-1]
     client = APIClient()
@@ -131,11 +131,6 @@ def test_create_worker_token_refuses_an_empty_name():
 
 @pytest.mark.django_db(transaction=True)
 def test_tokens_from_before_hashing_keep_working_and_their_plaintext_is_dropped(worker_user):
-    import importlib
-
-    from django.apps import apps
-    from django.db import connection
-
     migration = importlib.import_module("rollouts.migrations.0008_hashed_worker_tokens")
     key = "0123456789abcdef0123456789abcdef01234567"  # a DRF authtoken key: 40 hex characters
     with connection.cursor() as cursor:

@@ -4,7 +4,7 @@ and every refusal has one JSON shape, ``{"detail", "code"}`` (+ ``errors`` per f
 from __future__ import annotations
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import path
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -104,8 +104,6 @@ def test_a_nul_in_the_url_is_a_400_not_a_crash(client, api, url):
 @pytest.mark.django_db
 @pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
 def test_the_schema_and_the_docs_are_for_workers_and_staff_only(staff_client, url):
-    from django.test import Client
-
     assert Client().get(url).status_code == 401
     assert staff_client.get(url).status_code == 200
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from tests.servers import SERVER_START_TIMEOUT_S
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,9 +41,10 @@ def test_load_generator_runs_every_operation_without_errors_and_its_audit_passes
         "BENCH_LOAD_GROW_ROOTS": "100",
         "BENCH_WORKERS": "2",
         "BENCH_LOAD_JSON": str(results),
+        "BENCH_SERVER_START_TIMEOUT_S": str(SERVER_START_TIMEOUT_S),
     }
     proc = subprocess.run(
-        [sys.executable, "bench/bench_load.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+        [sys.executable, "bench/bench_load.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (result,) = json.loads(results.read_text())

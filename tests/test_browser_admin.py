@@ -21,7 +21,7 @@ INJECTED_STEP = (
 
 
 def submit(driver, css: str = "input[type=submit], button[type=submit]") -> None:
-    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.by import By  # deferred: selenium is optional
 
     driver.find_element(By.CSS_SELECTOR, css).click()
 
@@ -29,8 +29,8 @@ def submit(driver, css: str = "input[type=submit], button[type=submit]") -> None
 def test_staff_seed_a_forest_read_its_trees_and_compute_search_metrics_in_a_browser(
     browser, live_server, django_user_model
 ):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.common.by import By  # deferred: selenium is optional
+    from selenium.webdriver.support.ui import Select  # deferred: selenium is optional
 
     django_user_model.objects.create_user(username="staff", password=PASSWORD, is_staff=True, is_superuser=True)
     base = live_server.url

@@ -12,6 +12,7 @@ lists, change forms, delete and history pages and its actions. Pages are read fr
 
 from __future__ import annotations
 
+import html as html_module
 import re
 from datetime import timedelta
 from urllib.parse import quote
@@ -21,17 +22,30 @@ from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.auth.models import Group
-from django.test import Client
+from django.db import models
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from adapters.models import PRMAdapter
+from forests.growth.plan import growth_plan_set
+from forests.growth.queue import expansion_claim, expansion_release
 from forests.models import Forest
+from forests.services import forest_search_report_save
 from rollouts.models import LabelDraft, ProcessRewardLabel, Rollout, RolloutCheckout
-from tests.factories import make_label, make_worker_token
+from tests.factories import make_forest, make_label, make_rollout, make_root, make_worker_token
 from tests.hostile_routes import page_routes
 from tests.html_checks import HOSTILE_TEXT, PWNED, assert_no_live_markup
 from tests.rollouts.conftest import rollout_body
-from tests.rollouts.labelling.conftest import claim_next, form_data, make_labeller, make_scheme, rollout_url
+from tests.rollouts.labelling.conftest import (
+    claim_next,
+    form_data,
+    labellers_group,
+    make_labeller,
+    make_scheme,
+    rollout_url,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -54,14 +68,6 @@ def db_counts() -> dict[str, int]:
 @pytest.fixture
 def world(db, staff_user, django_user_model):
     """Rows of every model, their text fields holding markup; the staff user is a labeller too."""
-    from rest_framework.test import APIClient
-
-    from adapters.models import PRMAdapter
-    from forests.growth.plan import growth_plan_set
-    from forests.growth.queue import expansion_claim, expansion_release
-    from forests.services import forest_search_report_save
-    from tests.factories import make_root
-    from tests.rollouts.labelling.conftest import labellers_group
 
     forest = Forest.objects.create(
         name="forest-" + SHORT,
@@ -208,8 +214,6 @@ def admin_urls(world) -> list[str]:
 
 
 def _superuser_request(world):
-    from django.test import RequestFactory
-
     request = RequestFactory().get("/")
     request.user = type("U", (), {"has_perm": lambda *a: True, "is_active": True, "is_staff": True})()
     return request
@@ -328,8 +332,6 @@ def visit(client, route, world=None):
 
 @pytest.fixture
 def plain_world(db):
-    from tests.factories import make_forest, make_rollout, make_root
-
     forest = make_forest("forest-x")
     make_root(forest)
     make_rollout()
@@ -572,8 +574,6 @@ def test_a_post_with_the_token_of_another_session_is_refused(world, staff_user):
 
 def json_field_cases():
     """(model, JSON field) of every admin change form with a JSON field it lets staff edit."""
-    from django.db import models
-
     for model, model_admin in admin.site._registry.items():
         for field in model._meta.get_fields():
             request = _superuser_request(None)
@@ -596,8 +596,6 @@ def change_form_data(client, url) -> dict:
     for name, body in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', html, re.S):
         chosen = re.search(r'<option value="([^"]*)"[^>]*selected', body)
         data[name] = chosen.group(1) if chosen else ""
-    import html as html_module
-
     return {k: html_module.unescape(v) for k, v in data.items() if k != "csrfmiddlewaretoken"}
 
 
@@ -635,8 +633,6 @@ def test_an_admin_json_field_refuses_what_a_database_cannot_store(hostile_client
     ids=["NUL", "100000 characters"],
 )
 def test_the_labelling_form_refuses_notes_it_cannot_store(labeller_client, notes):
-    from tests.factories import make_rollout
-
     scheme = make_scheme()
     rollout = make_rollout()
     rollout_id = claim_next(labeller_client, scheme)
@@ -664,8 +660,6 @@ def test_the_labelling_form_refuses_notes_it_cannot_store(labeller_client, notes
     ids=lambda f: next(iter(f)),
 )
 def test_the_labelling_form_refuses_odd_values_writing_nothing(labeller_client, fields):
-    from tests.factories import make_rollout
-
     scheme = make_scheme()
     rollout = make_rollout()
     claim_next(labeller_client, scheme)
@@ -680,8 +674,6 @@ def test_the_labelling_form_refuses_odd_values_writing_nothing(labeller_client, 
 
 @pytest.mark.parametrize(("url_name", "method"), [("labelling:rollout", "post"), ("labelling:login", "post")])
 def test_an_oversize_form_or_too_many_fields_is_a_400_writing_nothing(labeller_client, settings, url_name, method):
-    from tests.factories import make_rollout
-
     scheme = make_scheme()
     rollout = make_rollout()
     kwargs = {"labelling:next": {"prm_version": scheme.prm_version}}.get(url_name, {})
@@ -698,8 +690,6 @@ def test_an_oversize_form_or_too_many_fields_is_a_400_writing_nothing(labeller_c
 
 
 def test_non_utf8_and_nul_in_a_form_body_are_refused_or_replaced(labeller_client):
-    from tests.factories import make_rollout
-
     scheme = make_scheme()
     rollout = make_rollout()
     claim_next(labeller_client, scheme)

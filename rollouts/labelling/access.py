@@ -24,6 +24,11 @@ from rollouts.models import LabellingScheme
 LABEL_PERMISSION = "rollouts.label_rollouts"
 
 
+def asks_for_json(request: HttpRequest) -> bool:
+    """The labelling page's script (``labelling.js``) rather than the browser's form: it asks for JSON."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
 def forbidden(request: HttpRequest, *, staff: bool) -> HttpResponse:
     return render(request, "rollouts/labelling/forbidden.html", {"staff": staff}, status=403)
 

@@ -8,6 +8,7 @@ from rollouts.labelling import rules
 from rollouts.labelling.consensus import RULE_FIRST_ERROR, RULE_STEPS
 from rollouts.labelling.services import NOTE_MAX_CHARS, LabelInput
 from rollouts.labelling.stepwise import FORMATS
+from rollouts.labelling.visits import VISIT_TOKEN_MAX_CHARS
 
 ACTION_SUBMIT = "submit"
 ACTION_SAVE = "save"
@@ -33,7 +34,7 @@ class LabelForm(forms.Form):
     action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS], required=False)
     bad_problem = forms.BooleanField(required=False)
     finish_reason = forms.ChoiceField(choices=FINISH_CHOICES, required=False)
-    visit = forms.CharField(required=False, max_length=1000)
+    visit = forms.CharField(required=False, max_length=VISIT_TOKEN_MAX_CHARS)
     resume = forms.BooleanField(required=False)
 
     def __init__(self, *args, steps: int, **kwargs) -> None:

@@ -16,6 +16,8 @@ from datetime import datetime
 
 from django.db.models import Count, Subquery
 
+from forests.metrics.forest import forest_arrays
+from forests.metrics.values import labelled_values
 from forests.models import Node
 from rollouts.labelling import rules
 from rollouts.labelling.agreement import (
@@ -241,9 +243,6 @@ def rollout_mc_values(*, steps_by_rollout: dict[int, int]) -> dict[int, list[flo
     (``labelled``) value of the step's node, the share of correct rollouts through it (``forests.metrics.values``).
     Only the trees these rollouts belong to are read, a few at a time. Rollouts that are not in a forest, or whose
     path there is not as long as their steps, are left out."""
-    from forests.metrics.forest import forest_arrays
-    from forests.metrics.values import labelled_values
-
     leaves: dict[int, list[tuple[int, int]]] = defaultdict(list)  # tree -> [(rollout, leaf)]
     ids = sorted(steps_by_rollout)
     for start in range(0, len(ids), ROLLOUTS_PER_QUERY):

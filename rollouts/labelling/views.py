@@ -3,36 +3,27 @@
 Thin views over ``services`` and ``selectors``. Forms work without JavaScript; ``rollouts/labelling.js`` adds the
 keys, the draft saved while the page is open and when it is left, and the lease's state.
 
-The labelling form has two fields per step (rating, note), and a rollout may have ``PRM_ROLLOUT_MAX_STEPS`` steps:
-more than Django's ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` from 499 steps on. So that view reads its own urlencoded body,
-with a bound of its own (``label_form_fields_max``), before the CSRF check (``bounded_label_form``). Skipping has a
-form of its own, with nothing in it but the CSRF token (``rollout_skip``): whatever the labelling form holds, and
-whatever made the server refuse it, a person can always give the rollout back.
+The labelling view reads its own form body, with a bound of its own (``bounded_form``); the page carries a signed
+visit token (``visits``). Skipping has a form of its own, with nothing in it but the CSRF token (``rollout_skip``):
+whatever the labelling form holds, and whatever made the server refuse it, a person can always give the rollout back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
-from functools import wraps
-from urllib.parse import parse_qsl
+from datetime import datetime
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import LoginView, LogoutView
-from django.core import signing
-from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.utils.datastructures import MultiValueDict
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from prmsite.core.domain import rollout_is_correct
 from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
-from rollouts.labelling import rules, selectors, services
+from rollouts.labelling import rules, selectors, services, visits
 from rollouts.labelling.access import (
+    asks_for_json,
     is_labeller,
     labeller_or_staff_required,
     labeller_required,
@@ -40,12 +31,9 @@ from rollouts.labelling.access import (
     page_budget,
     scheme_or_404,
 )
+from rollouts.labelling.bounded_form import bounded_label_form
 from rollouts.labelling.forms import ACTION_DISCARD, ACTION_SAVE, ACTION_SKIP, FINISH_CHOICES, LabelForm
 from rollouts.models import LabellingScheme, Rollout
-
-VISIT_SALT = "rollouts.labelling.visit"
-# A visit token is about 150 characters; anything much longer is not one (the form refuses it too).
-VISIT_TOKEN_MAX_CHARS = 1000
 
 NOT_CHECKED_OUT = (
     "Rollout #{rollout_id} is not checked out to you in {prm_version}: take the next one from the queue instead."
@@ -58,74 +46,6 @@ DRAFT_DISCARDED = "Draft discarded."
 LEASE_LOST = (
     "Your work was not stored: {reason} Your ratings and notes are kept below as a draft, and in your drafts list."
 )
-FORM_TOO_MANY_FIELDS = (
-    "Your form was not read: it has more than {max} fields, more than a rollout's steps can fill. Nothing was "
-    "stored; open the rollout again, or skip it."
-)
-FORM_TOO_LARGE = (
-    "Your form was not read: it is larger than the server accepts ({max} bytes; the notes are too long in all). "
-    "Nothing was stored; shorten the notes, or skip the rollout."
-)
-# Fields of the labelling form besides a rating and a note per step (CSRF token, action, finish reason, bad-problem
-# flag, visit, resume), with room to spare.
-LABEL_FORM_FIXED_FIELDS = 16
-
-
-def label_form_fields_max() -> int:
-    """The most fields the labelling view reads from one form: a rating and a note for each step of the longest
-    rollout the server stores (``PRM_ROLLOUT_MAX_STEPS``), plus the fixed ones; never fewer than Django's
-    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. Bounded by the settings, not by what a client sends."""
-    default = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS or 0
-    return max(default, 2 * settings.PRM_ROLLOUT_MAX_STEPS + LABEL_FORM_FIXED_FIELDS)
-
-
-def _form_refused(request: HttpRequest, message: str, kwargs: dict) -> HttpResponse:
-    """A 400 for a labelling form the server would not read, saying why; the page links back to the rollout and its
-    scheme, where skipping works (it posts nothing but its CSRF token)."""
-    if _wants_json(request):
-        return JsonResponse({"saved": False, "errors": [message]}, status=400)
-    context = {"message": message, "prm_version": kwargs.get("prm_version"), "rollout_id": kwargs.get("rollout_id")}
-    return render(request, "rollouts/labelling/refused.html", context, status=400)
-
-
-def _urlencoded_post(request: HttpRequest, *, max_fields: int) -> QueryDict:
-    """The request's urlencoded body as Django would read it (undecodable bytes replaced), with ``max_fields``
-    instead of ``DATA_UPLOAD_MAX_NUMBER_FIELDS``. ``ValueError`` beyond it; ``RequestDataTooBig`` for a body beyond
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE``."""
-    encoding = request.encoding or settings.DEFAULT_CHARSET
-    body = request.body
-    try:
-        text = body.decode(encoding)
-    except UnicodeDecodeError:  # as Django's QueryDict does for misbehaving user agents
-        text = body.decode("iso-8859-1")
-    post = QueryDict(mutable=True, encoding=encoding)
-    for key, value in parse_qsl(text, keep_blank_values=True, encoding=encoding, max_num_fields=max_fields):
-        post.appendlist(key, value)
-    post._mutable = False  # request.POST is immutable, as Django makes it
-    return post
-
-
-def bounded_label_form(view: Callable) -> Callable:
-    """Read a urlencoded POST body with ``label_form_fields_max()`` fields at most, then check its CSRF token exactly
-    as the middleware does (``csrf_protect``; the middleware itself skips the view, since it would read the body
-    with Django's smaller bound first and refuse a long rollout's form). A body beyond the bounds is a clear 400 page
-    and nothing else happens. Other bodies (multipart) are left to Django, with its bound."""
-    protected = csrf_protect(view)
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-            max_fields = label_form_fields_max()
-            try:
-                request.POST = _urlencoded_post(request, max_fields=max_fields)
-            except RequestDataTooBig:
-                return _form_refused(request, FORM_TOO_LARGE.format(max=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), kwargs)
-            except ValueError:  # parse_qsl: more than max_fields fields
-                return _form_refused(request, FORM_TOO_MANY_FIELDS.format(max=max_fields), kwargs)
-            request._files = MultiValueDict()  # read already: request.FILES must not parse the body again
-        return protected(request, *args, **kwargs)
-
-    return csrf_exempt(wrapper)
 
 
 class LabellingLoginView(LoginView):
@@ -189,39 +109,6 @@ def scheme_next(request: HttpRequest, prm_version: str) -> HttpResponse:
     return _to_rollout_or_scheme(scheme, rollout_id)
 
 
-def _visit_token(request: HttpRequest, scheme: LabellingScheme, rollout_id: int, now: datetime) -> str:
-    """Signed proof that the page of ``rollout_id`` in ``scheme`` was shown to this person at ``now``."""
-    visit = {"r": rollout_id, "v": scheme.prm_version, "u": request.user.pk, "t": now.timestamp()}
-    return signing.dumps(visit, salt=VISIT_SALT)
-
-
-def _visit_started(request: HttpRequest, token: str, scheme: LabellingScheme, rollout_id: int) -> datetime | None:
-    """When the page whose form this is was shown to this person (None when the token is missing, forged, or of
-    another rollout, scheme or person)."""
-    if len(token) > VISIT_TOKEN_MAX_CHARS:
-        return None
-    try:
-        visit = signing.loads(token, salt=VISIT_SALT)
-    except signing.BadSignature:
-        return None
-    if (
-        not isinstance(visit, dict)
-        or visit.get("r") != rollout_id
-        or visit.get("v") != scheme.prm_version
-        or visit.get("u") != request.user.pk
-        or not isinstance(visit.get("t"), int | float)
-    ):
-        return None
-    try:
-        return datetime.fromtimestamp(visit["t"], tz=UTC)
-    except (OverflowError, OSError, ValueError):  # a signed token is ours, but stay safe on what it holds
-        return None
-
-
-def _wants_json(request: HttpRequest) -> bool:
-    return "application/json" in request.headers.get("Accept", "")
-
-
 def _page(
     request: HttpRequest,
     *,
@@ -260,7 +147,7 @@ def _page(
         "finish_choices": FINISH_CHOICES,
         "state": state,
         "lease_expires_at": state.lease.expires_at if state.lease else None,
-        "visit": _visit_token(request, scheme, rollout.pk, now),
+        "visit": visits.visit_token(request, scheme, rollout.pk, now),
         "seconds_before": round(seconds_before, 1),
         "errors": errors or [],
         "conflict": conflict,
@@ -350,7 +237,7 @@ def rollout_skip(request: HttpRequest, prm_version: str, rollout_id: int) -> Htt
 
 def _refused(request: HttpRequest, scheme: LabellingScheme, exc: services.NotHandedOut) -> HttpResponse:
     """The answer to work on a rollout not handed to the person: 403, the reason, nothing of the rollout."""
-    if _wants_json(request):
+    if asks_for_json(request):
         return JsonResponse({"saved": False, "errors": [exc.message]}, status=exc.status_code)
     context = {"message": exc.message, "prm_version": scheme.prm_version, "rollout_id": None}
     return render(request, "rollouts/labelling/refused.html", context, status=exc.status_code)
@@ -361,7 +248,7 @@ def _rollout_post(
 ) -> HttpResponse:
     if request.POST.get("action") == ACTION_SKIP:  # skipping reads nothing else, so nothing in the form can block it
         return _skip(request, scheme=scheme, rollout_id=rollout.pk, now=now)
-    visit_started = _visit_started(request, str(request.POST.get("visit", "")), scheme, rollout.pk)
+    visit_started = visits.visit_started(request, str(request.POST.get("visit", "")), scheme, rollout.pk)
     try:
         services.labelling_access_check(
             user=request.user,
@@ -376,7 +263,7 @@ def _rollout_post(
     seconds_before = state.draft.seconds_spent if state.draft else 0.0
     if not form.is_valid():
         errors = form.error_messages()
-        if _wants_json(request):
+        if asks_for_json(request):
             return JsonResponse({"saved": False, "errors": errors}, status=400)
         return _page(
             request,
@@ -405,14 +292,14 @@ def _rollout_post(
             )
         except services.NotHandedOut as exc:  # as for the submit below
             return _refused(request, scheme, exc)
-        if _wants_json(request):
+        if asks_for_json(request):
             return JsonResponse(
                 {
                     "saved": saved.draft is not None,
                     "labelled": saved.draft is None,
                     "lease_expires_at": saved.lease_expires_at.isoformat() if saved.lease_expires_at else None,
                     "seconds_spent": round(saved.draft.seconds_spent, 1) if saved.draft else None,
-                    "visit": _visit_token(request, scheme, rollout.pk, now),
+                    "visit": visits.visit_token(request, scheme, rollout.pk, now),
                 }
             )
         messages.success(request, DRAFT_SAVED)

@@ -10,6 +10,7 @@ import struct
 import zipfile
 
 import pytest
+import safetensors
 from django.test import override_settings
 
 from adapters.models import PRMAdapter
@@ -78,8 +79,6 @@ def test_a_small_zip_declaring_huge_zero_tensors_is_refused_before_anything_is_u
 
 
 def test_weights_are_validated_from_the_header_without_reading_tensors(api, members, monkeypatch):
-    import safetensors
-
     def refuse(*args, **kwargs):
         raise AssertionError("tensors were loaded")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -115,8 +116,6 @@ def test_download_needs_prm_version(api):
 
 
 def zip_of(members: dict[str, bytes]) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
@@ -192,8 +191,6 @@ def test_an_upload_larger_than_djangos_body_limit_is_still_accepted(api, adapter
 
 
 def test_a_zip_that_unpacks_far_beyond_the_limit_is_refused(api, adapter_folder):
-    import io
-
     members = adapter_members(adapter_folder)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

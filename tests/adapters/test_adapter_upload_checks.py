@@ -12,9 +12,10 @@ import zipfile
 import pytest
 from django.test import Client
 
-from adapters import validation
 from adapters.models import PRMAdapter
 from adapters.peft_patterns import REPEATED_GROUP
+from adapters.validation import config as config_checks
+from adapters.validation import tensors as tensor_checks
 from tests.adapters.conftest import zip_folder
 from tests.adapters.test_adapter_amplification import LAYER, adapter_zip, lora_tensors, safetensors_bytes, with_config
 from tests.adapters.test_adapter_api import UPLOAD, adapter_members, stored_files, upload
@@ -154,20 +155,21 @@ def test_the_patterns_real_configs_use_stay_accepted(api, members, changes):
 @pytest.fixture
 def compiled_patterns(monkeypatch) -> list:
     compiled = []
-    real_compile = validation.pattern_compile
+    real_compile = config_checks.pattern_compile
 
     def counting_compile(source):
         compiled.append(real_compile(source))
         return compiled[-1]
 
-    monkeypatch.setattr(validation, "pattern_compile", counting_compile)
+    for checks in (config_checks, tensor_checks):  # the config's patterns, then target_modules against the names
+        monkeypatch.setattr(checks, "pattern_compile", counting_compile)
     return compiled
 
 
 def test_a_config_of_too_many_patterns_is_refused_before_compiling_them_all(api, members, compiled_patterns):
     keys = {rf"^model\.layers\.{layer}\.self_attn\.q_proj$": 2 for layer in range(3000)}
     refused(upload(api, adapter_zip(with_config(members, rank_pattern=keys))), "add up to more than")
-    assert len(compiled_patterns) <= validation.PATTERNS_MAX_CHARS // 36 + 1
+    assert len(compiled_patterns) <= config_checks.PATTERNS_MAX_CHARS // 36 + 1
 
 
 def test_plain_module_names_cost_no_compiling(api, members, compiled_patterns):
@@ -179,21 +181,21 @@ def test_plain_module_names_cost_no_compiling(api, members, compiled_patterns):
 
 
 def test_checking_the_tensor_names_has_a_budget(api, members, monkeypatch):
-    monkeypatch.setattr(validation, "TENSOR_CHECK_MAX_STEPS", 50)
+    monkeypatch.setattr(tensor_checks, "TENSOR_CHECK_MAX_STEPS", 50)
     data = adapter_zip(with_config(members, target_modules=r".*\.(q_proj|v_proj)"))
     refused(upload(api, data), "takes more than 50 steps")
 
 
 def test_a_list_of_targets_is_looked_up_not_scanned(api, members, monkeypatch):
     # 50,000 listed names and 2 modules: one lookup per dot of each module, not 100,000 comparisons
-    monkeypatch.setattr(validation, "TENSOR_CHECK_MAX_STEPS", 100)
+    monkeypatch.setattr(tensor_checks, "TENSOR_CHECK_MAX_STEPS", 100)
     targets = [f"m{index}" for index in range(50_000)] + ["q_proj", "v_proj"]
     response = upload(api, adapter_zip(with_config(members, target_modules=targets)))
     assert response.status_code == 200, response.json()
 
 
 def test_an_overlong_tensor_name_is_refused(api, members):
-    name = f"{LAYER}.{'x' * validation.TENSOR_NAME_MAX_CHARS}.q_proj"
+    name = f"{LAYER}.{'x' * tensor_checks.TENSOR_NAME_MAX_CHARS}.q_proj"
     tensors = {**lora_tensors(), f"{name}.lora_A.weight": ("F32", [2, 16])}
     data = adapter_zip({**members, "adapter_model.safetensors": safetensors_bytes(tensors)})
     refused(upload(api, data), "names longer than")

@@ -16,17 +16,16 @@ from collections.abc import Callable
 import pytest
 
 from tests.adapters.conftest import adapter_folder, adapter_zip  # noqa: F401 - fixtures of the storage scenario
+from tests.factories import make_worker_token
 from tests.rollouts.worker.conftest import dataset, stub  # noqa: F401 - fixtures of the rollout_worker scenario
 
 
 @pytest.fixture
 def token(transactional_db, django_user_model) -> str:
-    from tests.factories import make_worker_token
-
     return make_worker_token(django_user_model.objects.create_user(username="fault-worker"))
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60, what: str = "the condition") -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 300, what: str = "the condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -49,7 +49,7 @@ class Command:
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.err) or self.process.poll() is not None
 
-    def summary(self, timeout: float = 300) -> dict:
+    def summary(self, timeout: float = 1200) -> dict:
         out = self.process.stdout.read()
         self.process.wait(timeout=timeout)
         self.reader.join(timeout=10)
@@ -84,7 +84,7 @@ def test_train_prm_and_prm_label_worker_killed_mid_run(server_factory, token, tm
     api = PrmsiteClient(server.url, token)
     # 1. Killed while it trains: nothing on the server, no output folder or zip; the same command runs again.
     first = train("prm-a")
-    wait_for(lambda: first.saw("held out before training"), timeout=120, what="training to start")
+    wait_for(lambda: first.saw("held out before training"), timeout=600, what="training to start")
     assert first.process.poll() is None, "".join(first.err)[-3000:]
     kill9(first.process)
     assert api.list_prm_adapters() == []
@@ -97,11 +97,11 @@ def test_train_prm_and_prm_label_worker_killed_mid_run(server_factory, token, tm
 
     # 2. Killed once its zip is in place, the upload in flight or about to be: the whole adapter or none.
     second = train("prm-b")
-    wait_for(lambda: (runs / "prm-b.zip").exists() or second.process.poll() is not None, timeout=180, what="the zip")
+    wait_for(lambda: (runs / "prm-b.zip").exists() or second.process.poll() is not None, timeout=900, what="the zip")
     kill9(second.process)
     # A body that arrived whole is still being checked and stored; one cut short never reaches the view. Either
     # way the spool goes: wait for it, then the server holds the whole adapter or none.
-    wait_for(lambda: not any("/." in f"/{name}" for name in _files(media)), timeout=60, what="the spool to go")
+    wait_for(lambda: not any("/." in f"/{name}" for name in _files(media)), timeout=300, what="the spool to go")
     listed = {info["prm_version"]: info for info in api.list_prm_adapters()}
     if "prm-b" in listed:
         local = hashlib.sha256((runs / "prm-b.zip").read_bytes()).hexdigest()
@@ -121,7 +121,7 @@ def test_train_prm_and_prm_label_worker_killed_mid_run(server_factory, token, tm
     label_flags = ["--prm_version", "prm-a", "--device", "cpu", "--batch_size", "2", "--claim_size", "2"]
     labeller = Command(env, "prm_label_worker", *label_flags, "--wait", "1", "--post_threads", "1", "--worker", "gpu-a")
     labels = ProcessRewardLabel.objects.filter(prm_version="prm-a")
-    wait_for(lambda: labels.count() >= 4 or labeller.process.poll() is not None, timeout=120, what="labels")
+    wait_for(lambda: labels.count() >= 4 or labeller.process.poll() is not None, timeout=600, what="labels")
     kill9(labeller.process)
     killed_at = time.monotonic()
     done_by_first = labels.count()

@@ -88,7 +88,7 @@ def test_seed_forest_killed_half_way_leaves_no_forest_and_runs_again(transaction
     marker = tmp_path / "half-way"
 
     seeding = _seed(config_dir, FAULT_SEED_MARKER=str(marker))
-    wait_for(lambda: marker.exists() or seeding.poll() is not None, timeout=60, what="half-way")
+    wait_for(lambda: marker.exists() or seeding.poll() is not None, timeout=300, what="half-way")
     assert seeding.poll() is None, seeding.communicate()[1][-2000:]
     time.sleep(0.2)
     assert _a_write_transaction_is_open()  # the first 2000 roots are written, not committed
@@ -97,7 +97,7 @@ def test_seed_forest_killed_half_way_leaves_no_forest_and_runs_again(transaction
     assert (Forest.objects.count(), Node.objects.count()) == (0, 0)
 
     again = _seed(config_dir)
-    out, err = again.communicate(timeout=120)
+    out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
     forest = Forest.objects.get()

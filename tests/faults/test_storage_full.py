@@ -28,9 +28,9 @@ TMPFS_BYTES = 64 * 1024
 def _big_adapter_zip(folder: Path) -> bytes:
     """A valid LoRA adapter of about 250 KiB: too big for the tmpfs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch  # deferred: torch is heavy
+    from peft import LoraConfig, get_peft_model  # deferred: peft is heavy
+    from transformers import LlamaConfig, LlamaForCausalLM  # deferred: transformers is heavy
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -78,14 +78,14 @@ def test_a_full_tmpfs_refuses_the_upload_with_507_and_keeps_nothing(server_facto
     url = f"{server.url}/prm_adapter?base_model=tiny&worker=trainer&prm_version="
 
     for attempt in range(2):  # the same refusal again: the first one left nothing behind that fills the disk
-        _assert_refused(requests.post(url + "prm-big", data=big, headers=headers, timeout=30))
+        _assert_refused(requests.post(url + "prm-big", data=big, headers=headers, timeout=120))
         assert [p.name for p in seen.rglob("*") if p.is_file()] == [], attempt
         assert PRMAdapter.objects.count() == 0
-    stored = requests.post(url + "prm-small", data=small, headers=headers, timeout=30)
+    stored = requests.post(url + "prm-small", data=small, headers=headers, timeout=120)
     assert stored.status_code == 200, stored.text
     assert [p.name for p in seen.rglob("*") if p.is_file()] == ["prm-small.zip"]
     assert list(PRMAdapter.objects.values_list("prm_version", flat=True)) == ["prm-small"]
-    assert requests.get(url + "prm-big", headers=headers, timeout=30).status_code == 404
+    assert requests.get(url + "prm-big", headers=headers, timeout=120).status_code == 404
     assert "Internal Server Error" not in server.log.read_text()
 
 

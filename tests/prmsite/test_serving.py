@@ -3,6 +3,7 @@ need, a long-poll whose client left claims nothing afterwards, and slow sockets 
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import subprocess
@@ -16,7 +17,12 @@ import requests
 from rollouts.models import RolloutCheckout
 from tests.factories import make_worker_token
 from tests.rollouts.conftest import rollout_body
-from tests.servers import PROJECT_ROOT
+from tests.servers import PROJECT_ROOT, SERVER_START_TIMEOUT_S
+
+# Generous deadlines for the serving check on a busy machine: they bound a wait, they measure nothing.
+SERVING_CHECK_REQUEST_TIMEOUT_S = 120
+REQUEST_TIMEOUT_S = 50  # less than the long-polls' wait (60 s), so an answer means no long-poll had to end first
+SERVING_CHECK_TIMEOUT_S = 1800
 
 
 @pytest.fixture
@@ -51,17 +57,18 @@ def answered(sockets: list[socket.socket], timeout: float) -> list[bytes]:
 
 def test_a_hundred_long_polls_do_not_hold_up_other_requests(production_server, token):
     # They used to hold the server's threads: an unrelated request waited up to 118 s behind 100 of them.
-    polls = [open_long_poll(production_server, token) for _ in range(100)]
+    # The long-polls wait as long as the API allows: the other requests are answered while every one of them is
+    # still waiting, so none of them waited for a long-poll to end.
+    polls = [open_long_poll(production_server, token, wait=60) for _ in range(100)]
     try:
         time.sleep(1)
         session = requests.Session()
         session.headers["Authorization"] = f"Token {token}"
-        started = time.monotonic()
-        assert session.get(f"{production_server}/prm_adapters", timeout=30).status_code == 200
-        rollout_id = session.post(f"{production_server}/rollout", json=rollout_body(), timeout=30).json()
-        assert time.monotonic() - started < 5  # a functional bound with a wide margin, not a speed goal
-        # The new rollout goes to exactly one of the waiting long-polls, promptly.
-        answers = answered(polls, timeout=10)
+        assert session.get(f"{production_server}/prm_adapters", timeout=REQUEST_TIMEOUT_S).status_code == 200
+        assert answered(polls, timeout=0) == []
+        rollout_id = session.post(f"{production_server}/rollout", json=rollout_body(), timeout=REQUEST_TIMEOUT_S).json()
+        # The new rollout goes to exactly one of the waiting long-polls, without waiting for their wait to end.
+        answers = answered(polls, timeout=REQUEST_TIMEOUT_S)
         assert len(answers) == 1
         assert f'"id":{rollout_id}'.encode() in answers[0].replace(b" ", b"")
     finally:
@@ -101,12 +108,28 @@ def test_an_oversize_body_is_refused_by_the_server_before_it_is_read(production_
 
 @pytest.mark.slow
 def test_the_serving_check_holds_with_a_hundred_slow_sockets_and_a_hundred_long_polls():
-    # bench/serving_check.py starts its own server on its own database; see its docstring.
+    # bench/serving_check.py starts its own server on its own database; see its docstring. Its latency goal is the
+    # bench's (``make bench``): here every request must be answered, none refused, however busy the machine is.
     result = subprocess.run(
-        [sys.executable, "bench/serving_check.py"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+        [
+            sys.executable,
+            "bench/serving_check.py",
+            "--report_only",
+            "--request_timeout_s",
+            str(SERVING_CHECK_REQUEST_TIMEOUT_S),
+            "--start_timeout_s",
+            str(SERVER_START_TIMEOUT_S),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SERVING_CHECK_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '"ok": true' in result.stdout.splitlines()[-1]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["requests"] == 60
+    assert summary["errors"] == 0 and summary["unanswered"] == 0
+    assert summary["ok"] is True
 
 
 def test_the_largest_keys_list_the_api_accepts_fits_the_servers_url_limit(production_server, token):

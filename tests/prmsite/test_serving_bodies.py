@@ -172,13 +172,13 @@ def test_a_stalled_body_is_cut_off_with_408_and_its_temporary_disk_freed(server_
             )
         )
         push(sock, b"x" * (12 * MiB), seconds=10)  # past the 10 MiB Django keeps in memory: it spools to disk
-        wait_for(lambda: server_temp_files(server.process.pid, spool), timeout=30, what="the spooled body")
+        wait_for(lambda: server_temp_files(server.process.pid, spool), timeout=120, what="the spooled body")
         answer = read_answer(sock, timeout=60)  # then nothing more is sent
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert body["code"] == "request_timeout"
     assert b"connection: close" in answer.lower()  # and the server closed it: read_answer saw the end
-    wait_for(lambda: not server_temp_files(server.process.pid, spool), timeout=30, what="the temporary file to go")
+    wait_for(lambda: not server_temp_files(server.process.pid, spool), timeout=120, what="the temporary file to go")
 
 
 def test_an_unfinished_upload_whose_connection_goes_holds_no_temporary_disk(server_factory, token, tmp_path):
@@ -196,9 +196,9 @@ def test_an_unfinished_upload_whose_connection_goes_holds_no_temporary_disk(serv
             )
         )
         push(sock, b"x" * (12 * MiB), seconds=10)
-        wait_for(lambda: server_temp_files(server.process.pid, spool), timeout=30, what="the spooled body")
+        wait_for(lambda: server_temp_files(server.process.pid, spool), timeout=120, what="the spooled body")
     # The client has gone: Django sees the disconnect and closes (deletes) its spooled body.
-    wait_for(lambda: not server_temp_files(server.process.pid, spool), timeout=30, what="the temporary file to go")
+    wait_for(lambda: not server_temp_files(server.process.pid, spool), timeout=120, what="the temporary file to go")
 
 
 def test_a_trickling_body_is_cut_off(server_factory, token):
@@ -261,4 +261,4 @@ def test_bodies_beyond_the_processs_budget_get_503_with_retry_after(server_facto
     finally:
         holder.close()
     # The budget comes back when the body's connection goes.
-    wait_for(lambda: post_big().status_code == 200, timeout=30, what="the budget to come back")
+    wait_for(lambda: post_big().status_code == 200, timeout=120, what="the budget to come back")

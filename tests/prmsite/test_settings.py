@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,8 +75,6 @@ def test_sqlite_takes_the_write_lock_up_front_and_waits_when_busy():
 @pytest.mark.django_db
 @pytest.mark.skipif("sqlite3" not in settings.DATABASES["default"]["ENGINE"], reason="SQLite only")
 def test_sqlite_runs_in_wal_mode():
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
@@ -95,9 +95,6 @@ def test_bootstrap_admin_prints_a_fresh_password_once(tmp_path):
 
 
 def test_env_example_lists_every_variable_the_settings_read():
-    import re
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[2]
     source = (root / "prmsite" / "settings.py").read_text()
     read = set(
@@ -112,8 +109,6 @@ def test_env_example_lists_every_variable_the_settings_read():
 
 
 def test_env_example_copied_as_is_gives_the_documented_defaults(tmp_path):
-    import re
-
     values = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
     values["DJANGO_SECRET_KEY_FILE"] = ""  # as copied: empty means the default file
     code = (

@@ -17,7 +17,7 @@ pytestmark = requires_chromium
 
 def keys(driver, *sequence: str) -> None:
     """Press keys in the page, as a person would: sent to whatever has the focus."""
-    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.action_chains import ActionChains  # deferred: selenium is optional
 
     chain = ActionChains(driver)
     for key in sequence:
@@ -41,7 +41,7 @@ def screenshot(driver, name: str) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_labeller_labels_two_rollouts_with_the_keyboard_alone(browser, live_api_server):
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # deferred: selenium is optional
 
     make_labeller("ann")
     make_scheme("human-phase2", title="Phase 2", stop_at_first_error=True, instructions="Find the **first** error.")
@@ -109,7 +109,7 @@ def test_a_labeller_labels_two_rollouts_with_the_keyboard_alone(browser, live_ap
 @pytest.mark.django_db(transaction=True)
 def test_the_script_saves_and_skips_a_rollout_as_long_as_the_server_stores(browser, live_api_server, settings):
     # Issue 17, item 4: the script's draft saves and the skip key of a 1,000-step rollout (2,000 form fields).
-    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.keys import Keys  # deferred: selenium is optional
 
     make_labeller("ann")
     make_scheme("human-long", title="Long")

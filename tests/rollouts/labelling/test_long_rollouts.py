@@ -12,10 +12,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from rollouts.labelling.views import FORM_TOO_LARGE, FORM_TOO_MANY_FIELDS, label_form_fields_max
+from rollouts.labelling.bounded_form import FORM_TOO_LARGE, FORM_TOO_MANY_FIELDS, label_form_fields_max
 from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
 from tests.factories import make_rollout
-from tests.rollouts.labelling.conftest import claim_next, form_data, rollout_url, visit_of
+from tests.rollouts.labelling.conftest import claim_next, form_data, make_labeller, rollout_url, visit_of
 
 pytestmark = pytest.mark.django_db
 
@@ -118,8 +118,6 @@ def test_skip_has_a_form_of_its_own_on_the_page_and_on_the_scheme_page(labeller_
 
 
 def test_skipping_a_rollout_you_do_not_hold_or_that_does_not_exist_changes_nothing_of_others(client, scheme):
-    from tests.rollouts.labelling.conftest import make_labeller
-
     ann, bob = make_labeller("ann"), make_labeller("bob")
     rollout = make_rollout()
     bob_browser = Client()

@@ -3,16 +3,19 @@ leases, skipping, the K-overlap rule and the queue shared with API workers."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import pytest
+from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
-from tests.factories import make_rollout
+from tests.factories import make_label, make_rollout
 from tests.rollouts.labelling.conftest import (
     PASSWORD,
     claim_next,
@@ -96,11 +99,6 @@ def test_an_unknown_scheme_is_a_404(labeller_client):
 
 
 def test_the_migration_creates_the_labellers_group_with_the_permission(db):
-    import importlib
-
-    from django.apps import apps
-    from django.contrib.auth.models import Group
-
     migration = importlib.import_module("rollouts.migrations.0007_labellers_group")
     Group.objects.filter(name="labellers").delete()
     migration.create_group(apps, None)
@@ -367,8 +365,6 @@ def test_a_note_too_long_is_refused_naming_its_step_and_nothing_is_lost(labeller
 
 
 def test_an_active_learning_scheme_hands_out_first_what_the_reference_prm_gets_wrong(labeller_client):
-    from tests.factories import make_label
-
     scheme = make_scheme("human-al", active_learning=True, reference_prm_version="prm-ref")
     agreed = make_rollout(prediction=0, ground_truth=0)  # right, and the PRM says so
     disputed = make_rollout(prediction=1, ground_truth=0)  # wrong, but the PRM is sure it is right

@@ -28,6 +28,7 @@ from rollouts.labelling.stats import (
 )
 from rollouts.labels import label_create
 from rollouts.models import RolloutCheckout
+from rollouts.queue import checkout_claim
 from tests.factories import make_forest, make_rollout, make_root
 from tests.rollouts.labelling.conftest import make_scheme
 
@@ -106,8 +107,6 @@ def labelled():
     judge(r1, [1, 1, 1])
     judge(r2, [1, 0, 0])
     judge(r3, [1, 0])
-    from rollouts.queue import checkout_claim
-
     assert checkout_claim(prm_version="human-v1", claimed_by="cat", now=timezone.now(), limit=1).ids == [r4.pk]
     return scheme, [r1, r2, r3, r4, r5, r6]
 
@@ -235,7 +234,7 @@ def test_the_staff_page_shows_progress_labellers_and_agreement(staff_client, lab
 
 
 def test_the_consensus_preview_and_download(staff_client, labelled, tmp_path):
-    import datasets
+    import datasets  # deferred: datasets is heavy
 
     scheme, _ = labelled
     url = reverse("labelling:export", kwargs={"prm_version": scheme.prm_version})
@@ -259,7 +258,7 @@ def test_the_consensus_preview_and_download(staff_client, labelled, tmp_path):
 
 
 def test_the_export_command_writes_the_consensus_set(labelled, tmp_path, capsys):
-    import datasets
+    import datasets  # deferred: datasets is heavy
 
     target = tmp_path / "consensus"
     call_command(

@@ -33,7 +33,7 @@ def record(**fields):
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf_disk"])
 def test_every_format_loads_back_with_the_stepwise_columns(tmp_path, fmt):
-    import datasets
+    import datasets  # deferred: datasets is heavy
 
     target = tmp_path / f"out.{fmt}"
     rows = [record(), record(rollout_id=4, labels=[True, False], first_error=1, prediction=None, correct=False)]
@@ -50,7 +50,7 @@ def test_every_format_loads_back_with_the_stepwise_columns(tmp_path, fmt):
 
 
 def test_an_hf_disk_dataset_is_replaced_whole(tmp_path):
-    import datasets
+    import datasets  # deferred: datasets is heavy
 
     target = tmp_path / "set"
     stepwise_write([record(), record()], target, "hf_disk")
