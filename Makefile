@@ -49,9 +49,11 @@ $(LLAMA_VENV)/.built:
 demo: install $(LLAMA_VENV)/.built
 	$(BIN)/python manage.py demo --llama_python $(LLAMA_VENV)/bin/python $(DEMO_ARGS)
 
+# ruff, then the import contracts of pyproject.toml (layers, a pure core, pure workers, no circles).
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from django.db import models
+from django.urls import reverse
 
 
 def text_sha256(text: str) -> str:
@@ -45,8 +46,6 @@ class Forest(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        from django.urls import reverse
-
         return reverse("forests:detail", kwargs={"forest_name": self.name})
 
 

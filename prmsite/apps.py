@@ -6,4 +6,4 @@ class PrmsiteConfig(AppConfig):
     verbose_name = "prmsite"
 
     def ready(self) -> None:
-        from prmsite import checks  # noqa: F401  (registers the system checks)
+        from prmsite import checks  # noqa: F401, PLC0415 (registers the system checks once the apps are ready)

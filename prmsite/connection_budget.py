@@ -93,9 +93,8 @@ def pool_size_decide(*, facts: ConnectionFacts, processes: int, pool_max: int, r
 
 def connection_facts() -> ConnectionFacts:
     """Ask PostgreSQL (the default database, on a connection of its own outside the pool) about its connections."""
-    # Deferred: psycopg is only installed where PostgreSQL is used.
-    import psycopg
-    from django.db import connections
+    import psycopg  # noqa: PLC0415 (deferred: psycopg is only installed where PostgreSQL is used)
+    from django.db import connections  # noqa: PLC0415 (deferred: the supervisor imports this module before Django)
 
     params = connections["default"].get_connection_params()
     params["connect_timeout"] = CONNECT_TIMEOUT_S

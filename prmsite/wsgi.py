@@ -46,7 +46,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     # Deferred: worker processes import this module before they can answer the supervisor's health check, and
     # importing Django there is what the supervisor used to kill them for (see the module docstring).
-    from django.core.wsgi import get_wsgi_application
+    from django.core.wsgi import get_wsgi_application  # noqa: PLC0415 (deferred: see the comment above)
 
     application = get_wsgi_application()
     globals()["application"] = application
@@ -105,7 +105,7 @@ def serve() -> None:
     options = server_options()
     # Deferred: the budget check needs Django's settings, which this module does not import at its top (see the
     # module docstring); the supervisor imports them once, before any worker process starts.
-    from prmsite.connection_budget import pool_budget_check
+    from prmsite.connection_budget import pool_budget_check  # noqa: PLC0415 (deferred: see the comment above)
 
     decision = pool_budget_check(processes=options["workers"])
     if decision is not None and decision.message:

@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from adapters.prm.errors import PRMError
-from adapters.prm.format import PRM_CONFIG_NAME
 from adapters.validation import CONFIG_NAME, WEIGHTS_NAME, adapter_zip_validate
+from adapters.validation.folder import PRM_CONFIG_NAME
 from prmsite.core.errors import ApplicationError
 from prmsite.core.files import atomic_path
 

@@ -202,7 +202,7 @@ def stepwise_dataset_read(path: str | Path, *, split: str | None = None) -> Any:
     """A ``stepwise`` export read with ``datasets``: a jsonl/json or parquet file, or a ``save_to_disk`` folder
     (a ``DatasetDict`` needs ``split`` unless it has one split, or a ``train`` one). ``ValueError`` says what is
     wrong: no such path, an unknown file type, a missing column."""
-    import datasets
+    import datasets  # noqa: PLC0415 (deferred: datasets is heavy)
 
     source = Path(path).expanduser()
     if not source.exists():

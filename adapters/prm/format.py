@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-PRM_CONFIG_NAME = "prm_config.json"
+from adapters.validation.folder import PRM_CONFIG_NAME
+
 PRM_CONFIG_FORMAT_VERSION = 1
 
 DEFAULT_STEP_TAG = " ки"  # Math-Shepherd's step tag

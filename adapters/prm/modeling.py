@@ -74,7 +74,7 @@ def base_model_source(base_model: str) -> tuple[str, dict[str, str]]:
 
 def base_model_load(base_model: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     """(causal LM on ``device`` in ``dtype``, its tokenizer). ``PRMError`` when it cannot be loaded."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 (deferred: transformers is heavy)
 
     source, extra = base_model_source(base_model)
     weights_kwargs: dict[str, Any] = {} if "gguf_file" in extra else {"use_safetensors": True}
@@ -111,7 +111,7 @@ def lora_attach(
     seed: int,
 ) -> Any:
     """``model`` wrapped by peft with a fresh LoRA adapter (B = 0: it starts as the base model)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415 (deferred: peft pulls in torch)
 
     config = LoraConfig(
         r=r,
@@ -134,7 +134,7 @@ def lora_attach(
 def adapter_load(model: Any, folder: Path, *, merge: bool = True) -> Any:
     """The base ``model`` with the peft adapter saved in ``folder`` (``adapter_model.safetensors``), merged into its
     weights for scoring unless ``merge`` is false."""
-    from peft import PeftModel
+    from peft import PeftModel  # noqa: PLC0415 (deferred: peft pulls in torch)
 
     weights = Path(folder) / "adapter_model.safetensors"
     if not weights.is_file():

@@ -58,8 +58,8 @@ def synthetic_rows(
 
 def tiny_tokenizer() -> Any:
     """A word-level tokenizer over ``VOCABULARY`` that puts ``<s>`` before a text, like Llama's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: PLC0415 (deferred: tokenizers is heavy)
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415 (deferred: transformers is heavy)
 
     vocab = {token: index for index, token in enumerate(VOCABULARY)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))  # noqa: S106 - tokens, not secrets
@@ -83,8 +83,8 @@ def tiny_base_model_save(
 
     ``vocab_size`` larger than the tokenizer's vocabulary gives the model a realistic LM head (rows the tokenizer
     never produces), for measuring what the head costs."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch  # noqa: PLC0415 (deferred: torch is heavy)
+    from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415 (deferred: transformers is heavy)
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)

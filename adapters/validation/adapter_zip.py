@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from adapters.prm.format import PRM_CONFIG_NAME
 from adapters.validation.archive import (
     BAD_ZIP,
     NO_WEIGHTS,
@@ -20,7 +19,7 @@ from adapters.validation.archive import (
     whole_file_check,
 )
 from adapters.validation.config import CONFIG_NOT_JSON, config_check
-from adapters.validation.folder import CONFIG_MAX_BYTES, README_NAME, WEIGHTS_NAME
+from adapters.validation.folder import CONFIG_MAX_BYTES, PRM_CONFIG_NAME, README_NAME, WEIGHTS_NAME
 from adapters.validation.safetensors_header import header_check
 from adapters.validation.tensors import lora_tensors_check
 from prmsite.core.errors import ApplicationError

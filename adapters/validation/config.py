@@ -60,7 +60,7 @@ def config_check(raw: bytes) -> dict[str, Any]:
         raise ApplicationError(CONFIG_NOT_JSON.format(reason="not an object"))
     if not isinstance(config.get("peft_type"), str):
         raise ApplicationError(CONFIG_REJECTED.format(reason="no peft_type"))
-    from peft import PeftConfig  # deferred: peft is heavy (it imports torch and transformers)
+    from peft import PeftConfig  # noqa: PLC0415 (deferred: peft is heavy (it imports torch and transformers))
 
     with tempfile.TemporaryDirectory(prefix="prm-adapter-") as folder:
         (Path(folder) / CONFIG_NAME).write_bytes(raw)

@@ -51,7 +51,6 @@ from forests.active_learning.state import (
     now_iso,
 )
 from forests.exports import export_options, preferences_export
-from forests.management.progress import Bars
 from forests.models import Forest, Node
 from forests.prm_evaluation import prm_evaluation
 from forests.search_reports import forest_search_report
@@ -60,6 +59,7 @@ from forests.services import forest_search_report_save
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import NotFoundError
+from prmsite.core.progress import Bars
 from rollouts.worker.ai_labeller import LabellerOptions
 from rollouts.worker.ai_labeller import run as labeller_run
 

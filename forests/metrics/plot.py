@@ -20,8 +20,8 @@ _STYLES = {
 
 def search_plot_png(report: Mapping[str, Any]) -> bytes:
     """A ``SearchReport.as_dict()`` drawn as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (deferred: matplotlib is heavy)
+    from matplotlib.figure import Figure  # noqa: PLC0415 (deferred: matplotlib is heavy)
 
     figure = Figure(figsize=(7, 4.2), dpi=100)
     FigureCanvasAgg(figure)

@@ -48,7 +48,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _record_batch(batch: Batch, schema) -> Any:
-    import pyarrow as pa  # deferred: pyarrow is heavy (see the module docstring)
+    import pyarrow as pa  # noqa: PLC0415 (deferred: pyarrow is heavy (see the module docstring))
 
     def column(values: Any, arrow_type) -> Any:
         if isinstance(values, pa.Array):
@@ -60,7 +60,7 @@ def _record_batch(batch: Batch, schema) -> Any:
 
 def _lines_write(batches: Iterable[Batch], schema, path: Path, raw: Collection[str]) -> int:
     """Write the records as JSON lines (``json_text.json_lines``) to ``path``; return how many."""
-    from prmsite.core.json_text import json_lines, text_bytes  # deferred: json_text loads pyarrow (heavy)
+    from prmsite.core.json_text import json_lines, text_bytes  # noqa: PLC0415 (deferred: json_text loads pyarrow, heavy)
 
     written = 0
     with open(path, "wb") as out:
@@ -87,11 +87,11 @@ def dataset_write(
     an empty file does not load back.
     """
     # deferred: pyarrow, datasets and json_text (which loads pyarrow) are heavy (see the module docstring)
-    import pyarrow as pa
-    from datasets import Dataset, Json
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+    import pyarrow as pa  # noqa: PLC0415 (deferred: pyarrow is heavy)
+    from datasets import Dataset, Json  # noqa: PLC0415 (deferred: datasets is heavy)
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled  # noqa: PLC0415 (deferred: datasets is heavy)
 
-    from prmsite.core.json_text import json_lines_supported
+    from prmsite.core.json_text import json_lines_supported  # noqa: PLC0415 (deferred: it loads pyarrow, heavy)
 
     if fmt not in FORMATS:
         raise ExportError(FORMAT_UNKNOWN.format(formats=", ".join(FORMATS), fmt=fmt))

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 
 def _lines_floats(values: np.ndarray) -> list[str]:
-    from pandas.io.json import ujson_dumps  # deferred: pandas is heavy, and only the LINES style's floats need it
+    from pandas.io.json import ujson_dumps  # noqa: PLC0415 (deferred: pandas is heavy; only LINES floats need it)
 
     return ujson_dumps(values, double_precision=10)[1:-1].split(",")
 

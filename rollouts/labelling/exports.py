@@ -16,7 +16,8 @@ from typing import Any
 
 from prmsite.core.domain import rollout_is_correct
 from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
-from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows, rollout_mc_values
+from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows
+from rollouts.labelling.step_values import rollout_mc_values
 from rollouts.labelling.stepwise import stepwise_write
 from rollouts.models import LabellingScheme, Rollout
 

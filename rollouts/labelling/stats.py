@@ -16,9 +16,6 @@ from datetime import datetime
 
 from django.db.models import Count, Subquery
 
-from forests.metrics.forest import forest_arrays
-from forests.metrics.values import labelled_values
-from forests.models import Node
 from rollouts.labelling import rules
 from rollouts.labelling.agreement import (
     AgreementReport,
@@ -29,12 +26,12 @@ from rollouts.labelling.agreement import (
     source_agreement,
 )
 from rollouts.labelling.consensus import label_verdicts, value_verdicts
+from rollouts.labelling.step_values import rollout_mc_values
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 
 # Rollouts read in one query (by id).
 ROLLOUTS_PER_QUERY = 500
 # Trees whose nodes are read in one query when Monte-Carlo values are computed.
-TREES_PER_QUERY = 200
 # Other versions the staff page compares a scheme with, at most (those sharing the most rollouts with it).
 COMPARISON_CANDIDATES_MAX = 20
 
@@ -236,38 +233,6 @@ def _label_ratings(label: LabelRow) -> LabelRatings | None:
 def scheme_agreement(*, labels: Iterable[LabelRow]) -> AgreementReport:
     """Agreement among the scheme's labellers on step ratings (labels whose values are not codes are left out)."""
     return agreement_report(rated for label in labels if (rated := _label_ratings(label)) is not None)
-
-
-def rollout_mc_values(*, steps_by_rollout: dict[int, int]) -> dict[int, list[float | None]]:
-    """The forest's Monte-Carlo value of each step of these rollouts (``{rollout_id: steps}``): the exact
-    (``labelled``) value of the step's node, the share of correct rollouts through it (``forests.metrics.values``).
-    Only the trees these rollouts belong to are read, a few at a time. Rollouts that are not in a forest, or whose
-    path there is not as long as their steps, are left out."""
-    leaves: dict[int, list[tuple[int, int]]] = defaultdict(list)  # tree -> [(rollout, leaf)]
-    ids = sorted(steps_by_rollout)
-    for start in range(0, len(ids), ROLLOUTS_PER_QUERY):
-        for rollout_id, leaf_id, tree_id in Rollout.objects.filter(
-            pk__in=ids[start : start + ROLLOUTS_PER_QUERY], node__isnull=False
-        ).values_list("id", "node_id", "node__tree_id"):
-            leaves[tree_id].append((rollout_id, leaf_id))
-    result: dict[int, list[float | None]] = {}
-    trees = sorted(leaves)
-    for start in range(0, len(trees), TREES_PER_QUERY):
-        chunk = trees[start : start + TREES_PER_QUERY]
-        rollouts = Rollout.objects.filter(node__tree_id__in=chunk).values_list(
-            "id", "node_id", "prediction", "attributes__usage__total_tokens"
-        )
-        nodes = Node.objects.filter(tree_id__in=chunk).values_list(
-            "id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth"
-        )
-        arrays = forest_arrays(nodes.iterator(chunk_size=5000), list(rollouts))
-        value = labelled_values(arrays).value
-        for tree_id in chunk:
-            for rollout_id, leaf_id in leaves[tree_id]:
-                path = arrays.path(arrays.index_of(leaf_id))  # the step nodes, the root's child first
-                if len(path) == steps_by_rollout[rollout_id]:
-                    result[rollout_id] = [None if value[i] != value[i] else float(value[i]) for i in path]
-    return result
 
 
 @dataclass(frozen=True)

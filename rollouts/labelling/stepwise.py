@@ -21,7 +21,7 @@ __all__ = ["FORMATS", "ExportError", "stepwise_features", "stepwise_write"]
 
 def stepwise_features():
     """The ``datasets.Features`` of a consensus record."""
-    from datasets import Features, List, Value  # deferred: datasets is heavy
+    from datasets import Features, List, Value  # noqa: PLC0415 (deferred: datasets is heavy)
 
     text, integer, boolean = Value("string"), Value("int64"), Value("bool")
     return Features(

@@ -236,7 +236,7 @@ def _http_client(*, timeout: httpx2.Timeout, limits: httpx2.Limits) -> httpx2.As
     requests in flight, httpx's own connection pool spends more CPU choosing a connection (it checks every one of them
     per request) than the rest of the worker together. Else openai's default httpx client."""
     try:
-        import aiohttp  # noqa: F401  # deferred: an optional library, probed only when a client is made
+        import aiohttp  # noqa: F401, PLC0415 (deferred: an optional library, probed only when a client is made)
 
         return openai.DefaultAioHttpClient(timeout=timeout, limits=limits)
     except (ImportError, RuntimeError):
@@ -246,7 +246,7 @@ def _http_client(*, timeout: httpx2.Timeout, limits: httpx2.Limits) -> httpx2.As
 def load_tokenizer(name_or_path: str) -> ChatTemplate:
     """The tokenizer (with its chat template) of a hub model name, a local folder or a ``.gguf`` file (the model a
     llama.cpp server serves: its chat template comes from the file)."""
-    from transformers import AutoTokenizer  # deferred: transformers is heavy
+    from transformers import AutoTokenizer  # noqa: PLC0415 (deferred: transformers is heavy)
 
     source, extra = pretrained_source(name_or_path, what="--tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(source, **extra)

@@ -25,6 +25,9 @@ import openai
 import requests
 
 from prmsite.core.client import PrmsiteAPIError
+from prmsite.core.configs.interfaces import check_generation_settings
+from prmsite.core.configs.loader import config_load
+from prmsite.core.errors import ConfigError
 from rollouts.worker.dataset_source import DatasetItem, DatasetSource, done_units
 from rollouts.worker.forest_source import ForestSource
 from rollouts.worker.generation_job import GenerationJob, request_sizes
@@ -350,11 +353,6 @@ def _check_patterns(settings: GenerationSettings) -> None:
 def load_dataset_items(spec: DatasetSpec):
     """The template JSON's config and the items of its split as :class:`DatasetItem` (or the exception an item
     raised), with their number (``None`` if unknown). Runs ``datasets``; no Django model."""
-    # deferred: the config loader reaches ``datasets`` (heavy) and Django's settings, which forest mode never needs
-    from prmsite.core.configs.interfaces import check_generation_settings
-    from prmsite.core.configs.loader import config_load
-    from prmsite.core.errors import ConfigError
-
     path = Path(spec.template_json).expanduser()
     if not path.is_file():
         raise WorkerError(f"--template_json {spec.template_json!r} is not a file")

@@ -8,7 +8,6 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from forests.management.progress import Bars
 from forests.metrics.beam import Aggregation
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, format_report, parse_num_beam_values
@@ -18,6 +17,7 @@ from forests.selectors import forest_get
 from forests.services import forest_search_report_save
 from prmsite.core.dataset_files import ExportError, write_atomic
 from prmsite.core.errors import ApplicationError
+from prmsite.core.progress import Bars
 
 
 class Command(BaseCommand):

@@ -9,12 +9,12 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from forests.management.progress import Bars
 from forests.prm_evaluation import prm_evaluation
 from forests.selectors import forest_get
 from prmsite.core.dataset_files import ExportError, write_atomic
 from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import ApplicationError
+from prmsite.core.progress import Bars
 from rollouts.models import ProcessRewardLabel
 
 

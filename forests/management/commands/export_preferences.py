@@ -9,7 +9,6 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from forests.exports import export_options, preferences_export
-from forests.management.progress import Bars
 from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
 from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
@@ -18,6 +17,7 @@ from forests.selectors import forest_get
 from prmsite.core.cli import add_output_json_flag, summary_write
 from prmsite.core.dataset_files import FORMATS
 from prmsite.core.errors import ApplicationError
+from prmsite.core.progress import Bars
 
 
 class Command(BaseCommand):

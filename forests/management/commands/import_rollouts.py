@@ -9,11 +9,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from forests.intake_serializers import RolloutCreateSerializer
-from forests.management.progress import Bars
 from forests.models import Forest
 from forests.rollout_files import IMPORT_BATCH_SIZE, forest_rollouts_import, rollouts_file_check, rollouts_file_fields
 from forests.selectors import FOREST_NOT_FOUND
 from prmsite.core.errors import ApplicationError
+from prmsite.core.progress import Bars
 from prmsite.parsers import text_problem
 
 

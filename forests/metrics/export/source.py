@@ -44,7 +44,7 @@ def export_texts(texts: Sequence[str] | Any, *, consume: bool = False) -> Any:
     With ``consume`` (``texts`` a list), the list is emptied as it is converted, from its end, so that the strings and
     their Arrow copy are never both whole in memory.
     """
-    import pyarrow as pa  # deferred: pyarrow is heavy (~70 MB), and the server's admin imports this module at start
+    import pyarrow as pa  # noqa: PLC0415 (deferred: pyarrow is heavy (~70 MB), and the server's admin imports this module at start)
 
     if isinstance(texts, pa.Array | pa.ChunkedArray):
         return texts if texts.type == pa.large_string() else texts.cast(pa.large_string())

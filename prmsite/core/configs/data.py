@@ -66,7 +66,7 @@ def load_split(location: str, split: str, *, subset: str | None = None, base_dir
 
     Raises :class:`ConfigError` with the reason when the dataset or the split cannot be read.
     """
-    import datasets
+    import datasets  # noqa: PLC0415 (deferred: datasets is heavy)
 
     path = resolve_location(location, split, base_dir=base_dir)
     try:

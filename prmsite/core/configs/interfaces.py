@@ -18,6 +18,8 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+
 from prmsite.core.configs.data import load_split
 from prmsite.core.errors import ConfigError
 
@@ -173,13 +175,8 @@ def check_generation_settings(config: RolloutConfig) -> None:
 def check_label(label: object) -> int:
     """``label`` as an ``int``, or a :class:`ConfigError` (booleans and floats are refused: labels are classes)."""
     if isinstance(label, bool) or not isinstance(label, int):
-        try:
-            import numpy as np
-
-            if isinstance(label, np.integer):
-                return int(label)
-        except ImportError:  # pragma: no cover - numpy comes with datasets
-            pass
+        if isinstance(label, np.integer):
+            return int(label)
         raise ConfigError(f"get_label must return an int, got {type(label).__name__} {label!r}")
     return int(label)
 

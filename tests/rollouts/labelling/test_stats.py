@@ -21,11 +21,11 @@ from rollouts.labelling.stats import (
     comparison_candidates,
     label_rows,
     labeller_stats,
-    rollout_mc_values,
     scheme_agreement,
     scheme_comparisons,
     scheme_progress,
 )
+from rollouts.labelling.step_values import rollout_mc_values
 from rollouts.labels import label_create
 from rollouts.models import RolloutCheckout
 from rollouts.queue import checkout_claim

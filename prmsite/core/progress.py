@@ -1,4 +1,4 @@
-"""Progress bars of the forests commands: tqdm on the command's raw stderr (tqdm redraws with "\r", which Django's
+"""Progress bars of the commands: tqdm on the command's raw stderr (tqdm redraws with "\r", which Django's
 line-ending OutputWrapper would break); off when stderr is not a terminal unless asked for."""
 
 from __future__ import annotations
