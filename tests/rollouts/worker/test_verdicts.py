@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -231,12 +229,3 @@ def test_a_template_without_the_steps_or_unreadable_is_refused(tmp_path):
         PromptTemplate("Grade {problem}", source="--prompt_template t.txt")
     with pytest.raises(TemplateError, match="cannot be read"):
         PromptTemplate.from_file(tmp_path / "missing.txt")
-
-
-def test_the_labeller_modules_import_nothing_from_django():
-    code = (
-        "import sys, rollouts.worker.command_flags, rollouts.worker.verdicts, rollouts.worker.judge_prompt; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
