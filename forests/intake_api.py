@@ -15,16 +15,10 @@ from rest_framework.response import Response
 
 from forests.intake import receive_rollout, receive_rollouts
 from forests.intake_serializers import RolloutBatchResultSerializer, RolloutBatchSerializer, RolloutCreateSerializer
-from prmsite.api import (
-    ERROR_RESPONSES,
-    ApiAutoSchema,
-    BoundedJSONParser,
-    IsWorkerOrStaff,
-    error_response,
-    exception_handler,
-    text_problem,
-)
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, exception_handler
 from prmsite.core.errors import ApplicationError
+from prmsite.parsers import BoundedJSONParser, text_problem
+from prmsite.permissions import IsWorkerOrStaff
 from rollouts.models import Rollout
 from rollouts.views import ID_RESPONSE, RolloutClaimView
 

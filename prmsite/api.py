@@ -25,8 +25,6 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from prmsite.core.errors import ApplicationError
-from prmsite.parsers import BoundedJSONParser, text_problem
-from prmsite.permissions import IsWorkerOrStaff, is_token_request
 from prmsite.refusals import error_body
 from prmsite.unavailable import database_unavailable_api_response, is_database_unavailable, log_database_unavailable
 
@@ -35,14 +33,9 @@ __all__ = [
     "JSON_QUERY",
     "ApiAutoSchema",
     "ApiErrorSerializer",
-    "BoundedJSONParser",
-    "IsWorkerOrStaff",
-    "error_body",
     "error_response",
     "exception_handler",
-    "is_token_request",
     "json_encode",
-    "text_problem",
 ]
 
 

@@ -11,7 +11,8 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, is_token_request, json_encode
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, json_encode
+from prmsite.permissions import is_token_request
 from rollouts import selectors
 from rollouts.labels import label_create
 from rollouts.models import ProcessRewardLabel, Rollout

@@ -30,7 +30,9 @@ from forests.growth.serializers import (
 )
 from forests.models import Forest, Node
 from forests.selectors import forest_get
-from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, BoundedJSONParser, IsWorkerOrStaff, error_response
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response
+from prmsite.parsers import BoundedJSONParser
+from prmsite.permissions import IsWorkerOrStaff
 
 NOT_FOUND = {404: error_response("No forest of that name, or no growth plan yet.")}
 
