@@ -4,9 +4,12 @@ values under a value function, its rollouts' models, each in a handful of stream
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from django.db.models import QuerySet
 
 from forests.metrics.forest import ForestArrays, forest_arrays
 from forests.metrics.values import LABELLED, NodeValues, ValueFunction, label_values, labelled_values
@@ -25,6 +28,13 @@ BAD_OUTPUT = "Label {label_id} of {version!r} has a prm_output that is not a lis
 STREAM_CHUNK = 5000
 
 
+def streamed(query: QuerySet) -> contextlib.closing[Iterator[Any]]:
+    """``query.iterator()`` in chunks of ``STREAM_CHUNK``, as a context that closes it when the block ends, also by an
+    exception: on PostgreSQL the iterator holds a server-side cursor, and one left to the garbage collector is closed
+    later, inside whatever transaction then runs on the connection, which that failed CLOSE aborts."""
+    return contextlib.closing(query.iterator(chunk_size=STREAM_CHUNK))
+
+
 def _tokens(value: Any) -> float | None:
     """``usage.total_tokens`` as a worker recorded it; anything but a finite non-negative number is "not recorded"."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -40,16 +50,16 @@ def forest_arrays_load(
     Rollouts are read first: a rollout's leaf is committed with (or before) the rollout, so every rollout read has
     its node among the nodes read after it, even while workers keep inserting.
     """
-    rollouts = (
-        (rollout_id, node_id, prediction, _tokens(tokens))
-        for rollout_id, node_id, prediction, tokens in Rollout.objects.filter(forest_id=forest.pk, node__isnull=False)
-        .order_by()
-        .values_list("id", "node_id", "prediction", "attributes__usage__total_tokens")
-        .iterator(chunk_size=STREAM_CHUNK)
-    )
+    rollout_rows = Rollout.objects.filter(forest_id=forest.pk, node__isnull=False).order_by()
     columns = ["id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth"] + (["text"] if with_texts else [])
-    nodes = Node.objects.filter(forest_id=forest.pk).order_by().values_list(*columns).iterator(chunk_size=STREAM_CHUNK)
-    return forest_arrays(nodes, rollouts, on_rows=on_rows, with_texts=with_texts)
+    with (
+        streamed(rollout_rows.values_list("id", "node_id", "prediction", "attributes__usage__total_tokens")) as rows,
+        streamed(Node.objects.filter(forest_id=forest.pk).order_by().values_list(*columns)) as nodes,
+    ):
+        rollouts = (
+            (rollout_id, node_id, prediction, _tokens(tokens)) for rollout_id, node_id, prediction, tokens in rows
+        )
+        return forest_arrays(nodes, rollouts, on_rows=on_rows, with_texts=with_texts)
 
 
 def rollout_models_load(*, forest: Forest) -> dict[int, str]:
@@ -84,16 +94,15 @@ def forest_values(*, forest: Forest, arrays: ForestArrays, value_function: Value
     if value_function.kind == LABELLED:
         return labelled_values(arrays)
     codes = value_function.kind == "labels"
-    labels = (
+    query = (
         ProcessRewardLabel.objects.filter(
             prm_version=value_function.version, rollout__forest_id=forest.pk, rollout__node__isnull=False
         )
         .order_by()
         .values_list("id", "rollout__node_id", "prm_output")
-        .iterator(chunk_size=STREAM_CHUNK)
     )
 
-    def entries() -> Iterator[tuple[int, list[float]]]:
+    def entries(labels: Iterator[tuple[int, int, Any]]) -> Iterator[tuple[int, list[float]]]:
         for label_id, node_id, output in labels:
             outputs = label_outputs(label_id, value_function.version, output, codes=codes)
             try:
@@ -101,7 +110,8 @@ def forest_values(*, forest: Forest, arrays: ForestArrays, value_function: Value
             except KeyError:  # the rollout arrived after the forest was read
                 continue
 
-    values = label_values(arrays, entries())
+    with streamed(query) as labels:
+        values = label_values(arrays, entries(labels))
     if not (values.count > 0).any():
         kind = "labelling scheme" if codes else "prm_version"
         raise ApplicationError(NO_LABELS.format(kind=kind, version=value_function.version, forest=forest.name))

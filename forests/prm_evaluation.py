@@ -9,7 +9,13 @@ from collections.abc import Callable
 from forests.metrics.evaluation import LABELS_STEP_OK, PrmEvaluation, mean_outputs
 from forests.metrics.forest import ForestArrays
 from forests.metrics.values import LABELLED, labelled_values
-from forests.metrics_reading import STREAM_CHUNK, forest_arrays_load, label_outputs, value_function_parse
+from forests.metrics_reading import (
+    STREAM_CHUNK,
+    forest_arrays_load,
+    label_outputs,
+    streamed,
+    value_function_parse,
+)
 from forests.models import Forest
 from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import ApplicationError
@@ -51,11 +57,10 @@ def prm_evaluation(
         scheme_labels = ProcessRewardLabel.objects.filter(
             prm_version=reference_function.version, rollout__in=labels.values("rollout_id")
         )
-        for label_id, rollout_id, output in (
-            scheme_labels.order_by().values_list("id", "rollout_id", "prm_output").iterator(chunk_size=STREAM_CHUNK)
-        ):
-            outputs = label_outputs(label_id, reference_function.version, output, codes=True)
-            scheme.setdefault(rollout_id, []).append(outputs)
+        with streamed(scheme_labels.order_by().values_list("id", "rollout_id", "prm_output")) as scheme_rows:
+            for label_id, rollout_id, output in scheme_rows:
+                outputs = label_outputs(label_id, reference_function.version, output, codes=True)
+                scheme.setdefault(rollout_id, []).append(outputs)
 
     current_forest_id: int | None = None
     arrays: ForestArrays | None = None
@@ -85,25 +90,24 @@ def prm_evaluation(
             reference_ok = [bool(v > 0) for v in values[arrays.path(leaf)].tolist()]
         evaluation.add(reference_ok, scores)
 
-    rows = (
-        labels.order_by("rollout__forest_id", "rollout_id", "id")
-        .values_list("id", "rollout_id", "rollout__node_id", "rollout__forest_id", "prm_output")
-        .iterator(chunk_size=STREAM_CHUNK)
-    )
     read = 0
-    for read, (label_id, rollout_id, node_id, forest_id, output) in enumerate(rows, start=1):
-        if on_labels is not None and read % STREAM_CHUNK == 0:
-            on_labels(read)
-        if pending_rollout is None or pending_rollout[0] != rollout_id:
-            finish()
-            pending, pending_rollout = [], (rollout_id, node_id, forest_id)
-        if reference_function.kind == LABELLED and forest_id != current_forest_id:
-            current_forest_id = forest_id
-            arrays = values = None
-            if forest_id is not None:
-                arrays = forest_arrays_load(forest=Forest(pk=forest_id))
-                values = labelled_values(arrays).value
-        pending.append(label_outputs(label_id, prm_version, output, codes=False))
+    query = labels.order_by("rollout__forest_id", "rollout_id", "id").values_list(
+        "id", "rollout_id", "rollout__node_id", "rollout__forest_id", "prm_output"
+    )
+    with streamed(query) as rows:
+        for read, (label_id, rollout_id, node_id, forest_id, output) in enumerate(rows, start=1):
+            if on_labels is not None and read % STREAM_CHUNK == 0:
+                on_labels(read)
+            if pending_rollout is None or pending_rollout[0] != rollout_id:
+                finish()
+                pending, pending_rollout = [], (rollout_id, node_id, forest_id)
+            if reference_function.kind == LABELLED and forest_id != current_forest_id:
+                current_forest_id = forest_id
+                arrays = values = None
+                if forest_id is not None:
+                    arrays = forest_arrays_load(forest=Forest(pk=forest_id))
+                    values = labelled_values(arrays).value
+            pending.append(label_outputs(label_id, prm_version, output, codes=False))
     finish()
     if on_labels is not None:
         on_labels(read)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from django.db import connection
 
 from forests.metrics.values import ValueFunction, labelled_values
 from forests.metrics_reading import (
@@ -71,6 +72,22 @@ def test_a_label_that_is_not_a_list_of_numbers_is_named():
     with pytest.raises(ApplicationError) as refused:
         forest_values(forest=grown.forest, arrays=arrays, value_function=ValueFunction.parse("prm:prm-v1"))
     assert refused.value.message == BAD_OUTPUT.format(label_id=label.pk, version="prm-v1")
+
+
+@pytest.mark.requires_postgres
+def test_a_refused_stream_leaves_no_server_side_cursor_open():
+    """Left open, the cursor is closed by the garbage collector later, inside another transaction, which the failed
+    CLOSE then aborts (seen as 'current transaction is aborted' in an unrelated test)."""
+    grown = grow()
+    make_label(grown.rollout("A", "u1 ", "no"), "prm-v1", prm_output=[0.2, "high"])
+    arrays = forest_arrays_load(forest=grown.forest)
+    with pytest.raises(ApplicationError) as refused:
+        forest_values(forest=grown.forest, arrays=arrays, value_function=ValueFunction.parse("prm:prm-v1"))
+    # The refusal (and its traceback, as a handler or a log keeps it) is still alive: the cursor is closed all the same.
+    assert refused.value.code == "invalid"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_cursors")
+        assert cursor.fetchone()[0] == 0
 
 
 def test_label_outputs_read_scheme_codes_as_values():
