@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from forests.metrics.forest import forest_arrays
 from forests.metrics.values import labelled_values
+from forests.metrics_reading import streamed
 from forests.models import Node
 from rollouts.labelling.stats import ROLLOUTS_PER_QUERY
 from rollouts.models import Rollout
@@ -37,7 +38,8 @@ def forest_mc_values(*, steps_by_rollout: dict[int, int]) -> dict[int, list[floa
         nodes = Node.objects.filter(tree_id__in=chunk).values_list(
             "id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth"
         )
-        arrays = forest_arrays(nodes.iterator(chunk_size=5000), list(rollouts))
+        with streamed(nodes) as node_rows:
+            arrays = forest_arrays(node_rows, list(rollouts))
         value = labelled_values(arrays).value
         for tree_id in chunk:
             for rollout_id, leaf_id in leaves[tree_id]:
