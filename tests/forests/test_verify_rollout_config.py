@@ -8,7 +8,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.forests.test_configs import TEAM_CONFIG, TEMPLATE_JSON
+from tests.forests.conftest import write_jsonl
+from tests.forests.test_configs import MATH_ROWS, TEAM_CONFIG, TEMPLATE_JSON
 
 
 def verify(*args: str) -> tuple[str, str]:
@@ -26,7 +27,9 @@ def test_it_prints_the_item_prompt_label_steps_and_prediction(liar_file, monkeyp
     assert "Steps (5, split by reasoning_delimiter_pattern)" in out
     assert "[5] '<u>Verdict: False (code: 0)</u>'" in out
     assert "Prediction (prediction_pattern)\n0\n" in out
-    assert out.rstrip().endswith("OK: 1 item(s) of split 'test', 5 steps, prediction 0")
+    assert "Answer (prediction_pattern)\n'0'\n" in out
+    assert "Verdict (label) against item #0's reference '0'\ncorrect\n" in out
+    assert out.rstrip().endswith("OK: 1 item(s) of split 'test', 5 steps, prediction 0, correct")
 
 
 def test_it_shows_as_many_items_as_asked(liar_file):
@@ -47,9 +50,35 @@ def test_a_sample_response_can_be_given(gsm8k_file):
         "--sample_response",
         "3 + 4 = 7\nso 7\n#### 7",
     )
-    assert "Item #0: label\n7\n" in out
+    assert "Item #0: reference answer (number)\n7\n" in out
     assert "[1] '3 + 4 = 7'\n[2] '\\nso 7'\n[3] '\\n#### 7'" in out
-    assert "Prediction (prediction_pattern)\n7\n" in out
+    assert "Prediction (prediction_pattern)" not in out  # numbers are not integer labels
+    assert "Answer (prediction_pattern)\n'7'\n" in out
+    assert "Verdict (number) against item #0's reference '7'\ncorrect\n" in out
+    assert out.rstrip().endswith("3 steps, answer '7', correct")
+
+
+def test_a_math_config_shows_the_boxed_answer_and_the_graders_verdict(tmp_path):
+    data = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    args = ["--config_name", "math", "--dataset_split", "test", "--dataset_name", str(data)]
+    out, err = verify(*args)
+    assert "Item #0: reference answer (math)\n\\frac{3}{4}\n" in out
+    assert "Steps (4, split by reasoning_delimiter_pattern)" in out
+    assert "Answer (the last \\boxed{})\n'\\\\frac{1}{2}'\n" in out
+    assert "Verdict (math) against item #0's reference '\\\\frac{3}{4}'\nnot correct\n" in out
+    assert err == ""
+    out, _ = verify(*args, "--sample_response", "Add them.\n\nThe sum is $\\boxed{0.75}$.")
+    assert "Answer (the last \\boxed{})\n'0.75'\n" in out
+    assert out.rstrip().endswith("2 steps, answer '0.75', correct")
+    out, err = verify(*args, "--sample_response", "I do not know.")
+    assert out.rstrip().endswith("1 steps, answer None, not correct (no answer)")
+    assert "no answer found in the sample response (the last \\boxed{})" in err
+
+
+def test_a_math_item_without_a_reference_is_named(tmp_path):
+    data = write_jsonl(tmp_path / "math.jsonl", [{"problem": "p", "solution": "no box"}])
+    with pytest.raises(CommandError, match=r"item #0: get_reference_answer: item has neither an 'answer'"):
+        verify("--config_name", "math", "--dataset_split", "test", "--dataset_name", str(data))
 
 
 def test_a_response_without_a_verdict_warns(liar_file):
@@ -65,6 +94,7 @@ def test_a_response_without_a_verdict_warns(liar_file):
     )
     assert "Prediction (prediction_pattern)\nNone\n" in out
     assert "finds no integer label" in err
+    assert out.rstrip().endswith("prediction None, not correct (no answer)")
 
 
 def broken(config_dir, source: str) -> str:

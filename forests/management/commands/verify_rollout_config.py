@@ -9,12 +9,14 @@ from django.core.management.base import BaseCommand, CommandError
 from prmsite.core.configs.loader import config_load
 from prmsite.core.configs.verify import config_verify
 from prmsite.core.errors import ConfigError
+from prmsite.core.grading import Verdict
 
 
 class Command(BaseCommand):
     help = (
         "Run an experiment config on the first item(s) of a split: print the serialized item, the root prompt and the "
-        "label, and what the delimiter and prediction patterns make of a sample response."
+        "reference answer (the label, for the label kind), what the delimiter and prediction patterns make of a sample "
+        "response, the answer extracted from it and the grader's verdict against the first item's reference answer."
     )
 
     def add_arguments(self, parser) -> None:
@@ -51,22 +53,50 @@ class Command(BaseCommand):
             write(json.dumps(example.serialized_item, indent=2, ensure_ascii=False))
             write(self.style.MIGRATE_HEADING(f"Item #{example.index}: root prompt"))
             write(example.root_prompt)
-            write(self.style.MIGRATE_HEADING(f"Item #{example.index}: label"))
-            write(repr(example.label))
+            if example.label is not None:
+                write(self.style.MIGRATE_HEADING(f"Item #{example.index}: label"))
+                write(repr(example.label))
+            else:
+                write(
+                    self.style.MIGRATE_HEADING(f"Item #{example.index}: reference answer ({report.answer_spec.kind})")
+                )
+                write(example.reference_answer)
         write(self.style.MIGRATE_HEADING("\nSample response"))
         write(report.sample_response)
         write(self.style.MIGRATE_HEADING(f"Steps ({len(report.steps)}, split by reasoning_delimiter_pattern)"))
         for number, step in enumerate(report.steps, start=1):
             write(f"[{number}] {step!r}")
-        write(self.style.MIGRATE_HEADING("Prediction (prediction_pattern)"))
-        write(repr(report.prediction))
+        label_kind = report.answer_spec.kind == "label"
+        if label_kind:
+            write(self.style.MIGRATE_HEADING("Prediction (prediction_pattern)"))
+            write(repr(report.prediction))
+        source = "prediction_pattern" if config.prediction_pattern else "the last \\boxed{}"
+        if report.answer_spec.kind == "math" and config.prediction_pattern:
+            source += ", else the last \\boxed{}"
+        write(self.style.MIGRATE_HEADING(f"Answer ({source})"))
+        write(repr(report.answer))
+        reference = report.examples[0].reference_answer
+        write(
+            self.style.MIGRATE_HEADING(f"Verdict ({report.answer_spec.kind}) against item #0's reference {reference!r}")
+        )
+        write(verdict_text(report.verdict))
         if not report.lossless():  # split_steps promises this; say so loudly if it ever breaks
             raise CommandError("the steps do not join back into the sample response")
-        if report.prediction is None:
+        if label_kind and report.prediction is None:
             self.stderr.write(self.style.WARNING("prediction_pattern finds no integer label in the sample response"))
+        elif report.answer is None:
+            self.stderr.write(self.style.WARNING(f"no answer found in the sample response ({source})"))
+        found = f"prediction {report.prediction!r}" if label_kind else f"answer {report.answer!r}"
         self.stdout.write(
             self.style.SUCCESS(
                 f"OK: {len(report.examples)} item(s) of split {dataset_split!r}, "
-                f"{len(report.steps)} steps, prediction {report.prediction!r}"
+                f"{len(report.steps)} steps, {found}, {verdict_text(report.verdict)}"
             )
         )
+
+
+def verdict_text(verdict: Verdict) -> str:
+    """``correct``, ``not correct``, or ``not correct (the reason the grader could not decide)``."""
+    if verdict.correct:
+        return "correct"
+    return f"not correct ({verdict.reason})" if verdict.reason else "not correct"

@@ -17,8 +17,15 @@ A template JSON holds the four generation settings and says where its dataset is
      "reasoning_delimiter_pattern": "…", "prediction_pattern": "code: ([-0-1]+)",
      "dataset_name": "data/liar_{split}.jsonl",   # or --dataset_name
      "dataset_subset": null,                      # optional: the hub subset
-     "label_field": "label",                      # optional, default "label"
-     "label_map": {"true": 1, "false": 0}}        # optional: label value (as a string) -> int
+     "answer_kind": "label",                      # optional: label (default), number, math or text
+     "answer_tolerance": 1e-6,                    # optional: relative tolerance of number (and numeric math) answers
+     "label_field": "label",                      # optional, default "label": the item's field holding the reference
+     "label_map": {"true": 1, "false": 0}}        # optional, label kind only: label value (as a string) -> int
+
+For the ``label`` kind the reference is the item's ``label_field`` as an ``int`` (through ``label_map`` when given);
+for the other kinds it is that field's value as text (``"3/4"``, ``7`` read as ``"7"``). ``prediction_pattern`` may be
+empty (or left out) for the ``math`` kind: the answer is then the response's last ``\\boxed{…}``. A bad value of
+any key is a :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ from typing import Any
 
 from prmsite.core.configs.interfaces import (
     GENERATION_SETTINGS,
-    REQUIRED_METHODS,
     DatasetConfig,
     RolloutConfig,
+    answer_spec_of,
     check_label,
+    missing_methods,
+    prediction_pattern_optional,
 )
 from prmsite.core.errors import ConfigError
 
@@ -71,36 +80,66 @@ class TemplateJsonConfig(DatasetConfig):
 
     def __init__(self, *, path: Path, data: Mapping[str, Any], dataset_name: str | None = None) -> None:
         super().__init__(dataset_name=dataset_name)
-        missing = [key for key in GENERATION_SETTINGS if key not in data]
+        try:
+            spec = answer_spec_of(data.get("answer_kind", "label"), data.get("answer_tolerance"))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from exc
+        self.answer_kind = spec.kind
+        self.answer_tolerance = spec.tolerance if data.get("answer_tolerance") is not None else None
+        optional = {"prediction_pattern"} if prediction_pattern_optional(spec.kind) else set()
+        missing = [key for key in GENERATION_SETTINGS if key not in data and key not in optional]
         if missing:
             raise ConfigError(f"{path}: template JSON lacks {', '.join(missing)}")
         for key in GENERATION_SETTINGS:
-            if not isinstance(data[key], str):
+            if not isinstance(data.get(key, ""), str):
                 raise ConfigError(f"{path}: {key} must be a string")
         self.rollout_config_version = data["rollout_config_version"]
         self.template = data["template"]
         self.reasoning_delimiter_pattern = data["reasoning_delimiter_pattern"]
-        self.prediction_pattern = data["prediction_pattern"]
+        self.prediction_pattern = data.get("prediction_pattern", "")
         self.dataset_name = str(data.get("dataset_name") or "")
         self.dataset_subset = data.get("dataset_subset") or None
-        self.label_field = str(data.get("label_field") or "label")
+        label_field = data.get("label_field", "label")
+        if not isinstance(label_field, str) or not label_field:
+            raise ConfigError(f"{path}: label_field must be the name of an item field (a non-empty string)")
+        self.label_field = label_field
         label_map = data.get("label_map") or {}
         if not isinstance(label_map, dict):
             raise ConfigError(f"{path}: label_map must be an object mapping label values to ints")
-        self.label_map = {str(k): check_label(v) for k, v in label_map.items()}
+        if label_map and spec.kind != "label":
+            raise ConfigError(f"{path}: label_map applies to answer_kind 'label' only, not {spec.kind!r}")
+        try:
+            self.label_map = {str(k): check_label(v) for k, v in label_map.items()}
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: label_map: {exc.message}") from exc
         if isinstance(data.get("sample_response"), str):
             self.sample_response = data["sample_response"]
 
-    def get_label(self, item: Mapping[str, Any]) -> int:
+    def _reference_value(self, item: Mapping[str, Any]) -> Any:
         if self.label_field not in item:
-            raise ConfigError(f"item has no label field {self.label_field!r} (item fields: {', '.join(sorted(item))})")
-        value = item[self.label_field]
+            raise ConfigError(
+                f"item has no label field {self.label_field!r} (item fields: {', '.join(sorted(map(str, item)))})"
+            )
+        return item[self.label_field]
+
+    def get_label(self, item: Mapping[str, Any]) -> int:
+        if self.answer_kind != "label":
+            return super().get_label(item)
+        value = self._reference_value(item)
         if self.label_map:
             key = str(value)
             if key not in self.label_map:
                 raise ConfigError(f"label {value!r} is not in label_map ({', '.join(self.label_map)})")
             return self.label_map[key]
         return check_label(value)
+
+    def get_reference_answer(self, item: Mapping[str, Any]) -> str:
+        if self.answer_kind == "label":
+            return super().get_reference_answer(item)
+        value = self._reference_value(item)
+        if value is None or isinstance(value, bool | dict | list):
+            raise ConfigError(f"field {self.label_field!r} holds {value!r}, not a reference answer (text or a number)")
+        return str(value).strip()
 
 
 CONFIG_DIRS_ENV = "EXPERIMENT_CONFIG_DIRS"
@@ -192,7 +231,11 @@ def _config_class(location: ConfigLocation) -> type:
         raise ConfigError(ERROR_NO_CLASS.format(path=location.path))
     if not issubclass(cls, RolloutConfig):
         raise ConfigError(ERROR_NOT_SUBCLASS.format(path=location.path))
-    missing = [method for method in REQUIRED_METHODS if method in getattr(cls, "__abstractmethods__", ())]
+    try:
+        answer_spec_of(getattr(cls, "answer_kind", "label"), getattr(cls, "answer_tolerance", None))
+    except ConfigError as exc:
+        raise ConfigError(f"{location.path}: {exc.message}") from exc
+    missing = missing_methods(cls)
     if missing:
         raise ConfigError(ERROR_MISSING_METHODS.format(path=location.path, methods=", ".join(missing)))
     return cls

@@ -11,10 +11,12 @@ from prmsite.core.configs.interfaces import (
     RolloutConfig,
     check_generation_settings,
     check_label,
+    check_reference_answer,
     check_serialized,
     template_fields,
 )
 from prmsite.core.errors import ConfigError
+from prmsite.core.grading import AnswerSpec, Verdict, extract_answer, grade
 from prmsite.core.steps import split_steps
 
 ERROR_NO_ITEMS = "split {split!r} has no items"
@@ -25,7 +27,8 @@ class VerifiedExample:
     index: int
     serialized_item: dict[str, Any]
     root_prompt: str
-    label: int
+    reference_answer: str
+    label: int | None = None  # label kind only
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,11 @@ class VerifyReport:
     rollout_config: dict[str, Any]
     examples: list[VerifiedExample]
     sample_response: str
+    answer_spec: AnswerSpec = field(default_factory=AnswerSpec)
     steps: list[str] = field(default_factory=list)
-    prediction: int | None = None
+    prediction: int | None = None  # label kind: the integer the prediction pattern reads
+    answer: str | None = None  # the final answer extracted from the sample response, as the worker posts it
+    verdict: Verdict = field(default_factory=lambda: Verdict(False, "no answer"))  # against item #0's reference
 
     def lossless(self) -> bool:
         return "".join(self.steps) == self.sample_response
@@ -46,8 +52,12 @@ def config_verify(
 ) -> VerifyReport:
     """Run every method of ``config`` on the first ``num_examples`` items and its patterns on a sample response.
 
-    Raises :class:`ConfigError` with one clear line at the first problem: patterns that do not compile, a template
-    naming a field the item lacks, a label that is not an ``int``, an item that JSON cannot hold, a method that fails.
+    The sample response's final answer is extracted as a worker does (``extract_answer``: the prediction pattern, or
+    the last ``\\boxed{…}`` for ``math``) and graded against the first item's reference answer.
+
+    Raises :class:`ConfigError` with one clear line at the first problem: patterns that do not compile, a bad answer
+    kind, a template naming a field the item lacks, a label that is not an ``int``, a reference answer that is not
+    usable text, an item that JSON cannot hold, a method that fails.
     """
     check_generation_settings(config)
     try:
@@ -61,13 +71,19 @@ def config_verify(
         raise ConfigError(ERROR_NO_ITEMS.format(split=dataset_split))
     examples = [_verify_item(config, item, index) for index, item in enumerate(first)]
     response = config.sample_response if sample_response is None else sample_response
+    spec = config.answer_spec()
+    pattern = config.prediction_pattern or None
+    answer = extract_answer(response, spec, pattern)
     return VerifyReport(
         config_name=config.config_name,
         rollout_config=config.get_rollout_config(),
         examples=examples,
         sample_response=response,
+        answer_spec=spec,
         steps=split_steps(response, config.reasoning_delimiter_pattern),
-        prediction=parse_prediction(response, config.prediction_pattern),
+        prediction=parse_prediction(response, config.prediction_pattern) if spec.kind == "label" else None,
+        answer=answer,
+        verdict=grade(answer, examples[0].reference_answer, spec),
     )
 
 
@@ -94,10 +110,17 @@ def _verify_item(config: RolloutConfig, item: Any, index: int) -> VerifiedExampl
         prompt = call("get_root_prompt")
         if not isinstance(prompt, str):
             raise ConfigError(f"get_root_prompt must return a str, got {type(prompt).__name__}")
-        label = check_label(call("get_label"))
+        if config.answer_spec().kind == "label":
+            label: int | None = check_label(call("get_label"))
+            reference = str(label)
+        else:
+            label = None
+            reference = check_reference_answer(call("get_reference_answer"))
     except ConfigError as exc:
         raise ConfigError(exc.message if exc.message.startswith("item #") else f"item #{index}: {exc.message}") from exc
-    return VerifiedExample(index=index, serialized_item=serialized, root_prompt=prompt, label=label)
+    return VerifiedExample(
+        index=index, serialized_item=serialized, root_prompt=prompt, reference_answer=reference, label=label
+    )
 
 
 def _missing_template_fields(config: RolloutConfig, item: Any) -> list[str]:
