@@ -13,7 +13,7 @@ class GenerationJob:
 
     key: str  # identity of the request, e.g. "17:0" (item 17, first request) or "e42:1"
     prompt: str
-    ground_truth: int
+    ground_truth: int | None  # the label kind's integer label; None for the other answer kinds (graded by the server)
     n: int
     prefix: tuple[str, ...] = ()
     meta: Any = None  # kept in the spool with each result: what a restarted worker has done

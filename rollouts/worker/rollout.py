@@ -1,9 +1,15 @@
-"""From a generation to the body of ``POST /rollout``: steps, prediction, token usage, finish reason, latency.
+"""From a generation to the body of ``POST /rollout``: steps, prediction or answer, token usage, finish reason,
+latency.
 
 Steps: the prefix the model continued keeps its steps as they were (they are nodes of the tree already) and what
 the model added is split with ``reasoning_delimiter_pattern`` (``prmsite.core.steps.split_steps``, lossless), so
-``"".join(reasoning)`` is exactly the answer. The prediction is parsed from the whole answer with
-``prediction_pattern`` (``parse_prediction``: the last match; none, or not an integer, gives ``null``).
+``"".join(reasoning)`` is exactly the answer. For the ``label`` answer kind (the default) the prediction is parsed
+from the whole answer with ``prediction_pattern`` (``parse_prediction``: the last match; none, or not an integer,
+gives ``null``) and sent with the ground truth, as the specification's body has them. For the other kinds
+(``number``, ``math``, ``text``) the body carries ``answer`` instead, the final answer as text
+(``prmsite.core.grading.extract_answer``: the last match of the pattern, or the last ``\\boxed{…}`` for ``math``;
+``null`` when there is none), and no ``prediction`` or ``ground_truth``: the server grades it against the reference
+answer on the tree's root.
 
 An empty answer is kept as such (``reasoning`` ``[""]`` for a fresh answer, the prefix alone for a continuation,
 ``prediction`` null), and so is one cut off by ``max_tokens`` (``finish_reason`` ``"length"``): both are what the
@@ -18,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prmsite.core.answers import parse_prediction
+from prmsite.core.grading import AnswerSpec, extract_answer
 from prmsite.core.steps import split_steps
 from rollouts.worker.llm import Usage
 from rollouts.worker.storable import storable
@@ -62,7 +69,7 @@ def rollout_payload(
     model: str,
     worker: str,
     example: str,
-    ground_truth: int,
+    ground_truth: int | None,
     prefix: Sequence[str],
     continuation: str,
     delimiter_pattern: str,
@@ -72,17 +79,24 @@ def rollout_payload(
     latency_s: float,
     idempotency_key: str,
     extra: dict[str, Any] | None = None,
+    answer_spec: AnswerSpec | None = None,
 ) -> dict[str, Any]:
-    """The body of ``POST /rollout`` for one generated answer (see the module docstring). Its text is storable:
-    a NUL or lone surrogate anywhere in it is replaced (``rollouts.worker.storable``), and the body then says so
-    (``UNSTORABLE_REPLACED``: true)."""
-    answer = "".join(prefix) + continuation
+    """The body of ``POST /rollout`` for one generated answer (see the module docstring; ``answer_spec`` ``None`` is
+    the ``label`` kind). Its text is storable: a NUL or lone surrogate anywhere in it is replaced
+    (``rollouts.worker.storable``), and the body then says so (``UNSTORABLE_REPLACED``: true)."""
+    response = "".join(prefix) + continuation
+    if answer_spec is None or answer_spec.kind == "label":
+        stated: dict[str, Any] = {
+            "prediction": parse_prediction(response, prediction_pattern),
+            "ground_truth": ground_truth,
+        }
+    else:
+        stated = {"answer": extract_answer(response, answer_spec, prediction_pattern or None)}
     payload: dict[str, Any] = {
         "model": model,
         "example": example,
         "reasoning": rollout_steps(prefix, continuation, delimiter_pattern),
-        "prediction": parse_prediction(answer, prediction_pattern),
-        "ground_truth": ground_truth,
+        **stated,
         "worker": worker,
         "idempotency_key": idempotency_key,
         "usage": usage.as_dict(),

@@ -25,9 +25,10 @@ import openai
 import requests
 
 from prmsite.core.client import PrmsiteAPIError
-from prmsite.core.configs.interfaces import check_generation_settings
+from prmsite.core.configs.interfaces import check_generation_settings, prediction_pattern_optional
 from prmsite.core.configs.loader import config_load
 from prmsite.core.errors import ConfigError
+from prmsite.core.grading import AnswerSpec
 from rollouts.worker.dataset_source import DatasetItem, DatasetSource, done_units
 from rollouts.worker.forest_source import ForestSource
 from rollouts.worker.generation_job import GenerationJob, request_sizes
@@ -44,6 +45,12 @@ logger = logging.getLogger("rollouts.worker")
 
 # Statuses of a refused POST /rollout/batch that may be one rollout's fault: the batch is sent again in halves.
 BATCH_REFUSED_STATUSES = frozenset({400, 413, 422})
+
+ERROR_DATASET_NOT_LABEL = (
+    "the template's answer_kind is {kind!r}: a rollout of that kind is graded against the reference answer on a "
+    "forest's tree root, and dataset mode has no forest; seed one (python manage.py seed_forest "
+    "--dataset_config_name {template}) and run the worker with --forest_name"
+)
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ class GenerationSettings:
     delimiter_pattern: str
     prediction_pattern: str
     rollout_config_version: str = ""
+    answer_spec: AnswerSpec = field(default_factory=AnswerSpec)  # label unless the forest says otherwise
 
 
 class RolloutWorker(PoolWorker[GenerationJob]):
@@ -167,10 +175,15 @@ class RolloutWorker(PoolWorker[GenerationJob]):
         except requests.RequestException as exc:
             raise WorkerError(f"the server at {o.webserver_url} cannot be reached: {exc}") from exc
         stored = config.get("rollout_config") or {}
+        try:
+            spec = AnswerSpec.from_settings(stored)
+        except ConfigError as exc:
+            raise WorkerError(f"forest {o.forest_name}: {exc.message}") from exc
         self.settings = GenerationSettings(
             delimiter_pattern=o.reasoning_delimiter_pattern or stored.get("reasoning_delimiter_pattern") or "",
             prediction_pattern=o.prediction_pattern or stored.get("prediction_pattern") or "",
             rollout_config_version=str(stored.get("rollout_config_version") or ""),
+            answer_spec=spec,
         )
         _check_patterns(self.settings)
         logger.info("forest %s: growth plan v%s %s", o.forest_name, plan.get("version"), plan.get("options"))
@@ -270,6 +283,7 @@ class RolloutWorker(PoolWorker[GenerationJob]):
                 latency_s=generation.latency_s,
                 idempotency_key=key,
                 extra=extra,
+                answer_spec=self.settings.answer_spec,
             )
             self.spool.put(SpoolRecord(key=key, payload=payload, meta=job.meta))
             self.counters.results += 1
@@ -342,6 +356,8 @@ def _check_patterns(settings: GenerationSettings) -> None:
         ("reasoning_delimiter_pattern", settings.delimiter_pattern),
         ("prediction_pattern", settings.prediction_pattern),
     ):
+        if not pattern and name == "prediction_pattern" and prediction_pattern_optional(settings.answer_spec.kind):
+            continue  # math: the answer is the last \boxed{…}
         if not pattern:
             raise WorkerError(f"no {name}: the forest or template has none; pass --{name}")
         try:
@@ -359,6 +375,9 @@ def load_dataset_items(spec: DatasetSpec):
     try:
         config = config_load(str(path), dataset_name=spec.dataset_name)
         check_generation_settings(config)
+        kind = config.answer_spec().kind
+        if kind != "label":
+            raise WorkerError(ERROR_DATASET_NOT_LABEL.format(kind=kind, template=spec.template_json))
         dataset = config.get_dataset_iterator(spec.dataset_split)
     except ConfigError as exc:
         raise WorkerError(exc.message) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prmsite.core.grading import AnswerSpec
 from rollouts.worker.llm import Usage
 from rollouts.worker.rollout import request_seed, rollout_payload, split_usage
 
@@ -65,3 +66,51 @@ def test_seeds_are_reproducible_and_differ_between_requests():
     assert request_seed(None, "1:0") is None
     assert request_seed(7, "1:0") == request_seed(7, "1:0")
     assert len({request_seed(7, f"{i}:0") for i in range(100)}) == 100
+
+
+def test_a_label_body_is_the_specifications_whether_or_not_the_kind_is_named():
+    answer = "<u>Verdict: True (code: 1)</u>"
+    assert payload([], answer, answer_spec=AnswerSpec(kind="label")) == payload([], answer)
+    assert "answer" not in payload([], answer)
+
+
+def test_a_math_body_carries_the_boxed_answer_and_neither_prediction_nor_ground_truth():
+    body = rollout_payload(
+        model="m",
+        worker="w",
+        example="Q",
+        ground_truth=None,
+        prefix=["First, $x = 2$.\n\n"],
+        continuation="So the answer is $\\boxed{\\frac{x}{4}}$ and not \\boxed{} twice.",
+        delimiter_pattern=r"\n\s*\n",
+        prediction_pattern="",
+        usage=Usage(1, 1),
+        finish_reason="stop",
+        latency_s=0.1,
+        idempotency_key="k",
+        answer_spec=AnswerSpec(kind="math"),
+    )
+    assert body["answer"] == "\\frac{x}{4}"
+    assert "prediction" not in body and "ground_truth" not in body
+    assert len(body["reasoning"]) == 2
+
+
+def test_a_number_body_reads_its_answer_with_the_pattern_and_says_when_there_is_none():
+    spec = AnswerSpec(kind="number")
+    body = rollout_payload(
+        model="m",
+        worker="w",
+        example="Q",
+        ground_truth=None,
+        prefix=[],
+        continuation="Step 1: 3 * 4 = 12\n#### 12",
+        delimiter_pattern="Step",
+        prediction_pattern=r"####\s*(\S+)",
+        usage=Usage(1, 1),
+        finish_reason="stop",
+        latency_s=0.1,
+        idempotency_key="k",
+        answer_spec=spec,
+    )
+    assert body["answer"] == "12" and "prediction" not in body
+    assert payload([], "no answer here", answer_spec=spec)["answer"] is None
