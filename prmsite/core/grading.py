@@ -56,8 +56,13 @@ WORKER_START_TIMEOUT_S = 120.0
 # The worker's address-space limit (RLIMIT_AS), so that a hostile expression fails with MemoryError in the worker
 # instead of exhausting the machine.
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
+# A math answer nested deeper than this (brackets, braces, parentheses) is refused before parsing: no final answer is,
+# and latex2sympy's recursive parsing of such input only burns the time budget.
+MAX_NESTING = 50
 # At most this many math-verify requests per answer_classes call; beyond it, answers that differ as strings stay apart.
 MAX_CLASS_COMPARISONS = 256
+# After this many timed-out requests in one answer_classes call, it compares by string only.
+MAX_CLASS_TIMEOUTS = 2
 # Verdicts of math-kind gradings kept (least recently used dropped first): a forest's many identical answers cost one
 # math-verify request.
 GRADE_CACHE_SIZE = 4_096
@@ -65,6 +70,9 @@ GRADE_CACHE_SIZE = 4_096
 NO_ANSWER = "no answer"
 NO_REFERENCE = "no reference answer"
 NOT_TEXT = "contains a NUL character or a lone surrogate"
+TIMED_OUT = "math-verify timed out after {budget} s"
+WORKER_DIED = "math-verify's worker process died"
+UNAVAILABLE = "math-verify is unavailable: {why}"
 
 
 @dataclass(frozen=True)
@@ -291,7 +299,7 @@ def _label_value(text: str) -> int | None:
 
 _NUMBER = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?"
 _FRACTION_RE = re.compile(
-    rf"(?P<sign>[+-]?)\s*(?:\\frac\s*\{{\s*(?P<fnum>{_NUMBER})\s*\}}\s*\{{\s*(?P<fden>{_NUMBER})\s*\}}"
+    rf"(?P<sign>[+-]?)\s*(?:\\frac\s*\{{\s*(?P<fsign>[+-]?)(?P<fnum>{_NUMBER})\s*\}}\s*\{{\s*(?P<fden>{_NUMBER})\s*\}}"
     rf"|\\frac\s*(?P<snum>\d)\s*(?P<sden>\d)"
     rf"|(?P<num>{_NUMBER})(?:\s*/\s*(?P<den>{_NUMBER}))?)"
 )
@@ -324,7 +332,7 @@ def parse_number(text: str) -> float | None:
             value /= float(denominator.replace(",", ""))
     except (ValueError, ZeroDivisionError, OverflowError):
         return None
-    if match.group("sign") == "-":
+    if (match.group("sign") == "-") != (match.group("fsign") == "-"):
         value = -value
     return value if math.isfinite(value) else None
 
@@ -367,9 +375,27 @@ def _grade_text(answer: str, reference: str) -> Verdict:
     return Verdict(given == truth)
 
 
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of unescaped brackets, braces and parentheses in ``text``."""
+    depth = deepest = 0
+    escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def _math_fast(answer: str, reference: str, tolerance: float) -> Verdict | None:
     """The math kind's verdict without math-verify when it is certain: identical normalised strings, or two plain
-    numbers (no percent sign, which math-verify reads leniently); None otherwise."""
+    numbers (no percent sign, which math-verify reads leniently); a refusal for input nested too deeply; None
+    otherwise."""
     a, r = normalise_math(answer), normalise_math(reference)
     if not r:
         return Verdict(False, NO_REFERENCE)
@@ -377,6 +403,9 @@ def _math_fast(answer: str, reference: str, tolerance: float) -> Verdict | None:
         return Verdict(False, NO_ANSWER)
     if a == r:
         return Verdict(True)
+    for text, name in ((r, "reference answer"), (a, "answer")):
+        if _nesting_depth(text) > MAX_NESTING:
+            return Verdict(False, f"{name} nested more than {MAX_NESTING} levels deep")
     if not _has_percent(a) and not _has_percent(r):
         value, truth = parse_number(a), parse_number(r)
         if value is not None and truth is not None:
@@ -420,6 +449,7 @@ def _worker_main(fd: int) -> None:  # pragma: no cover (runs in the worker proce
         parse,
         verify,
     )
+    from sympy import Basic, MatrixBase  # noqa: PLC0415 (imported by math-verify already, in the worker only)
 
     extraction = [LatexExtractionConfig(), ExprExtractionConfig()]
 
@@ -449,6 +479,11 @@ def _worker_main(fd: int) -> None:  # pragma: no cover (runs in the worker proce
                     if not correct and symmetric:
                         correct = verify(prediction, gold, timeout_seconds=None)
                     reply = (bool(correct), "")
+                    # Unparsed text comes back as a string, which verify compares only with another string.
+                    if not correct and not any(isinstance(g, Basic | MatrixBase) for g in gold):
+                        reply = (False, "math-verify cannot parse the reference answer")
+                    elif not correct and not any(isinstance(p, Basic | MatrixBase) for p in prediction):
+                        reply = (False, "math-verify cannot parse the answer")
         except MemoryError:
             reply = (False, "math-verify ran out of memory")
         except RecursionError:
@@ -563,7 +598,7 @@ def _running_worker() -> tuple[_Worker | None, str]:
     try:
         worker = _Worker()
     except (OSError, ValueError, subprocess.SubprocessError) as error:
-        return None, f"math-verify is unavailable: {error}"
+        return None, UNAVAILABLE.format(why=" ".join(str(error).split()))
     _worker_starts += 1
     if not _atexit_registered:
         atexit.register(shutdown_worker)
@@ -571,7 +606,7 @@ def _running_worker() -> tuple[_Worker | None, str]:
     failure = worker.wait_ready(WORKER_START_TIMEOUT_S)
     if failure is not None:
         worker.stop(kill=True)
-        return None, f"math-verify is unavailable: {failure}"
+        return None, UNAVAILABLE.format(why=failure)
     _worker = worker
     return worker, ""
 
@@ -593,10 +628,10 @@ def _math_verify(answer: str, reference: str, *, symmetric: bool) -> Verdict:
         except (EOFError, OSError):
             worker.stop(kill=True)
             _worker = None
-            return Verdict(False, "math-verify's worker process died")
+            return Verdict(False, WORKER_DIED)
         worker.stop(kill=True)
         _worker = None
-        return Verdict(False, f"math-verify timed out after {float(budget)} s")
+        return Verdict(False, TIMED_OUT.format(budget=float(budget)))
 
 
 _cache: OrderedDict[tuple[str, str, bool], Verdict] = OrderedDict()
@@ -617,6 +652,8 @@ def _math_verify_cached(answer: str, reference: str, *, symmetric: bool) -> Verd
             _cache.move_to_end(key)
             return cached
     verdict = _math_verify(answer, reference, symmetric=symmetric)
+    if verdict.reason == WORKER_DIED or verdict.reason.startswith(UNAVAILABLE.format(why="")):
+        return verdict  # a failure of the machinery, not of this input: the next request tries again
     with _cache_lock:
         _cache[key] = verdict
         _cache.move_to_end(key)
@@ -687,7 +724,7 @@ def answer_classes(answers: Sequence[str | None], spec: AnswerSpec) -> list[int 
     result: list[int | None] = []
     by_key: dict[object, int] = {}
     representatives: list[str | None] = []  # class id -> its first answer (None: not gradable, compared with nothing)
-    comparisons = 0
+    comparisons = timeouts = 0
     for answer in answers:
         if answer is None or not isinstance(answer, str) or not answer.strip():
             result.append(None)
@@ -705,14 +742,13 @@ def answer_classes(answers: Sequence[str | None], spec: AnswerSpec) -> list[int 
                 if spec.kind == "math":
                     fast = _math_fast(answer, representative, spec.tolerance)
                     if fast is None:
-                        if comparisons >= MAX_CLASS_COMPARISONS:
+                        if comparisons >= MAX_CLASS_COMPARISONS or timeouts >= MAX_CLASS_TIMEOUTS:
                             continue
                         comparisons += 1
                         fast = _math_verify_cached(answer.strip(), representative.strip(), symmetric=True)
-                        if fast.reason:  # undecidable (timed out, unparsable): keep this answer apart
-                            if "timed out" in fast.reason or "worker" in fast.reason:
-                                break
-                            continue
+                        if fast.reason.startswith(TIMED_OUT.split("{", 1)[0]) or fast.reason == WORKER_DIED:
+                            timeouts += 1
+                            break  # this answer is too costly to compare: it keeps a class of its own
                     if fast.correct:
                         found = class_id
                         break
