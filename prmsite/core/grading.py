@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -456,6 +457,16 @@ def _worker_main(fd: int) -> None:  # pragma: no cover (runs in the worker proce
     def parsed(text: str) -> list[Any]:
         return parse(_worker_latex(text), extraction_config=extraction, parsing_timeout=None)
 
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        # The parent closing its end ends the loop below; a request still computing when the parent dies would not
+        # notice, so this thread ends the process once the parent is gone.
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="orphan-watch", daemon=True).start()
     connection = Connection(fd)
     connection.send(("ready", ""))
     while True:
@@ -511,6 +522,7 @@ class _Worker:
                 [sys.executable, "-c", _WORKER_CODE, str(child_socket.fileno())],
                 pass_fds=(child_socket.fileno(),),
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # nothing the libraries print may mix into a command's own output
                 env=environment,
                 start_new_session=True,  # a Ctrl-C meant for the server does not reach the worker mid-request
             )
@@ -552,6 +564,21 @@ _worker_lock = threading.Lock()
 _worker_starts = 0
 _math_verify_calls = 0
 _atexit_registered = False
+
+
+def _forget_worker_after_fork() -> None:
+    """In a forked child: the worker belongs to the parent (sharing its socket would mix the two processes'
+    requests), and the lock may have been held by a thread that does not exist here. Start afresh."""
+    global _worker, _worker_lock, _cache_lock
+    if _worker is not None:
+        _worker.connection.close()  # this process's copy of the descriptor only; the parent keeps its worker
+    _worker = None
+    _worker_lock = threading.Lock()
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker_after_fork)
 
 
 def grade_time_budget() -> float:

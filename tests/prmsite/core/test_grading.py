@@ -3,6 +3,9 @@ answer, grouping by equivalence (bounded, counted), and hostile input answered b
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from prmsite.core import grading
@@ -387,7 +390,7 @@ def test_deep_nesting_is_refused_before_parsing():
     assert grading.math_verify_calls() == before
 
 
-def test_a_huge_exponent_times_out_and_the_worker_restarts(short_budget):
+def test_a_huge_exponent_times_out_and_the_worker_restarts(short_budget, monkeypatch):
     assert grade("x + 1", "1 + x", MATH) == Verdict(True)  # the worker is up
     starts = grading.worker_starts()
     assert grade(HUGE_EXPONENT, "1", MATH) == Verdict(False, "math-verify timed out after 0.5 s")
@@ -395,19 +398,21 @@ def test_a_huge_exponent_times_out_and_the_worker_restarts(short_budget):
     # The same hostile pair again is answered from the cache, without another wait.
     assert grade(HUGE_EXPONENT, "1", MATH) == Verdict(False, "math-verify timed out after 0.5 s")
     assert grading.math_verify_calls() == calls
-    # The killed worker is replaced, and grades as before.
+    # The killed worker is replaced, and grades as before (with room for a loaded machine).
+    monkeypatch.setenv(GRADE_TIME_BUDGET_ENV, "30")
     assert grade("2x", "x + x", MATH) == Verdict(True)
     assert not grade("2x", "x + 2", MATH).correct
     assert grading.worker_starts() == starts + 1
 
 
-def test_answer_classes_stops_asking_math_verify_after_timeouts(short_budget):
+def test_answer_classes_stops_asking_math_verify_after_timeouts(short_budget, monkeypatch):
     hostile = [f"{base}^{{{base}^{{{base}^{{{base}^{{100}}}}}}}}" for base in (2, 3, 5)]
     before = grading.math_verify_calls()
     classes = answer_classes([*hostile, "z + 1", "1 + z"], MATH)
     # 3 against 2 and 5 against 2 time out; after MAX_CLASS_TIMEOUTS, answers compare as strings only.
     assert grading.math_verify_calls() == before + grading.MAX_CLASS_TIMEOUTS
     assert classes == [0, 1, 2, 3, 4]
+    monkeypatch.setenv(GRADE_TIME_BUDGET_ENV, "30")
     assert grade("z + 1", "1 + z", MATH) == Verdict(True)
 
 
@@ -433,3 +438,27 @@ def test_time_budget_from_the_environment(monkeypatch):
 def test_math_unparsable_answer_is_a_reason():
     assert grade("\\frac{", "\\frac{1}{2}", MATH) == Verdict(False, "math-verify cannot parse the answer")
     assert grade("I do not know", "\\frac{1}{2}", MATH) == Verdict(False)  # read as a product of symbols
+
+
+def test_concurrent_threads_share_the_worker():
+    grading.clear_cache()
+    pairs = [(f"(x + {i})^2", f"x^2 + {2 * i}x + {i * i}") for i in range(1, 13)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        verdicts = list(pool.map(lambda pair: grade(*pair, MATH), pairs))
+    assert verdicts == [Verdict(True)] * len(pairs)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_a_forked_child_starts_its_own_worker():
+    assert grade("x * x", "x^2", MATH) == Verdict(True)  # the parent's worker is up
+    grading.clear_cache()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through its exit status)
+        ok = grade("x + x", "2x", MATH) == Verdict(True) and grading.worker_starts() >= 1
+        grading.shutdown_worker()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    starts = grading.worker_starts()
+    assert grade("y + y", "2y", MATH) == Verdict(True)  # the parent's worker was left alone
+    assert grading.worker_starts() == starts
