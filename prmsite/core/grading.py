@@ -57,6 +57,10 @@ WORKER_START_TIMEOUT_S = 120.0
 # The worker's address-space limit (RLIMIT_AS), so that a hostile expression fails with MemoryError in the worker
 # instead of exhausting the machine.
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
+# A backstop for a worker whose parent died mid-request (nobody left to kill it, and a big-integer power in C holds the
+# GIL so no thread of its own can): each request may use this many CPU seconds, plus twice the budget, before the
+# kernel ends the worker (RLIMIT_CPU).
+WORKER_CPU_MARGIN_S = 30
 # A math answer nested deeper than this (brackets, braces, parentheses) is refused before parsing: no final answer is,
 # and latex2sympy's recursive parsing of such input only burns the time budget.
 MAX_NESTING = 50
@@ -430,8 +434,8 @@ def _worker_main(fd: int) -> None:  # pragma: no cover (runs in the worker proce
     """The worker process: limit its memory, import math-verify, answer requests on the socket ``fd`` until told to
     stop (None) or the parent goes away.
 
-    A request is ``(answer, reference, symmetric)``; the reply ``(correct, reason)``. math-verify's own signal-based
-    timeouts are off (the parent enforces the budget by killing this process)."""
+    A request is ``(answer, reference, symmetric, budget_s)``; the reply ``(correct, reason)``. math-verify's own
+    signal-based timeouts are off (the parent enforces the budget by killing this process)."""
     try:
         import resource  # noqa: PLC0415 (POSIX only; the limit applies to this worker alone)
 
@@ -467,6 +471,18 @@ def _worker_main(fd: int) -> None:  # pragma: no cover (runs in the worker proce
         os._exit(0)
 
     threading.Thread(target=orphaned, name="orphan-watch", daemon=True).start()
+
+    def cpu_limit(budget: float) -> None:
+        try:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            limit = math.ceil(usage.ru_utime + usage.ru_stime + 2 * budget + WORKER_CPU_MARGIN_S)
+            hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+            resource.setrlimit(
+                resource.RLIMIT_CPU, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard)
+            )
+        except (NameError, ValueError, OSError):
+            pass
+
     connection = Connection(fd)
     connection.send(("ready", ""))
     while True:
@@ -476,7 +492,8 @@ def _worker_main(fd: int) -> None:  # pragma: no cover (runs in the worker proce
             return
         if request is None:
             return
-        answer, reference, symmetric = request
+        answer, reference, symmetric, budget = request
+        cpu_limit(budget)
         try:
             gold = parsed(reference)
             if not gold:
@@ -648,7 +665,7 @@ def _math_verify(answer: str, reference: str, *, symmetric: bool) -> Verdict:
             return Verdict(False, failure)
         _math_verify_calls += 1
         try:
-            worker.connection.send((answer, reference, symmetric))
+            worker.connection.send((answer, reference, symmetric, budget))
             if worker.connection.poll(budget):
                 correct, reason = worker.connection.recv()
                 return Verdict(bool(correct), str(reason))
