@@ -105,6 +105,8 @@ class AnswerSpec:
         """From a forest's rollout_config / a template JSON: keys "answer_kind" (default "label") and
         "answer_tolerance" (optional). ConfigError naming the key for a bad value."""
         settings = settings or {}
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"answer settings (answer_kind, answer_tolerance) must be an object; got {settings!r}")
         kind = settings.get("answer_kind")
         tolerance = settings.get("answer_tolerance")
         return cls(
@@ -129,7 +131,12 @@ class Verdict:
 # Input checks shared by every kind
 
 
-def _refusal(answer: str | None, reference: str | None) -> Verdict | None:
+def _as_text(value: object) -> object:
+    """Numbers (a stored integer ground truth, a prediction) as their text; anything else unchanged."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _refusal(answer: object, reference: object) -> Verdict | None:
     """The verdict for input no kind grades (missing, too long, not text), or None when both sides may be graded."""
     for text, name, missing in ((reference, "reference answer", NO_REFERENCE), (answer, "answer", NO_ANSWER)):
         if text is None:
@@ -717,23 +724,25 @@ def _grade_math(answer: str, reference: str, tolerance: float, *, symmetric: boo
 # The public rule
 
 
-def _grade(answer: str | None, reference: str | None, spec: AnswerSpec, *, symmetric: bool) -> Verdict:
-    refused = _refusal(answer, reference)
+def _grade(answer: object, reference: object, spec: AnswerSpec, *, symmetric: bool) -> Verdict:
+    given, truth = _as_text(answer), _as_text(reference)
+    refused = _refusal(given, truth)
     if refused is not None:
         return refused
-    assert answer is not None and reference is not None  # checked by _refusal
+    assert isinstance(given, str) and isinstance(truth, str)  # checked by _refusal
     if spec.kind == "label":
-        return _grade_label(answer, reference)
+        return _grade_label(given, truth)
     if spec.kind == "number":
-        return _grade_number(answer, reference, spec.tolerance)
+        return _grade_number(given, truth, spec.tolerance)
     if spec.kind == "text":
-        return _grade_text(answer, reference)
-    return _grade_math(answer, reference, spec.tolerance, symmetric=symmetric)
+        return _grade_text(given, truth)
+    return _grade_math(given, truth, spec.tolerance, symmetric=symmetric)
 
 
 def grade(answer: str | None, reference: str | None, spec: AnswerSpec) -> Verdict:
-    """THE correctness rule of prmsite: whether ``answer`` states ``reference`` under ``spec``'s kind. Never raises:
-    a grader that cannot decide says not correct, with the reason."""
+    """THE correctness rule of prmsite: whether ``answer`` states ``reference`` under ``spec``'s kind (a number
+    given for either, such as a stored integer ground truth, is read as its text). Never raises: a grader that cannot
+    decide says not correct, with the reason."""
     try:
         return _grade(answer, reference, spec, symmetric=False)
     except Exception as error:  # the rule never raises: an unforeseen failure is a stored reason)

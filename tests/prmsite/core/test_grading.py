@@ -67,6 +67,7 @@ def test_spec_round_trips_through_settings():
         ({"answer_tolerance": True}, "answer_tolerance"),
         ({"answer_tolerance": float("nan")}, "answer_tolerance"),
         ({"answer_tolerance": 2}, "answer_tolerance"),
+        (["math"], "answer_kind"),
     ],
 )
 def test_bad_settings_name_their_key(settings, key):
@@ -96,6 +97,13 @@ def test_bad_settings_name_their_key(settings, key):
 )
 def test_label_kind(answer, reference, verdict):
     assert grade(answer, reference, LABEL) == verdict
+
+
+def test_numbers_are_read_as_their_text():
+    assert grade(7, 7, LABEL) == Verdict(True)
+    assert grade("7", 8, LABEL) == Verdict(False)
+    assert grade(0.5, "1/2", NUMBER) == Verdict(True)
+    assert grade(True, "1", LABEL) == Verdict(False, "the answer is not text")
 
 
 def test_label_kind_is_the_domain_rule():
@@ -373,7 +381,8 @@ TEN_MB = "1" * 10_000_000
         ("1\ud800", "1", "the answer contains a NUL character or a lone surrogate"),
         ("1\x002", "12", "the answer contains a NUL character or a lone surrogate"),
         ("1", "\udfff", "the reference answer contains a NUL character or a lone surrogate"),
-        (3, "3", "the answer is not text"),
+        (b"3", "3", "the answer is not text"),
+        ("3", ["3"], "the reference answer is not text"),
     ],
 )
 def test_hostile_input_is_refused_before_parsing(spec, answer, reference, reason):
