@@ -164,6 +164,9 @@ def _not_text(text: str) -> bool:
 
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX_TOKEN_RE = re.compile(r"[^\s$]+")
+# The last boxes tried, from the end, before giving up: each unclosed one costs a scan to the end of the response.
+MAX_BOXES_TRIED = 16
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -199,15 +202,15 @@ def _box_content(text: str, at: int, command: str) -> str | None:
     if text[i] == "{":
         group = _braced(text, i)
         return None if group is None else group[0]
-    token = re.match(r"[^\s$]+", text[i:])
+    token = _BOX_TOKEN_RE.match(text, i)
     return token.group(0).rstrip(".,;") if token else None
 
 
 def last_boxed(text: str) -> str | None:
     """The stripped content of the last non-empty ``\\boxed{…}`` / ``\\fbox{…}`` (balanced braces; ``\\boxed 5``
-    too) in ``text``; None when there is none."""
+    too) in ``text``, among its last ``MAX_BOXES_TRIED`` boxes; None when there is none."""
     end = len(text)
-    while end > 0:
+    for _ in range(MAX_BOXES_TRIED):
         at, command = max((text.rfind(c, 0, end), c) for c in _BOX_COMMANDS)
         if at < 0:
             return None

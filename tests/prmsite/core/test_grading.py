@@ -471,3 +471,9 @@ def test_a_forked_child_starts_its_own_worker():
     starts = grading.worker_starts()
     assert grade("y + y", "2y", MATH) == Verdict(True)  # the parent's worker was left alone
     assert grading.worker_starts() == starts
+
+
+def test_extraction_of_a_huge_response_with_many_unclosed_boxes():
+    response = "\\boxed{42} " + "\\boxed{" * 200_000
+    assert extract_answer(response, MATH) is None  # only the last MAX_BOXES_TRIED boxes are tried
+    assert extract_answer("\\boxed{42} " + "\\boxed{" * 3 + " x" * 1_000_000, MATH) == "42"
