@@ -54,6 +54,8 @@ GRADE_TIME_BUDGET_S = 2.0
 GRADE_TIME_BUDGET_ENV = "PRMSITE_GRADE_TIME_BUDGET_S"
 # Starting the worker imports sympy: allowed this long, apart from the budget of the request that starts it.
 WORKER_START_TIMEOUT_S = 120.0
+# After a worker failed to start, math answers get that failure as their reason for this long before a new try.
+WORKER_RETRY_S = 30.0
 # The worker's address-space limit (RLIMIT_AS), so that a hostile expression fails with MemoryError in the worker
 # instead of exhausting the machine.
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
@@ -164,6 +166,9 @@ def _not_text(text: str) -> bool:
 
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX_TOKEN_RE = re.compile(r"[^\s$]+")
+# The last boxes tried, from the end, before giving up: each unclosed one costs a scan to the end of the response.
+MAX_BOXES_TRIED = 16
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -199,15 +204,15 @@ def _box_content(text: str, at: int, command: str) -> str | None:
     if text[i] == "{":
         group = _braced(text, i)
         return None if group is None else group[0]
-    token = re.match(r"[^\s$]+", text[i:])
+    token = _BOX_TOKEN_RE.match(text, i)
     return token.group(0).rstrip(".,;") if token else None
 
 
 def last_boxed(text: str) -> str | None:
     """The stripped content of the last non-empty ``\\boxed{…}`` / ``\\fbox{…}`` (balanced braces; ``\\boxed 5``
-    too) in ``text``; None when there is none."""
+    too) in ``text``, among its last ``MAX_BOXES_TRIED`` boxes; None when there is none."""
     end = len(text)
-    while end > 0:
+    for _ in range(MAX_BOXES_TRIED):
         at, command = max((text.rfind(c, 0, end), c) for c in _BOX_COMMANDS)
         if at < 0:
             return None
@@ -567,7 +572,11 @@ class _Worker:
                 return f"it did not start within {timeout:g} s"
             self.connection.recv()
         except (EOFError, OSError):
-            return f"it exited with code {self.process.poll()}"
+            try:
+                code = self.process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                return "it closed its connection"
+            return f"it exited with code {code}"
         return None
 
     def stop(self, *, kill: bool) -> None:
@@ -588,6 +597,7 @@ _worker_lock = threading.Lock()
 _worker_starts = 0
 _math_verify_calls = 0
 _atexit_registered = False
+_start_failure: tuple[float, str] | None = None  # when the last start failed, and the verdict's reason
 
 
 def _forget_worker_after_fork() -> None:
@@ -630,36 +640,43 @@ def worker_starts() -> int:
 
 
 def shutdown_worker() -> None:
-    """Stop the math-verify worker if one runs (registered with atexit; the next request starts a new one)."""
-    global _worker
+    """Stop the math-verify worker if one runs (registered with atexit; the next request starts a new one, even
+    right after a failed start)."""
+    global _worker, _start_failure
     with _worker_lock:
+        _start_failure = None
         if _worker is not None:
             _worker.stop(kill=False)
             _worker = None
 
 
 def _running_worker() -> tuple[_Worker | None, str]:
-    """The live worker (started when there is none), or None and why it could not start. Under ``_worker_lock``."""
-    global _worker, _worker_starts, _atexit_registered
+    """The live worker (started when there is none), or None and why it could not start. Under ``_worker_lock``.
+    After a failed start, the same failure is answered for ``WORKER_RETRY_S`` without trying again."""
+    global _worker, _worker_starts, _atexit_registered, _start_failure
     if _worker is not None and _worker.alive():
         return _worker, ""
     if _worker is not None:
         _worker.stop(kill=True)
         _worker = None
-    try:
-        worker = _Worker()
-    except (OSError, ValueError, subprocess.SubprocessError) as error:
-        return None, UNAVAILABLE.format(why=" ".join(str(error).split()))
+    if _start_failure is not None and time.monotonic() - _start_failure[0] < WORKER_RETRY_S:
+        return None, _start_failure[1]
     _worker_starts += 1
     if not _atexit_registered:
         atexit.register(shutdown_worker)
         _atexit_registered = True
-    failure = worker.wait_ready(WORKER_START_TIMEOUT_S)
-    if failure is not None:
+    try:
+        worker = _Worker()
+    except (OSError, ValueError, subprocess.SubprocessError) as error:
+        failure = " ".join(str(error).split())
+    else:
+        failure = worker.wait_ready(WORKER_START_TIMEOUT_S)
+        if failure is None:
+            _worker, _start_failure = worker, None
+            return worker, ""
         worker.stop(kill=True)
-        return None, UNAVAILABLE.format(why=failure)
-    _worker = worker
-    return worker, ""
+    _start_failure = (time.monotonic(), UNAVAILABLE.format(why=failure))
+    return None, _start_failure[1]
 
 
 def _math_verify(answer: str, reference: str, *, symmetric: bool) -> Verdict:

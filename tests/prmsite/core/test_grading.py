@@ -471,3 +471,25 @@ def test_a_forked_child_starts_its_own_worker():
     starts = grading.worker_starts()
     assert grade("y + y", "2y", MATH) == Verdict(True)  # the parent's worker was left alone
     assert grading.worker_starts() == starts
+
+
+def test_extraction_of_a_huge_response_with_many_unclosed_boxes():
+    response = "\\boxed{42} " + "\\boxed{" * 200_000
+    assert extract_answer(response, MATH) is None  # only the last MAX_BOXES_TRIED boxes are tried
+    assert extract_answer("\\boxed{42} " + "\\boxed{" * 3 + " x" * 1_000_000, MATH) == "42"
+
+
+def test_a_worker_that_cannot_start_is_a_reason_and_is_retried_later(monkeypatch):
+    grading.shutdown_worker()
+    grading.clear_cache()
+    monkeypatch.setattr(grading, "_WORKER_CODE", "raise SystemExit(3)")
+    starts = grading.worker_starts()
+    unavailable = Verdict(False, "math-verify is unavailable: it exited with code 3")
+    assert grade("x + 1", "1 + x", MATH) == unavailable
+    assert grade("x + 2", "2 + x", MATH) == unavailable  # answered at once, without another start
+    assert grading.worker_starts() == starts + 1
+    assert grade("7", "7", MATH) == Verdict(True)  # the fast paths need no worker
+    monkeypatch.undo()
+    grading.shutdown_worker()  # forgets the failure: the next answer tries again
+    assert grade("x + 1", "1 + x", MATH) == Verdict(True)
+    assert grading.worker_starts() == starts + 2
