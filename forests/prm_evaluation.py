@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTextTransform
 
 from forests.metrics.evaluation import LABELS_STEP_OK, PrmEvaluation, mean_outputs
 from forests.metrics.forest import ForestArrays
@@ -163,7 +163,7 @@ def prm_evaluation(
 
     read = 0
     # The subset fields of the rollout's tree root's item, as text (a root's ``tree`` is itself).
-    subset_columns = [KT(f"rollout__node__tree__serialized_item__{name}") for name in SUBSET_FIELDS]
+    subset_columns = [KeyTextTransform(name, "rollout__node__tree__serialized_item") for name in SUBSET_FIELDS]
     query = labels.order_by("rollout__forest_id", "rollout_id", "id").values_list(
         "id", "rollout_id", "rollout__node_id", "rollout__forest_id", "prm_output", *subset_columns
     )
