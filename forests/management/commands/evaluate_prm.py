@@ -103,7 +103,7 @@ class Command(BaseCommand):
             ("correct (reference: every step right)", str(figures["num_correct"])),
             ("accuracy on erroneous rollouts", _figure(figures["error_accuracy"])),
             ("accuracy on correct rollouts", _figure(figures["correct_accuracy"])),
-            ("F1 (harmonic mean, all rollouts pooled)", _figure(figures["f1"])),
+            ("F1 (harmonic mean)", _figure(figures["f1"])),
             (f"step-level agreement ({figures['num_steps']} steps)", _figure(figures["step_agreement"])),
         ]
         tuned = figures["threshold_tuned_on"]
