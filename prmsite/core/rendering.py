@@ -373,11 +373,21 @@ def sanitize_html(markup: str) -> str:
     )
 
 
-def _render(text: str) -> str:
+def _math_text() -> MarkdownIt:
+    # Plain text with math: no markdown but paragraphs and line breaks, any HTML in it escaped.
+    md = getattr(_local, "math_text", None)
+    if md is None:
+        md = MarkdownIt("zero", {"html": False, "breaks": True}).enable(["newline"])
+        _add_math(md)
+        _local.math_text = md
+    return md
+
+
+def _render(text: str, *, plain: bool = False) -> str:
     if len(text) > RENDER_MAX_CHARS:
         return f'<pre class="plain-text">{html.escape(text)}</pre>'
     env: dict[str, Any] = {"math_nonce": secrets.token_hex(8)}
-    cleaned = sanitize_html(_markdown().render(text, env))
+    cleaned = sanitize_html((_math_text() if plain else _markdown()).render(text, env))
     formulas = env.get("math")
     if not formulas:
         return cleaned
@@ -387,13 +397,23 @@ def _render(text: str) -> str:
 
 def render_markdown(text: str) -> str:
     """Safe HTML for ``text`` read as Markdown (tables and fenced code blocks included), cached by content."""
-    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _cached_render(text, plain=False)
+
+
+def render_math_text(text: str) -> str:
+    """Safe HTML for ``text`` read as plain text with math (a labeller's note): its math as MathML, its line breaks
+    kept, nothing else read as markdown or HTML. Cached by content."""
+    return _cached_render(text, plain=True)
+
+
+def _cached_render(text: str, *, plain: bool) -> str:
+    key = ("text:" if plain else "") + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-    rendered = _render(text)
+    rendered = _render(text, plain=plain)
     with _cache_lock:
         _cache[key] = rendered
         while len(_cache) > CACHE_ENTRIES:
