@@ -338,3 +338,11 @@ def test_many_formulas_within_a_pages_budget_all_fit_the_byte_cap():
     assert budget.html_used == sum(len(s.html.encode()) for s in shown) <= 40_000
     assert budget.markdown_used <= 5000
     assert any(s.markdown for s in shown) and any(not s.markdown for s in shown)
+
+
+def test_a_note_is_plain_text_with_math():
+    html = rendering.render_math_text("Wrong: *not* $x^2$ but \\(x^3\\)\n<b>sure</b> & it costs $5\n\n$$\n\\frac12\n$$")
+    assert [annotation(m) for m in formulas(html)] == ["x^2", "x^3", "\\frac12"]
+    assert "*not*" in html and "<em>" not in html  # no markdown but the math
+    assert "&lt;b&gt;sure&lt;/b&gt; &amp; it costs $5" in html and "<br" in html  # HTML is text; line breaks kept
+    assert_math_inert(html)
