@@ -23,7 +23,13 @@ from forests.growth.delete import forest_growth_delete
 from forests.models import Forest, Node, text_sha256
 from forests.provenance import Provenance, provenance_of
 from forests.search_reports import SEARCH_REPORT_KEY
-from prmsite.core.configs.interfaces import RolloutConfig, check_generation_settings, check_label, check_serialized
+from prmsite.core.configs.interfaces import (
+    RolloutConfig,
+    check_generation_settings,
+    check_label,
+    check_reference_answer,
+    check_serialized,
+)
 from prmsite.core.errors import ApplicationError, ConfigError, ConflictError
 from rollouts.models import Rollout
 
@@ -54,6 +60,7 @@ class SeedResult:
             "trees": self.trees,
             "config_name": self.forest.config_name,
             "dataset_split": self.forest.dataset_split,
+            "answer_kind": (self.forest.rollout_config or {}).get("answer_kind", "label"),
             "config_sha256": self.forest.config_sha256,
             "config_git_commit": self.forest.config_git_commit or None,
             "config_git_dirty": self.forest.config_git_dirty,
@@ -93,13 +100,16 @@ def forest_seed(
 ) -> SeedResult:
     """Create a forest with one root per item of ``dataset_split`` (the first ``limit`` items when given).
 
-    Each root holds the config's prompt for the item, its label as ``ground_truth`` and the serialized item; the
-    forest holds the config's generation settings and provenance. All or nothing: on any error nothing is written.
+    Each root holds the config's prompt for the item, its reference answer as text (``reference_answer``), for the
+    ``label`` answer kind also its integer label as ``ground_truth`` (null for the other kinds), and the serialized
+    item; the forest holds the config's generation settings, answer kind and provenance. All or nothing: on any error
+    nothing is written.
     ``on_progress(done, total)`` is called after every batch (``total`` is ``None`` for an unsized dataset).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ApplicationError(ERROR_BAD_LIMIT.format(limit=limit))
     check_generation_settings(config)
+    label_kind = config.answer_spec().kind == "label"
     name = forest_name_make(
         config_name=config.config_name, dataset_split=dataset_split, suffix=forest_name_suffix, now=now
     )
@@ -131,7 +141,10 @@ def forest_seed(
             )
             trees = 0
             for batch in _batches(items, batch_size):
-                roots = [_root(forest, config, item, index) for index, item in enumerate(batch, start=trees)]
+                roots = [
+                    _root(forest, config, item, index, label_kind=label_kind)
+                    for index, item in enumerate(batch, start=trees)
+                ]
                 Node.objects.bulk_create(roots, batch_size=batch_size)
                 trees += len(roots)
                 if on_progress is not None:
@@ -164,12 +177,19 @@ def forest_delete(*, forest: Forest) -> DeleteResult:
     return DeleteResult(forest_name=name, nodes=nodes, rollouts_detached=detached)
 
 
-def _root(forest: Forest, config: RolloutConfig, item: Mapping[str, Any], index: int) -> Node:
+def _root(forest: Forest, config: RolloutConfig, item: Mapping[str, Any], index: int, *, label_kind: bool) -> Node:
     prompt = _call(config.get_root_prompt, item, what="get_root_prompt", index=index)
     if not isinstance(prompt, str):
         raise ConfigError(f"item #{index}: get_root_prompt must return a str, got {type(prompt).__name__}")
     try:
-        label = check_label(_call(config.get_label, item, what="get_label", index=index))
+        if label_kind:  # the reference of a label forest is its integer label as text, whatever else the config says
+            label: int | None = check_label(_call(config.get_label, item, what="get_label", index=index))
+            reference = str(label)
+        else:
+            label = None
+            reference = check_reference_answer(
+                _call(config.get_reference_answer, item, what="get_reference_answer", index=index)
+            )
         serialized = check_serialized(
             _call(config.serialize_dataset_item, item, what="serialize_dataset_item", index=index)
         )
@@ -181,6 +201,7 @@ def _root(forest: Forest, config: RolloutConfig, item: Mapping[str, Any], index:
         text=prompt,
         text_sha256=text_sha256(prompt),
         ground_truth=label,
+        reference_answer=reference,
         serialized_item=serialized,
         attributes={},
     )

@@ -8,8 +8,9 @@ from the whole answer with ``prediction_pattern`` (``parse_prediction``: the las
 gives ``null``) and sent with the ground truth, as the specification's body has them. For the other kinds
 (``number``, ``math``, ``text``) the body carries ``answer`` instead, the final answer as text
 (``prmsite.core.grading.extract_answer``: the last match of the pattern, or the last ``\\boxed{…}`` for ``math``;
-``null`` when there is none), and no ``prediction`` or ``ground_truth``: the server grades it against the reference
-answer on the tree's root.
+``""`` when the response states none, which the server grades "not correct" with the reason "no answer": an
+``answer`` of null would make the body a label rollout lacking its fields), and no ``prediction`` or
+``ground_truth``: the server grades it against the reference answer on the tree's root.
 
 An empty answer is kept as such (``reasoning`` ``[""]`` for a fresh answer, the prefix alone for a continuation,
 ``prediction`` null), and so is one cut off by ``max_tokens`` (``finish_reason`` ``"length"``): both are what the
@@ -91,7 +92,7 @@ def rollout_payload(
             "ground_truth": ground_truth,
         }
     else:
-        stated = {"answer": extract_answer(response, answer_spec, prediction_pattern or None)}
+        stated = {"answer": extract_answer(response, answer_spec, prediction_pattern or None) or ""}
     payload: dict[str, Any] = {
         "model": model,
         "example": example,

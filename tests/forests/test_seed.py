@@ -16,8 +16,9 @@ from forests.models import Forest, Node, text_sha256
 from forests.services import ERROR_BAD_SUFFIX, forest_name_make, forest_seed
 from prmsite.core.configs.loader import config_load
 from prmsite.core.errors import ApplicationError, ConfigError, ConflictError
+from prmsite.core.grading import AnswerSpec
 from tests.forests.conftest import LIAR_ROWS, write_jsonl
-from tests.forests.test_configs import TEAM_CONFIG
+from tests.forests.test_configs import MATH_ROWS, TEAM_CONFIG, TEAM_MATH_CONFIG
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +56,8 @@ def test_seed_forest_creates_one_root_per_item_and_prints_the_forest_name(liar_f
     assert len(roots) == 5
     assert all(root.depth == 0 and root.parent_id is None and root.tree_id == root.pk for root in roots)
     assert [root.ground_truth for root in roots] == [0, 1, 1, 0, 1]
+    assert [root.reference_answer for root in roots] == ["0", "1", "1", "0", "1"]
+    assert summary["answer_kind"] == "label"
     assert [root.serialized_item["id"] for root in roots] == ["a", "b", "c", "d", "e"]
     assert "The moon is made of cheese." in roots[0].text
     assert roots[0].text_sha256 == text_sha256(roots[0].text)
@@ -80,6 +83,8 @@ def test_the_forest_keeps_the_generation_settings_a_worker_needs(liar_file):
     assert forest.rollout_config["prediction_pattern"] == config.prediction_pattern
     assert forest.rollout_config["rollout_config_version"] == config.rollout_config_version
     assert forest.rollout_config["config_name"] == "liar"
+    assert forest.rollout_config["answer_kind"] == "label"
+    assert AnswerSpec.from_settings(forest.rollout_config) == AnswerSpec(kind="label")
 
 
 def test_the_forest_records_the_config_source_and_its_hash(liar_file):
@@ -260,3 +265,85 @@ def test_the_demo_config_seeds_twenty_invented_statements():
     assert summary["trees"] == 20
     labels = list(Node.objects.filter(forest__name="liar_demo-test-demo").values_list("ground_truth", flat=True))
     assert set(labels) == {0, 1}
+
+
+def test_a_math_forest_keeps_each_reference_answer_as_text_and_no_integer_ground_truth(tmp_path):
+    data = write_jsonl(tmp_path / "math" / "test.jsonl", MATH_ROWS)
+    summary, _ = seed(
+        "--dataset_config_name",
+        "math",
+        "--dataset_split",
+        "test",
+        "--forest_name_suffix",
+        "m",
+        "--dataset_name",
+        str(data),
+    )
+    assert summary["forest_name"] == "math-test-m" and summary["trees"] == 3 and summary["answer_kind"] == "math"
+    forest = Forest.objects.get(name="math-test-m")
+    assert AnswerSpec.from_settings(forest.rollout_config) == AnswerSpec(kind="math")
+    assert forest.rollout_config["prediction_pattern"] == ""
+    roots = list(Node.objects.filter(forest=forest).order_by("id"))
+    assert [root.reference_answer for root in roots] == ["\\frac{3}{4}", "\\left( 3, \\frac{\\pi}{2} \\right)", "4"]
+    assert [root.ground_truth for root in roots] == [None, None, None]
+    assert roots[0].text.endswith("Problem: What is $\\frac{1}{2} + \\frac{1}{4}$?\n\n")
+
+
+def test_grade_school_math_seeds_number_references(gsm8k_file):
+    summary, _ = seed(
+        "--dataset_config_name", "grade_school_math", "--dataset_split", "test", "--dataset_name", str(gsm8k_file)
+    )
+    forest = Forest.objects.get(name=summary["forest_name"])
+    assert forest.rollout_config["answer_kind"] == "number"
+    roots = Node.objects.filter(forest=forest).order_by("id")
+    assert [(r.reference_answer, r.ground_truth) for r in roots] == [("7", None), ("2400", None), ("-3", None)]
+
+
+def test_a_team_config_of_the_number_kind_seeds_with_its_tolerance(config_dir):
+    (config_dir / "team_math.py").write_text(TEAM_MATH_CONFIG)
+    summary, _ = seed("--dataset_config_name", "team_math", "--dataset_split", "dev", "--forest_name_suffix", "t")
+    forest = Forest.objects.get(name=summary["forest_name"])
+    assert AnswerSpec.from_settings(forest.rollout_config) == AnswerSpec(kind="number", tolerance=0.01)
+    assert list(Node.objects.filter(forest=forest).order_by("id").values_list("reference_answer", flat=True)) == [
+        "0.000",
+        "0.333",
+        "0.667",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"problem": "p", "solution": "no box"}, r"item #1: item has neither an 'answer' nor a \\boxed"),
+        ({"problem": "p", "answer": "x" * 1001}, "item #1: the reference answer is longer than 1000 characters"),
+    ],
+)
+def test_an_item_without_a_usable_reference_answer_seeds_nothing(tmp_path, row, message):
+    data = write_jsonl(tmp_path / "math.jsonl", [MATH_ROWS[0], row, MATH_ROWS[2]])
+    config = config_load("math", dataset_name=str(data))
+    with pytest.raises(ConfigError, match=message):
+        forest_seed(config=config, dataset_split="test", forest_name_suffix="bad", batch_size=1)
+    assert not Forest.objects.exists() and not Node.objects.exists()
+
+
+def test_a_template_json_of_the_text_kind_seeds_the_fields_value(tmp_path):
+    from tests.forests.test_configs import TEMPLATE_JSON
+
+    data = write_jsonl(tmp_path / "capitals.jsonl", [{"country": "France", "capital": "Paris"}])
+    path = tmp_path / "capitals.json"
+    path.write_text(
+        json.dumps(
+            {
+                **TEMPLATE_JSON,
+                "template": "The capital of {country}?",
+                "prediction_pattern": "Answer: (.+)",
+                "answer_kind": "text",
+                "label_field": "capital",
+                "dataset_name": str(data),
+            }
+        )
+    )
+    summary, _ = seed("--dataset_config_name", str(path), "--dataset_split", "test", "--forest_name_suffix", "x")
+    root = Node.objects.get(forest__name=summary["forest_name"])
+    assert (root.reference_answer, root.ground_truth, root.text) == ("Paris", None, "The capital of France?")
+    assert Forest.objects.get(name=summary["forest_name"]).rollout_config["answer_kind"] == "text"

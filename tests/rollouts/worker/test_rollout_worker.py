@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 
 from forests.growth.policies import TreeSnapshot
 from forests.growth.selectors import tree_snapshot
 from forests.models import ErrorSearch, Expansion, GrowthPlan, Node
+from forests.services import forest_seed
 from prmsite.core.client import PrmsiteClient
+from prmsite.core.configs.loader import config_load
 from prmsite.core.steps import split_steps
 from rollouts.models import Rollout
 from rollouts.worker.llm import SamplingParams
 from rollouts.worker.rollout_worker import DatasetSpec, RolloutWorker, WorkerOptions
+from tests.forests.conftest import write_jsonl
+from tests.forests.test_configs import MATH_ROWS
 from tests.rollouts.worker.scripted import DELIMITER, idempotency_key_of, planted_reply, seeded_forest, verdict_reply
 from tests.stub_openai import StubRequest
 
@@ -206,3 +211,84 @@ def test_forest_mode_continues_partial_paths_through_the_completions_api_and_the
     # From the root: a fresh answer. From "Step 1: a. ": the prefix step as it was, then what the model added, split
     # on its own (its leading white space joins the step it opens).
     assert mc == [["Step 1: a. ", " Step 9: and so. ", "Verdict: code: 1"], ["Step 1: a. ", "Verdict: code: 0"]]
+
+
+def math_reply(request: StubRequest) -> str:
+    """Two paragraphs of reasoning and a boxed answer: right (in another form than the reference) for the first two
+    problems, wrong for the third; the second choice of a request boxes nothing."""
+    if request.index == 1:
+        return "I am not sure.\n\nLet me stop here."
+    prompt = request.user_prompt
+    if "frac{1}{2} + " in prompt:
+        boxed = "0.75"  # the reference is \\frac{3}{4}
+    elif "polar" in prompt:
+        boxed = "(3, \\frac{\\pi}{2})"  # the reference is \\left( 3, \\frac{\\pi}{2} \\right)
+    else:
+        boxed = "5"  # the reference is 4
+    return f"First we work it out.\n\nIt comes to {boxed}.\n\nThe answer is $\\boxed{{{boxed}}}$."
+
+
+def test_forest_mode_posts_the_boxed_answer_of_a_math_forest_and_the_server_grades_it(
+    live_api_server, worker_token, stub, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("MATH_DATASET", raising=False)
+    data = write_jsonl(tmp_path / "math" / "test.jsonl", MATH_ROWS)
+    forest = forest_seed(
+        config=config_load("math", dataset_name=str(data)), dataset_split="test", forest_name_suffix="w"
+    ).forest
+    stub.reply = math_reply
+    opts = options(
+        live_api_server,
+        worker_token,
+        stub,
+        tmp_path,
+        forest_name=forest.name,
+        growth={"policy": "repeats", "num_repeats": 2},
+        n=2,
+    )
+    summary = run_worker(opts)
+    assert summary["status"] == "completed" and summary["sent"] == 6 and summary["refused"] == 0
+    rollouts = list(Rollout.objects.filter(forest=forest).select_related("node__tree"))
+    assert len(rollouts) == 6
+    by_answer = Counter((r.answer, r.correct) for r in rollouts)
+    assert by_answer == {
+        ("0.75", True): 1,
+        ("(3, \\frac{\\pi}{2})", True): 1,
+        ("5", False): 1,
+        ("", False): 3,  # no \\boxed{}: posted as an empty answer, graded "no answer"
+    }
+    for r in rollouts:
+        assert r.prediction is None and r.ground_truth is None
+        assert "".join(r.reasoning) == math_reply(
+            StubRequest("chat", {"messages": [{"role": "user", "content": r.example}]}, 0 if r.answer else 1, {})
+        )
+        assert r.example.endswith(f"Problem: {r.node.tree.serialized_item['problem']}\n\n")
+    assert {r.verdict_reason for r in rollouts if not r.answer} == {"no answer"}
+    assert {r.verdict_reason for r in rollouts if r.answer} == {""}
+    # The leaves keep the answer and the stored verdict; their values read it.
+    leaves = {r.node_id: r for r in rollouts}
+    for node in Node.objects.filter(pk__in=leaves):
+        assert (node.answer, node.correct) == (leaves[node.pk].answer, leaves[node.pk].correct)
+
+
+def test_dataset_mode_refuses_an_answer_kind_that_needs_a_forest(live_api_server, worker_token, stub, tmp_path):
+    data = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    template = tmp_path / "math_template.json"
+    template.write_text(
+        json.dumps(
+            {
+                "rollout_config_version": "m1",
+                "template": "{problem}",
+                "reasoning_delimiter_pattern": "\\n\\n",
+                "answer_kind": "math",
+                "label_field": "answer",
+                "dataset_name": str(data),
+            }
+        )
+    )
+    opts = options(live_api_server, worker_token, stub, tmp_path, dataset=DatasetSpec(template_json=str(template)))
+    summary = run_worker(opts)
+    assert summary["status"] == "failed"
+    assert "answer_kind is 'math'" in summary["error"] and "--forest_name" in summary["error"]
+    assert "\n" not in summary["error"]
+    assert not stub.requests and not Rollout.objects.exists()
