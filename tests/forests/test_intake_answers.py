@@ -3,8 +3,11 @@ reference answer, when it is stored; every reader reads the stored verdict."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from django.core.management import call_command
 
 from forests.intake import NEEDS_GROUND_TRUTH, receive_rollout
 from forests.metrics_reading import forest_arrays_load
@@ -121,3 +124,18 @@ def test_post_rollout_takes_an_answer_instead_of_the_label_fields(api, math_fore
     bad = api.post("/rollout", {k: v for k, v in body.items() if k != "answer"}, format="json")
     assert bad.status_code == 400
     assert set(bad.json()["errors"]) == {"prediction", "ground_truth"}
+
+
+def test_a_math_forests_rollouts_move_between_servers_with_their_answers(tmp_path, math_forest):
+    post(math_forest, ["A.", "So 5/14."], "5/14")
+    post(math_forest, ["B.", "So 1/2."], "1/2")
+    target = make_forest("math-target", rollout_config=AnswerSpec(kind="math").as_settings())
+    make_root(target, PROBLEM, ground_truth=None, reference_answer="\\frac{5}{14}", serialized_item={"problem": "x"})
+    output = tmp_path / "rollouts.jsonl"
+    call_command("export_rollouts", "--forest_name", math_forest.name, "--output", str(output))
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["answer"] for line in lines] == ["5/14", "1/2"]
+    assert not any("prediction" in line or "ground_truth" in line for line in lines)
+    call_command("import_rollouts", "--forest_name", target.name, "--input", str(output))
+    moved = Rollout.objects.filter(forest=target).order_by("id")
+    assert [(r.answer, r.correct) for r in moved] == [("5/14", True), ("1/2", False)]  # graded again, the same
