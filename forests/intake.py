@@ -48,7 +48,6 @@ NEEDS_FOREST = "{name} names part of a forest: send forest_name with it."
 FOREST_FIELDS = ("root_id", "expansion_id")
 # The fields that make a rollout's content: the same idempotency key with other content is a conflict.
 CONTENT_FIELDS = ("model", "example", "reasoning", "prediction", "ground_truth", "answer", "worker")
-NEEDS_GROUND_TRUTH = "A rollout without a forest states its class label: send ground_truth (and prediction)."
 
 
 def steps_check(steps: Sequence[Any]) -> None:
@@ -115,13 +114,12 @@ def rollout_verdict(
             answer = str(prediction)
         if ground_truth is None and root is not None:
             ground_truth = root.ground_truth
-        if ground_truth is None and root is None:
-            raise ApplicationError(NEEDS_GROUND_TRUTH)
     elif answer is None and prediction is not None:
         answer = str(prediction)
     if place is not None:
         return prediction, ground_truth, answer, leaf_verdict(place, answer)
-    return prediction, ground_truth, answer, grade(answer, str(ground_truth), spec)
+    # No forest: the rollout's own class label is the reference; without one, the grader says why it cannot decide.
+    return prediction, ground_truth, answer, grade(answer, None if ground_truth is None else str(ground_truth), spec)
 
 
 def receive_rollout(

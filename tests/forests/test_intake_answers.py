@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from forests.intake import NEEDS_GROUND_TRUTH, receive_rollout
+from forests.intake import receive_rollout
 from forests.metrics_reading import forest_arrays_load
 from forests.models import Node
 from forests.search_reports import forest_search_report
 from forests.selectors import forest_progress
-from prmsite.core.errors import ApplicationError
-from prmsite.core.grading import AnswerSpec
+from prmsite.core.grading import NO_REFERENCE, AnswerSpec
 from rollouts.models import Rollout
 from tests.factories import make_forest, make_root, rollout_fields
 
@@ -76,13 +75,13 @@ def test_a_label_rollout_keeps_the_specifications_fields_and_gets_its_answer_fro
     assert (answered.prediction, answered.ground_truth, answered.correct) == (1, 0, False)
 
 
-def test_a_label_rollout_without_a_forest_needs_its_ground_truth():
+def test_an_answer_without_a_forest_or_a_ground_truth_is_stored_not_correct_with_the_reason():
+    # Schema-valid (the fuzzer found it): nothing to grade against is the grader's "cannot decide", never a 400.
     fields = rollout_fields()
-    fields.pop("ground_truth")
-    with pytest.raises(ApplicationError) as refused:
-        receive_rollout(**fields)
-    assert refused.value.message == NEEDS_GROUND_TRUTH
-    assert not Rollout.objects.exists()
+    fields.pop("ground_truth"), fields.pop("prediction")
+    rollout = receive_rollout(**fields, answer="1")
+    assert (rollout.prediction, rollout.ground_truth, rollout.correct) == (1, None, False)
+    assert rollout.verdict_reason == NO_REFERENCE
 
 
 def test_values_progress_and_votes_read_the_stored_verdict(math_forest):
@@ -139,3 +138,12 @@ def test_a_math_forests_rollouts_move_between_servers_with_their_answers(tmp_pat
     call_command("import_rollouts", "--forest_name", target.name, "--input", str(output))
     moved = Rollout.objects.filter(forest=target).order_by("id")
     assert [(r.answer, r.correct) for r in moved] == [("5/14", True), ("1/2", False)]  # graded again, the same
+
+
+def test_post_rollout_with_an_answer_and_nothing_to_grade_it_against_is_stored(api):
+    # Found by the schema fuzzer: schema-valid, it was a 400.
+    body = {"model": "m", "example": "e", "reasoning": ["s"], "answer": "CONTENT_LENGTH", "worker": "w"}
+    response = api.post("/rollout", body, format="json")
+    assert response.status_code == 200
+    stored = Rollout.objects.get(pk=response.json())
+    assert stored.correct is False and stored.verdict_reason == NO_REFERENCE
