@@ -12,7 +12,10 @@ rollout (``rollouts.storage``, which knows nothing of forests) and does the grow
   tree's agreement with the rollout by ``forests.trie.forest_rollout_place``;
 - an idempotency key is looked up once: a rollout posted again with it stores nothing and answers the first one
   (other content: ``rollouts.storage.IDEMPOTENCY_CONFLICT``);
-- the trie is keyed by ``forests.models.text_sha256`` of each step (``forests.trie``).
+- the trie is keyed by ``forests.models.text_sha256`` of each step (``forests.trie``);
+- whether the rollout is correct is decided here, once, by ``prmsite.core.grading.grade`` with the forest's answer
+  kind against its tree's reference answer (``rollout_verdict``), before the write transaction (a math grader may
+  take its time budget), and stored on the rollout and its leaf: every reader reads that stored fact.
 
 Reads come first, outside the write transaction (on SQLite it holds the database's one write lock): a repeated
 idempotency key is answered without one, and the rollout's forest and tree are found before it starts.
@@ -27,8 +30,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from forests.growth.bookkeeping import rollout_account
-from forests.trie import TriePlace, forest_rollout_insert, forest_rollout_place
+from forests.trie import TriePlace, forest_rollout_insert, forest_rollout_place, leaf_verdict
+from prmsite.core.answers import label_of_answer
 from prmsite.core.errors import ApplicationError, PayloadTooLargeError
+from prmsite.core.grading import AnswerSpec, Verdict, grade
 from rollouts.models import Rollout
 from rollouts.storage import rollout_by_idempotency_key, rollout_insert, rollout_same_or_conflict
 
@@ -42,7 +47,8 @@ NEEDS_FOREST = "{name} names part of a forest: send forest_name with it."
 # Fields that only mean something with forest_name.
 FOREST_FIELDS = ("root_id", "expansion_id")
 # The fields that make a rollout's content: the same idempotency key with other content is a conflict.
-CONTENT_FIELDS = ("model", "example", "reasoning", "prediction", "ground_truth", "worker")
+CONTENT_FIELDS = ("model", "example", "reasoning", "prediction", "ground_truth", "answer", "worker")
+NEEDS_GROUND_TRUTH = "A rollout without a forest states its class label: send ground_truth (and prediction)."
 
 
 def steps_check(steps: Sequence[Any]) -> None:
@@ -87,20 +93,54 @@ def rollout_check(
     )
 
 
+def rollout_verdict(
+    *,
+    place: TriePlace | None,
+    prediction: int | None,
+    ground_truth: int | None,
+    answer: str | None,
+) -> tuple[int | None, int | None, str | None, Verdict]:
+    """The rollout's fields as stored and the grader's verdict on it: ``(prediction, ground_truth, answer, verdict)``.
+
+    The answer kind is the forest's (``label`` without a forest), the reference answer its tree root's. A label
+    rollout's answer is its prediction as text, and its prediction the integer an answer states; its ground truth
+    defaults to its tree's. The verdict is ``prmsite.core.grading.grade``, the project's one correctness rule.
+    """
+    spec = AnswerSpec.from_settings(place.forest.rollout_config) if place is not None else AnswerSpec()
+    root = place.root if place is not None else None
+    if spec.kind == "label":
+        if prediction is None and answer is not None:
+            prediction = label_of_answer(answer)
+        if answer is None and prediction is not None:
+            answer = str(prediction)
+        if ground_truth is None and root is not None:
+            ground_truth = root.ground_truth
+        if ground_truth is None and root is None:
+            raise ApplicationError(NEEDS_GROUND_TRUTH)
+    elif answer is None and prediction is not None:
+        answer = str(prediction)
+    if place is not None:
+        return prediction, ground_truth, answer, leaf_verdict(place, answer)
+    return prediction, ground_truth, answer, grade(answer, str(ground_truth), spec)
+
+
 def receive_rollout(
     *,
     model: str,
     example: str,
     reasoning: Sequence[str],
-    prediction: int | None,
-    ground_truth: int,
     worker: str,
+    prediction: int | None = None,
+    ground_truth: int | None = None,
+    answer: str | None = None,
     attributes: Mapping[str, Any] | None = None,
     forest_name: str | None = None,
     root_id: int | None = None,
     idempotency_key: str | None = None,
     expansion_id: int | None = None,
     answered_by: str | None = None,
+    correct: bool | None = None,
+    verdict_reason: str = "",
 ) -> Rollout:
     """Store a rollout; with ``forest_name`` also insert its steps into that forest's trie, link the leaf and do the
     growth bookkeeping (tallies, the expansion it answers, the tree's branching, the omega search it probes for).
@@ -110,28 +150,40 @@ def receive_rollout(
     for other content), so it is counted once. ``answered_by``: the caller's identity, as ``expansion_claim``
     recorded it; an answer counts against ``expansion_id`` only from its holder (``None``: any holder, for trusted
     callers), otherwise it is stored as a rollout of its tree that counts against no expansion.
+
+    The rollout is graded by ``rollout_verdict``; ``correct`` (trusted callers only, such as ``import_dataset``
+    carrying a dataset's own verdict) replaces the grader's verdict, with ``verdict_reason``.
     """
+    steps_check(reasoning)
+    forest_fields_check(forest_name=forest_name, root_id=root_id, expansion_id=expansion_id)
+    if idempotency_key is not None and (stored := rollout_by_idempotency_key(idempotency_key)) is not None:
+        given = {"model": model, "example": example, "reasoning": list(reasoning), "worker": worker}
+        if answer is None:  # a class label rollout: the specification's fields, exactly as given
+            given |= {"prediction": prediction, "ground_truth": ground_truth}
+        else:  # an answer rollout: the answer, and whichever label fields it gave
+            given["answer"] = answer
+            given |= {name: value for name, value in (("prediction", prediction), ("ground_truth", ground_truth))}
+            given = {name: value for name, value in given.items() if value is not None}
+        return rollout_same_or_conflict(stored, given)
+    place = None
+    if forest_name is not None:
+        place = forest_rollout_place(
+            forest_name=forest_name, example=example, steps=list(reasoning), ground_truth=ground_truth, root_id=root_id
+        )
+    prediction, ground_truth, answer, verdict = rollout_verdict(
+        place=place, prediction=prediction, ground_truth=ground_truth, answer=answer
+    )
+    if correct is not None:
+        verdict = Verdict(correct=bool(correct), reason=verdict_reason)
     fields = {
         "model": model,
         "example": example,
         "reasoning": list(reasoning),
         "prediction": prediction,
         "ground_truth": ground_truth,
+        "answer": answer,
         "worker": worker,
     }
-    steps_check(fields["reasoning"])
-    forest_fields_check(forest_name=forest_name, root_id=root_id, expansion_id=expansion_id)
-    if idempotency_key is not None and (stored := rollout_by_idempotency_key(idempotency_key)) is not None:
-        return rollout_same_or_conflict(stored, fields)
-    place = None
-    if forest_name is not None:
-        place = forest_rollout_place(
-            forest_name=forest_name,
-            example=example,
-            steps=fields["reasoning"],
-            ground_truth=ground_truth,
-            root_id=root_id,
-        )
     try:
         with transaction.atomic():
             node = None
@@ -141,10 +193,14 @@ def receive_rollout(
                     example=example,
                     steps=fields["reasoning"],
                     prediction=prediction,
+                    answer=answer,
+                    correct=verdict.correct,
                     place=place,
                 )
             rollout = rollout_insert(
                 **fields,
+                correct=verdict.correct,
+                verdict_reason=verdict.reason[: Rollout._meta.get_field("verdict_reason").max_length],
                 attributes=dict(attributes or {}),
                 idempotency_key=idempotency_key,
                 forest_id=node.forest_id if node is not None else None,

@@ -21,6 +21,11 @@ from rollouts.serializers import (
 )
 
 NOT_AN_OBJECT = "Every rollout must be a JSON object."
+# The longest answer text a rollout may post (graders look at the first ANSWER_MAX_CHARS of it at most).
+ANSWER_FIELD_MAX = 10_000
+REQUIRED = "This field is required."
+# Without an answer, a rollout states its class label: the specification's contract.
+LABEL_FIELDS = ("prediction", "ground_truth")
 
 
 class RolloutCreateSerializer(serializers.Serializer):
@@ -32,9 +37,27 @@ class RolloutCreateSerializer(serializers.Serializer):
         child=StrictCharField(allow_blank=True), min_length=1, help_text="Step-by-step reasoning: a list of strings."
     )
     prediction = StrictIntegerField(
-        allow_null=True, min_value=INT32_MIN, max_value=INT32_MAX, help_text="Predicted class label (null: none)."
+        required=False,
+        allow_null=True,
+        min_value=INT32_MIN,
+        max_value=INT32_MAX,
+        help_text="Predicted class label (null: none). May be left out when answer is given.",
     )
-    ground_truth = StrictIntegerField(min_value=INT32_MIN, max_value=INT32_MAX, help_text="Ground-truth class label.")
+    ground_truth = StrictIntegerField(
+        required=False,
+        min_value=INT32_MIN,
+        max_value=INT32_MAX,
+        help_text="Ground-truth class label. May be left out when answer is given (a forest's tree knows it).",
+    )
+    answer = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=ANSWER_FIELD_MAX,
+        help_text="The model's final answer as text (\\frac{5}{14}, 72, (3, 4), …), graded against the tree's "
+        "reference answer by the forest's answer kind (docs/answers.md). With it, prediction and ground_truth may "
+        "be left out.",
+    )
     worker = StrictCharField(max_length=200, help_text="Worker identifier, kept as given.")
     forest_name = StrictCharField(
         required=False, max_length=200, help_text="Also insert the rollout into this forest's trie."
@@ -63,6 +86,8 @@ class RolloutCreateSerializer(serializers.Serializer):
         errors = {name: [RESERVED_FIELD.format(name=name)] for name in extras if name in RESERVED_ROLLOUT_FIELDS}
         if "forest_name" not in attrs:
             errors.update({name: [NEEDS_FOREST.format(name=name)] for name in FOREST_FIELDS if name in attrs})
+        if attrs.get("answer") is None:
+            errors.update({name: [REQUIRED] for name in LABEL_FIELDS if name not in attrs})
         if errors:
             raise serializers.ValidationError(errors)
         attrs["attributes"] = extras
@@ -70,16 +95,27 @@ class RolloutCreateSerializer(serializers.Serializer):
 
 
 class RolloutCreateSchema(OpenApiSerializerExtension):
-    """The schema of ``RolloutCreateSerializer``, with the rule its ``validate`` enforces across fields: ``root_id``
-    and ``expansion_id`` come with ``forest_name``."""
+    """The schema of ``RolloutCreateSerializer``, with the rules its ``validate`` enforces across fields: ``root_id``
+    and ``expansion_id`` come with ``forest_name``; ``prediction`` and ``ground_truth`` are required unless an
+    ``answer`` is given."""
 
     target_class = "forests.intake_serializers.RolloutCreateSerializer"
 
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
-        schema["anyOf"] = [
-            {"required": ["forest_name"]},
-            {"not": {"anyOf": [{"required": [name]} for name in FOREST_FIELDS]}},
+        schema["allOf"] = [
+            {
+                "anyOf": [
+                    {"required": ["forest_name"]},
+                    {"not": {"anyOf": [{"required": [name]} for name in FOREST_FIELDS]}},
+                ]
+            },
+            {
+                "anyOf": [
+                    {"required": list(LABEL_FIELDS)},
+                    {"required": ["answer"], "properties": {"answer": {"type": "string"}}},
+                ]
+            },
         ]
         return schema
 

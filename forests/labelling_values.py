@@ -33,10 +33,10 @@ def forest_mc_values(*, steps_by_rollout: dict[int, int]) -> dict[int, list[floa
     for start in range(0, len(trees), TREES_PER_QUERY):
         chunk = trees[start : start + TREES_PER_QUERY]
         rollouts = Rollout.objects.filter(node__tree_id__in=chunk).values_list(
-            "id", "node_id", "prediction", "attributes__usage__total_tokens"
+            "id", "node_id", "prediction", "attributes__usage__total_tokens", "correct"
         )
         nodes = Node.objects.filter(tree_id__in=chunk).values_list(
-            "id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth"
+            "id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth", "correct"
         )
         with streamed(nodes) as node_rows:
             arrays = forest_arrays(node_rows, list(rollouts))

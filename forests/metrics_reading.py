@@ -51,13 +51,16 @@ def forest_arrays_load(
     its node among the nodes read after it, even while workers keep inserting.
     """
     rollout_rows = Rollout.objects.filter(forest_id=forest.pk, node__isnull=False).order_by()
-    columns = ["id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth"] + (["text"] if with_texts else [])
+    columns = ["id", "parent_id", "depth", "is_leaf", "prediction", "ground_truth", "correct"]
+    columns += ["text"] if with_texts else []
+    rollout_columns = ("id", "node_id", "prediction", "attributes__usage__total_tokens", "correct", "answer")
     with (
-        streamed(rollout_rows.values_list("id", "node_id", "prediction", "attributes__usage__total_tokens")) as rows,
+        streamed(rollout_rows.values_list(*rollout_columns)) as rows,
         streamed(Node.objects.filter(forest_id=forest.pk).order_by().values_list(*columns)) as nodes,
     ):
         rollouts = (
-            (rollout_id, node_id, prediction, _tokens(tokens)) for rollout_id, node_id, prediction, tokens in rows
+            (rollout_id, node_id, prediction, _tokens(tokens), correct, answer)
+            for rollout_id, node_id, prediction, tokens, correct, answer in rows
         )
         return forest_arrays(nodes, rollouts, on_rows=on_rows, with_texts=with_texts)
 

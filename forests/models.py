@@ -69,7 +69,22 @@ class Node(models.Model):
     prediction = models.IntegerField(
         null=True, blank=True, help_text="Prediction parsed from the rollout that ends here (null: none parsable)."
     )
-    ground_truth = models.IntegerField(null=True, blank=True, help_text="Label of the dataset item (roots only).")
+    answer = models.TextField(  # noqa: DJ001 (null: none was given, unlike "")
+        null=True, blank=True, help_text="Final answer of the rollouts that end here, as text (leaves; null: none)."
+    )
+    correct = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="The grader's verdict on the rollouts that end here, decided when the first was stored (leaves).",
+    )
+    ground_truth = models.IntegerField(
+        null=True, blank=True, help_text="Class label of the dataset item (roots of label forests only)."
+    )
+    reference_answer = models.TextField(  # noqa: DJ001 (null: none was given, unlike "")
+        null=True,
+        blank=True,
+        help_text="The item's reference answer as text, that rollouts are graded against (roots).",
+    )
     serialized_item = models.JSONField(null=True, blank=True, help_text="The dataset item (roots only).")
     attributes = models.JSONField(default=dict, blank=True, help_text="Free-form metadata.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -84,6 +99,10 @@ class Node(models.Model):
             models.CheckConstraint(
                 condition=models.Q(parent__isnull=True) | models.Q(ground_truth__isnull=True),
                 name="node_ground_truth_only_on_roots",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(parent__isnull=True) | models.Q(reference_answer__isnull=True),
+                name="node_reference_answer_only_on_roots",
             ),
         ]
         indexes = [
@@ -129,7 +148,7 @@ class ForestTally(models.Model):
 
     forest = models.OneToOneField(Forest, on_delete=models.CASCADE, primary_key=True, related_name="tally")
     rollouts = models.BigIntegerField(default=0)
-    correct = models.BigIntegerField(default=0, help_text="Rollouts whose prediction is the ground truth.")
+    correct = models.BigIntegerField(default=0, help_text="Rollouts the grader found correct.")
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
 
@@ -147,7 +166,7 @@ class TreeTally(models.Model):
     root = models.OneToOneField(Node, on_delete=models.CASCADE, primary_key=True, related_name="+")
     forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
     rollouts = models.BigIntegerField(default=0)
-    correct = models.BigIntegerField(default=0, help_text="Rollouts whose prediction is the ground truth.")
+    correct = models.BigIntegerField(default=0, help_text="Rollouts the grader found correct.")
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     planned_version = models.PositiveIntegerField(default=0, help_text="Plan version whose repeats were queued.")

@@ -10,7 +10,8 @@ from forests.metrics.beam import Aggregation
 from forests.metrics.search import SearchReport, search_report
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
 from forests.models import Forest
-from prmsite.core.errors import ApplicationError
+from prmsite.core.errors import ApplicationError, ConfigError
+from prmsite.core.grading import AnswerSpec
 
 SEARCH_REPORT_KEY = "search_report"  # where the saved report lives in ``Forest.attributes``
 AGGREGATION_UNKNOWN = "aggregation must be one of {choices}, not {aggregation!r}"
@@ -40,7 +41,16 @@ def forest_search_report(
         value_function_option=str(value_function),
         aggregation=aggregation,
         num_beam_values=num_beam_values,
+        answer_spec=forest_answer_spec(forest),
     )
+
+
+def forest_answer_spec(forest: Forest) -> AnswerSpec:
+    """The forest's answer kind, as seeding stored it in its rollout config (label for forests made before kinds)."""
+    try:
+        return AnswerSpec.from_settings(forest.rollout_config)
+    except ConfigError as exc:
+        raise ApplicationError(f"forest {forest.name!r}: {exc.message}") from exc
 
 
 def forest_search_report_saved(*, forest: Forest) -> dict[str, Any] | None:

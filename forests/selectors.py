@@ -43,7 +43,7 @@ class ForestCounts:
 
 @dataclass(frozen=True)
 class ForestProgress:
-    """How far a forest has grown: rollouts end at leaves, and correct rollouts predict the ground truth."""
+    """How far a forest has grown: rollouts end at leaves, and the grader found the correct ones correct."""
 
     trees: int = 0
     trees_with_rollouts: int = 0
@@ -110,7 +110,7 @@ def forest_progress_many(*, forest_ids: Iterable[int]) -> dict[int, ForestProgre
             nodes=Count("id"),
             leaves=Count("id", filter=Q(is_leaf=True)),
             orphans=Count("id", filter=orphan),
-            orphans_correct=Count("id", filter=orphan & correct_rollout_q(ground_truth="tree__ground_truth")),
+            orphans_correct=Count("id", filter=orphan & correct_rollout_q()),
         )
     )
     rollouts = {
@@ -118,7 +118,7 @@ def forest_progress_many(*, forest_ids: Iterable[int]) -> dict[int, ForestProgre
         for row in Rollout.objects.filter(forest_id__in=ids, node__isnull=False)
         .order_by()
         .values("forest_id")
-        .annotate(n=Count("id"), correct=Count("id", filter=correct_rollout_q(ground_truth="node__tree__ground_truth")))
+        .annotate(n=Count("id"), correct=Count("id", filter=correct_rollout_q()))
     }
     progress = {forest_id: ForestProgress() for forest_id in ids}
     for row in rows:
@@ -159,7 +159,7 @@ def tree_stats_many(*, root_ids: Iterable[int]) -> dict[int, TreeStats]:
             nodes=Count("id"),
             leaves=Count("id", filter=Q(is_leaf=True)),
             orphans=Count("id", filter=orphan),
-            orphans_correct=Count("id", filter=orphan & correct_rollout_q(ground_truth="tree__ground_truth")),
+            orphans_correct=Count("id", filter=orphan & correct_rollout_q()),
             max_depth=Max("depth"),
         )
     )
@@ -168,7 +168,7 @@ def tree_stats_many(*, root_ids: Iterable[int]) -> dict[int, TreeStats]:
         for row in Rollout.objects.filter(node__tree_id__in=ids)
         .order_by()
         .values("node__tree_id")
-        .annotate(n=Count("id"), correct=Count("id", filter=correct_rollout_q(ground_truth="node__tree__ground_truth")))
+        .annotate(n=Count("id"), correct=Count("id", filter=correct_rollout_q()))
     }
     for row in rows:
         root_id = row.pop("tree_id")
@@ -187,19 +187,20 @@ def tree_root_get(*, forest: Forest, root_id: int) -> Node:
     return root
 
 
-def tree_rows(
-    *, root: Node, text_chars: int | None = None
-) -> list[tuple[int, int | None, int, str, bool, int | None, int]]:
-    """Every node of ``root``'s tree as ``(id, parent_id, depth, text, is_leaf, prediction, text_chars)``, in one
-    query; with ``text_chars``, ``text`` is only the first ``text_chars`` characters of the node's text (the database
-    cuts it: a tree of long steps is not read whole for a page that shows their start), and the last column is always
-    the whole text's length in characters."""
+def tree_rows(*, root: Node, text_chars: int | None = None) -> list[tuple]:
+    """Every node of ``root``'s tree as ``(id, parent_id, depth, text, is_leaf, prediction, text_chars, correct,
+    answer)``, in one query (``correct`` and ``answer``: a leaf's stored verdict and final answer); with
+    ``text_chars``, ``text`` is only the first ``text_chars`` characters of the node's text (the database cuts it: a
+    tree of long steps is not read whole for a page that shows their start), and ``text_chars`` is always the whole
+    text's length in characters."""
     text = F("text") if text_chars is None else Substr("text", 1, text_chars)
     return list(
         Node.objects.filter(tree_id=root.pk)
         .order_by("id")
         .annotate(shown_text=text, text_length=Length("text"))
-        .values_list("id", "parent_id", "depth", "shown_text", "is_leaf", "prediction", "text_length")
+        .values_list(
+            "id", "parent_id", "depth", "shown_text", "is_leaf", "prediction", "text_length", "correct", "answer"
+        )
         .iterator(chunk_size=2000)
     )
 
@@ -212,11 +213,11 @@ def tree_node_get(*, root: Node, node_id: int) -> Node:
     return node
 
 
-def tree_rollouts(*, root: Node) -> list[tuple[int, int, int | None]]:
-    """Every rollout ending in ``root``'s tree as ``(id, node_id, prediction)``, in one query."""
+def tree_rollouts(*, root: Node) -> list[tuple[int, int, int | None, bool]]:
+    """Every rollout ending in ``root``'s tree as ``(id, node_id, prediction, correct)``, in one query."""
     return list(
         Rollout.objects.filter(node__tree_id=root.pk)
         .order_by("id")
-        .values_list("id", "node_id", "prediction")
+        .values_list("id", "node_id", "prediction", "correct")
         .iterator(chunk_size=2000)
     )

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from forests.metrics.forest import forest_arrays
 from forests.metrics.values import NodeValue, labelled_values
-from prmsite.core.domain import rollout_is_correct
 from prmsite.core.rendering import PageBudget, ShownText
 
-# (id, parent_id, depth, text, is_leaf, prediction, text_chars): ``text`` may be the start of the node's text, whose
-# whole length is ``text_chars`` (the database sends a page only what it can show).
-TreeRow = tuple[int, int | None, int, str, bool, int | None, int]
-TreeRollout = tuple[int, int, int | None]  # (rollout id, node id where it ends, prediction)
+# (id, parent_id, depth, text, is_leaf, prediction, text_chars[, correct, answer]): ``text`` may be the start of the
+# node's text, whose whole length is ``text_chars`` (the database sends a page only what it can show); ``correct`` and
+# ``answer`` are a leaf's stored verdict and final answer (rows without them are read as a label tree's).
+TreeRow = tuple
+# (rollout id, node id where it ends, prediction[, correct]): ``correct`` the stored verdict.
+TreeRollout = tuple
 
 
 @dataclass
@@ -36,7 +37,8 @@ class TreeEntry:
     open: bool
     hidden_nodes: int = 0  # descendants left out of the layout (over max_nodes)
     closes: int = 0  # how many <details> end right after this entry
-    correct: bool | None = None  # leaves only: the leaf's prediction is the ground truth (prmsite.core.domain)
+    correct: bool | None = None  # leaves only: the grader's stored verdict on the rollouts that end here
+    answer: str | None = None  # leaves only: their final answer as text
     text: ShownText | None = None  # set once every entry is laid out
 
     @property
@@ -75,9 +77,13 @@ def tree_layout(
     (a leaf no rollout ends at counts as one). Texts are shown through ``budget``, at most ``step_chars`` characters
     each (``None``: no cap of its own). Raises ``KeyError`` when ``focus_id`` is not one of the rows.
     """
+    with_verdicts = bool(rows) and len(rows[0]) > 7
     arrays = forest_arrays(
-        ((r[0], r[1], r[2], r[4], r[5], ground_truth if r[1] is None else None) for r in rows),
-        ((rollout_id, node_id, prediction, None) for rollout_id, node_id, prediction in rollouts),
+        (
+            (r[0], r[1], r[2], r[4], r[5], ground_truth if r[1] is None else None, *((r[7],) if with_verdicts else ()))
+            for r in rows
+        ),
+        ((r[0], r[1], r[2], None, *r[3:4]) for r in rollouts),
     )
     values = labelled_values(arrays).by_id(arrays.ids)
     by_id = {row[0]: row for row in rows}
@@ -109,7 +115,8 @@ def tree_layout(
         if not opening:
             entries[-1].closes += 1
             continue
-        _, parent_id, depth, _, is_leaf, prediction, _ = by_id[node_id]
+        row = by_id[node_id]
+        parent_id, depth, is_leaf, prediction = row[1], row[2], row[4], row[5]
         if len(entries) >= max_nodes:
             entry_of[parent_id].hidden_nodes += sizes[node_id]  # the parent was laid out: only it reaches here
             continue
@@ -125,7 +132,9 @@ def tree_layout(
             open=depth - base_depth < open_depth,
         )
         if is_leaf:
-            entry.correct = rollout_is_correct(prediction, ground_truth)
+            index = arrays.index_of(node_id)
+            entry.correct = arrays.node_is_correct(index)
+            entry.answer = row[8] if len(row) > 8 else (None if prediction is None else str(prediction))
         entries.append(entry)
         entry_of[node_id] = entry
         stack.append((False, node_id))

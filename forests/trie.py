@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Value
+from django.db.models import BooleanField, F, IntegerField, TextField, Value
 from django.db.models.functions import Coalesce
 
 from forests.models import Forest, Node, text_sha256
 from forests.selectors import forest_get
 from prmsite.core.errors import NotFoundError, UnprocessableError
+from prmsite.core.grading import AnswerSpec, Verdict, grade
 
 ROOT_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."
 EXAMPLE_NOT_FOUND = "No tree of forest {forest!r} has this example as its prompt; send root_id to name the tree."
@@ -166,6 +167,16 @@ def forest_rollout_place(
     return TriePlace(forest=forest, root=root, digests=[text_sha256(step) for step in steps])
 
 
+def leaf_verdict(place: TriePlace, answer: str | None) -> Verdict:
+    """The grader's verdict on ``answer`` in ``place``'s tree: the forest's answer kind against the root's reference
+    answer (a label tree's class label as text when it has none)."""
+    root = place.root
+    reference = root.reference_answer
+    if reference is None and root.ground_truth is not None:
+        reference = str(root.ground_truth)
+    return grade(answer, reference, AnswerSpec.from_settings(place.forest.rollout_config))
+
+
 def forest_rollout_insert(
     *,
     forest_name: str,
@@ -175,11 +186,14 @@ def forest_rollout_insert(
     ground_truth: int | None = None,
     root_id: int | None = None,
     place: TriePlace | None = None,
+    answer: str | None = None,
+    correct: bool | None = None,
 ) -> Node:
     """Insert a rollout's steps below its root and return the leaf where it ends.
 
-    Creates only the nodes the path is missing; marks the last one as a leaf carrying ``prediction`` (a leaf that
-    already has a prediction keeps it: the same text parses to the same prediction). All or nothing: it runs in one
+    Creates only the nodes the path is missing; marks the last one as a leaf carrying ``prediction``, ``answer`` and
+    the grader's verdict ``correct`` (a leaf that already has them keeps them: the same text states the same answer,
+    and a verdict is decided once). All or nothing: it runs in one
     transaction (a savepoint inside the caller's), so an error leaves the forest as it was. ``place``: what
     ``forest_rollout_place`` answered for the same arguments, resolved before the caller's transaction.
     """
@@ -188,6 +202,10 @@ def forest_rollout_insert(
             forest_name=forest_name, example=example, steps=steps, ground_truth=ground_truth, root_id=root_id
         )
     root, digests = place.root, place.digests
+    if correct is None:  # a caller that did not grade (tests, trusted seeding code): the one rule decides here
+        if answer is None and prediction is not None:
+            answer = str(prediction)
+        correct = leaf_verdict(place, answer).correct
     with transaction.atomic():
         prefix = _existing_prefix(root=root, digests=digests)
         leaf_id = prefix[-1] if prefix else root.pk
@@ -200,6 +218,11 @@ def forest_rollout_insert(
             if created and depth < len(steps):
                 leaf_id = _chain_insert(parent=node, steps=steps[depth:], digests=digests[depth:])
                 depth = len(steps)
-        Node.objects.filter(pk=leaf_id).update(is_leaf=True, prediction=Coalesce(F("prediction"), Value(prediction)))
+        Node.objects.filter(pk=leaf_id).update(
+            is_leaf=True,
+            prediction=Coalesce(F("prediction"), Value(prediction, output_field=IntegerField())),
+            answer=Coalesce(F("answer"), Value(answer, output_field=TextField())),
+            correct=Coalesce(F("correct"), Value(correct, output_field=BooleanField())),
+        )
         leaf = Node.objects.get(pk=leaf_id)
     return leaf

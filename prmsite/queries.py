@@ -1,13 +1,11 @@
-"""Domain rules of ``prmsite.core.domain`` as database expressions, so SQL and Python agree by construction."""
+"""Domain rules as database expressions, so SQL and Python agree by construction."""
 
 from __future__ import annotations
 
-from django.db.models import F, Q
+from django.db.models import Q
 
 
-def correct_rollout_q(*, prediction: str = "prediction", ground_truth: str = "ground_truth") -> Q:
-    """``rollout_is_correct`` as a filter: the prediction is not null and equals the ground truth.
-
-    ``prediction`` and ``ground_truth`` name the fields (lookups such as ``"tree__ground_truth"`` work).
-    """
-    return Q(**{f"{prediction}__isnull": False}) & Q(**{prediction: F(ground_truth)})
+def correct_rollout_q(*, correct: str = "correct") -> Q:
+    """Correct rollouts (or leaves) as a filter: the grader's verdict, stored once when the rollout came in
+    (``forests.intake.rollout_verdict``). ``correct`` names the field (lookups such as ``"node__correct"`` work)."""
+    return Q(**{correct: True})

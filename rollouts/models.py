@@ -6,8 +6,6 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from prmsite.core.domain import rollout_is_correct
-
 # Most labellers a scheme may ask for per rollout.
 LABELS_PER_ROLLOUT_MAX = 20
 
@@ -17,7 +15,18 @@ class Rollout(models.Model):
     example = models.TextField(help_text="The prompt from the dataset.")
     reasoning = models.JSONField(help_text="Step-by-step reasoning: a list of strings.")
     prediction = models.IntegerField(null=True, blank=True, help_text="Predicted class label (null: none parsable).")
-    ground_truth = models.IntegerField(help_text="Ground-truth class label.")
+    ground_truth = models.IntegerField(
+        null=True, blank=True, help_text="Ground-truth class label (null: the rollout's answer kind is not a label)."
+    )
+    answer = models.TextField(  # noqa: DJ001 (null: none was given, unlike "")
+        null=True, blank=True, help_text="The model's final answer as text (for label rollouts, the prediction)."
+    )
+    correct = models.BooleanField(
+        default=False, help_text="The grader's verdict, decided once when the rollout was stored (docs/answers.md)."
+    )
+    verdict_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why the grader said not correct without deciding (empty: it decided)."
+    )
     worker = models.CharField(max_length=200, help_text="Worker identifier, as the worker gave it.")
     forest = models.ForeignKey(
         "forests.Forest",
@@ -53,7 +62,8 @@ class Rollout(models.Model):
 
     @property
     def is_correct(self) -> bool:
-        return rollout_is_correct(self.prediction, self.ground_truth)
+        """The stored verdict (``correct``): the grader decided it once, when the rollout was stored."""
+        return self.correct
 
 
 class ProcessRewardLabel(models.Model):

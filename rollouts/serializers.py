@@ -34,7 +34,18 @@ ID_LIST_TOO_LONG = "At most {max} {name} per request; ask in batches."
 
 # Names an extra posted field may not take: they are columns or fields the server sets.
 RESERVED_ROLLOUT_FIELDS = frozenset(
-    {"id", "attributes", "created_at", "forest", "node", "forest_id", "node_id", "idempotency_key"}
+    {
+        "id",
+        "attributes",
+        "created_at",
+        "forest",
+        "node",
+        "forest_id",
+        "node_id",
+        "idempotency_key",
+        "correct",
+        "verdict_reason",
+    }
 )
 
 
@@ -89,7 +100,14 @@ class RolloutSerializer(serializers.Serializer):
     example = serializers.CharField()
     reasoning = serializers.ListField(child=serializers.CharField())
     prediction = serializers.IntegerField(allow_null=True)
-    ground_truth = serializers.IntegerField()
+    ground_truth = serializers.IntegerField(
+        allow_null=True, help_text="Null only for a rollout posted with an answer and no class label."
+    )
+    answer = serializers.CharField(allow_null=True, help_text="The model's final answer as text (label: prediction).")
+    correct = serializers.BooleanField(help_text="The grader's verdict, decided once when the rollout was stored.")
+    verdict_reason = serializers.CharField(
+        allow_blank=True, help_text="Why the grader said not correct without deciding (empty: it decided)."
+    )
     worker = serializers.CharField()
     forest_name = serializers.CharField(required=False, help_text="Only for a rollout posted with forest_name.")
     root_id = serializers.IntegerField(required=False, help_text="Only for a rollout posted with forest_name.")
@@ -103,6 +121,9 @@ class RolloutSerializer(serializers.Serializer):
             reasoning=instance.reasoning,
             prediction=instance.prediction,
             ground_truth=instance.ground_truth,
+            answer=instance.answer,
+            correct=instance.correct,
+            verdict_reason=instance.verdict_reason,
             worker=instance.worker,
         )
         if instance.forest_id is not None:

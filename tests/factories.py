@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import count
 
 from forests.models import Forest, Node, text_sha256
+from prmsite.core.domain import rollout_is_correct
 from rollouts.models import ProcessRewardLabel, Rollout
 
 _seq = count(1)
@@ -56,7 +57,13 @@ def rollout_fields(**fields) -> dict:
 
 
 def make_rollout(**fields) -> Rollout:
-    return Rollout.objects.create(**rollout_fields(**fields))
+    """A rollout row as the intake would have stored it: with its answer and the grader's verdict (a label rollout's,
+    unless ``answer`` / ``correct`` are given)."""
+    values = rollout_fields(**fields)
+    prediction = values["prediction"]
+    values.setdefault("answer", None if prediction is None else str(prediction))
+    values.setdefault("correct", rollout_is_correct(prediction, values["ground_truth"]))
+    return Rollout.objects.create(**values)
 
 
 def make_label(rollout: Rollout, prm_version: str = "prm-v1", **fields) -> ProcessRewardLabel:

@@ -29,7 +29,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from forests.growth.plan import search_save, tree_branch
-from forests.growth.policies import STAGE_OMEGA, OmegaSearch, correct_of, omega_record, tree_budget
+from forests.growth.policies import STAGE_OMEGA, OmegaSearch, omega_record, tree_budget
 from forests.growth.selectors import forest_true_counts, growth_options_of, tree_queued, tree_true_counts
 from forests.models import ErrorSearch, Expansion, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally, text_sha256
 from prmsite.core.errors import UnprocessableError
@@ -82,7 +82,7 @@ def rollout_account(*, rollout: Rollout, expansion_id: int | None, answered_by: 
     if expansion is not None and not _expansion_count_down(expansion=expansion, answered_by=answered_by):
         RolloutGrowth.objects.filter(pk=growth.pk).update(expansion_id=None, stage="")
         expansion = None
-    correct = correct_of(rollout.prediction, rollout.ground_truth)
+    correct = rollout.correct  # the grader's verdict, stored by the intake
     now = timezone.now()
     tally = _tree_tally_add(
         forest_id=forest_id,

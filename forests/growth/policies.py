@@ -34,7 +34,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from prmsite.core.domain import rollout_is_correct
 from prmsite.core.growth import DEFAULT_POLICY, POLICIES, POLICY_REPEATS
 
 STAGE_REPEATS = "repeats"
@@ -144,7 +143,7 @@ class TreeNode:
 
 @dataclass(frozen=True)
 class TreeRollout:
-    """A rollout of a tree: the node where it ends and whether its prediction is the ground truth."""
+    """A rollout of a tree: the node where it ends and whether it is correct (the grader's stored verdict)."""
 
     id: int
     leaf_id: int
@@ -331,11 +330,6 @@ def wrong_rollouts(snapshot: TreeSnapshot) -> list[TreeRollout]:
             seen.add(rollout.leaf_id)
             wrong.append(rollout)
     return wrong
-
-
-def correct_of(prediction: int | None, ground_truth: int | None) -> bool:
-    """The project's one correctness rule (``prmsite.core.domain.rollout_is_correct``)."""
-    return rollout_is_correct(prediction, ground_truth)
 
 
 def as_nodes(rows: Iterable[tuple[int, int | None, int]]) -> list[TreeNode]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from forests.growth.policies import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes, correct_of
+from forests.growth.policies import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes
 from forests.models import ErrorSearch, Expansion, Forest, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally
 from prmsite.queries import correct_rollout_q
 from rollouts.models import Rollout
@@ -30,12 +30,8 @@ def growth_options_of(plan: GrowthPlan) -> GrowthOptions:
 def tree_snapshot(*, root_id: int) -> TreeSnapshot:
     """A tree's nodes and rollouts (oldest first), in two queries."""
     nodes = as_nodes(Node.objects.filter(tree_id=root_id).order_by().values_list("id", "parent_id", "depth"))
-    rows = (
-        Rollout.objects.filter(node__tree_id=root_id)
-        .order_by("id")
-        .values_list("id", "node_id", "prediction", "ground_truth")
-    )
-    rollouts = [TreeRollout(id=i, leaf_id=leaf, correct=correct_of(p, g)) for i, leaf, p, g in rows]
+    rows = Rollout.objects.filter(node__tree_id=root_id).order_by("id").values_list("id", "node_id", "correct")
+    rollouts = [TreeRollout(id=i, leaf_id=leaf, correct=correct) for i, leaf, correct in rows]
     return TreeSnapshot(root_id=root_id, nodes=nodes, rollouts=rollouts)
 
 

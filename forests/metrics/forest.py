@@ -2,9 +2,14 @@
 
 Built from two streams of plain tuples, in any order:
 
-- node rows ``(id, parent_id, depth, is_leaf, prediction, ground_truth)`` (``ground_truth`` is read on roots only);
-- rollout rows ``(rollout_id, node_id, prediction, total_tokens)``: one per rollout, ``node_id`` the node where it
-  ends, ``total_tokens`` the tokens it spent when the worker recorded them (else ``None``).
+- node rows ``(id, parent_id, depth, is_leaf, prediction, ground_truth[, correct])`` (``ground_truth`` is read on
+  roots only; ``correct``, the grader's stored verdict on a leaf, on leaves only);
+- rollout rows ``(rollout_id, node_id, prediction, total_tokens[, correct[, answer]])``: one per rollout, ``node_id``
+  the node where it ends, ``total_tokens`` the tokens it spent when the worker recorded them (else ``None``),
+  ``correct`` the grader's stored verdict and ``answer`` the final answer's text.
+
+Correctness is the stored verdict (``forests.intake.rollout_verdict`` decided it once); rows that carry none (tests,
+hand-built trees) are read as a label forest's, by ``prmsite.core.domain.rollout_is_correct``, the label kind's rule.
 
 Rollouts are counted, not leaves: a leaf reached by k identical rollouts holds k rollouts. A leaf that no rollout
 row ends at (a forest grown before rollouts were linked to their leaves, or nodes inserted directly) counts as one
@@ -15,6 +20,7 @@ Nodes are stored in ascending id order, so "lower index" and "lower node id" are
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -23,8 +29,9 @@ import numpy as np
 
 from prmsite.core.domain import rollout_is_correct
 
-NodeRow = tuple[int, int | None, int, bool, int | None, int | None]
-RolloutRow = tuple[int | None, int, int | None, float | int | None]
+NodeRow = tuple  # (id, parent_id, depth, is_leaf, prediction, ground_truth[, correct][, text])
+RolloutRow = tuple  # (rollout_id, node_id, prediction, total_tokens[, correct[, answer]])
+NODE_COLUMNS = 6  # without the optional verdict
 
 NO_ROLLOUT_ROW = -1  # rollout id of the one rollout a leaf with no rollout row stands for
 NODE_TWICE = "node {node} appears twice among the rows"
@@ -82,7 +89,9 @@ class ForestArrays:
     rollout_id: np.ndarray  # int64; NO_ROLLOUT_ROW for the rollout a leaf with no row stands for
     rollout_node: np.ndarray  # int64 node index
     rollout_prediction: list[int | None]
-    rollout_correct: np.ndarray  # bool, by prmsite.core.domain.rollout_is_correct against the tree's ground truth
+    rollout_correct: np.ndarray  # bool: the stored verdict (see the module docstring)
+    node_correct: np.ndarray  # bool per node: the stored verdict on the rollouts that end there (False elsewhere)
+    rollout_answer: list[str | None]  # the final answer's text (a label rollout's prediction as text)
     rollout_tokens: np.ndarray  # float64, NaN where not recorded
     texts: list[str] | None = None  # text of each node, by index, when the rows carried it
     _tree_bounds: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
@@ -125,6 +134,10 @@ class ForestArrays:
     def node_prediction(self, index: int) -> int | None:
         return _as_int_or_none(float(self.prediction[index]))
 
+    def node_is_correct(self, index: int) -> bool:
+        """The stored verdict on the rollouts that end at node ``index`` (False where none ends)."""
+        return bool(self.node_correct[index])
+
     def rollouts_of_tree(self, root_index: int) -> slice:
         """The rollouts of the tree rooted at ``root_index``, as a slice of the rollout arrays."""
         if not self._tree_bounds:
@@ -156,7 +169,12 @@ def forest_arrays(
     """
     rollout_table = list(rollout_rows)  # read first: every rollout's node already exists when the nodes are read
     texts: list[str] | None = [] if with_texts else None
-    table = _table(node_rows, 6, on_rows, texts)
+    node_rows = iter(node_rows)
+    first = next(node_rows, None)
+    width = NODE_COLUMNS if first is None else len(first) - (1 if with_texts else 0)
+    if first is not None:
+        node_rows = itertools.chain([first], node_rows)
+    table = _table(node_rows, width, on_rows, texts)
     order = np.argsort(table[:, 0], kind="stable")
     table = table[order]
     if texts is not None:
@@ -197,6 +215,11 @@ def forest_arrays(
         root[level] = root[parent[level]]
     ground_truth = np.full(n, np.nan)
     ground_truth[is_root] = table[is_root, 5]
+    if width > NODE_COLUMNS:
+        node_correct = table[:, NODE_COLUMNS] == 1  # NaN (no verdict) is not correct
+    else:  # rows without a verdict: a label forest's leaves, by the label kind's rule
+        truths = ground_truth[root]
+        node_correct = is_leaf & ~np.isnan(prediction) & (prediction == truths)
 
     child_order = np.flatnonzero(children_mask)
     child_order = child_order[np.argsort(parent[child_order], kind="stable")]
@@ -218,6 +241,8 @@ def forest_arrays(
         rollout_node=np.empty(0, dtype=np.int64),
         rollout_prediction=[],
         rollout_correct=np.empty(0, dtype=bool),
+        node_correct=node_correct,
+        rollout_answer=[],
         rollout_tokens=np.empty(0, dtype=np.float64),
         texts=texts,
     )
@@ -231,6 +256,9 @@ def _attach_rollouts(forest: ForestArrays, rows: list[RolloutRow]) -> None:
     r_node_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     r_tokens = np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=np.float64).reshape(len(rows))
     r_predictions = [r[2] for r in rows]
+    # The stored verdict and answer when the rows carry them (None: read by the label rule below / the prediction).
+    r_verdicts: list[bool | None] = [bool(r[4]) if len(r) > 4 and r[4] is not None else None for r in rows]
+    r_answers = [r[5] if len(r) > 5 else None for r in rows]
     positions = np.searchsorted(forest.ids, r_node_ids)
     clipped = np.minimum(positions, max(n - 1, 0))
     found = (positions < n) & (forest.ids[clipped] == r_node_ids) if n else np.zeros(len(rows), dtype=bool)
@@ -247,6 +275,8 @@ def _attach_rollouts(forest: ForestArrays, rows: list[RolloutRow]) -> None:
     r_nodes = np.concatenate([r_nodes, orphans])
     r_tokens = np.concatenate([r_tokens, np.full(orphans.size, np.nan)])
     r_predictions += [_as_int_or_none(float(p)) for p in forest.prediction[orphans]]
+    r_verdicts += [bool(c) for c in forest.node_correct[orphans]]
+    r_answers += [None] * orphans.size
 
     order = np.lexsort((r_ids, r_nodes, forest.root[r_nodes]))
     forest.rollout_id = r_ids[order]
@@ -254,6 +284,17 @@ def _attach_rollouts(forest: ForestArrays, rows: list[RolloutRow]) -> None:
     forest.rollout_tokens = r_tokens[order]
     forest.rollout_prediction = [r_predictions[i] for i in order.tolist()]
     truths = [_as_int_or_none(g) for g in forest.ground_truth[forest.root[forest.rollout_node]].tolist()]
+    verdicts = [r_verdicts[i] for i in order.tolist()]
     forest.rollout_correct = np.fromiter(
-        map(rollout_is_correct, forest.rollout_prediction, truths), dtype=bool, count=len(truths)
+        (
+            rollout_is_correct(prediction, truth) if verdict is None else verdict
+            for verdict, prediction, truth in zip(verdicts, forest.rollout_prediction, truths, strict=True)
+        ),
+        dtype=bool,
+        count=len(truths),
     )
+    answers = [r_answers[i] for i in order.tolist()]
+    forest.rollout_answer = [
+        (None if prediction is None else str(prediction)) if answer is None else answer
+        for answer, prediction in zip(answers, forest.rollout_prediction, strict=True)
+    ]

@@ -6,10 +6,13 @@ method leaves a tie, the expected score of breaking it uniformly at random. Accu
 number of rollouts the tree holds):
 
 - ``random_rollout``: the expected accuracy of one rollout drawn at random (the share of correct rollouts);
-- ``majority_vote`` (self-consistency): the most frequent prediction among rollouts with one;
+- ``majority_vote`` (self-consistency): the most frequent answer among rollouts with one, answers grouped by
+  equivalence under the forest's answer kind (``prmsite.core.grading.answer_classes``: ``\\frac{1}{2}`` and ``0.5``
+  are one answer of a math forest), not by string;
 - ``best_of_n``: the prediction of the rollout whose path scores highest (the beam score of its path: same value
   function and aggregation as the beam search); rollouts without a score rank last;
-- ``weighted_best_of_n``: the prediction with the largest sum of path scores over the rollouts predicting it;
+- ``weighted_best_of_n``: the answer (grouped the same way) with the largest sum of path scores over the rollouts
+  giving it;
 - ``oracle``: right when any rollout of the tree is correct (the ceiling of every reranker).
 
 Tokens: where rollouts recorded ``usage.total_tokens``, ``tokens_per_tree`` is the mean over trees of the tokens the
@@ -28,7 +31,7 @@ import numpy as np
 from forests.metrics.beam import Aggregation, beam_search, path_scores, score_ranks
 from forests.metrics.forest import ForestArrays
 from forests.metrics.stats import Accuracy, accuracy_of
-from prmsite.core.domain import rollout_is_correct
+from prmsite.core.grading import AnswerSpec, answer_classes
 
 BASELINES = ("random_rollout", "majority_vote", "best_of_n", "weighted_best_of_n", "oracle")
 BASELINE_TITLES = {
@@ -102,21 +105,20 @@ def search_report(
     value_function_option: str,
     aggregation: Aggregation | str,
     num_beam_values: Sequence[int],
+    answer_spec: AnswerSpec | None = None,
 ) -> SearchReport:
-    """Beam search for each N in ``num_beam_values`` and the baselines, on the trees holding rollouts."""
+    """Beam search for each N in ``num_beam_values`` and the baselines, on the trees holding rollouts.
+    ``answer_spec``: the forest's answer kind (label when ``None``), by which votes group answers."""
     aggregation = Aggregation(aggregation)
+    answer_spec = answer_spec or AnswerSpec()
     roots = forest.trees_with_rollouts()
     scores = path_scores(forest, values, aggregation)
     ranks = score_ranks(scores)
-    truths = [forest.tree_ground_truth(root) for root in roots.tolist()]
 
     results = []
     for num_beams in num_beam_values:
         answers = beam_search(forest, ranks, num_beams, roots)
-        right = [
-            rollout_is_correct(forest.node_prediction(answer), truth)
-            for answer, truth in zip(answers.tolist(), truths, strict=True)
-        ]
+        right = [forest.node_is_correct(answer) for answer in answers.tolist()]
         accuracy = accuracy_of(right)
         results.append(BeamResult(num_beams=num_beams, **_accuracy_fields(accuracy)))
 
@@ -131,6 +133,7 @@ def search_report(
         span = forest.rollouts_of_tree(root)
         these = range(span.start, span.stop)
         is_right = [correct[i] for i in these]
+        classes = _answer_classes(forest, these, answer_spec)
         rollouts.append(len(is_right))
         per_tree["random_rollout"].append(sum(is_right) / len(is_right))
         per_tree["oracle"].append(1.0 if any(is_right) else 0.0)
@@ -140,19 +143,18 @@ def search_report(
         answer_right: dict[int, bool] = {}
         best_score = None
         best_right: list[bool] = []
-        for i in these:
-            prediction = forest.rollout_prediction[i]
+        for i, answer in zip(these, classes, strict=True):
             score = rollout_scores[i]
             scored = score == score  # not NaN
             if scored and (best_score is None or score > best_score):
                 best_score, best_right = score, [correct[i]]
             elif scored and score == best_score:
                 best_right.append(correct[i])
-            if prediction is None:
+            if answer is None:
                 continue
-            votes[prediction] = votes.get(prediction, 0.0) + 1.0
-            weighted[prediction] = weighted.get(prediction, 0.0) + (score if scored else 0.0)
-            answer_right[prediction] = correct[i]
+            votes[answer] = votes.get(answer, 0.0) + 1.0
+            weighted[answer] = weighted.get(answer, 0.0) + (score if scored else 0.0)
+            answer_right[answer] = correct[i]
         per_tree["majority_vote"].append(_fractional_pick(votes, answer_right))
         per_tree["weighted_best_of_n"].append(_fractional_pick(weighted, answer_right))
         # No scored rollout: every rollout ties, and the pick is a random rollout.
@@ -186,6 +188,14 @@ def search_report(
         rollouts_per_tree=rollouts_per_tree,
         tokens_coverage=recorded_share,
     )
+
+
+def _answer_classes(forest: ForestArrays, rollouts: range, spec: AnswerSpec) -> list[Any]:
+    """One key per rollout of ``rollouts`` that equal answers share (``None``: no answer). A label forest's answers
+    are its predictions; other kinds group the answers' texts by equivalence."""
+    if spec.kind == "label":
+        return [forest.rollout_prediction[i] for i in rollouts]
+    return answer_classes([forest.rollout_answer[i] for i in rollouts], spec)
 
 
 def _accuracy_fields(accuracy: Accuracy) -> dict[str, Any]:

@@ -16,7 +16,14 @@ def parse_prediction(response: str, pattern: str) -> int | None:
         return None
     match = matches[-1]
     text = match.group(1) if match.re.groups else match.group(0)
+    return label_of_answer(text)
+
+
+def label_of_answer(text: str | None) -> int | None:
+    """The class label an answer text states (``" 1,024 "`` is 1024), or ``None`` when it states no integer."""
+    if text is None:
+        return None
     try:
         return int(text.strip().replace(",", ""))
-    except (AttributeError, ValueError):
+    except ValueError:
         return None

@@ -52,13 +52,15 @@ RetryPolicy = Literal["idempotent", "unprocessed"]
 
 
 class RolloutPayload(TypedDict):
-    """Body of ``POST /rollout``; extra keys are kept by the server and returned by ``GET /rollout``."""
+    """Body of ``POST /rollout``; extra keys are kept by the server and returned by ``GET /rollout``. A rollout of a
+    forest whose answer kind is not ``label`` sends ``answer`` and may leave ``prediction`` and ``ground_truth`` out."""
 
     model: str
     example: str
     reasoning: list[str]
-    prediction: int | None
-    ground_truth: int
+    prediction: NotRequired[int | None]
+    ground_truth: NotRequired[int | None]
+    answer: NotRequired[str | None]
     worker: str
     forest_name: NotRequired[str]
     root_id: NotRequired[int]
@@ -66,9 +68,12 @@ class RolloutPayload(TypedDict):
 
 
 class Rollout(RolloutPayload):
-    """A rollout handed out by ``GET /rollout``: the posted fields plus ``id``."""
+    """A rollout handed out by ``GET /rollout``: the posted fields plus ``id``, and what the server decided: the
+    answer and the grader's verdict (``correct``, with ``verdict_reason`` when it could not decide)."""
 
     id: int
+    correct: NotRequired[bool]
+    verdict_reason: NotRequired[str]
 
 
 class ProcessRewardLabelPayload(TypedDict):

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prmsite.core.domain import rollout_is_correct
 from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
 from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows
 from rollouts.labelling.step_values import rollout_mc_values
@@ -150,7 +149,7 @@ def _record(
         "model": rollout.model,
         "prediction": rollout.prediction,
         "ground_truth": rollout.ground_truth,
-        "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+        "correct": rollout.correct,
         "forest": rollout.forest.name if rollout.forest else None,
         "tree_id": rollout.node.tree_id if rollout.node else None,
         "leaf_id": rollout.node_id,

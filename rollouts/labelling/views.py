@@ -19,7 +19,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from prmsite.core.domain import rollout_is_correct
 from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
 from rollouts.labelling import rules, selectors, services, visits
 from rollouts.labelling.access import (
@@ -141,7 +140,7 @@ def _page(
         "rollout": rollout,
         "instructions": markdown_html(scheme.instructions, budget),
         "prompt": markdown_html(rollout.example, budget),
-        "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+        "correct": rollout.correct,
         "steps": steps,
         "data": data,
         "finish_choices": FINISH_CHOICES,
@@ -192,7 +191,7 @@ def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> Ht
             "rollout": rollout,
             "label": state.label,
             "prompt": markdown_html(rollout.example, budget),
-            "correct": rollout_is_correct(rollout.prediction, rollout.ground_truth),
+            "correct": rollout.correct,
             "steps": [
                 {
                     "number": i + 1,

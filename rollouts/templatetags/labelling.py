@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from django import template
+from django.utils.safestring import SafeString, mark_safe
+
+from prmsite.core.rendering import PageBudget, render_math_text
+from rollouts.labelling.services import NOTE_MAX_CHARS
 
 register = template.Library()
 
@@ -35,3 +39,12 @@ def figure(value, digits: int = 3) -> str:
 @register.filter
 def rating_text(rating) -> str:
     return {-1: "\u22121", 0: "0", 1: "+1"}.get(rating, "unrated")
+
+
+@register.filter
+def note_html(note) -> SafeString:
+    """A labeller's note as sanitised HTML: its math as MathML, its line breaks kept, nothing else read as markdown
+    (a note is at most NOTE_MAX_CHARS, so each costs a bounded render)."""
+    text = ("" if note is None else str(note))[:NOTE_MAX_CHARS]
+    shown = PageBudget(markdown_chars=NOTE_MAX_CHARS, render=render_math_text).show(text)
+    return mark_safe(shown.html)  # noqa: S308 - PageBudget.show returns sanitised or escaped HTML

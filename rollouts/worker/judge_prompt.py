@@ -8,7 +8,10 @@ replaced, each written ``{name}``:
 - ``{num_steps}``: how many steps there are;
 - ``{format_instructions}``: how to answer (:data:`FORMAT_INSTRUCTIONS`: the JSON object the parser reads first);
 - ``{prediction}``, ``{ground_truth}``: the rollout's predicted and true class labels (``none`` when missing);
-- ``{correct}``: ``yes`` when the prediction equals the ground truth, else ``no`` (``prmsite.core.domain``);
+- ``{final_answer}``: the rollout's final answer as text (a label rollout's prediction; ``none`` when missing; not
+  ``{answer}``, which templates write inside ``\\boxed{answer}``);
+- ``{correct}``: ``yes`` when the server's grader found the rollout correct, else ``no`` (the stored verdict; from a
+  server too old to send one, the label rule of ``prmsite.core.domain``);
 - ``{model}``: the model that wrote the rollout.
 
 Every other brace is text, so JSON examples and LaTeX (``\\boxed{answer}``) need no escaping; a ``{name}`` that is no
@@ -35,6 +38,7 @@ FIELDS = (
     "format_instructions",
     "prediction",
     "ground_truth",
+    "final_answer",
     "correct",
     "model",
 )
@@ -121,6 +125,10 @@ class PromptTemplate:
         """The value of every field for ``rollout`` (a rollout as ``GET /rollout`` hands it out)."""
         steps = [str(step) for step in rollout.get("reasoning") or []]
         prediction, ground_truth = rollout.get("prediction"), rollout.get("ground_truth")
+        answer = rollout.get("answer", None if prediction is None else str(prediction))
+        correct = rollout.get("correct")
+        if not isinstance(correct, bool):
+            correct = rollout_is_correct(prediction, ground_truth)
         return {
             "problem": str(rollout.get("example") or "").strip(),
             "steps": render_steps(steps),
@@ -128,7 +136,8 @@ class PromptTemplate:
             "format_instructions": _substitute(FORMAT_INSTRUCTIONS, {"num_steps": str(len(steps))}),
             "prediction": "none" if prediction is None else str(prediction),
             "ground_truth": "none" if ground_truth is None else str(ground_truth),
-            "correct": "yes" if rollout_is_correct(prediction, ground_truth) else "no",
+            "final_answer": "none" if answer is None else str(answer),
+            "correct": "yes" if correct else "no",
             "model": str(rollout.get("model") or ""),
         }
 

@@ -39,7 +39,8 @@ def test_get_rollout_returns_every_posted_field_plus_id(api):
     rollout_id = api.post("/rollout", body, format="json").json()
     response = api.get("/rollout", {"prm_version": "v1"})
     assert response.status_code == 200
-    assert response.json() == [{**body, "id": rollout_id}]
+    # Plus what the server decided: the answer (a label rollout's prediction as text) and the grader's verdict.
+    assert response.json() == [{**body, "id": rollout_id, "answer": "0", "correct": True, "verdict_reason": ""}]
 
 
 def test_prediction_may_be_null(api):

@@ -1,5 +1,5 @@
 """python manage.py evaluate_prm --prm_version V --reference labelled|labels:SCHEME [--forest_name F]
-[--threshold 0.5] [--output_json PATH]"""
+[--threshold 0.5 | --tune_threshold_on SUBSET] [--output_json PATH]"""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from prmsite.core.errors import ApplicationError
 from prmsite.core.progress import Bars
 from rollouts.models import ProcessRewardLabel
 
+NO_SUBSET = "(none)"  # rollouts whose tree's item names no subset
+
 
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
@@ -26,7 +28,8 @@ class Command(BaseCommand):
     help = (
         "ProcessBench's measure of a PRM version: for each rollout it labelled, is the first step it scores below the "
         "threshold the reference's first wrong step? Accuracy on erroneous and on correct rollouts, their harmonic "
-        "mean (F1), and step-level agreement."
+        "mean (F1), and step-level agreement; the same per subset (the subset or source field of the tree's item) with "
+        "the mean of the subsets' F1, ProcessBench's headline."
     )
 
     def add_arguments(self, parser) -> None:
@@ -37,11 +40,19 @@ class Command(BaseCommand):
             help="labelled (first step whose exact value is 0) or labels:SCHEME (a labelling scheme's step labels).",
         )
         parser.add_argument("--forest_name", default=None, help="Only rollouts of this forest (default: all).")
-        parser.add_argument(
+        threshold = parser.add_mutually_exclusive_group()
+        threshold.add_argument(
             "--threshold",
             type=float,
-            default=PRM_THRESHOLD,
+            default=None,
             help=f"A step scored below this is judged wrong (default {PRM_THRESHOLD}).",
+        )
+        threshold.add_argument(
+            "--tune_threshold_on",
+            default=None,
+            metavar="SUBSET",
+            help="Instead of --threshold: the score value that maximises this subset's F1, applied to every subset "
+            "(ProcessBench's protocol for PRMs that output scores).",
         )
         parser.add_argument("--output_json", default=None, help="Also write the figures to this JSON file.")
 
@@ -51,10 +62,13 @@ class Command(BaseCommand):
         prm_version: str,
         reference: str,
         forest_name: str | None,
-        threshold: float,
+        threshold: float | None,
+        tune_threshold_on: str | None,
         output_json: str | None,
         **options,
     ) -> None:
+        if threshold is None:
+            threshold = PRM_THRESHOLD
         if not math.isfinite(threshold):
             raise CommandError("evaluate_prm: --threshold must be a finite number")
         started = time.monotonic()
@@ -69,6 +83,7 @@ class Command(BaseCommand):
                 reference=reference,
                 forest=forest,
                 threshold=threshold,
+                tune_threshold_on=tune_threshold_on,
                 on_labels=bars.callback("reading labels", "label", labels.count()),
             )
             bars.close()
@@ -91,14 +106,39 @@ class Command(BaseCommand):
             ("F1 (harmonic mean)", _figure(figures["f1"])),
             (f"step-level agreement ({figures['num_steps']} steps)", _figure(figures["step_agreement"])),
         ]
-        self.stdout.write(f"PRM {prm_version} against {evaluation.reference}, threshold {threshold}")
+        tuned = figures["threshold_tuned_on"]
+        how = f" (tuned on subset {tuned}, best of {figures['tuned_candidates']} score values)" if tuned else ""
+        self.stdout.write(f"PRM {prm_version} against {evaluation.reference}, threshold {figures['threshold']}{how}")
         for name, value in rows:
             self.stdout.write(f"  {name:<44} {value:>8}")
+        named = any(row["subset"] is not None for row in figures["subsets"])
+        if named:
+            self._subset_table(figures)
         skipped = ", ".join(f"{count} {reason}" for reason, count in figures["skipped"].items())
         summary = (
             f"evaluate_prm: {figures['num_rollouts']} rollouts in {time.monotonic() - started:.1f} s, "
             f"F1 {_figure(figures['f1'])}"
+            + (f", mean subset F1 {_figure(figures['mean_subset_f1'])}" if named else "")
+            + (f"; threshold {figures['threshold']} tuned on {tuned}" if tuned else "")
             + (f"; skipped: {skipped}" if skipped else "")
             + (f"; wrote {output_json}" if output_json else "")
         )
         self.stderr.write(self.style.SUCCESS(summary))
+
+    def _subset_table(self, figures: dict) -> None:
+        """ProcessBench's table: each subset's accuracies and F1, then the mean of the subsets' F1."""
+        width = max(len("subset"), *(len(row["subset"] or NO_SUBSET) for row in figures["subsets"]))
+        columns = ("rollouts", "erroneous", "correct", "error acc", "correct acc", "F1")
+        self.stdout.write(f"  {'subset':<{width}} " + " ".join(f"{c:>11}" for c in columns))
+        for row in figures["subsets"]:
+            cells = (
+                str(row["num_rollouts"]),
+                str(row["num_erroneous"]),
+                str(row["num_correct"]),
+                _figure(row["error_accuracy"]),
+                _figure(row["correct_accuracy"]),
+                _figure(row["f1"]),
+            )
+            self.stdout.write(f"  {row['subset'] or NO_SUBSET:<{width}} " + " ".join(f"{c:>11}" for c in cells))
+        mean = _figure(figures["mean_subset_f1"])  # under the F1 column
+        self.stdout.write(f"  {'F1, mean over subsets (ProcessBench average)':<{width + 5 * 12}} {mean:>11}")

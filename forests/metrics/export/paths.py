@@ -124,7 +124,7 @@ def _path_rows(
     else:
         leaf_predictions = forest.prediction[leaf]  # NaN where none
         predictions = nullable_ints(leaf_predictions)
-        correct = leaf_predictions == truths  # rollout_is_correct: NaN (none) equals nothing
+        correct = forest.node_correct[leaf]  # the grader's stored verdict
         rollout_ids = np.zeros(n, dtype=np.int64)
         missing_id = np.ones(n, dtype=bool)
     meta: Batch = {

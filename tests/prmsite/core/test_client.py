@@ -28,7 +28,8 @@ def test_client_round_trip_of_rollouts_and_labels(live_client):
     rollout_id = live_client.post_rollout(rollout_body(temperature=0.2))
     assert Rollout.objects.get(pk=rollout_id).attributes == {"temperature": 0.2}
     [rollout] = live_client.get_rollouts("v1", limit=5)
-    assert rollout == {**rollout_body(temperature=0.2), "id": rollout_id}
+    graded = {"answer": "0", "correct": True, "verdict_reason": ""}
+    assert rollout == {**rollout_body(temperature=0.2), "id": rollout_id, **graded}
     assert live_client.get_rollouts_by_ids([rollout_id]) == [rollout]
     assert live_client.get_rollouts("v1", wait=0.5) == []
     label = {"rollout_id": rollout_id, "prm_output": [0.8, 0.3], "prm_version": "v1", "worker": "gpu-0"}
