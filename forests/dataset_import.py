@@ -6,16 +6,16 @@ parses, its text can be stored, every path passes the intake's step rules, a pro
 answer) and the file's content hashed, before anything is written; then everything is written in ONE transaction:
 the forest (its ``rollout_config`` carries the answer kind), one root per problem (the reference answer, and the
 original item without its steps, with its ``subset``), every path through the one intake
-(``forests.intake.receive_rollouts``: shared step prefixes merge in the trie, the answer is graded there unless the
-dataset states the path's correctness) and every path's step labels as a label of the scheme
-(``rollouts.labels.label_create``, as trusted code: ``labelled_by`` empty). A failure anywhere leaves nothing of the
-file behind.
+(``forests.intake.receive_rollouts_bulk``, a batch of records at a time: shared step prefixes merge in the trie, the
+answer is graded there unless the dataset states the path's correctness) and every path's step labels as a label of
+the scheme (``rollouts.labels.label_create_many``, as trusted code: ``labelled_by`` empty). A failure anywhere leaves
+nothing of the file behind.
 
 Importing the same file again adds nothing: the forest's name is derived from the format, the file's stem and (with
 no ``--forest_name_suffix``) the first characters of the file's sha256, so the second run finds the same forest;
 every rollout's idempotency key is derived from the file's sha256, its record number and the path's index, so the
-intake answers the stored rollout instead of storing it again, and ``label_create`` answers the stored label. A forest
-of that name holding another file (another sha256) or another answer kind is refused.
+intake answers the stored rollout instead of storing it again, and ``label_create_many`` answers the stored label.
+A forest of that name holding another file (another sha256) or another answer kind is refused.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
-from forests.intake import receive_rollouts, steps_check
+from forests.intake import receive_rollouts_bulk, steps_check
 from forests.models import Forest, Node, text_sha256
 from forests.services import forest_name_make
 from prmsite.core import step_datasets
 from prmsite.core.errors import ApplicationError, ConflictError
 from prmsite.core.grading import AnswerSpec
 from prmsite.parsers import text_problem
-from rollouts.labels import label_create
+from rollouts.labels import label_create_many
 from rollouts.models import LabellingScheme, Rollout
 
 IMPORT_WORKER = "import_dataset"  # the worker name of imported rollouts and labels
@@ -305,8 +305,8 @@ def _paths_store(
     fmt: str,
     where: str,
 ) -> tuple[list[tuple[step_datasets.StepRecord, int, Rollout]], int]:
-    """Store every path of ``batch`` through the intake; answer ``(record, path index, rollout)`` for each, and how
-    many were new."""
+    """Store every path of ``batch`` through the intake (``receive_rollouts_bulk``: the intake's rules, a few
+    statements for the batch); answer ``(record, path index, rollout)`` for each, and how many were new."""
     fields: list[dict[str, Any]] = []
     owners: list[tuple[step_datasets.StepRecord, int]] = []
     for record in batch:
@@ -324,41 +324,35 @@ def _paths_store(
                         **path.attributes,
                         IMPORT_KEY: {"format": fmt, where: record.number, "path": index},
                     },
-                    "forest_name": forest.name,
                     "root_id": root_id,
                     "idempotency_key": f"{key_prefix}:{record.number}:{index}",
                 }
             )
             owners.append((record, index))
-    keys = [f["idempotency_key"] for f in fields]
-    there = set(Rollout.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True))
-    results = receive_rollouts(fields)
-    stored = []
-    for (record, index), result in zip(owners, results, strict=True):
-        if isinstance(result, ApplicationError):
-            raise ApplicationError(
-                PATH_REFUSED.format(where=where, number=record.number, path=index, problem=result.message)
-            )
-        stored.append((record, index, result))
-    return stored, len(keys) - len(there)
+    try:
+        results = receive_rollouts_bulk(fields, forest_name=forest.name)
+    except ApplicationError as exc:
+        record, index = owners[exc.extra["index"]]
+        raise ApplicationError(
+            PATH_REFUSED.format(where=where, number=record.number, path=index, problem=exc.message)
+        ) from exc
+    stored = [(record, index, rollout) for (record, index), (rollout, _) in zip(owners, results, strict=True)]
+    return stored, sum(created for _, created in results)
 
 
 def _labels_store(*, stored: list[tuple[step_datasets.StepRecord, int, Rollout]], version: str, where: str) -> int:
-    """Each stored path's step labels as a label of ``version`` (trusted code: no lease, ``labelled_by`` empty)."""
-    added = 0
-    for record, index, rollout in stored:
-        path = record.paths[index]
-        try:
-            _, created = label_create(
-                rollout_id=rollout.pk,
-                prm_version=version,
-                prm_output=path.labels,
-                worker=IMPORT_WORKER,
-                labelled_by=None,
-            )
-        except ApplicationError as exc:
-            raise ApplicationError(
-                LABEL_REFUSED.format(where=where, number=record.number, path=index, problem=exc.message)
-            ) from exc
-        added += created
-    return added
+    """Each stored path's step labels as a label of ``version`` (trusted code: no lease, ``labelled_by`` empty), in
+    one ``label_create_many`` for the batch."""
+    try:
+        results = label_create_many(
+            labels=[(rollout.pk, record.paths[index].labels) for record, index, rollout in stored],
+            prm_version=version,
+            worker=IMPORT_WORKER,
+            labelled_by=None,
+        )
+    except ApplicationError as exc:
+        record, index, _ = stored[exc.extra["index"]]
+        raise ApplicationError(
+            LABEL_REFUSED.format(where=where, number=record.number, path=index, problem=exc.message)
+        ) from exc
+    return sum(created for _, created in results)
