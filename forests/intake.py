@@ -355,24 +355,22 @@ def receive_rollouts_bulk(rollouts: Sequence[Mapping[str, Any]], *, forest_name:
             )
         except ApplicationError as exc:
             raise _indexed(exc, fresh[exc.extra["index"]]) from None
-        try:
-            with transaction.atomic():
-                created = _bulk_write([items[i] for i in fresh], places)
-        except IntegrityError:
-            # A concurrent writer stored one of these steps or keys meanwhile: one at a time, which handles that.
+    with transaction.atomic():  # all or nothing: a key repeated with other content undoes the batch
+        if fresh:
             try:
-                with transaction.atomic():
-                    created = _bulk_write_one_by_one([items[i] for i in fresh], forest_name=forest_name)
+                stored_now = _bulk_store([items[i] for i in fresh], places)
+            except ApplicationError as exc:  # refused one at a time (a race): its index among the fresh ones
+                if "index" in exc.extra:
+                    exc.extra["index"] = fresh[exc.extra["index"]]
+                raise
+            for index, result in zip(fresh, stored_now, strict=True):
+                results[index] = result
+        for index, first in repeats:
+            try:
+                rollout = rollout_same_or_conflict(results[first][0], _bulk_content(items[index]))
             except ApplicationError as exc:
-                raise _indexed(exc, fresh[exc.extra["index"]]) from None
-        for index, result in zip(fresh, created, strict=True):
-            results[index] = result
-    for index, first in repeats:
-        try:
-            rollout = rollout_same_or_conflict(results[first][0], _bulk_content(items[index]))
-        except ApplicationError as exc:
-            raise _indexed(exc, index) from None
-        results[index] = (rollout, False)
+                raise _indexed(exc, index) from None
+            results[index] = (rollout, False)
     return [result for result in results if result is not None]
 
 
@@ -386,6 +384,15 @@ def _bulk_content(fields: Mapping[str, Any]) -> dict[str, Any]:
         ground_truth=fields.get("ground_truth"),
         answer=fields.get("answer"),
     )
+
+
+def _bulk_store(items: list[dict[str, Any]], places: list[TriePlace]) -> list[tuple[Rollout, bool]]:
+    try:
+        with transaction.atomic():
+            return _bulk_write(items, places)
+    except IntegrityError:
+        # A concurrent writer stored one of these steps or keys meanwhile: one at a time, which handles that.
+        return _bulk_write_one_by_one(items, forest_name=places[0].forest.name)
 
 
 def _bulk_write(items: list[dict[str, Any]], places: list[TriePlace]) -> list[tuple[Rollout, bool]]:

@@ -180,8 +180,13 @@ class PathWanted:
 def forest_rollouts_place(*, forest_name: str, paths: Sequence[PathWanted]) -> list[TriePlace]:
     """``forest_rollout_place`` for many rollouts of one forest, by reads only: the forest is found once, the roots
     named by id in one query and those found by their prompt in another. The same rules and messages; the first
-    path refused raises its error with ``extra["index"]``, its position in ``paths``."""
-    forest = forest_get(name=forest_name)
+    path refused raises its error with ``extra["index"]``, its position in ``paths`` (0 when the forest is not
+    found: it refuses them all)."""
+    try:
+        forest = forest_get(name=forest_name)
+    except ApplicationError as exc:
+        exc.extra = {**exc.extra, "index": 0}
+        raise
     roots = Node.objects.filter(forest=forest, parent__isnull=True)
     by_id = {root.pk: root for root in roots.filter(pk__in={p.root_id for p in paths if p.root_id is not None})}
     wanted = {text_sha256(p.example) for p in paths if p.root_id is None and p.example is not None}
