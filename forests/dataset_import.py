@@ -276,7 +276,7 @@ def dataset_import(
         while batch := list(itertools.islice(records, WRITE_BATCH)):
             _roots_create(forest, batch, known, spec)
             stored, added = _paths_store(
-                forest=forest, batch=batch, known=known, key_prefix=key_prefix, fmt=fmt, where=check.where
+                forest=forest, batch=batch, known=known, key_prefix=key_prefix, fmt=fmt, where=check.where, spec=spec
             )
             rollouts += added
             labels += _labels_store(stored=stored, version=version, where=check.where)
@@ -304,6 +304,7 @@ def _paths_store(
     key_prefix: str,
     fmt: str,
     where: str,
+    spec: AnswerSpec,
 ) -> tuple[list[tuple[step_datasets.StepRecord, int, Rollout]], int]:
     """Store every path of ``batch`` through the intake (``receive_rollouts_bulk``: the intake's rules, a few
     statements for the batch); answer ``(record, path index, rollout)`` for each, and how many were new."""
@@ -311,6 +312,9 @@ def _paths_store(
     owners: list[tuple[step_datasets.StepRecord, int]] = []
     for record in batch:
         root_id = known.get(text_sha256(record.problem))
+        # A label forest's rollouts state their tree's class label, as its stored rollouts do: a path without an
+        # answer imported again then carries the same content as the first time.
+        label = _integer(record.reference) if spec.kind == "label" and record.reference is not None else None
         for index, path in enumerate(record.paths):
             fields.append(
                 {
@@ -319,6 +323,7 @@ def _paths_store(
                     "reasoning": path.steps,
                     "worker": IMPORT_WORKER,
                     "answer": path.answer,
+                    "ground_truth": label,
                     "correct": path.correct,
                     "attributes": {
                         **path.attributes,

@@ -13,11 +13,13 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from adapters.prm.examples import examples_from_labels
 from forests.dataset_import import IMPORT_WORKER
 from forests.intake import receive_rollout
 from forests.models import Forest, Node
 from prmsite.core import step_datasets
 from prmsite.core.processbench import first_error
+from rollouts.labelling.stats import label_rows, scheme_agreement
 from rollouts.labels import label_create
 from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout
 from tests.factories import make_forest, make_root
@@ -313,3 +315,45 @@ def test_evaluate_prm_and_consensus_read_the_imported_scheme(tmp_path):
         stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"),  # noqa: SIM115
     )  # fmt: skip
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_agreement_and_training_examples_read_the_imported_scheme(tmp_path):
+    """A scheme asking for two labellers: the import is one, a person the other; agreement pairs them, and train_prm's
+    examples read the imported codes (neutral steps skipped by default, weighted with --neutral_weight)."""
+    LabellingScheme.objects.create(prm_version="pb-two", title="two", labels_per_rollout=2)
+    run(write_jsonl(tmp_path / "gsm8k.jsonl", PB), "processbench", "--labelling_scheme_version", "pb-two")
+    imported_labels = list(ProcessRewardLabel.objects.filter(prm_version="pb-two").order_by("rollout_id"))
+    for label in imported_labels:
+        label_create(
+            rollout_id=label.rollout_id, prm_version="pb-two", prm_output=label.prm_output, worker="web",
+            labelled_by="alice",
+        )  # fmt: skip
+    report = scheme_agreement(labels=label_rows(prm_version="pb-two"))
+    assert report.rollouts == 3
+    ((pair),) = report.pairs
+    assert {pair.a, pair.b} == {"alice", IMPORT_WORKER} and pair.rollouts == 3
+    assert pair.first_error.pairs == pair.first_error.agreeing_pairs == 3 and pair.steps.kappa == 1.0
+    rollouts = {r.pk: {"example": r.example, "reasoning": r.reasoning} for r in Rollout.objects.all()}
+    rows = [
+        {"id": label.pk, "rollout_id": label.rollout_id, "prm_output": label.prm_output} for label in imported_labels
+    ]
+    examples = examples_from_labels(rows, rollouts).examples
+    assert sorted(example.targets for example in examples) == [(0.0, 0.5), (1.0, 0.0, 0.5), (1.0, 1.0)]
+    assert sorted(example.weights for example in examples) == [(1.0, 0.0), (1.0, 1.0), (1.0, 1.0, 0.0)]
+    weighted = examples_from_labels(rows, rollouts, neutral_weight=0.5).examples
+    assert sorted(example.weights for example in weighted) == [(1.0, 0.5), (1.0, 1.0), (1.0, 1.0, 0.5)]
+
+
+def test_a_label_forest_imported_twice_adds_nothing_even_for_paths_without_an_answer(tmp_path):
+    rows = [
+        {"prompt": "P", "completions": ["a", "b"], "labels": [True, True], "ground_truth": 1, "prediction": 1},
+        {"prompt": "P", "completions": ["a", "c"], "labels": [True, False], "ground_truth": 1},
+    ]
+    path = write_jsonl(tmp_path / "sw.jsonl", rows)
+    first = run(path, "stepwise", "--answer_kind", "label")
+    assert (first["rollouts"], first["labels"]) == (2, 2)
+    root = Node.objects.get(forest__name=first["forest_name"], parent__isnull=True)
+    assert (root.ground_truth, root.reference_answer) == (1, "1")
+    assert set(Rollout.objects.values_list("prediction", "correct")) == {(None, False), (1, True)}
+    second = run(path, "stepwise", "--answer_kind", "label")
+    assert (second["rollouts"], second["labels"]) == (0, 0) and Rollout.objects.count() == 2
