@@ -416,12 +416,15 @@ class ForestAdmin(admin.ModelAdmin):
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
     formfield_overrides = JSON_FORM_FIELDS
-    list_display = ["id", "forest", "depth", "short_text", "is_leaf", "prediction", "ground_truth", "created_at"]
+    list_display = [
+        "id", "forest", "depth", "short_text", "is_leaf", "prediction", "answer", "correct", "ground_truth",
+        "reference_answer", "created_at",
+    ]  # fmt: skip
     list_filter = ["is_leaf", "depth", ("forest", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=id", "text"]
     list_select_related = ["forest"]
     raw_id_fields = ["forest", "tree", "parent"]
-    readonly_fields = ["text_sha256", "created_at"]
+    readonly_fields = ["text_sha256", "correct", "created_at"]  # the verdict: decided by the grader once
     # Forests grow to millions of nodes: skip the second COUNT(*) of the unfiltered table on every page.
     show_full_result_count = False
     list_per_page = 50

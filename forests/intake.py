@@ -27,10 +27,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from forests.growth.bookkeeping import rollout_account
-from forests.trie import TriePlace, forest_rollout_insert, forest_rollout_place, leaf_verdict
+from forests.growth.bookkeeping import rollout_account, rollouts_account_many
+from forests.trie import (
+    LeafFacts,
+    PathWanted,
+    TriePlace,
+    forest_rollout_insert,
+    forest_rollout_place,
+    forest_rollouts_insert,
+    forest_rollouts_place,
+    leaf_verdict,
+)
 from prmsite.core.answers import label_of_answer
 from prmsite.core.errors import ApplicationError, PayloadTooLargeError
 from prmsite.core.grading import AnswerSpec, Verdict, grade
@@ -48,7 +57,6 @@ NEEDS_FOREST = "{name} names part of a forest: send forest_name with it."
 FOREST_FIELDS = ("root_id", "expansion_id")
 # The fields that make a rollout's content: the same idempotency key with other content is a conflict.
 CONTENT_FIELDS = ("model", "example", "reasoning", "prediction", "ground_truth", "answer", "worker")
-NEEDS_GROUND_TRUTH = "A rollout without a forest states its class label: send ground_truth (and prediction)."
 
 
 def steps_check(steps: Sequence[Any]) -> None:
@@ -99,12 +107,16 @@ def rollout_verdict(
     prediction: int | None,
     ground_truth: int | None,
     answer: str | None,
+    correct: bool | None = None,
+    verdict_reason: str = "",
 ) -> tuple[int | None, int | None, str | None, Verdict]:
     """The rollout's fields as stored and the grader's verdict on it: ``(prediction, ground_truth, answer, verdict)``.
 
     The answer kind is the forest's (``label`` without a forest), the reference answer its tree root's. A label
     rollout's answer is its prediction as text, and its prediction the integer an answer states; its ground truth
-    defaults to its tree's. The verdict is ``prmsite.core.grading.grade``, the project's one correctness rule.
+    defaults to its tree's. The verdict is ``prmsite.core.grading.grade``, the project's one correctness rule;
+    ``correct`` given (a trusted caller carrying a dataset's own verdict) is the verdict instead, with
+    ``verdict_reason``, and nothing is graded.
     """
     spec = AnswerSpec.from_settings(place.forest.rollout_config) if place is not None else AnswerSpec()
     root = place.root if place is not None else None
@@ -115,13 +127,38 @@ def rollout_verdict(
             answer = str(prediction)
         if ground_truth is None and root is not None:
             ground_truth = root.ground_truth
-        if ground_truth is None and root is None:
-            raise ApplicationError(NEEDS_GROUND_TRUTH)
     elif answer is None and prediction is not None:
         answer = str(prediction)
+    if correct is not None:
+        return prediction, ground_truth, answer, Verdict(correct=bool(correct), reason=verdict_reason)
     if place is not None:
         return prediction, ground_truth, answer, leaf_verdict(place, answer)
-    return prediction, ground_truth, answer, grade(answer, str(ground_truth), spec)
+    # No forest: the rollout's own class label is the reference; without one, the grader says why it cannot decide.
+    return prediction, ground_truth, answer, grade(answer, None if ground_truth is None else str(ground_truth), spec)
+
+
+def _reason(verdict: Verdict) -> str:
+    return verdict.reason[: Rollout._meta.get_field("verdict_reason").max_length]
+
+
+def _content_given(
+    *,
+    model: str,
+    example: str,
+    reasoning: Sequence[str],
+    worker: str,
+    prediction: int | None,
+    ground_truth: int | None,
+    answer: str | None,
+) -> dict[str, Any]:
+    """The content a rollout posted again with a stored idempotency key must match (``CONTENT_FIELDS``)."""
+    given = {"model": model, "example": example, "reasoning": list(reasoning), "worker": worker}
+    if answer is None:  # a class label rollout: the specification's fields, exactly as given
+        return given | {"prediction": prediction, "ground_truth": ground_truth}
+    # an answer rollout: the answer, and whichever label fields it gave
+    given["answer"] = answer
+    given |= {"prediction": prediction, "ground_truth": ground_truth}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def receive_rollout(
@@ -157,24 +194,31 @@ def receive_rollout(
     steps_check(reasoning)
     forest_fields_check(forest_name=forest_name, root_id=root_id, expansion_id=expansion_id)
     if idempotency_key is not None and (stored := rollout_by_idempotency_key(idempotency_key)) is not None:
-        given = {"model": model, "example": example, "reasoning": list(reasoning), "worker": worker}
-        if answer is None:  # a class label rollout: the specification's fields, exactly as given
-            given |= {"prediction": prediction, "ground_truth": ground_truth}
-        else:  # an answer rollout: the answer, and whichever label fields it gave
-            given["answer"] = answer
-            given |= {name: value for name, value in (("prediction", prediction), ("ground_truth", ground_truth))}
-            given = {name: value for name, value in given.items() if value is not None}
-        return rollout_same_or_conflict(stored, given)
+        return rollout_same_or_conflict(
+            stored,
+            _content_given(
+                model=model,
+                example=example,
+                reasoning=reasoning,
+                worker=worker,
+                prediction=prediction,
+                ground_truth=ground_truth,
+                answer=answer,
+            ),
+        )
     place = None
     if forest_name is not None:
         place = forest_rollout_place(
             forest_name=forest_name, example=example, steps=list(reasoning), ground_truth=ground_truth, root_id=root_id
         )
     prediction, ground_truth, answer, verdict = rollout_verdict(
-        place=place, prediction=prediction, ground_truth=ground_truth, answer=answer
+        place=place,
+        prediction=prediction,
+        ground_truth=ground_truth,
+        answer=answer,
+        correct=correct,
+        verdict_reason=verdict_reason,
     )
-    if correct is not None:
-        verdict = Verdict(correct=bool(correct), reason=verdict_reason)
     fields = {
         "model": model,
         "example": example,
@@ -200,7 +244,7 @@ def receive_rollout(
             rollout = rollout_insert(
                 **fields,
                 correct=verdict.correct,
-                verdict_reason=verdict.reason[: Rollout._meta.get_field("verdict_reason").max_length],
+                verdict_reason=_reason(verdict),
                 attributes=dict(attributes or {}),
                 idempotency_key=idempotency_key,
                 forest_id=node.forest_id if node is not None else None,
@@ -229,4 +273,174 @@ def receive_rollouts(
                 results.append(receive_rollout(**fields, answered_by=answered_by))
         except ApplicationError as exc:
             results.append(exc)
+    return results
+
+
+# Rollouts per INSERT statement of ``receive_rollouts_bulk``.
+ROLLOUT_INSERT_BATCH = 500
+# The fields a bulk rollout may carry: ``receive_rollout``'s, less the forest (one for the batch) and the expansion
+# (a bulk rollout answers none).
+BULK_FIELDS = frozenset(
+    {"model", "example", "reasoning", "worker", "prediction", "ground_truth", "answer", "attributes", "root_id"}
+    | {"idempotency_key", "correct", "verdict_reason"}
+)
+
+
+def _indexed(exc: ApplicationError, index: int) -> ApplicationError:
+    exc.extra = {**exc.extra, "index": index}
+    return exc
+
+
+def receive_rollouts_bulk(rollouts: Sequence[Mapping[str, Any]], *, forest_name: str) -> list[tuple[Rollout, bool]]:
+    """Store many rollouts of one forest at once, for trusted code that writes a batch inside its own transaction
+    (``import_dataset``); answer ``(rollout, created)`` for each, in order. The API keeps ``receive_rollout``, one
+    transaction per rollout.
+
+    Every rule of ``receive_rollout`` applies, with its message: the steps (``steps_check``), the forest and each
+    rollout's tree (``forests.trie.forest_rollouts_place``), the idempotency key (a stored rollout is answered,
+    ``created`` False; other content is a ``ConflictError``; a key repeated within the batch answers its first
+    rollout), the grading (``rollout_verdict``, unless the caller states ``correct``) and the growth bookkeeping
+    (``forests.growth.bookkeeping.rollouts_account_many``). What changes is the number of statements: the forest is
+    found once, the trees in two queries, every path goes into the trie in a few (``forests.trie.
+    forest_rollouts_insert``), the rollouts in one ``INSERT`` per ``ROLLOUT_INSERT_BATCH``.
+
+    All or nothing for the batch: the first rollout refused raises its ``ApplicationError`` with ``extra["index"]``
+    (its position in ``rollouts``), before anything is written. A concurrent writer that stored one of the same steps
+    or keys meanwhile (``IntegrityError``) makes the batch go in one rollout at a time through ``receive_rollout``,
+    which handles those races, inside the same savepoint.
+    """
+    items = [dict(fields) for fields in rollouts]
+    for index, fields in enumerate(items):
+        unknown = set(fields) - BULK_FIELDS
+        if unknown:
+            raise TypeError(f"receive_rollouts_bulk got unexpected fields {sorted(unknown)}")
+        try:
+            steps_check(fields["reasoning"])
+        except ApplicationError as exc:
+            raise _indexed(exc, index) from None
+    keys = {fields["idempotency_key"] for fields in items if fields.get("idempotency_key") is not None}
+    stored = {rollout.idempotency_key: rollout for rollout in Rollout.objects.filter(idempotency_key__in=keys)}
+    results: list[tuple[Rollout, bool] | None] = [None] * len(items)
+    first_with: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []  # (index, index of the first rollout of the batch with its key)
+    fresh: list[int] = []
+    for index, fields in enumerate(items):
+        key = fields.get("idempotency_key")
+        if key is not None and key in stored:
+            try:
+                results[index] = (rollout_same_or_conflict(stored[key], _bulk_content(fields)), False)
+            except ApplicationError as exc:
+                raise _indexed(exc, index) from None
+        elif key is not None and key in first_with:
+            repeats.append((index, first_with[key]))
+        else:
+            if key is not None:
+                first_with[key] = index
+            fresh.append(index)
+    if fresh:
+        try:
+            places = forest_rollouts_place(
+                forest_name=forest_name,
+                paths=[
+                    PathWanted(
+                        example=items[i]["example"],
+                        steps=list(items[i]["reasoning"]),
+                        ground_truth=items[i].get("ground_truth"),
+                        root_id=items[i].get("root_id"),
+                    )
+                    for i in fresh
+                ],
+            )
+        except ApplicationError as exc:
+            raise _indexed(exc, fresh[exc.extra["index"]]) from None
+    with transaction.atomic():  # all or nothing: a key repeated with other content undoes the batch
+        if fresh:
+            try:
+                stored_now = _bulk_store([items[i] for i in fresh], places)
+            except ApplicationError as exc:  # refused one at a time (a race): its index among the fresh ones
+                if "index" in exc.extra:
+                    exc.extra["index"] = fresh[exc.extra["index"]]
+                raise
+            for index, result in zip(fresh, stored_now, strict=True):
+                results[index] = result
+        for index, first in repeats:
+            try:
+                rollout = rollout_same_or_conflict(results[first][0], _bulk_content(items[index]))
+            except ApplicationError as exc:
+                raise _indexed(exc, index) from None
+            results[index] = (rollout, False)
+    return [result for result in results if result is not None]
+
+
+def _bulk_content(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return _content_given(
+        model=fields["model"],
+        example=fields["example"],
+        reasoning=fields["reasoning"],
+        worker=fields["worker"],
+        prediction=fields.get("prediction"),
+        ground_truth=fields.get("ground_truth"),
+        answer=fields.get("answer"),
+    )
+
+
+def _bulk_store(items: list[dict[str, Any]], places: list[TriePlace]) -> list[tuple[Rollout, bool]]:
+    try:
+        with transaction.atomic():
+            return _bulk_write(items, places)
+    except IntegrityError:
+        # A concurrent writer stored one of these steps or keys meanwhile: one at a time, which handles that.
+        return _bulk_write_one_by_one(items, forest_name=places[0].forest.name)
+
+
+def _bulk_write(items: list[dict[str, Any]], places: list[TriePlace]) -> list[tuple[Rollout, bool]]:
+    if not connection.features.can_return_rows_from_bulk_insert:  # the ids are needed: one at a time instead
+        return _bulk_write_one_by_one(items, forest_name=places[0].forest.name)
+    rows: list[Rollout] = []
+    leaves: list[LeafFacts] = []
+    for fields, place in zip(items, places, strict=True):
+        prediction, ground_truth, answer, verdict = rollout_verdict(
+            place=place,
+            prediction=fields.get("prediction"),
+            ground_truth=fields.get("ground_truth"),
+            answer=fields.get("answer"),
+            correct=fields.get("correct"),
+            verdict_reason=fields.get("verdict_reason", ""),
+        )
+        leaves.append(LeafFacts(prediction=prediction, answer=answer, correct=verdict.correct))
+        rows.append(
+            Rollout(
+                model=fields["model"],
+                example=fields["example"],
+                reasoning=list(fields["reasoning"]),
+                prediction=prediction,
+                ground_truth=ground_truth,
+                answer=answer,
+                correct=verdict.correct,
+                verdict_reason=_reason(verdict),
+                worker=fields["worker"],
+                attributes=dict(fields.get("attributes") or {}),
+                idempotency_key=fields.get("idempotency_key"),
+                forest_id=place.forest.pk,
+            )
+        )
+    leaf_ids = forest_rollouts_insert(places=places, steps=[row.reasoning for row in rows], leaves=leaves)
+    for row, leaf_id in zip(rows, leaf_ids, strict=True):
+        row.node_id = leaf_id
+    Rollout.objects.bulk_create(rows, batch_size=ROLLOUT_INSERT_BATCH)
+    rollouts_account_many(rollouts=rows, root_ids=[place.root.pk for place in places])
+    return [(row, True) for row in rows]
+
+
+def _bulk_write_one_by_one(items: list[dict[str, Any]], *, forest_name: str) -> list[tuple[Rollout, bool]]:
+    keys = {fields["idempotency_key"] for fields in items if fields.get("idempotency_key") is not None}
+    before = set(Rollout.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True))
+    results = []
+    for index, fields in enumerate(items):
+        try:
+            rollout = receive_rollout(**fields, forest_name=forest_name)
+        except ApplicationError as exc:
+            raise _indexed(exc, index) from None
+        key = fields.get("idempotency_key")
+        results.append((rollout, key is None or key not in before))
     return results

@@ -1,7 +1,8 @@
 """A forest's rollouts as a JSON-lines file, and back: to move rollouts between servers, or to ship the demo forest's.
 
-Each line is a rollout in the body format of ``POST /rollout`` (``model``, ``example``, ``reasoning``, ``prediction``,
-``ground_truth``, ``worker``, the extra fields it was posted with, such as ``usage``), with an ``idempotency_key``:
+Each line is a rollout in the body format of ``POST /rollout`` (``model``, ``example``, ``reasoning``, ``prediction``
+and ``ground_truth`` or, for a forest whose answers are not class labels, ``answer``, ``worker``, the extra fields it
+was posted with, such as ``usage``), with an ``idempotency_key``:
 the one it was posted with, else one naming where it came from (``export:<forest>:<id>``). Importing stores each
 rollout into the forest named on import, through the same path as ``POST /rollout`` (the trie and the growth
 bookkeeping), so importing a file twice stores nothing the second time.
@@ -52,13 +53,17 @@ def forest_rollouts_export(*, forest: Forest) -> Iterator[dict[str, Any]]:
     """Every rollout stored in ``forest``, oldest first, as ``POST /rollout`` bodies (see the module docstring)."""
     rollouts = Rollout.objects.filter(forest=forest).order_by("id").iterator(chunk_size=2000)
     for rollout in rollouts:
-        yield {
+        body = {
             **(rollout.attributes or {}),
             "model": rollout.model,
             "example": rollout.example,
             "reasoning": rollout.reasoning,
-            "prediction": rollout.prediction,
-            "ground_truth": rollout.ground_truth,
+        }
+        if rollout.ground_truth is None:  # an answer rollout (math, number, text): its tree holds the reference
+            body["answer"] = rollout.answer
+        else:  # a class label rollout, in the specification's fields
+            body |= {"prediction": rollout.prediction, "ground_truth": rollout.ground_truth}
+        yield body | {
             "worker": rollout.worker,
             "idempotency_key": rollout.idempotency_key or f"export:{forest.name}:{rollout.pk}",
         }
@@ -173,7 +178,7 @@ def rollouts_file_fields(
                 rollout_check(
                     reasoning=fields["reasoning"],
                     example=fields["example"],
-                    ground_truth=fields["ground_truth"],
+                    ground_truth=fields.get("ground_truth"),
                     forest_name=forest_name,
                 )
         except ApplicationError as exc:

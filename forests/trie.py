@@ -25,7 +25,7 @@ from django.db.models.functions import Coalesce
 
 from forests.models import Forest, Node, text_sha256
 from forests.selectors import forest_get
-from prmsite.core.errors import NotFoundError, UnprocessableError
+from prmsite.core.errors import ApplicationError, NotFoundError, UnprocessableError
 from prmsite.core.grading import AnswerSpec, Verdict, grade
 
 ROOT_NOT_FOUND = "Forest {forest!r} has no tree with root id {root_id}."
@@ -167,6 +167,64 @@ def forest_rollout_place(
     return TriePlace(forest=forest, root=root, digests=[text_sha256(step) for step in steps])
 
 
+@dataclass(frozen=True)
+class PathWanted:
+    """A rollout's claim on a tree, as ``forest_rollout_place`` takes it."""
+
+    example: str | None
+    steps: Sequence[str]
+    ground_truth: int | None = None
+    root_id: int | None = None
+
+
+def forest_rollouts_place(*, forest_name: str, paths: Sequence[PathWanted]) -> list[TriePlace]:
+    """``forest_rollout_place`` for many rollouts of one forest, by reads only: the forest is found once, the roots
+    named by id in one query and those found by their prompt in another. The same rules and messages; the first
+    path refused raises its error with ``extra["index"]``, its position in ``paths`` (0 when the forest is not
+    found: it refuses them all)."""
+    try:
+        forest = forest_get(name=forest_name)
+    except ApplicationError as exc:
+        exc.extra = {**exc.extra, "index": 0}
+        raise
+    roots = Node.objects.filter(forest=forest, parent__isnull=True)
+    by_id = {root.pk: root for root in roots.filter(pk__in={p.root_id for p in paths if p.root_id is not None})}
+    wanted = {text_sha256(p.example) for p in paths if p.root_id is None and p.example is not None}
+    by_prompt: dict[str, list[Node]] = {}
+    for root in roots.filter(text_sha256__in=wanted).order_by("id") if wanted else ():
+        by_prompt.setdefault(root.text, []).append(root)
+    places = []
+    for index, path in enumerate(paths):
+        try:
+            if path.root_id is not None:
+                root = by_id.get(path.root_id)
+                if root is None:
+                    raise NotFoundError(ROOT_NOT_FOUND.format(forest=forest.name, root_id=path.root_id))
+                if path.example is not None and path.example != root.text:
+                    raise UnprocessableError(EXAMPLE_MISMATCH.format(root_id=root.pk, forest=forest.name))
+            else:
+                if path.example is None:
+                    raise UnprocessableError(EXAMPLE_NOT_FOUND.format(forest=forest.name))
+                matches = by_prompt.get(path.example, [])
+                if not matches:
+                    raise UnprocessableError(EXAMPLE_NOT_FOUND.format(forest=forest.name))
+                if len(matches) > 1:
+                    raise UnprocessableError(EXAMPLE_AMBIGUOUS.format(count=len(matches), forest=forest.name))
+                root = matches[0]
+            given = path.ground_truth
+            if given is not None and root.ground_truth is not None and given != root.ground_truth:
+                raise UnprocessableError(
+                    GROUND_TRUTH_MISMATCH.format(
+                        given=given, expected=root.ground_truth, root_id=root.pk, forest=forest.name
+                    )
+                )
+        except ApplicationError as exc:
+            exc.extra = {**exc.extra, "index": index}
+            raise
+        places.append(TriePlace(forest=forest, root=root, digests=[text_sha256(step) for step in path.steps]))
+    return places
+
+
 def leaf_verdict(place: TriePlace, answer: str | None) -> Verdict:
     """The grader's verdict on ``answer`` in ``place``'s tree: the forest's answer kind against the root's reference
     answer (a label tree's class label as text when it has none)."""
@@ -218,11 +276,117 @@ def forest_rollout_insert(
             if created and depth < len(steps):
                 leaf_id = _chain_insert(parent=node, steps=steps[depth:], digests=digests[depth:])
                 depth = len(steps)
-        Node.objects.filter(pk=leaf_id).update(
-            is_leaf=True,
-            prediction=Coalesce(F("prediction"), Value(prediction, output_field=IntegerField())),
-            answer=Coalesce(F("answer"), Value(answer, output_field=TextField())),
-            correct=Coalesce(F("correct"), Value(correct, output_field=BooleanField())),
-        )
+        _leaf_mark(leaf_id, prediction=prediction, answer=answer, correct=correct)
         leaf = Node.objects.get(pk=leaf_id)
     return leaf
+
+
+def _leaf_mark(leaf_id: int, *, prediction: int | None, answer: str | None, correct: bool) -> None:
+    """Mark ``leaf_id`` as a leaf carrying what the rollout ending there states (kept where it has them already)."""
+    Node.objects.filter(pk=leaf_id).update(
+        is_leaf=True,
+        prediction=Coalesce(F("prediction"), Value(prediction, output_field=IntegerField())),
+        answer=Coalesce(F("answer"), Value(answer, output_field=TextField())),
+        correct=Coalesce(F("correct"), Value(correct, output_field=BooleanField())),
+    )
+
+
+@dataclass(frozen=True)
+class LeafFacts:
+    """What a rollout states at the leaf where it ends: its prediction, its answer and the grader's verdict."""
+
+    prediction: int | None
+    answer: str | None
+    correct: bool
+
+
+# Digests per query when many paths look for the prefixes their trees already have.
+PREFIX_QUERY_DIGESTS = 5_000
+
+
+def _existing_children(*, root_ids: set[int], digests: set[str], depth: int) -> dict[tuple[int, str], int]:
+    """``(parent id, step digest) -> node id`` of the nodes of the trees ``root_ids`` at depth 1 to ``depth`` whose
+    step is one of ``digests`` (a query per ``PREFIX_QUERY_DIGESTS`` digests)."""
+    found: dict[tuple[int, str], int] = {}
+    ordered = sorted(digests)
+    for start in range(0, len(ordered), PREFIX_QUERY_DIGESTS):
+        rows = Node.objects.filter(
+            tree_id__in=root_ids,
+            depth__gte=1,
+            depth__lte=depth,
+            text_sha256__in=ordered[start : start + PREFIX_QUERY_DIGESTS],
+        ).values_list("id", "parent_id", "text_sha256")
+        found.update({(parent_id, digest): node_id for node_id, parent_id, digest in rows})
+    return found
+
+
+def forest_rollouts_insert(
+    *, places: Sequence[TriePlace], steps: Sequence[Sequence[str]], leaves: Sequence[LeafFacts]
+) -> list[int]:
+    """Insert many rollouts' paths (``places`` resolved by ``forest_rollout_place``, all of one forest) in a few
+    statements; answer the id of each path's leaf, in order. The trie ends as if ``forest_rollout_insert`` had
+    inserted the paths one after the other: existing prefixes are shared, a path's missing suffix is created, its
+    last node marked as a leaf that keeps what the first rollout ending there stated.
+
+    One query (per ``PREFIX_QUERY_DIGESTS`` digests) finds the prefixes the trees already have, one reserves the ids
+    of all missing nodes, one statement per ``INSERT_BATCH`` nodes writes them, and one update marks each leaf that
+    existed before. For callers that write a batch in their own transaction (a bulk import): a concurrent inserter
+    that added one of the same steps meanwhile makes the insert fail with ``IntegrityError`` (the unique siblings),
+    leaving the forest as it was (a savepoint), so the caller can insert those paths one at a time instead, with
+    ``forest_rollout_insert``'s handling of the race.
+    """
+    if not places:
+        return []
+    child_of: dict[tuple[int | tuple[int], str], int | tuple[int]] = dict(
+        _existing_children(
+            root_ids={place.root.pk for place in places},
+            digests={digest for place in places for digest in place.digests},
+            depth=max(len(place.digests) for place in places),
+        )
+    )
+    # New nodes: (parent key, depth, text, digest, tree id); a new node's key is (its index,), an existing one's its id.
+    new: list[tuple[int | tuple[int], int, str, str, int]] = []
+    new_leaf: dict[int, LeafFacts] = {}
+    old_leaf: dict[int, LeafFacts] = {}
+    ends: list[int | tuple[int]] = []
+    for place, texts, facts in zip(places, steps, leaves, strict=True):
+        root = place.root
+        tree_id = root.tree_id or root.pk
+        key: int | tuple[int] = root.pk
+        for depth, (text, digest) in enumerate(zip(texts, place.digests, strict=True), start=1):
+            child = child_of.get((key, digest))
+            if child is None:
+                child = (len(new),)
+                new.append((key, depth, text, digest, tree_id))
+                child_of[(key, digest)] = child
+            key = child
+        ends.append(key)
+        if isinstance(key, tuple):
+            new_leaf.setdefault(key[0], facts)
+        else:
+            old_leaf.setdefault(key, facts)
+    with transaction.atomic():
+        ids = _node_ids_reserve(len(new)) if new else []
+        nodes = []
+        forest_id = places[0].forest.pk
+        for index, (parent, depth, text, digest, tree_id) in enumerate(new):
+            facts = new_leaf.get(index)
+            nodes.append(
+                Node(
+                    id=ids[index],
+                    forest_id=forest_id,
+                    tree_id=tree_id,
+                    parent_id=ids[parent[0]] if isinstance(parent, tuple) else parent,
+                    depth=depth,
+                    text=text,
+                    text_sha256=digest,
+                    is_leaf=facts is not None,
+                    prediction=facts.prediction if facts is not None else None,
+                    answer=facts.answer if facts is not None else None,
+                    correct=facts.correct if facts is not None else None,
+                )
+            )
+        Node.objects.bulk_create(nodes, batch_size=INSERT_BATCH)
+        for leaf_id, facts in old_leaf.items():
+            _leaf_mark(leaf_id, prediction=facts.prediction, answer=facts.answer, correct=facts.correct)
+    return [ids[end[0]] if isinstance(end, tuple) else end for end in ends]

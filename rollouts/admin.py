@@ -27,19 +27,16 @@ class ProcessRewardLabelInline(admin.TabularInline):
 @admin.register(Rollout)
 class RolloutAdmin(admin.ModelAdmin):
     formfield_overrides = JSON_FORM_FIELDS
-    list_display = ["id", "model", "worker", "prediction", "ground_truth", "correct", "forest", "created_at"]
-    list_filter = ["model", "worker", ("forest", admin.RelatedOnlyFieldListFilter), "created_at"]
+    list_display = ["id", "model", "worker", "prediction", "ground_truth", "answer", "correct", "forest", "created_at"]
+    list_filter = ["model", "worker", "correct", ("forest", admin.RelatedOnlyFieldListFilter), "created_at"]
     search_fields = ["=id", "example", "worker", "model"]
     list_select_related = ["forest"]
     raw_id_fields = ["forest", "node"]
-    readonly_fields = ["created_at"]
+    # The grader decided these when the rollout was stored; every metric reads them, so they are not edited here.
+    readonly_fields = ["correct", "verdict_reason", "created_at"]
     date_hierarchy = "created_at"
     inlines = [ProcessRewardLabelInline]
     show_full_result_count = False
-
-    @admin.display(boolean=True, description="correct")
-    def correct(self, obj: Rollout) -> bool:
-        return obj.is_correct
 
 
 @admin.register(ProcessRewardLabel)

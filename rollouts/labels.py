@@ -204,3 +204,116 @@ def _lease_room_check(
             code="leased",
             extra={"expires_at": expires_at},
         )
+
+
+def label_create_many(
+    *,
+    labels: Sequence[tuple[int, Sequence[float | int]]],
+    prm_version: str,
+    worker: str,
+    labelled_by: str | None = None,
+    now: datetime | None = None,
+) -> list[tuple[ProcessRewardLabel, bool]]:
+    """``label_create`` for many ``(rollout id, prm_output)`` of one version and one worker at once, for trusted code
+    that writes a batch inside its own transaction (``import_dataset``); answer ``(label, created)`` for each, in
+    order.
+
+    The same rules and messages as ``label_create``: finite values, one per step of the rollout, the same label again
+    from the same worker and caller answers the stored one, other content is a conflict, a rollout with all the
+    labels its version asks for (or one by this caller) is refused, and with ``labelled_by`` the other callers'
+    leases are respected; a label ends the caller's checkouts. In a few statements: the rollouts are locked and read
+    in one query, their labels of the version in another, the new labels written in one ``INSERT`` per
+    ``LABEL_INSERT_BATCH``, the checkouts they end deleted in one. All or nothing: the first label refused raises its
+    ``ApplicationError`` with ``extra["index"]`` (its position in ``labels``) before anything is written. A rollout
+    named twice is labelled once: the second is answered like a label sent again.
+    """
+    checked: list[tuple[int, list[float | int]]] = []
+    for index, (rollout_id, prm_output) in enumerate(labels):
+        try:
+            checked.append((rollout_id, _reward_values_check(prm_output)))
+        except ApplicationError as exc:
+            raise _indexed(exc, index) from None
+    now = now or timezone.now()
+    ids = {rollout_id for rollout_id, _ in checked}
+    caller = labelled_by or ""
+    with transaction.atomic():
+        rollouts = Rollout.objects.select_for_update(no_key=True).filter(pk__in=ids).only("id", "reasoning")
+        steps = {rollout.pk: len(rollout.reasoning) for rollout in rollouts}
+        labels_wanted = labels_per_rollout(prm_version=prm_version)
+        stored: dict[int, list[ProcessRewardLabel]] = {}
+        for label in ProcessRewardLabel.objects.filter(rollout_id__in=ids, prm_version=prm_version).order_by("id"):
+            stored.setdefault(label.rollout_id, []).append(label)
+        results: list[tuple[ProcessRewardLabel, bool]] = []
+        new: list[ProcessRewardLabel] = []
+        for index, (rollout_id, values) in enumerate(checked):
+            try:
+                if rollout_id not in steps:
+                    raise NotFoundError(
+                        ROLLOUT_NOT_FOUND.format(rollout_id=rollout_id), extra={"rollout_id": rollout_id}
+                    )
+                if len(values) != steps[rollout_id]:
+                    raise UnprocessableError(
+                        OUTPUT_LENGTH_MISMATCH.format(given=len(values), rollout_id=rollout_id, steps=steps[rollout_id])
+                    )
+                there = stored.get(rollout_id, [])
+                own = next((label for label in there if label.labelled_by == caller and label.worker == worker), None)
+                if own is not None:
+                    if not _label_matches(own, prm_output=values, explanations=None):
+                        raise ConflictError(
+                            LABEL_CONFLICT.format(
+                                worker=worker, rollout_id=rollout_id, prm_version=prm_version, label_id=own.pk
+                            ),
+                            extra={"id": own.pk},
+                        )
+                    results.append((own, False))
+                    continue
+                _label_room_check(
+                    there,
+                    rollout_id=rollout_id,
+                    prm_version=prm_version,
+                    labels_wanted=labels_wanted,
+                    labelled_by=labelled_by,
+                )
+                if labelled_by is not None:
+                    _lease_room_check(
+                        rollout_id=rollout_id,
+                        prm_version=prm_version,
+                        labels_wanted=labels_wanted,
+                        labelled=len(there),
+                        labelled_by=labelled_by,
+                        now=now,
+                    )
+            except ApplicationError as exc:
+                raise _indexed(exc, index) from None
+            label = ProcessRewardLabel(
+                rollout_id=rollout_id,
+                prm_version=prm_version,
+                worker=worker,
+                labelled_by=caller,
+                attributes={},
+                prm_output=values,
+                explanations=None,
+                final_reward=float(values[-1]) if values else None,
+            )
+            stored.setdefault(rollout_id, []).append(label)
+            new.append(label)
+            results.append((label, True))
+        ProcessRewardLabel.objects.bulk_create(new, batch_size=LABEL_INSERT_BATCH)
+        labelled = [label.rollout_id for label in new]
+        for start in range(0, len(labelled), LABEL_INSERT_BATCH):
+            leases = RolloutCheckout.objects.filter(
+                rollout_id__in=labelled[start : start + LABEL_INSERT_BATCH], prm_version=prm_version
+            )
+            if labels_wanted > 1:
+                leases = leases.filter(claimed_by=caller)  # the others' leases stand: they label it too
+            leases.delete()
+    return results
+
+
+# Labels per INSERT statement of ``label_create_many``.
+LABEL_INSERT_BATCH = 500
+
+
+def _indexed(exc: ApplicationError, index: int) -> ApplicationError:
+    exc.extra = {**exc.extra, "index": index}
+    return exc

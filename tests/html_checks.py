@@ -46,7 +46,9 @@ _URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "data", 
 _SCRIPT_SCHEMES = ("javascript:", "vbscript:", "data:text/html")
 # Elements whose src must be this server's (a path starting with one "/"): an injected one points anywhere else.
 _SRC_ELEMENTS = {"script", "img", "iframe", "frame", "embed", "object", "audio", "video", "source", "input"}
-_NEVER_OURS = {"iframe", "frame", "frameset", "object", "embed", "math", "base"}  # (the admin draws inline <svg>)
+# (the admin draws inline <svg>; our pages draw LaTeX as <math>, each element and attribute on the MathML allow-list of
+# prmsite.core.rendering, so <math> itself is no sign of injection: the checks below still apply inside it)
+_NEVER_OURS = {"iframe", "frame", "frameset", "object", "embed", "base", "maction", "annotation-xml", "mglyph"}
 
 
 class _LiveMarkup(HTMLParser):

@@ -20,7 +20,7 @@ Design note
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -108,6 +108,69 @@ def rollout_account(*, rollout: Rollout, expansion_id: int | None, answered_by: 
     )
 
 
+def rollouts_account_many(*, rollouts: Sequence[Rollout], root_ids: Sequence[int]) -> None:
+    """``rollout_account`` for many rollouts of one forest (``root_ids``: the tree of each) that answer no expansion
+    (a bulk import), as if they arrived at once: a ``RolloutGrowth`` row each (one statement), each tree's tally
+    counted up once by its rollouts, the tree's branching stage queued when that makes it due, the forest's tally
+    counted up once. A rollout counted before (it has its ``RolloutGrowth`` row) is not counted again."""
+    if not rollouts:
+        return
+    forest_id = rollouts[0].forest_id
+    counted = set(
+        RolloutGrowth.objects.filter(rollout_id__in=[r.pk for r in rollouts]).values_list("rollout_id", flat=True)
+    )
+    rows: dict[int, RolloutGrowth] = {}
+    per_tree: dict[int, list[int]] = {}  # root id -> [rollouts, correct, prompt tokens, completion tokens]
+    for rollout, root_id in zip(rollouts, root_ids, strict=True):
+        if rollout.pk in counted or rollout.pk in rows:
+            continue
+        prompt_tokens, completion_tokens = _usage(rollout.attributes)
+        rows[rollout.pk] = RolloutGrowth(
+            rollout=rollout,
+            forest_id=forest_id,
+            tree_id=root_id,
+            expansion_id=None,
+            stage="",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        tally = per_tree.setdefault(root_id, [0, 0, 0, 0])
+        for position, value in enumerate((1, int(rollout.correct), prompt_tokens, completion_tokens)):
+            tally[position] += value
+    if not rows:
+        return
+    RolloutGrowth.objects.bulk_create(list(rows.values()))
+    now = timezone.now()
+    plan = GrowthPlan.objects.filter(forest_id=forest_id).first()
+    options = growth_options_of(plan) if plan is not None else None
+    for root_id in sorted(per_tree):  # in id order, as planning locks tallies
+        added, correct, prompt_tokens, completion_tokens = per_tree[root_id]
+        tally = _tree_tally_add(
+            forest_id=forest_id,
+            root_id=root_id,
+            correct=correct,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            rollouts=added,
+        )
+        if (
+            plan is not None
+            and options.branches
+            and tally.planned_version == plan.version
+            and tally.branched_version != plan.version
+            and tally.rollouts >= max(1, options.num_repeats)
+        ):
+            tree_branch(forest_id=forest_id, plan=plan, options=options, tally=tally, now=now)
+    totals = [sum(values[position] for values in per_tree.values()) for position in range(4)]
+    _forest_tally_add(
+        forest_id=forest_id,
+        rollouts=totals[0],
+        correct=totals[1],
+        prompt_tokens=totals[2],
+        completion_tokens=totals[3],
+    )
+
+
 def _expansion_held(*, expansion_id: int, rollout: Rollout, root_id: int, answered_by: str | None) -> Expansion | None:
     """The expansion ``rollout`` answers when it counts against it: the expansion exists and is held by
     ``answered_by`` (``None``: any holder, for trusted callers); ``None`` otherwise (see the design note). An
@@ -157,41 +220,48 @@ def _passes_through(rollout: Rollout, expansion: Expansion, *, root_id: int) -> 
 
 
 _TREE_TALLY_ADD = (
-    "UPDATE {table} SET rollouts = rollouts + 1, correct = correct + %s, prompt_tokens = prompt_tokens + %s, "
+    "UPDATE {table} SET rollouts = rollouts + %s, correct = correct + %s, prompt_tokens = prompt_tokens + %s, "
     "completion_tokens = completion_tokens + %s WHERE root_id = %s "
     "RETURNING rollouts, correct, planned_version, branched_version"
 )
 _TREE_TALLY_INSERT = (
     "INSERT INTO {table} (root_id, forest_id, rollouts, correct, prompt_tokens, completion_tokens, planned_version, "
     "branched_version) VALUES (%s, %s, %s, %s, %s, %s, 0, 0) ON CONFLICT (root_id) DO UPDATE SET "
-    "rollouts = {table}.rollouts + 1, correct = {table}.correct + %s, "
+    "rollouts = {table}.rollouts + %s, correct = {table}.correct + %s, "
     "prompt_tokens = {table}.prompt_tokens + %s, completion_tokens = {table}.completion_tokens + %s "
     "RETURNING rollouts, correct, planned_version, branched_version"
 )
 
 
 def _tree_tally_add(
-    *, forest_id: int, root_id: int, correct: bool, prompt_tokens: int, completion_tokens: int
+    *,
+    forest_id: int,
+    root_id: int,
+    correct: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    rollouts: int = 1,
 ) -> TreeTally:
-    """Count one rollout into its tree's tally (created from the tree's rollouts, this one included, if missing);
-    answer the tally as it is now. Holds the tally row until the transaction ends."""
+    """Count ``rollouts`` rollouts (``correct`` of them correct) into their tree's tally (created from the tree's
+    rollouts, these included, if missing); answer the tally as it is now. Holds the tally row until the transaction
+    ends."""
     table = connection.ops.quote_name(TreeTally._meta.db_table)
+    added = [rollouts, int(correct), prompt_tokens, completion_tokens]
     with connection.cursor() as cursor:
-        cursor.execute(_TREE_TALLY_ADD.format(table=table), [int(correct), prompt_tokens, completion_tokens, root_id])
+        cursor.execute(_TREE_TALLY_ADD.format(table=table), [*added, root_id])
         row = cursor.fetchone()
         if row is None:
-            # Not counted before: start from the tree's rollouts, which include this one. A concurrent first
-            # arrival may insert meanwhile; then this one is added to its count (which could not see this one).
-            rollouts, correct_n = tree_true_counts(root_ids=[root_id])[root_id]
-            inserted = [root_id, forest_id, rollouts, correct_n, prompt_tokens, completion_tokens]
-            added = [int(correct), prompt_tokens, completion_tokens]
+            # Not counted before: start from the tree's rollouts, which include these. A concurrent first
+            # arrival may insert meanwhile; then these are added to its count (which could not see them).
+            true_rollouts, correct_n = tree_true_counts(root_ids=[root_id])[root_id]
+            inserted = [root_id, forest_id, true_rollouts, correct_n, prompt_tokens, completion_tokens]
             cursor.execute(_TREE_TALLY_INSERT.format(table=table), [*inserted, *added])
             row = cursor.fetchone()
-    rollouts, correct_n, planned, branched = row
+    counted, correct_n, planned, branched = row
     return TreeTally(
         root_id=root_id,
         forest_id=forest_id,
-        rollouts=rollouts,
+        rollouts=counted,
         correct=correct_n,
         planned_version=planned,
         branched_version=branched,
@@ -200,25 +270,29 @@ def _tree_tally_add(
 
 _FOREST_TALLY_INSERT = (
     "INSERT INTO {table} (forest_id, rollouts, correct, prompt_tokens, completion_tokens) VALUES (%s, %s, %s, %s, %s) "
-    "ON CONFLICT (forest_id) DO UPDATE SET rollouts = {table}.rollouts + 1, correct = {table}.correct + %s, "
+    "ON CONFLICT (forest_id) DO UPDATE SET rollouts = {table}.rollouts + %s, correct = {table}.correct + %s, "
     "prompt_tokens = {table}.prompt_tokens + %s, completion_tokens = {table}.completion_tokens + %s"
 )
 
 
-def _forest_tally_add(*, forest_id: int, correct: bool, prompt_tokens: int, completion_tokens: int) -> None:
+def _forest_tally_add(
+    *, forest_id: int, correct: int, prompt_tokens: int, completion_tokens: int, rollouts: int = 1
+) -> None:
+    """Count ``rollouts`` rollouts (``correct`` of them correct) into their forest's tally (created from the forest's
+    rollouts, these included, if missing)."""
     updated = ForestTally.objects.filter(forest_id=forest_id).update(
-        rollouts=F("rollouts") + 1,
+        rollouts=F("rollouts") + rollouts,
         correct=F("correct") + int(correct),
         prompt_tokens=F("prompt_tokens") + prompt_tokens,
         completion_tokens=F("completion_tokens") + completion_tokens,
     )
     if updated:
         return
-    rollouts, correct_n = forest_true_counts(forest_id=forest_id)
+    true_rollouts, correct_n = forest_true_counts(forest_id=forest_id)
     table = connection.ops.quote_name(ForestTally._meta.db_table)
     with connection.cursor() as cursor:
-        inserted = [forest_id, rollouts, correct_n, prompt_tokens, completion_tokens]
-        added = [int(correct), prompt_tokens, completion_tokens]
+        inserted = [forest_id, true_rollouts, correct_n, prompt_tokens, completion_tokens]
+        added = [rollouts, int(correct), prompt_tokens, completion_tokens]
         cursor.execute(_FOREST_TALLY_INSERT.format(table=table), [*inserted, *added])
 
 

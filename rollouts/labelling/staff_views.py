@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from rollouts.labelling import stats
-from rollouts.labelling.access import scheme_or_404, staff_required
+from rollouts.labelling.access import markdown_html, page_budget, scheme_or_404, staff_required
 from rollouts.labelling.exports import ConsensusOptions, consensus_records
 from rollouts.labelling.forms import ConsensusExportForm
 from rollouts.labelling.stepwise import ExportError, stepwise_write
@@ -57,6 +57,19 @@ def _download_name(prm_version: str, fmt: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', prm_version)}-consensus.{fmt}"
 
 
+def _record_texts(record: dict) -> dict:
+    """A stepwise record's prompt and steps as the pages show them (markdown and math, sanitised), within one page
+    budget, beside the record's JSON: LaTeX is checked as people read it, not as escaped source."""
+    budget = page_budget()
+    return {
+        "prompt": markdown_html(str(record.get("prompt", "")), budget),
+        "steps": [
+            (markdown_html(str(step), budget), label)
+            for step, label in zip(record.get("completions", []), record.get("labels", []), strict=False)
+        ],
+    }
+
+
 @require_safe
 @staff_required
 def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
@@ -86,6 +99,7 @@ def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
             "sources": options.sources(scheme),
             "download_query": query.urlencode(),
             "sample": json.dumps(records[0], ensure_ascii=False, indent=1) if records else None,
+            "sample_texts": _record_texts(records[0]) if records else None,
         }
         return render(request, "rollouts/labelling/export.html", context)
     fmt = form.cleaned_data["format"]

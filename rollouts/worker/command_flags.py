@@ -92,7 +92,8 @@ def add_judge_flags(judge: Any, *, seed_flag: str = "--seed") -> None:
         "--prompt_template",
         default=None,
         help="A text file with the prompt and the fields {problem}, {steps} (required), {num_steps}, "
-        "{format_instructions}, {prediction}, {ground_truth}, {correct}, {model} (default: the built-in template).",
+        "{format_instructions}, {prediction}, {ground_truth}, {final_answer}, {correct}, {model} (default: the "
+        "built-in template).",
     )
     judge.add_argument("--system_prompt", default=None, help="A system message sent before the prompt.")
     judge.add_argument(

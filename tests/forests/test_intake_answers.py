@@ -3,16 +3,18 @@ reference answer, when it is stored; every reader reads the stored verdict."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from django.core.management import call_command
 
-from forests.intake import NEEDS_GROUND_TRUTH, receive_rollout
+from forests.intake import receive_rollout
 from forests.metrics_reading import forest_arrays_load
 from forests.models import Node
 from forests.search_reports import forest_search_report
 from forests.selectors import forest_progress
-from prmsite.core.errors import ApplicationError
-from prmsite.core.grading import AnswerSpec
+from prmsite.core.grading import NO_REFERENCE, AnswerSpec
 from rollouts.models import Rollout
 from tests.factories import make_forest, make_root, rollout_fields
 
@@ -73,13 +75,13 @@ def test_a_label_rollout_keeps_the_specifications_fields_and_gets_its_answer_fro
     assert (answered.prediction, answered.ground_truth, answered.correct) == (1, 0, False)
 
 
-def test_a_label_rollout_without_a_forest_needs_its_ground_truth():
+def test_an_answer_without_a_forest_or_a_ground_truth_is_stored_not_correct_with_the_reason():
+    # Schema-valid (the fuzzer found it): nothing to grade against is the grader's "cannot decide", never a 400.
     fields = rollout_fields()
-    fields.pop("ground_truth")
-    with pytest.raises(ApplicationError) as refused:
-        receive_rollout(**fields)
-    assert refused.value.message == NEEDS_GROUND_TRUTH
-    assert not Rollout.objects.exists()
+    fields.pop("ground_truth"), fields.pop("prediction")
+    rollout = receive_rollout(**fields, answer="1")
+    assert (rollout.prediction, rollout.ground_truth, rollout.correct) == (1, None, False)
+    assert rollout.verdict_reason == NO_REFERENCE
 
 
 def test_values_progress_and_votes_read_the_stored_verdict(math_forest):
@@ -121,3 +123,27 @@ def test_post_rollout_takes_an_answer_instead_of_the_label_fields(api, math_fore
     bad = api.post("/rollout", {k: v for k, v in body.items() if k != "answer"}, format="json")
     assert bad.status_code == 400
     assert set(bad.json()["errors"]) == {"prediction", "ground_truth"}
+
+
+def test_a_math_forests_rollouts_move_between_servers_with_their_answers(tmp_path, math_forest):
+    post(math_forest, ["A.", "So 5/14."], "5/14")
+    post(math_forest, ["B.", "So 1/2."], "1/2")
+    target = make_forest("math-target", rollout_config=AnswerSpec(kind="math").as_settings())
+    make_root(target, PROBLEM, ground_truth=None, reference_answer="\\frac{5}{14}", serialized_item={"problem": "x"})
+    output = tmp_path / "rollouts.jsonl"
+    call_command("export_rollouts", "--forest_name", math_forest.name, "--output", str(output))
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["answer"] for line in lines] == ["5/14", "1/2"]
+    assert not any("prediction" in line or "ground_truth" in line for line in lines)
+    call_command("import_rollouts", "--forest_name", target.name, "--input", str(output))
+    moved = Rollout.objects.filter(forest=target).order_by("id")
+    assert [(r.answer, r.correct) for r in moved] == [("5/14", True), ("1/2", False)]  # graded again, the same
+
+
+def test_post_rollout_with_an_answer_and_nothing_to_grade_it_against_is_stored(api):
+    # Found by the schema fuzzer: schema-valid, it was a 400.
+    body = {"model": "m", "example": "e", "reasoning": ["s"], "answer": "CONTENT_LENGTH", "worker": "w"}
+    response = api.post("/rollout", body, format="json")
+    assert response.status_code == 200
+    stored = Rollout.objects.get(pk=response.json())
+    assert stored.correct is False and stored.verdict_reason == NO_REFERENCE

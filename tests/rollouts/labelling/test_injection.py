@@ -110,3 +110,16 @@ def test_a_labellers_page_for_a_hostile_version_name_is_a_plain_404(client):
     response = client.get("/label/%3Cscript%3Ealert(1)%3C%2Fscript%3E/")
     assert response.status_code == 404
     assert "<script>alert" not in response.content.decode()
+
+
+def test_the_consensus_preview_shows_the_first_record_with_its_math_and_nothing_live(staff_client):
+    make_scheme("human-m", labels_per_rollout=1)
+    steps = ["Halve: $\\frac{10}{28} = \\frac{5}{14}$ <script>alert(1)</script>", "So \\(x^2\\) stays."]
+    rollout = make_rollout(example="What is \\[\\frac{10}{28}\\] reduced?", reasoning=steps)
+    label_create(rollout_id=rollout.pk, prm_version="human-m", prm_output=[1, 0], worker="ann", labelled_by="ann")
+    page = staff_client.get(reverse("labelling:export", kwargs={"prm_version": "human-m"}), {"rule": "steps"})
+    html = page.content.decode()
+    assert_page_inert(html)
+    preview = html.split("First record as the pages show it", 1)[1]
+    assert preview.count("<math") == 3 and "<mfrac>" in preview
+    assert "<script>alert(1)" not in preview
