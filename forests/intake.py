@@ -153,11 +153,10 @@ def _content_given(
 ) -> dict[str, Any]:
     """The content a rollout posted again with a stored idempotency key must match (``CONTENT_FIELDS``)."""
     given = {"model": model, "example": example, "reasoning": list(reasoning), "worker": worker}
-    if answer is None:  # a class label rollout: the specification's fields, exactly as given
+    if answer is None and ground_truth is not None:  # the specification's fields, exactly as given
         return given | {"prediction": prediction, "ground_truth": ground_truth}
-    # an answer rollout: the answer, and whichever label fields it gave
-    given["answer"] = answer
-    given |= {"prediction": prediction, "ground_truth": ground_truth}
+    # an answer rollout: whichever of the answer and the label fields it gave
+    given |= {"answer": answer, "prediction": prediction, "ground_truth": ground_truth}
     return {name: value for name, value in given.items() if value is not None}
 
 

@@ -86,7 +86,7 @@ class RolloutCreateSerializer(serializers.Serializer):
         errors = {name: [RESERVED_FIELD.format(name=name)] for name in extras if name in RESERVED_ROLLOUT_FIELDS}
         if "forest_name" not in attrs:
             errors.update({name: [NEEDS_FOREST.format(name=name)] for name in FOREST_FIELDS if name in attrs})
-        if attrs.get("answer") is None:
+        if "answer" not in attrs:
             errors.update({name: [REQUIRED] for name in LABEL_FIELDS if name not in attrs})
         if errors:
             raise serializers.ValidationError(errors)
@@ -103,19 +103,13 @@ class RolloutCreateSchema(OpenApiSerializerExtension):
 
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
-        schema["allOf"] = [
-            {
-                "anyOf": [
-                    {"required": ["forest_name"]},
-                    {"not": {"anyOf": [{"required": [name]} for name in FOREST_FIELDS]}},
-                ]
-            },
-            {
-                "anyOf": [
-                    {"required": list(LABEL_FIELDS)},
-                    {"required": ["answer"], "properties": {"answer": {"type": "string"}}},
-                ]
-            },
+        # (forest_name, or none of the forest fields) and (the label fields, or an answer), as one anyOf.
+        without_forest_fields = {"not": {"anyOf": [{"required": [name]} for name in FOREST_FIELDS]}}
+        schema["anyOf"] = [
+            {"required": ["forest_name", *LABEL_FIELDS]},
+            {"required": ["forest_name", "answer"]},
+            {"required": list(LABEL_FIELDS), **without_forest_fields},
+            {"required": ["answer"], **without_forest_fields},
         ]
         return schema
 

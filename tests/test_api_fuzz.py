@@ -323,9 +323,9 @@ def test_forest_fields_need_forest_name_and_the_schema_says_so(api, field):
     response = api.post("/rollout", {**body, field: 5}, format="json")
     assert response.status_code == 400
     assert "forest_name" in response.json()["errors"][field][0]
-    rule = served_schema()["components"]["schemas"]["RolloutCreate"]["allOf"][0]["anyOf"]
-    assert {"required": ["forest_name"]} in rule
-    assert {"required": [field]} in rule[1]["not"]["anyOf"]
+    rule = served_schema()["components"]["schemas"]["RolloutCreate"]["anyOf"]
+    assert {"required": ["forest_name", "prediction", "ground_truth"]} in rule
+    assert {"required": [field]} in rule[2]["not"]["anyOf"]
 
 
 @pytest.mark.django_db

@@ -147,3 +147,17 @@ def test_post_rollout_with_an_answer_and_nothing_to_grade_it_against_is_stored(a
     assert response.status_code == 200
     stored = Rollout.objects.get(pk=response.json())
     assert stored.correct is False and stored.verdict_reason == NO_REFERENCE
+
+
+def test_an_answer_of_null_in_a_label_forest_is_no_answer_and_its_retry_answers_the_same_id(api):
+    forest = make_forest("null-answers")
+    make_root(forest, "Is the sky green?", ground_truth=0)
+    body = {"model": "m", "example": "Is the sky green?", "reasoning": ["Hm."], "answer": None, "worker": "w"}
+    body |= {"forest_name": forest.name, "idempotency_key": "k-1"}
+    first = api.post("/rollout", body, format="json")
+    assert first.status_code == 200, first.json()
+    stored = Rollout.objects.get(pk=first.json())
+    assert (stored.prediction, stored.ground_truth, stored.correct) == (None, 0, False)
+    assert stored.verdict_reason  # "no answer"
+    again = api.post("/rollout", body, format="json")
+    assert again.status_code == 200 and again.json() == first.json()

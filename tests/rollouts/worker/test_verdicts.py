@@ -229,3 +229,12 @@ def test_a_template_without_the_steps_or_unreadable_is_refused(tmp_path):
         PromptTemplate("Grade {problem}", source="--prompt_template t.txt")
     with pytest.raises(TemplateError, match="cannot be read"):
         PromptTemplate.from_file(tmp_path / "missing.txt")
+
+
+def test_a_math_rollouts_answer_and_the_servers_verdict_fill_their_fields():
+    # The server graded it (math-verify: 1/2 is \frac{1}{2}); the judge is told so, not the label rule's "no".
+    rollout = {**ROLLOUT, "prediction": None, "ground_truth": None, "answer": "\\frac{1}{2}", "correct": True}
+    fields = PromptTemplate("{final_answer} {correct} {prediction} \\boxed{answer} {steps}").render(rollout)
+    assert fields.startswith("\\frac{1}{2} yes none \\boxed{answer} ")
+    # From a server too old to send a verdict: the label rule of the specification's fields.
+    assert PromptTemplate("{final_answer} {correct} {steps}").render(ROLLOUT).startswith("1 yes ")
