@@ -5,9 +5,34 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from simple_history.models import HistoricalRecords
 
 # Most labellers a scheme may ask for per rollout.
 LABELS_PER_ROLLOUT_MAX = 20
+# Highest share of a labeller's rollouts that may be gold checks.
+GOLD_RATE_MAX = 0.5
+
+# What a scheme's scope may ask of a rollout's outcome (the stored verdict, docs/answers.md).
+OUTCOME_ANY = ""
+OUTCOME_CORRECT = "correct"
+OUTCOME_WRONG = "wrong"
+OUTCOME_NO_ANSWER = "no_answer"
+OUTCOME_CHOICES = [
+    (OUTCOME_ANY, "any outcome"),
+    (OUTCOME_CORRECT, "correct"),
+    (OUTCOME_WRONG, "wrong (an answer that is not correct)"),
+    (OUTCOME_NO_ANSWER, "no answer"),
+]
+
+# Where a gold item's expected ratings came from.
+GOLD_FROM_ADJUDICATION = "adjudication"
+GOLD_FROM_IMPORT = "imported"
+GOLD_FROM_STAFF = "staff"
+GOLD_SOURCES = [
+    (GOLD_FROM_ADJUDICATION, "an adjudicated label"),
+    (GOLD_FROM_IMPORT, "imported"),
+    (GOLD_FROM_STAFF, "entered by staff"),
+]
 
 
 class Rollout(models.Model):
@@ -186,10 +211,34 @@ class LabellingScheme(models.Model):
         max_length=200, blank=True, help_text="PRM version active learning compares with (default: the newest adapter)."
     )
     is_open = models.BooleanField(default=True, help_text="Labellers may claim rollouts of this scheme.")
+    # The scope: which rollouts the scheme labels. Empty fields ask nothing, so a scheme with none labels every
+    # rollout (the schemes made before scopes existed keep doing so).
+    forests = models.ManyToManyField(
+        "forests.Forest",
+        blank=True,
+        related_name="labelling_schemes",
+        help_text="Label only the rollouts of these forests (none chosen: every rollout).",
+    )
+    scope_models = models.JSONField(
+        default=list, blank=True, help_text="Label only the rollouts of these models (empty: any model)."
+    )
+    scope_outcome = models.CharField(
+        max_length=20,
+        blank=True,
+        choices=OUTCOME_CHOICES,
+        default=OUTCOME_ANY,
+        help_text="Label only the rollouts with this outcome.",
+    )
+    gold_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(GOLD_RATE_MAX)],
+        help_text="Share of the rollouts handed to a labeller that are gold checks (0: none), unmarked to them.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords(m2m_fields=[forests])
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -198,7 +247,11 @@ class LabellingScheme(models.Model):
                 condition=models.Q(labels_per_rollout__gte=1)
                 & models.Q(labels_per_rollout__lte=LABELS_PER_ROLLOUT_MAX),
                 name="scheme_labels_per_rollout_range",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(gold_rate__gte=0.0) & models.Q(gold_rate__lte=GOLD_RATE_MAX),
+                name="scheme_gold_rate_range",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -234,3 +287,110 @@ class LabelDraft(models.Model):
 
     def __str__(self) -> str:
         return f"draft of rollout #{self.rollout_id} for {self.prm_version} by {self.user_id}"
+
+
+class LabelSkip(models.Model):
+    """A person skipped a rollout of a scheme: it goes behind the rest of their queue (their draft of it is kept).
+    Deleted when they label it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="label_skips")
+    prm_version = models.CharField(max_length=200, help_text="The labelling scheme's version.")
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="label_skips")
+    skipped_at = models.DateTimeField(help_text="When they last skipped it: skipped rollouts come back oldest first.")
+
+    class Meta:
+        ordering = ["skipped_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "prm_version", "rollout"], name="skip_one_per_user_rollout"),
+        ]
+        indexes = [models.Index(fields=["user", "prm_version", "skipped_at"], name="skip_user_version_time")]
+
+    def __str__(self) -> str:
+        return f"skip of rollout #{self.rollout_id} for {self.prm_version} by {self.user_id}"
+
+
+class LabelRevision(models.Model):
+    """What a label held before its author revised it: one row per revision, oldest first. The label itself always
+    holds the latest values."""
+
+    label = models.ForeignKey(ProcessRewardLabel, on_delete=models.CASCADE, related_name="revisions")
+    prm_output = models.JSONField(help_text="The label's step codes before this revision.")
+    explanations = models.JSONField(null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    revised_at = models.DateTimeField(help_text="When these values were replaced.")
+
+    class Meta:
+        ordering = ["label", "revised_at", "id"]
+
+    def __str__(self) -> str:
+        return f"revision of label #{self.label_id} at {self.revised_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Adjudication(models.Model):
+    """Staff's settled label of a rollout of a scheme, where its labellers disagreed: who decided, when and why.
+    Kept apart from the labellers' labels; the consensus export may take it first."""
+
+    scheme = models.ForeignKey(LabellingScheme, on_delete=models.CASCADE, related_name="adjudications")
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="adjudications")
+    prm_output = models.JSONField(help_text="One label code per step, as a label's (0 wrong, 1 right, 2 neutral).")
+    rated_steps = models.PositiveIntegerField(help_text="Steps 0 … rated_steps-1 carry a decision; later ones none.")
+    explanations = models.JSONField(null=True, blank=True, help_text="Optional note per step.")
+    reason = models.TextField(help_text="Why this is the label: shown on the review page and kept in the history.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField()
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["scheme", "rollout"], name="adjudication_one_per_scheme_rollout"),
+        ]
+
+    def __str__(self) -> str:
+        return f"adjudication of rollout #{self.rollout_id} in {self.scheme_id}"
+
+
+class GoldItem(models.Model):
+    """A rollout of a scheme whose ratings are known: mixed into labellers' queues (unmarked) to check them. Its
+    expected ratings are not a label: they never count as data."""
+
+    scheme = models.ForeignKey(LabellingScheme, on_delete=models.CASCADE, related_name="gold_items")
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="gold_items")
+    prm_output = models.JSONField(help_text="Expected code per step, as a label's (0 wrong, 1 right, 2 neutral).")
+    rated_steps = models.PositiveIntegerField(help_text="Steps 0 … rated_steps-1 are checked; later ones are not.")
+    source = models.CharField(max_length=20, choices=GOLD_SOURCES, default=GOLD_FROM_STAFF)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["scheme", "rollout"], name="gold_one_per_scheme_rollout")]
+
+    def __str__(self) -> str:
+        return f"gold rollout #{self.rollout_id} in {self.scheme_id}"
+
+
+class GoldAnswer(models.Model):
+    """A gold item handed to one labeller, and what they answered. Each labeller gets each gold item at most once;
+    their answer is checked against the gold, never stored as a label."""
+
+    gold = models.ForeignKey(GoldItem, on_delete=models.CASCADE, related_name="answers")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gold_answers")
+    served_at = models.DateTimeField(help_text="When it was handed to them.")
+    answered_at = models.DateTimeField(null=True, blank=True, help_text="When they submitted (null: not yet).")
+    prm_output = models.JSONField(null=True, blank=True, help_text="Their step codes, as a label's.")
+    explanations = models.JSONField(null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True, help_text="As a person's label's (rated_steps, …).")
+
+    class Meta:
+        ordering = ["served_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["gold", "user"], name="gold_answer_one_per_user")]
+        indexes = [models.Index(fields=["user", "answered_at"], name="gold_answer_user_open")]
+
+    def __str__(self) -> str:
+        return f"gold #{self.gold_id} for {self.user_id}"
