@@ -25,21 +25,31 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from prmsite.core.errors import ApplicationError
-from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
+from rollouts.models import (
+    LabellingScheme,
+    LabelSkip,
+    ProcessRewardLabel,
+    Rollout,
+    RolloutCheckout,
+    RolloutQueueCursor,
+)
+from rollouts.scope import scope_cursor_key_prefix
 from rollouts.selectors import (
-    labels_per_rollout,
+    ClaimScope,
+    claim_scope,
     queue_cursor_candidate,
-    queue_cursor_floor,
+    queue_cursor_read,
     reference_prm_version_default,
     rollout_claim_candidates,
     rollout_claim_candidates_overlap,
@@ -177,6 +187,10 @@ def checkout_claim(
     refuses rows leased meanwhile and rollouts labelled meanwhile. SQLite: the transaction holds the write lock from
     its start (``BEGIN IMMEDIATE``), so the select and the upsert are one atomic step.
 
+    A version with a labelling scheme hands out only the rollouts in the scheme's scope (``rollouts.scope``: its
+    forests, models and outcome, never its gold items), read once per claim; and the rollouts ``claimed_by`` skipped
+    in it (``LabelSkip``) come to them only when nothing else is claimable for them, the oldest skip first.
+
     With ``encode``, the answer is rendered inside the transaction (``ClaimResult.body``): if rendering fails, no
     lease is written; with ``max_bytes`` the answer stops before it would exceed that size (it always holds at least
     one rollout) and the leases of the rollouts left out are given back in the same transaction.
@@ -186,20 +200,20 @@ def checkout_claim(
     """
     if active_learning and reference_prm_version is None:
         reference_prm_version = reference_prm_version_default(prm_version=prm_version)
-    labels_wanted = labels_per_rollout(prm_version=prm_version)
-    if labels_wanted > 1:
+    scope = claim_scope(prm_version=prm_version)
+    skipped = scope.skipped_by(claimed_by)
+    if scope.labels_wanted > 1:
         return _checkout_claim_overlap(
-            prm_version=prm_version,
+            scope=scope,
             claimed_by=claimed_by,
             now=now,
             limit=limit,
-            labels_wanted=labels_wanted,
             active_learning=active_learning,
             reference_prm_version=reference_prm_version,
             encode=encode,
             max_bytes=max_bytes,
         )
-    floor = queue_cursor_advance(prm_version=prm_version, now=now)
+    floor = queue_cursor_advance(prm_version=prm_version, now=now, scope=scope)
 
     def candidates():
         return rollout_claim_candidates(
@@ -208,6 +222,7 @@ def checkout_claim(
             above_id=floor,
             active_learning=active_learning,
             reference_prm_version=reference_prm_version,
+            scope=scope.condition,
         )
 
     # A plain read first: when there is nothing to hand out (a long-poll's usual case), take no lock at all.
@@ -216,21 +231,52 @@ def checkout_claim(
 
     claimed: list[int] = []
     with transaction.atomic():
-        for _ in range(_CLAIM_ROUNDS):
-            wanted = limit - len(claimed)
-            queryset = candidates().exclude(pk__in=claimed)
-            if connection.features.has_select_for_update_skip_locked:
-                queryset = queryset.select_for_update(skip_locked=True, no_key=True, of=("self",))
-            ids = list(queryset.values_list("id", flat=True)[:wanted])
-            if not ids:
-                break
-            leased = lease_upsert(rollout_ids=ids, prm_version=prm_version, claimed_by=claimed_by, now=now)
-            claimed += [i for i in ids if i in leased]
-            if len(claimed) >= limit or len(leased) == len(ids):
+        for queryset in _skipped_last(candidates, skipped):
+            _lease_rounds(queryset, claimed, limit=limit, prm_version=prm_version, claimed_by=claimed_by, now=now)
+            if len(claimed) >= limit:
                 break
         return _claim_answer(
             claimed, prm_version=prm_version, claimed_by=claimed_by, encode=encode, max_bytes=max_bytes
         )
+
+
+def _skipped_last(
+    candidates: Callable[[], QuerySet[Rollout]], skipped: QuerySet[LabelSkip] | None
+) -> Iterator[QuerySet[Rollout]]:
+    """The candidates in two parts: those the claimer did not skip, then those they skipped, the oldest skip first.
+    Each part is bounded by the caller's LIMIT; the second is ordered among the claimer's skips only."""
+    if skipped is None:
+        yield candidates()
+        return
+    yield candidates().exclude(pk__in=skipped.values("rollout_id"))
+    skipped_at = skipped.filter(rollout_id=OuterRef("pk")).values("skipped_at")[:1]
+    yield (
+        candidates()
+        .filter(pk__in=skipped.values("rollout_id"))
+        .annotate(skipped_at=Subquery(skipped_at))
+        .order_by("skipped_at", "id")
+    )
+
+
+def _lease_rounds(
+    queryset: QuerySet[Rollout], claimed: list[int], *, limit: int, prm_version: str, claimed_by: str, now: datetime
+) -> None:
+    """Lease rollouts of ``queryset`` (in its order) until ``claimed`` holds ``limit`` or none is left; appends the
+    ids leased to ``claimed``. Inside the claim's transaction."""
+    for _ in range(_CLAIM_ROUNDS):
+        wanted = limit - len(claimed)
+        if wanted <= 0:
+            return
+        selected = queryset.exclude(pk__in=claimed)
+        if connection.features.has_select_for_update_skip_locked:
+            selected = selected.select_for_update(skip_locked=True, no_key=True, of=("self",))
+        ids = list(selected.values_list("id", flat=True)[:wanted])
+        if not ids:
+            return
+        leased = lease_upsert(rollout_ids=ids, prm_version=prm_version, claimed_by=claimed_by, now=now)
+        claimed += [i for i in ids if i in leased]
+        if len(leased) == len(ids):
+            return
 
 
 def _claim_answer(
@@ -256,36 +302,46 @@ def _claim_answer(
 
 def _checkout_claim_overlap(
     *,
-    prm_version: str,
+    scope: ClaimScope,
     claimed_by: str,
     now: datetime,
     limit: int,
-    labels_wanted: int,
     active_learning: bool,
     reference_prm_version: str | None,
     encode: Callable[[Rollout], bytes] | None,
     max_bytes: int | None,
 ) -> ClaimResult:
-    """``checkout_claim`` for a scheme asking for K = ``labels_wanted`` labellers per rollout: rollouts with fewer
-    than K labels and live leases, none of them the claimer's, each leased in a free slot.
+    """``checkout_claim`` for a scheme asking for K = ``scope.labels_wanted`` labellers per rollout: rollouts in its
+    scope with fewer than K labels and live leases, none of them the claimer's, each leased in a free slot; the
+    claimer's skipped rollouts last.
 
     Claims of the scheme are serialised by a lock on its row (SQLite: by the write lock), and the candidates are
     locked like any claim's, so labels of them wait: the counts read here hold until the leases are written. The
     queue cursor is not used: a rollout stays open until its K-th label.
     """
+    prm_version = scope.prm_version
+    labels_wanted = scope.labels_wanted
     with transaction.atomic():
         LabellingScheme.objects.select_for_update().filter(prm_version=prm_version).first()
-        queryset = rollout_claim_candidates_overlap(
-            prm_version=prm_version,
-            now=now,
-            labels_wanted=labels_wanted,
-            claimed_by=claimed_by,
-            active_learning=active_learning,
-            reference_prm_version=reference_prm_version,
-        )
-        if connection.features.has_select_for_update_skip_locked:
-            queryset = queryset.select_for_update(skip_locked=True, no_key=True, of=("self",))
-        ids = list(queryset.values_list("id", flat=True)[:limit])
+
+        def candidates() -> QuerySet[Rollout]:
+            return rollout_claim_candidates_overlap(
+                prm_version=prm_version,
+                now=now,
+                labels_wanted=labels_wanted,
+                claimed_by=claimed_by,
+                active_learning=active_learning,
+                reference_prm_version=reference_prm_version,
+                scope=scope.condition,
+            )
+
+        ids: list[int] = []
+        for queryset in _skipped_last(candidates, scope.skipped_by(claimed_by)):
+            if connection.features.has_select_for_update_skip_locked:
+                queryset = queryset.select_for_update(skip_locked=True, no_key=True, of=("self",))
+            ids += queryset.values_list("id", flat=True)[: limit - len(ids)]
+            if len(ids) >= limit:
+                break
         taken: dict[int, set[int]] = {}
         for rollout_id, slot in RolloutCheckout.objects.filter(
             prm_version=prm_version, rollout_id__in=ids, expires_at__gt=now
@@ -330,36 +386,47 @@ def checkout_renew(*, prm_version: str, rollout_id: int, claimed_by: str, now: d
     return expires_at if renewed else None
 
 
-def queue_cursor_advance(*, prm_version: str, now: datetime) -> int:
+def queue_cursor_advance(*, prm_version: str, now: datetime, scope: ClaimScope | None = None) -> int:
     """Move the queue cursor of ``prm_version`` past the rollouts labelled since it last moved; return where it is.
+
+    Under a scheme's scope (``scope``, default: the version's, read here) the cursor also passes rollouts out of the
+    scope, which will never be labelled for it, and it is that scope's own cursor (``ClaimScope.cursor_key``): a
+    scope changed since never trusts it. It never passes an unlabelled rollout in scope.
 
     Only forward (concurrent advances keep the largest), and never past a rollout created less than
     ``QUEUE_CURSOR_SETTLE`` before ``now``. Autocommit statements, outside any claim transaction.
     """
-    floor = queue_cursor_floor(prm_version=prm_version)
-    target = queue_cursor_candidate(prm_version=prm_version, floor=floor, settled_before=now - QUEUE_CURSOR_SETTLE)
+    if scope is None:
+        scope = claim_scope(prm_version=prm_version)
+    key = scope.cursor_key or prm_version
+    floor, exists = queue_cursor_read(prm_version=prm_version, cursor_key=key)
+    target = queue_cursor_candidate(
+        prm_version=prm_version, floor=floor, settled_before=now - QUEUE_CURSOR_SETTLE, scope=scope.condition
+    )
     if target is None or target <= floor:
         return floor
-    updated = RolloutQueueCursor.objects.filter(prm_version=prm_version, labelled_below__lt=target).update(
+    updated = RolloutQueueCursor.objects.filter(prm_version=key, labelled_below__lt=target).update(
         labelled_below=target, updated_at=now
     )
-    if not updated and floor == 0:
+    if not updated and not exists:
         try:
             with transaction.atomic():
-                RolloutQueueCursor.objects.create(prm_version=prm_version, labelled_below=target)
+                RolloutQueueCursor.objects.create(prm_version=key, labelled_below=target)
         except IntegrityError:  # a concurrent claim created it: move it forward instead
-            RolloutQueueCursor.objects.filter(prm_version=prm_version, labelled_below__lt=target).update(
+            RolloutQueueCursor.objects.filter(prm_version=key, labelled_below__lt=target).update(
                 labelled_below=target, updated_at=now
             )
     return target
 
 
 def queue_cursor_rewind(*, prm_version: str, rollout_id: int) -> None:
-    """Put the cursor of ``prm_version`` back to ``rollout_id`` at most: call it when a label of that rollout is
-    deleted, so the rollout is handed out again."""
-    RolloutQueueCursor.objects.filter(prm_version=prm_version, labelled_below__gt=rollout_id).update(
-        labelled_below=rollout_id
-    )
+    """Put every cursor of ``prm_version`` (its own and its scheme's, for every scope) back to ``rollout_id`` at
+    most: call it when a label of that rollout is deleted, or when it stops being a gold item of the version's scheme,
+    so the rollout is handed out again."""
+    RolloutQueueCursor.objects.filter(
+        Q(prm_version=prm_version) | Q(prm_version__startswith=scope_cursor_key_prefix(prm_version)),
+        labelled_below__gt=rollout_id,
+    ).update(labelled_below=rollout_id)
 
 
 def checkout_claim_wait(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import (
@@ -24,7 +25,15 @@ from django.db.models.functions import Abs, Coalesce
 from adapters.models import PRMAdapter
 from prmsite.core.errors import NotFoundError
 from prmsite.queries import correct_rollout_q
-from rollouts.models import LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout, RolloutQueueCursor
+from rollouts.models import (
+    LabellingScheme,
+    LabelSkip,
+    ProcessRewardLabel,
+    Rollout,
+    RolloutCheckout,
+    RolloutQueueCursor,
+)
+from rollouts.scope import scope_cursor_key, scope_q
 
 LABELS_NOT_FOUND = "No process reward label with id {ids}."
 ROLLOUTS_NOT_FOUND = "No rollout with id {ids}."
@@ -38,8 +47,52 @@ RANK_UNSCORED = 1
 RANK_AGREES = 2
 
 
-def rollout_claimable(*, prm_version: str, now: datetime, above_id: int = 0) -> QuerySet[Rollout]:
-    """Rollouts with no label for ``prm_version`` and no live checkout for it at ``now``, from id ``above_id`` on.
+@dataclass(frozen=True)
+class ClaimScope:
+    """What a claim for ``prm_version`` reads of its labelling scheme, looked up once per claim."""
+
+    prm_version: str
+    scheme_id: int | None = None  # None: the version has no scheme
+    labels_wanted: int = 1  # K
+    condition: Q | None = None  # the scheme's scope (``rollouts.scope``); None: every rollout
+    cursor_key: str = ""  # the queue cursor row its claims move (``rollouts.scope.scope_cursor_key``)
+
+    def skipped_by(self, claimed_by: str) -> QuerySet[LabelSkip] | None:
+        """The rollouts ``claimed_by`` skipped in the scheme (``LabelSkip``): they come to them last."""
+        if self.scheme_id is None or not claimed_by:
+            return None
+        return LabelSkip.objects.filter(prm_version=self.prm_version, user__username=claimed_by)
+
+
+def claim_scope(*, prm_version: str) -> ClaimScope:
+    """The scheme of ``prm_version`` as a claim needs it: K, the scope and the cursor's key. One query (the scheme
+    joined with its forests); a version without a scheme hands out every rollout, once, as before schemes existed."""
+    rows = list(
+        LabellingScheme.objects.filter(prm_version=prm_version).values_list(
+            "pk", "labels_per_rollout", "scope_models", "scope_outcome", "forests__id"
+        )
+    )
+    if not rows:
+        return ClaimScope(prm_version=prm_version, cursor_key=prm_version)
+    scheme_id, labels_wanted, models, outcome, _ = rows[0]
+    forest_ids = sorted({row[4] for row in rows if row[4] is not None})
+    models = [str(model) for model in models] if isinstance(models, list) else []
+    return ClaimScope(
+        prm_version=prm_version,
+        scheme_id=scheme_id,
+        labels_wanted=labels_wanted or 1,
+        condition=scope_q(scheme_id=scheme_id, forest_ids=forest_ids, models=models, outcome=outcome),
+        cursor_key=scope_cursor_key(
+            prm_version=prm_version, scheme_id=scheme_id, forest_ids=forest_ids, models=models, outcome=outcome
+        ),
+    )
+
+
+def rollout_claimable(
+    *, prm_version: str, now: datetime, above_id: int = 0, scope: Q | None = None
+) -> QuerySet[Rollout]:
+    """Rollouts with no label for ``prm_version`` and no live checkout for it at ``now``, from id ``above_id`` on,
+    in ``scope`` (a ``ClaimScope.condition``) when given.
 
     The exclusions are ``NOT IN`` subqueries restricted to ids from ``above_id`` on: each is evaluated once per query
     (PostgreSQL hashes it, SQLite builds a temporary index), whatever the table statistics say, instead of a join
@@ -47,11 +100,10 @@ def rollout_claimable(*, prm_version: str, now: datetime, above_id: int = 0) -> 
     """
     labelled = ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout_id__gte=above_id)
     leased = RolloutCheckout.objects.filter(prm_version=prm_version, expires_at__gt=now, rollout_id__gte=above_id)
-    return (
-        Rollout.objects.filter(pk__gte=above_id)
-        .exclude(pk__in=labelled.values("rollout_id"))
-        .exclude(pk__in=leased.values("rollout_id"))
-    )
+    queryset = Rollout.objects.filter(pk__gte=above_id)
+    if scope:
+        queryset = queryset.filter(scope)
+    return queryset.exclude(pk__in=labelled.values("rollout_id")).exclude(pk__in=leased.values("rollout_id"))
 
 
 def rollout_claim_candidates(
@@ -61,9 +113,11 @@ def rollout_claim_candidates(
     above_id: int = 0,
     active_learning: bool = False,
     reference_prm_version: str | None = None,
+    scope: Q | None = None,
 ) -> QuerySet[Rollout]:
-    """The rollouts a claim for ``prm_version`` at ``now`` would hand out, in the order it would hand them out."""
-    queryset = rollout_claimable(prm_version=prm_version, now=now, above_id=above_id)
+    """The rollouts a claim for ``prm_version`` at ``now`` would hand out (in ``scope`` when given), in the order it
+    would hand them out."""
+    queryset = rollout_claimable(prm_version=prm_version, now=now, above_id=above_id, scope=scope)
     if active_learning:
         return rollout_active_learning_order(queryset=queryset, reference_prm_version=reference_prm_version)
     return queryset.order_by("id")
@@ -89,15 +143,17 @@ def rollout_claim_candidates_overlap(
     claimed_by: str,
     active_learning: bool = False,
     reference_prm_version: str | None = None,
+    scope: Q | None = None,
 ) -> QuerySet[Rollout]:
     """What a claim by ``claimed_by`` for a version asking for K = ``labels_wanted`` labellers may hand out: rollouts
-    with fewer than K labels and live leases together, none of them ``claimed_by``'s. Rollouts others have started
-    come first (complete sets of K labels make agreement measurable early), oldest first; with active learning, its
-    order first."""
+    (in ``scope`` when given) with fewer than K labels and live leases together, none of them ``claimed_by``'s.
+    Rollouts others have started come first (complete sets of K labels make agreement measurable early), oldest
+    first; with active learning, its order first."""
     labels = ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout=OuterRef("pk"))
     leases = RolloutCheckout.objects.filter(prm_version=prm_version, rollout=OuterRef("pk"), expires_at__gt=now)
     queryset = (
-        Rollout.objects.annotate(taken=_count_of(labels) + _count_of(leases))
+        (Rollout.objects.filter(scope) if scope else Rollout.objects.all())
+        .annotate(taken=_count_of(labels) + _count_of(leases))
         .filter(taken__lt=labels_wanted)
         .exclude(Exists(labels.filter(labelled_by=claimed_by)))
         .exclude(Exists(leases.filter(claimed_by=claimed_by)))
@@ -116,26 +172,30 @@ def rollout_claim_preview(
     active_learning: bool = False,
     reference_prm_version: str | None = None,
 ) -> list[Rollout]:
-    """What a claim would hand out now, without leasing anything (the browsable API shows this to a browser)."""
+    """What a claim would hand out now, without leasing anything (the browsable API shows this to a browser): in the
+    scheme's scope, in the claim's order (a claimer's skipped rollouts, which come to them last, are not told
+    apart)."""
     if active_learning and reference_prm_version is None:
         reference_prm_version = reference_prm_version_default(prm_version=prm_version)
-    labels_wanted = labels_per_rollout(prm_version=prm_version)
-    if labels_wanted > 1:
+    scope = claim_scope(prm_version=prm_version)
+    if scope.labels_wanted > 1:
         queryset = rollout_claim_candidates_overlap(
             prm_version=prm_version,
             now=now,
-            labels_wanted=labels_wanted,
+            labels_wanted=scope.labels_wanted,
             claimed_by="",
             active_learning=active_learning,
             reference_prm_version=reference_prm_version,
+            scope=scope.condition,
         )
     else:
         queryset = rollout_claim_candidates(
             prm_version=prm_version,
             now=now,
-            above_id=queue_cursor_floor(prm_version=prm_version),
+            above_id=queue_cursor_floor(prm_version=prm_version, cursor_key=scope.cursor_key),
             active_learning=active_learning,
             reference_prm_version=reference_prm_version,
+            scope=scope.condition,
         )
     return list(queryset.select_related("forest", "node")[:limit])
 
@@ -149,21 +209,37 @@ def rollouts_get_many(*, ids: Sequence[int]) -> list[Rollout]:
     return [found[i] for i in ids]
 
 
-def queue_cursor_floor(*, prm_version: str) -> int:
-    """The id below which every rollout is labelled for ``prm_version`` (0 when nothing is known)."""
-    return (
-        RolloutQueueCursor.objects.filter(prm_version=prm_version).values_list("labelled_below", flat=True).first() or 0
+def queue_cursor_read(*, prm_version: str, cursor_key: str | None = None) -> tuple[int, bool]:
+    """Where claims of ``prm_version`` may start (every rollout below is labelled for it, or out of the scope of
+    ``cursor_key``), and whether the row ``cursor_key`` exists. The version's own row (its claims without a scheme:
+    every rollout below is labelled) holds for any scope, so the larger of the two is taken. One query."""
+    key = cursor_key or prm_version
+    rows = dict(
+        RolloutQueueCursor.objects.filter(prm_version__in={key, prm_version}).values_list(
+            "prm_version", "labelled_below"
+        )
     )
+    return max(rows.values(), default=0), key in rows
 
 
-def queue_cursor_candidate(*, prm_version: str, floor: int, settled_before: datetime) -> int | None:
+def queue_cursor_floor(*, prm_version: str, cursor_key: str | None = None) -> int:
+    """The id below which every rollout is labelled for ``prm_version`` or out of the scope of ``cursor_key`` (a
+    ``ClaimScope.cursor_key``; default: the version's own cursor); 0 when nothing is known."""
+    return queue_cursor_read(prm_version=prm_version, cursor_key=cursor_key)[0]
+
+
+def queue_cursor_candidate(
+    *, prm_version: str, floor: int, settled_before: datetime, scope: Q | None = None
+) -> int | None:
     """How far the cursor of ``prm_version`` may move from ``floor``: the id of the first rollout from ``floor`` on
-    that is unlabelled or created at or after ``settled_before``; ``None`` when there is none (then one past the last
-    rollout, if any). Walks only the rollouts labelled since the cursor last moved."""
+    that is unlabelled and in ``scope`` (when given), or created at or after ``settled_before``; ``None`` when there
+    is none (then one past the last rollout, if any). Walks only the rollouts labelled (or out of scope) since the
+    cursor last moved."""
     labelled = ProcessRewardLabel.objects.filter(rollout=OuterRef("pk"), prm_version=prm_version)
+    is_open = (scope & ~Q(Exists(labelled))) if scope else ~Q(Exists(labelled))
     first_open = (
         Rollout.objects.filter(pk__gte=floor)
-        .filter(~Exists(labelled) | Q(created_at__gte=settled_before))
+        .filter(is_open | Q(created_at__gte=settled_before))
         .order_by("pk")
         .values_list("pk", flat=True)
         .first()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count
+from django.db.models import Count, Subquery
 
 from prmsite.core.errors import NotFoundError
 from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.scope import scheme_rollouts, scheme_scope_q, scheme_scope_words
 
 SCHEME_NOT_FOUND = "No labelling scheme {prm_version!r}."
 
@@ -18,7 +19,8 @@ class SchemeRow:
     """One scheme on the scheme picker, with the person's own counts and the scheme's progress."""
 
     scheme: LabellingScheme
-    rollouts: int  # in the queue
+    scope: str  # the scope in words (``rollouts.scope.scheme_scope_words``)
+    rollouts: int  # in the queue: in the scheme's scope
     complete: int  # rollouts with all the labels the scheme asks for
     your_labels: int
     your_leases: int
@@ -46,10 +48,26 @@ def scheme_get(*, prm_version: str) -> LabellingScheme:
     return scheme
 
 
+def scheme_rollout_count(*, scheme: LabellingScheme) -> int:
+    """Rollouts in the scheme's scope: what its queue hands out, labelled or not."""
+    return scheme_rollouts(scheme).count()
+
+
+def scheme_rollout_counts(*, schemes: list[LabellingScheme]) -> dict[int, int]:
+    """Rollouts in each scheme's scope, by scheme id: one query for all of them (a conditional count per scheme)."""
+    if not schemes:
+        return {}
+    counts = Rollout.objects.aggregate(
+        **{f"s{scheme.pk}": Count("pk", filter=scheme_scope_q(scheme)) for scheme in schemes}
+    )
+    return {int(name[1:]): n for name, n in counts.items()}
+
+
 def scheme_complete_count(*, scheme: LabellingScheme) -> int:
-    """Rollouts with at least the scheme's K labels."""
+    """Rollouts in the scheme's scope with at least its K labels."""
     return (
         ProcessRewardLabel.objects.filter(prm_version=scheme.prm_version)
+        .filter(rollout_id__in=Subquery(scheme_rollouts(scheme).order_by().values("pk")))
         .order_by()
         .values("rollout")
         .annotate(n=Count("id"))
@@ -59,9 +77,14 @@ def scheme_complete_count(*, scheme: LabellingScheme) -> int:
 
 
 def schemes_for_user(*, user, now: datetime, include_closed: bool = False) -> list[SchemeRow]:
-    """The schemes a person sees on the picker (open ones; all of them with ``include_closed``), newest first."""
+    """The schemes a person sees on the picker (open ones; all of them with ``include_closed``), newest first, with
+    the rollouts in each one's scope. A fixed number of queries, and one per scheme (its complete rollouts)."""
     username = user.get_username()
-    schemes = list(LabellingScheme.objects.all() if include_closed else LabellingScheme.objects.filter(is_open=True))
+    schemes = list(
+        (
+            LabellingScheme.objects.all() if include_closed else LabellingScheme.objects.filter(is_open=True)
+        ).prefetch_related("forests")
+    )
     versions = [scheme.prm_version for scheme in schemes]
     labels = dict(
         ProcessRewardLabel.objects.filter(prm_version__in=versions, labelled_by=username)
@@ -81,11 +104,12 @@ def schemes_for_user(*, user, now: datetime, include_closed: bool = False) -> li
         .values_list("prm_version")
         .annotate(n=Count("id"))
     )
-    rollouts = Rollout.objects.count() if schemes else 0
+    rollouts = scheme_rollout_counts(schemes=schemes)
     return [
         SchemeRow(
             scheme=scheme,
-            rollouts=rollouts,
+            scope=scheme_scope_words(scheme),
+            rollouts=rollouts[scheme.pk],
             complete=scheme_complete_count(scheme=scheme),
             your_labels=labels.get(scheme.prm_version, 0),
             your_leases=leases.get(scheme.prm_version, 0),

@@ -82,7 +82,8 @@ def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
             for label in selectors.labels_of(username=username, prm_version=scheme.prm_version)
         ],
         "complete": selectors.scheme_complete_count(scheme=scheme),
-        "rollouts": Rollout.objects.count(),
+        "rollouts": selectors.scheme_rollout_count(scheme=scheme),
+        "scope": selectors.scheme_scope_words(scheme),
     }
     return render(request, "rollouts/labelling/scheme_detail.html", context)
 
