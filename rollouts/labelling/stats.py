@@ -27,7 +27,8 @@ from rollouts.labelling.agreement import (
 )
 from rollouts.labelling.consensus import label_verdicts, value_verdicts
 from rollouts.labelling.step_values import rollout_mc_values
-from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, RolloutCheckout
+from rollouts.scope import scheme_rollouts
 
 # Rollouts read in one query (by id).
 ROLLOUTS_PER_QUERY = 500
@@ -92,7 +93,7 @@ def label_rows(*, prm_version: str, on_rollouts_of: str | None = None) -> Iterat
 
 @dataclass(frozen=True)
 class SchemeProgress:
-    rollouts: int  # in the queue: every rollout
+    rollouts: int  # in the queue: in the scheme's scope
     labels_per_rollout: int  # K
     complete: int  # rollouts with K labels
     partial: int  # rollouts with 1 … K-1 labels
@@ -114,6 +115,7 @@ def scheme_progress(*, scheme: LabellingScheme, now: datetime) -> SchemeProgress
     k = scheme.labels_per_rollout
     per_rollout = (
         ProcessRewardLabel.objects.filter(prm_version=scheme.prm_version)
+        .filter(rollout_id__in=Subquery(scheme_rollouts(scheme).order_by().values("pk")))  # in scope only
         .order_by()
         .values_list("rollout")
         .annotate(n=Count("id"))
@@ -128,7 +130,7 @@ def scheme_progress(*, scheme: LabellingScheme, now: datetime) -> SchemeProgress
             partial += 1
     live = RolloutCheckout.objects.filter(prm_version=scheme.prm_version, expires_at__gt=now)
     return SchemeProgress(
-        rollouts=Rollout.objects.count(),
+        rollouts=scheme_rollouts(scheme).count(),
         labels_per_rollout=k,
         complete=complete,
         partial=partial,

@@ -234,3 +234,12 @@ def test_bulk_deleting_labels_in_the_admin_rewinds_the_cursor(staff_client):
     assert response.status_code == 302
     claimed = checkout_claim(prm_version="v1", claimed_by="t", now=timezone.now(), limit=5)
     assert claimed.ids == [rollouts[0].pk, rollouts[2].pk]
+
+
+def test_a_claim_for_a_version_without_a_scheme_reads_no_scope_gold_or_skips():
+    ids = [make_rollout().pk for _ in range(3)]
+    with CaptureQueriesContext(connection) as queries:
+        assert claim(timezone.now(), prm_version="api-prm", limit=10) == ids
+    sql = " ".join(query["sql"] for query in queries.captured_queries)
+    assert "golditem" not in sql.lower() and "labelskip" not in sql.lower()
+    assert RolloutQueueCursor.objects.filter(prm_version="api-prm").count() <= 1

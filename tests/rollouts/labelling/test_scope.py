@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from adapters.models import PRMAdapter
 from rollouts.labelling.selectors import schemes_for_user
+from rollouts.labelling.stats import scheme_progress
 from rollouts.labels import label_create
 from rollouts.models import (
     OUTCOME_CORRECT,
@@ -391,3 +392,13 @@ def test_concurrent_people_and_workers_get_only_rollouts_in_scope_never_twice_an
     pairs = ProcessRewardLabel.objects.filter(prm_version=RACE).values_list("rollout_id", "labelled_by")
     assert len(set(pairs)) == len(pairs)
     assert gold.pk not in labels and not set(outside) & set(labels)
+
+
+def test_the_staff_progress_counts_only_rollouts_in_scope():
+    scheme = make_scheme(VERSION, scope_outcome=OUTCOME_CORRECT)
+    inside = [correct() for _ in range(3)]
+    outside = wrong()
+    make_label(inside[0], VERSION)
+    make_label(outside, VERSION)
+    progress = scheme_progress(scheme=scheme, now=timezone.now())
+    assert (progress.rollouts, progress.complete, progress.remaining, progress.labels) == (3, 1, 2, 1)
