@@ -442,6 +442,11 @@ class GoldSummary:
     skipped_by: dict[str, int]
     open_by: dict[str, int]
 
+    @property
+    def rows(self) -> list[tuple[GoldScore, int, int]]:
+        """Each labeller's figures with the gold items they skipped and hold unanswered."""
+        return [(s, self.skipped_by.get(s.labeller, 0), self.open_by.get(s.labeller, 0)) for s in self.scores]
+
 
 def _checks(scheme: LabellingScheme) -> Iterable[tuple[str, GoldCheck | None, bool]]:
     """Every gold answer of the scheme: (labeller, its check or None when not answered, whether skipped)."""

@@ -390,6 +390,11 @@ def test_gold_accuracy_figures_by_hand(checked):
     assert (bob.answers, bob.steps_agreeing, bob.steps, bob.first_errors_agreeing, bob.first_errors) == (2, 2, 4, 0, 1)
     assert (bob.step_accuracy, bob.first_error_accuracy) == (0.5, 0.0)
     assert (cat.answers, cat.step_accuracy) == (0, None)
+    assert [(score.labeller, skipped, held) for score, skipped, held in summary.rows] == [
+        ("ann", 0, 0),
+        ("bob", 0, 0),
+        ("cat", 0, 1),
+    ]
 
 
 def test_the_staff_page_shows_gold_accuracy(staff_client, checked):
