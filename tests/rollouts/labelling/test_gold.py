@@ -16,7 +16,15 @@ from django.utils import timezone
 
 from rollouts.labelling import gold, rules
 from rollouts.labelling.exports import GOLD_ACCURACY_RANGE, ConsensusOptions, consensus_records
-from rollouts.labelling.services import LabelInput, NotHandedOut, label_skip, label_submit, labelling_next
+from rollouts.labelling.services import (
+    LabelInput,
+    NotHandedOut,
+    draft_save,
+    label_skip,
+    label_submit,
+    labelling_next,
+)
+from rollouts.labelling.stats import scheme_progress
 from rollouts.labelling.views import LABEL_STORED
 from rollouts.labels import label_create
 from rollouts.models import (
@@ -514,3 +522,46 @@ def test_import_gold_all_or_nothing(tmp_path, capsys):
     assert items[rollouts[0].pk].prm_output == [1, 1, 0]
     assert items[rollouts[1].pk].prm_output == [1, 2, 1]
     assert {item.source for item in items.values()} == {GOLD_FROM_IMPORT}
+
+
+def test_gold_leases_take_their_own_slots_stay_out_of_the_progress_and_drafts_work():
+    scheme = make_scheme(gold_rate=0.5)
+    ann, bob = make_labeller("ann"), make_labeller("bob")
+    normal = [make_rollout(reasoning=STEPS) for _ in range(2)]
+    (item,) = gold_rollouts(scheme, 1)
+    now = timezone.now()
+    for person, rollout in ((ann, normal[0]), (bob, normal[1])):
+        labelling_next(scheme=scheme, username=person.username, now=now)
+        label_submit(user=person, scheme=scheme, rollout=rollout, data=work(1, 1, 1), visit_started=None, now=now)
+    assert labelling_next(scheme=scheme, username="ann", now=now) == item.rollout_id
+    assert labelling_next(scheme=scheme, username="bob", now=now) == item.rollout_id
+    leases = RolloutCheckout.objects.filter(rollout=item.rollout).order_by("slot")
+    assert [(lease.claimed_by, lease.slot) for lease in leases] == [("ann", 0), ("bob", 1)]
+    progress = scheme_progress(scheme=scheme, now=now)
+    assert (progress.in_progress, progress.leases) == (0, 0)
+    # The page's draft saves work on a gold item (and renew its lease) until it is answered; none is kept after.
+    saved = draft_save(
+        user=ann, scheme=scheme, rollout=item.rollout, data=work(1, None, None), visit_started=now, now=now
+    )
+    assert saved.draft is not None and saved.lease_expires_at is not None
+    label_submit(user=ann, scheme=scheme, rollout=item.rollout, data=work(1, 1, 1), visit_started=now, now=now)
+    assert not LabelDraft.objects.filter(user=ann).exists()
+    after = draft_save(user=ann, scheme=scheme, rollout=item.rollout, data=work(1, 1, 1), visit_started=now, now=now)
+    assert after.draft is None and not LabelDraft.objects.filter(user=ann).exists()
+    assert [lease.claimed_by for lease in RolloutCheckout.objects.filter(rollout=item.rollout)] == ["bob"]
+
+
+def test_a_person_who_labelled_a_rollout_before_it_was_gold_never_gets_it_as_gold():
+    scheme = make_scheme(gold_rate=0.5)
+    zed = make_labeller("zed")
+    normal = [make_rollout(reasoning=STEPS) for _ in range(3)]
+    gold_rollouts(scheme, 1)  # zed labelled it before it was marked
+    now = timezone.now()
+    handed = []
+    for _ in range(3):
+        rollout_id = labelling_next(scheme=scheme, username="zed", now=now)
+        handed.append(rollout_id)
+        rollout = next(r for r in normal if r.pk == rollout_id)
+        label_submit(user=zed, scheme=scheme, rollout=rollout, data=work(1, 1, 1), visit_started=None, now=now)
+    assert handed == [r.pk for r in normal]
+    assert not GoldAnswer.objects.exists()
