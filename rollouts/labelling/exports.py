@@ -3,7 +3,9 @@
 Sources: the scheme's own labels (always; a rollout needs ``min_labels`` of them, by default the scheme's K, and every
 label is a voter), optionally the forest's Monte-Carlo values (hard estimation) and the labels of other versions (an
 AI judge's scheme, a PRM; each of their labels a voter). The rule (``consensus.RULES``) decides what is kept. A
-rollout any of the scheme's labellers flagged as a bad problem is left out.
+rollout any of the scheme's labellers flagged as a bad problem is left out. With ``gold_min_accuracy``, the labels of
+labellers whose gold step accuracy is below it (over ``gold_min_answers`` gold answers or more) are left out first, as
+if never given (``gold``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
+from rollouts.labelling.gold import GOLD_MIN_ANSWERS_DEFAULT, labellers_below_gold
 from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows
 from rollouts.labelling.step_values import rollout_mc_values
 from rollouts.labelling.stepwise import stepwise_write
 from rollouts.models import LabellingScheme, Rollout
 
 MC_SOURCE_NAME = "mc"  # how the Monte-Carlo values are named in a record's sources
+GOLD_ACCURACY_RANGE = "gold_min_accuracy is a share from 0 to 1"
+GOLD_ANSWERS_RANGE = "gold_min_answers must be at least 1"
 
 TOO_FEW_LABELS = "too_few_labels"
 BAD_PROBLEM = "bad_problem"
@@ -41,12 +46,19 @@ class ConsensusOptions:
     versions: tuple[str, ...] = ()  # other versions whose labels are sources
     rule: str = RULE_STEPS
     min_labels: int | None = None  # labels of the scheme a rollout needs (default: the scheme's K)
+    # Gold checks: leave out the labels of labellers whose gold step accuracy is below this (None: keep everyone) ...
+    gold_min_accuracy: float | None = None
+    gold_min_answers: int = GOLD_MIN_ANSWERS_DEFAULT  # ... over at least this many gold answers
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {self.rule!r}")
         if self.min_labels is not None and self.min_labels < 1:
             raise ValueError("min_labels must be at least 1")
+        if self.gold_min_accuracy is not None and not 0.0 <= self.gold_min_accuracy <= 1.0:
+            raise ValueError(GOLD_ACCURACY_RANGE)
+        if self.gold_min_answers < 1:
+            raise ValueError(GOLD_ANSWERS_RANGE)
 
     def sources(self, scheme: LabellingScheme) -> list[str]:
         return [scheme.prm_version, *([MC_SOURCE_NAME] if self.mc else []), *self.versions]
@@ -58,6 +70,8 @@ class ConsensusTally:
     records: int = 0
     steps: int = 0  # steps kept, over all records
     skipped: Counter = field(default_factory=Counter)
+    labellers_left_out: list[str] = field(default_factory=list)  # below the gold accuracy asked for
+    labels_left_out: int = 0  # their labels
 
     def skipped_described(self) -> list[tuple[str, str, int]]:
         return [(key, SKIP_REASONS.get(key, key), n) for key, n in sorted(self.skipped.items())]
@@ -70,7 +84,15 @@ def consensus_records(
     tally = ConsensusTally()
     min_labels = options.min_labels or scheme.labels_per_rollout
     ours: dict[int, list[LabelRow]] = defaultdict(list)
+    if options.gold_min_accuracy is not None:
+        tally.labellers_left_out = labellers_below_gold(
+            scheme=scheme, min_accuracy=options.gold_min_accuracy, min_answers=options.gold_min_answers
+        )
+    left_out = set(tally.labellers_left_out)
     for label in label_rows(prm_version=scheme.prm_version):
+        if label.labeller in left_out:
+            tally.labels_left_out += 1
+            continue
         ours[label.rollout_id].append(label)
     candidates: dict[int, list[LabelRow]] = {}
     for rollout_id in sorted(ours):

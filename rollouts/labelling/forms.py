@@ -6,6 +6,7 @@ from django import forms
 
 from rollouts.labelling import rules
 from rollouts.labelling.consensus import RULE_FIRST_ERROR, RULE_STEPS
+from rollouts.labelling.gold import GOLD_MIN_ANSWERS_DEFAULT
 from rollouts.labelling.services import NOTE_MAX_CHARS, LabelInput
 from rollouts.labelling.stepwise import FORMATS
 from rollouts.labelling.visits import VISIT_TOKEN_MAX_CHARS
@@ -105,6 +106,21 @@ class ConsensusExportForm(forms.Form):
         required=False, min_value=1, max_value=1000, help_text="Labels of this scheme a rollout needs (default: K)."
     )
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS if f != "hf_disk"], initial="jsonl", required=False)
+    # Gold checks (rollouts.labelling.gold): leave out the labels of labellers below a gold step accuracy.
+    gold_min_accuracy = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="leave out labellers whose gold step accuracy is below",
+        help_text="A share, 0 to 1 (empty: keep everyone).",
+    )
+    gold_min_answers = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=100000,
+        label="with at least this many gold answers",
+        help_text=f"Default {GOLD_MIN_ANSWERS_DEFAULT}; a labeller with fewer is kept.",
+    )
 
     def __init__(self, *args, versions: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -114,4 +130,16 @@ class ConsensusExportForm(forms.Form):
         data = super().clean()
         data["rule"] = data.get("rule") or RULE_STEPS
         data["format"] = data.get("format") or "jsonl"
+        data["gold_min_answers"] = data.get("gold_min_answers") or GOLD_MIN_ANSWERS_DEFAULT
         return data
+
+
+class GoldMarkForm(forms.Form):
+    """The gold page's "add a gold item": a rollout of the scheme and its expected ratings."""
+
+    rollout_id = forms.IntegerField(min_value=1, label="Rollout id")
+    ratings = forms.CharField(
+        max_length=20000,
+        label="Expected ratings",
+        help_text="One per step: -1, 0 or +1, separated by spaces (in stop-at-first-error mode up to the first -1).",
+    )

@@ -31,10 +31,10 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from prmsite.core.errors import ApplicationError, ConflictError
-from rollouts.labelling import rules
+from rollouts.labelling import gold, rules
 from rollouts.labelling.selectors import leases_held
 from rollouts.labels import label_create
-from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.models import GoldAnswer, LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.queue import checkout_claim, checkout_release, checkout_renew
 
 # The longest stretch of time on a page counted at once (seconds).
@@ -92,6 +92,9 @@ def _next_locked(*, scheme: LabellingScheme, username: str, now: datetime, exclu
     held = [i for i in leases_held(prm_version=scheme.prm_version, username=username, now=now) if i not in skipped]
     if held:
         return held[0]
+    gold_id = gold.gold_next(scheme=scheme, username=username, now=now, exclude=list(skipped))
+    if gold_id is not None:  # a gold item handed out before, or one due by the scheme's rate (rollouts.labelling.gold)
+        return gold_id
     if not scheme.is_open:
         raise ApplicationError(SCHEME_CLOSED.format(prm_version=scheme.prm_version), code="scheme_closed")
     result = checkout_claim(
@@ -139,6 +142,7 @@ def labelling_access_check(
         or ProcessRewardLabel.objects.filter(
             prm_version=prm_version, rollout_id=rollout_id, labelled_by=username
         ).exists()
+        or gold.gold_handed(user=user, prm_version=prm_version, rollout_id=rollout_id)
     )
     if not handed:
         raise NotHandedOut(NOT_HANDED_OUT.format(rollout_id=rollout_id, prm_version=prm_version))
@@ -170,7 +174,9 @@ def draft_save(
     ``NotHandedOut``, and nothing written, for a rollout not handed to them (``labelling_access_check``)."""
     username = user.get_username()
     prm_version = scheme.prm_version
-    if ProcessRewardLabel.objects.filter(prm_version=prm_version, rollout=rollout, labelled_by=username).exists():
+    if ProcessRewardLabel.objects.filter(
+        prm_version=prm_version, rollout=rollout, labelled_by=username
+    ).exists() or gold.gold_answered(user=user, prm_version=prm_version, rollout_id=rollout.pk):
         return DraftSaved(draft=None, lease_expires_at=None)
     labelling_access_check(
         user=user, prm_version=prm_version, rollout_id=rollout.pk, now=now, visit_started=visit_started
@@ -229,8 +235,9 @@ def label_submit(
     data: LabelInput,
     visit_started: datetime | None,
     now: datetime,
-) -> ProcessRewardLabel:
-    """Store the person's label of ``rollout`` for ``scheme`` and drop their draft; return the label.
+) -> ProcessRewardLabel | GoldAnswer:
+    """Store the person's label of ``rollout`` for ``scheme`` and drop their draft; return the label (a gold item
+    handed to them: their ``GoldAnswer``, never a label; ``rollouts.labelling.gold``).
 
     The ratings become a label by ``rules.label_from_ratings`` (``ApplicationError`` with code ``ratings_invalid``,
     saying what to fix, when they cannot). ``attributes`` record the mode, finish reason, bad-problem flag, rated
@@ -252,6 +259,7 @@ def label_submit(
     except rules.RatingsInvalid as exc:
         raise ApplicationError(str(exc), code=RATINGS_INVALID) from exc
     username = user.get_username()
+    gold_answer = gold.gold_answer_of(user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk)
     try:
         with transaction.atomic():
             draft = (
@@ -269,16 +277,21 @@ def label_submit(
                 "rated_steps": step_label.rated_steps,
                 "seconds_spent": round(seconds, 1),
             }
-            label, _created = label_create(
-                rollout_id=rollout.pk,
-                prm_version=scheme.prm_version,
-                prm_output=step_label.prm_output,
-                worker=username,
-                labelled_by=username,
-                explanations=step_label.explanations,
-                attributes=attributes,
-                now=now,
-            )
+            if gold_answer is not None:  # a gold item: the answer is checked against the gold, never a label
+                label = gold.gold_answer_store(
+                    answer=gold_answer, step_label=step_label, attributes=attributes, now=now
+                )
+            else:
+                label, _created = label_create(
+                    rollout_id=rollout.pk,
+                    prm_version=scheme.prm_version,
+                    prm_output=step_label.prm_output,
+                    worker=username,
+                    labelled_by=username,
+                    explanations=step_label.explanations,
+                    attributes=attributes,
+                    now=now,
+                )
             if draft is not None:
                 draft.delete()
     except ConflictError:
@@ -302,5 +315,6 @@ def label_skip(*, user, scheme: LabellingScheme, rollout_id: int, now: datetime)
         except ApplicationError:  # a closed scheme hands out nothing new; the skip still gives this one back
             next_id = None
         checkout_release(prm_version=scheme.prm_version, rollout_ids=[rollout_id], claimed_by=username)
+        gold.gold_skip(user=user, scheme=scheme, rollout_id=rollout_id, now=now)  # a gold item is closed, unanswered
         draft_discard(user=user, prm_version=scheme.prm_version, rollout_id=rollout_id)
     return next_id

@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from rollouts.labelling import stats
+from rollouts.labelling import gold, stats
 from rollouts.labelling.access import markdown_html, page_budget, scheme_or_404, staff_required
 from rollouts.labelling.exports import ConsensusOptions, consensus_records
 from rollouts.labelling.forms import ConsensusExportForm
@@ -45,6 +45,7 @@ def scheme_stats(request: HttpRequest, prm_version: str) -> HttpResponse:
         "chosen_versions": versions,
         "mc": mc,
         "comparisons": stats.scheme_comparisons(scheme=scheme, labels=labels, versions=versions, mc=mc),
+        "gold": gold.gold_summary(scheme=scheme),
         "export_form": ConsensusExportForm(
             versions=[c.prm_version for c in candidates],
             initial={"min_labels": scheme.labels_per_rollout, "mc": False},
@@ -87,6 +88,8 @@ def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
         versions=tuple(form.cleaned_data["versions"]),
         rule=form.cleaned_data["rule"],
         min_labels=form.cleaned_data["min_labels"],
+        gold_min_accuracy=form.cleaned_data["gold_min_accuracy"],
+        gold_min_answers=form.cleaned_data["gold_min_answers"],
     )
     records, tally = consensus_records(scheme=scheme, options=options)
     if request.GET.get("download") != "1" or not records:

@@ -27,7 +27,7 @@ from rollouts.labelling.agreement import (
 )
 from rollouts.labelling.consensus import label_verdicts, value_verdicts
 from rollouts.labelling.step_values import rollout_mc_values
-from rollouts.models import LabelDraft, LabellingScheme, ProcessRewardLabel, RolloutCheckout
+from rollouts.models import GoldItem, LabelDraft, LabellingScheme, ProcessRewardLabel, RolloutCheckout
 from rollouts.scope import scheme_rollouts
 
 # Rollouts read in one query (by id).
@@ -91,6 +91,14 @@ def label_rows(*, prm_version: str, on_rollouts_of: str | None = None) -> Iterat
         )
 
 
+def _data_leases(*, scheme: LabellingScheme, now: datetime):
+    """The scheme's live leases, less those of its gold items (the gold mix's, counted on the gold table)."""
+    gold = GoldItem.objects.filter(scheme=scheme).values("rollout_id")
+    return RolloutCheckout.objects.filter(prm_version=scheme.prm_version, expires_at__gt=now).exclude(
+        rollout_id__in=gold
+    )
+
+
 @dataclass(frozen=True)
 class SchemeProgress:
     rollouts: int  # in the queue: in the scheme's scope
@@ -128,7 +136,7 @@ def scheme_progress(*, scheme: LabellingScheme, now: datetime) -> SchemeProgress
             complete += 1
         else:
             partial += 1
-    live = RolloutCheckout.objects.filter(prm_version=scheme.prm_version, expires_at__gt=now)
+    live = _data_leases(scheme=scheme, now=now)
     return SchemeProgress(
         rollouts=scheme_rollouts(scheme).count(),
         labels_per_rollout=k,
@@ -201,12 +209,7 @@ def labeller_stats(*, scheme: LabellingScheme, now: datetime, labels: Sequence[L
             entry.finish_reasons[reason] += 1
         entry.first_at = min(entry.first_at or label.created_at, label.created_at)
         entry.last_at = max(entry.last_at or label.created_at, label.created_at)
-    for name, n in (
-        RolloutCheckout.objects.filter(prm_version=scheme.prm_version, expires_at__gt=now)
-        .order_by()
-        .values_list("claimed_by")
-        .annotate(n=Count("id"))
-    ):
+    for name, n in _data_leases(scheme=scheme, now=now).order_by().values_list("claimed_by").annotate(n=Count("id")):
         of(name).leases = n
     for name, n in (
         LabelDraft.objects.filter(prm_version=scheme.prm_version)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from rollouts.labelling import staff_views, views
+from rollouts.labelling import gold_views, staff_views, views
 
 app_name = "labelling"
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("<str:prm_version>/rollouts/<int:rollout_id>/skip/", views.rollout_skip, name="skip"),
     path("<str:prm_version>/stats/", staff_views.scheme_stats, name="stats"),
     path("<str:prm_version>/export/", staff_views.scheme_export, name="export"),
+    path("<str:prm_version>/gold/", gold_views.scheme_gold, name="gold"),
 ]
 
 # Names a scheme may not take: they are pages of their own here.

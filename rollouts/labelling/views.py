@@ -10,6 +10,7 @@ whatever the labelling form holds, and whatever made the server refuse it, a per
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from django.contrib import messages
@@ -20,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
-from rollouts.labelling import rules, selectors, services, visits
+from rollouts.labelling import gold, rules, selectors, services, visits
 from rollouts.labelling.access import (
     asks_for_json,
     is_labeller,
@@ -183,6 +184,9 @@ def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> Ht
     steps = len(rollout.reasoning)
     if request.method == "POST":
         return _rollout_post(request, scheme=scheme, rollout=rollout, state=state, now=now)
+    if state.label is None:  # an answered gold item shows as any labelled rollout (rollouts.labelling.gold)
+        answered = gold.gold_answered_label(user=request.user, prm_version=scheme.prm_version, rollout_id=rollout.pk)
+        state = dataclasses.replace(state, label=answered) if answered is not None else state
     if state.label is not None:
         ratings = rules.ratings_of(state.label.prm_output, state.label.attributes.get("rated_steps"))
         notes = list(state.label.explanations or [""] * steps)

@@ -1,5 +1,6 @@
 """python manage.py export_consensus --prm_version human-v1 --output consensus.jsonl [--mc] [--versions judge-v1,...]
-[--rule steps|first_error] [--min_labels K] [--format jsonl|parquet|hf_disk]"""
+[--rule steps|first_error] [--min_labels K] [--format jsonl|parquet|hf_disk]
+[--gold_min_accuracy X [--gold_min_answers N]]"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prmsite.core.errors import NotFoundError
 from rollouts.labelling.consensus import RULE_STEPS, RULES
 from rollouts.labelling.exports import ConsensusOptions, consensus_export
+from rollouts.labelling.gold import GOLD_MIN_ANSWERS_DEFAULT
 from rollouts.labelling.selectors import scheme_get
 from rollouts.labelling.stepwise import FORMATS, ExportError
 
@@ -30,6 +32,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--min_labels", type=int, default=None, help="Labels of the scheme a rollout needs (default: its K)."
         )
+        parser.add_argument(
+            "--gold_min_accuracy",
+            type=float,
+            default=None,
+            help="Leave out the labels of labellers whose gold step accuracy (0 to 1) is below this.",
+        )
+        parser.add_argument(
+            "--gold_min_answers",
+            type=int,
+            default=GOLD_MIN_ANSWERS_DEFAULT,
+            help=f"... over at least this many gold answers (default {GOLD_MIN_ANSWERS_DEFAULT}; fewer: kept).",
+        )
 
     def handle(self, *args, **options) -> None:
         try:
@@ -42,10 +56,17 @@ class Command(BaseCommand):
                 versions=tuple(v.strip() for v in options["versions"].split(",") if v.strip()),
                 rule=options["rule"],
                 min_labels=options["min_labels"],
+                gold_min_accuracy=options["gold_min_accuracy"],
+                gold_min_answers=options["gold_min_answers"],
             )
             tally = consensus_export(scheme=scheme, options=consensus, output=options["output"], fmt=options["format"])
         except (ExportError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        if tally.labellers_left_out:
+            self.stdout.write(
+                f"left out below the gold accuracy: {', '.join(tally.labellers_left_out)} ({tally.labels_left_out} "
+                "labels)"
+            )
         for _key, text, n in tally.skipped_described():
             self.stdout.write(f"left out: {n} ({text})")
         self.stdout.write(
