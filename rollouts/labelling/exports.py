@@ -4,6 +4,11 @@ Sources: the scheme's own labels (always; a rollout needs ``min_labels`` of them
 label is a voter), optionally the forest's Monte-Carlo values (hard estimation) and the labels of other versions (an
 AI judge's scheme, a PRM; each of their labels a voter). The rule (``consensus.RULES``) decides what is kept. A
 rollout any of the scheme's labellers flagged as a bad problem is left out.
+
+With ``adjudicated_first``, a rollout staff adjudicated (``Adjudication``, the review page) exports the adjudicated
+label in place of the consensus of its labels: the adjudication is its only source (``sources`` is
+``["adjudication"]``), by the same rule, whatever the labels, their number or their flags; records then carry
+``adjudicated`` (true or false).
 """
 
 from __future__ import annotations
@@ -14,13 +19,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
+from rollouts.labelling.consensus import (
+    REASONS,
+    RULE_STEPS,
+    RULES,
+    Consensus,
+    consensus,
+    label_verdicts,
+    value_verdicts,
+)
 from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows
 from rollouts.labelling.step_values import rollout_mc_values
 from rollouts.labelling.stepwise import stepwise_write
-from rollouts.models import LabellingScheme, Rollout
+from rollouts.models import Adjudication, LabellingScheme, Rollout
 
 MC_SOURCE_NAME = "mc"  # how the Monte-Carlo values are named in a record's sources
+ADJUDICATION_SOURCE_NAME = "adjudication"  # the source of a record taken from an adjudicated label
 
 TOO_FEW_LABELS = "too_few_labels"
 BAD_PROBLEM = "bad_problem"
@@ -41,6 +55,7 @@ class ConsensusOptions:
     versions: tuple[str, ...] = ()  # other versions whose labels are sources
     rule: str = RULE_STEPS
     min_labels: int | None = None  # labels of the scheme a rollout needs (default: the scheme's K)
+    adjudicated_first: bool = False  # a rollout with an adjudication exports it in place of its labels' consensus
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -58,6 +73,7 @@ class ConsensusTally:
     records: int = 0
     steps: int = 0  # steps kept, over all records
     skipped: Counter = field(default_factory=Counter)
+    adjudicated: int = 0  # records taken from an adjudicated label (adjudicated_first)
 
     def skipped_described(self) -> list[tuple[str, str, int]]:
         return [(key, SKIP_REASONS.get(key, key), n) for key, n in sorted(self.skipped.items())]
@@ -72,11 +88,19 @@ def consensus_records(
     ours: dict[int, list[LabelRow]] = defaultdict(list)
     for label in label_rows(prm_version=scheme.prm_version):
         ours[label.rollout_id].append(label)
+    adjudicated = _adjudicated_verdicts(scheme) if options.adjudicated_first else {}
+    from_adjudication: dict[int, Consensus] = {}
     candidates: dict[int, list[LabelRow]] = {}
-    for rollout_id in sorted(ours):
+    for rollout_id in sorted(set(ours) | set(adjudicated)):
         tally.rollouts += 1
         group = ours[rollout_id]
-        if len(group) < min_labels:
+        if rollout_id in adjudicated:
+            decided = consensus([adjudicated[rollout_id]], rule=options.rule)
+            if isinstance(decided, Consensus):
+                from_adjudication[rollout_id] = decided
+            else:
+                tally.skipped[decided.reason] += 1
+        elif len(group) < min_labels:
             tally.skipped[TOO_FEW_LABELS] += 1
         elif any(label.bad_problem for label in group):
             tally.skipped[BAD_PROBLEM] += 1
@@ -117,6 +141,8 @@ def consensus_records(
             tally.skipped[result.reason] += 1
             continue
         agreed[rollout_id] = (result, group)
+    for rollout_id, decided in from_adjudication.items():
+        agreed[rollout_id] = (decided, ours[rollout_id])
     records: list[dict[str, Any]] = []
     ids = sorted(agreed)
     for start in range(0, len(ids), ROLLOUTS_PER_QUERY):
@@ -125,10 +151,27 @@ def consensus_records(
         for rollout_id in chunk:
             result, group = agreed[rollout_id]
             rollout = rollouts[rollout_id]
-            records.append(_record(rollout, result, group, sources=sources, prm_version=scheme.prm_version))
+            record = _record(rollout, result, group, sources=sources, prm_version=scheme.prm_version)
+            if options.adjudicated_first:
+                record["adjudicated"] = rollout_id in from_adjudication
+                if rollout_id in from_adjudication:
+                    record["sources"] = [ADJUDICATION_SOURCE_NAME]
+                    tally.adjudicated += 1
+            records.append(record)
             tally.records += 1
             tally.steps += result.steps
     return records, tally
+
+
+def _adjudicated_verdicts(scheme: LabellingScheme) -> dict[int, list[bool | None]]:
+    """The verdicts of the scheme's adjudicated labels, by rollout (steps without a decision have none)."""
+    return {
+        rollout_id: label_verdicts(list(prm_output), {"rated_steps": rated_steps})
+        for rollout_id, prm_output, rated_steps in Adjudication.objects.filter(scheme=scheme)
+        .order_by("rollout_id")
+        .values_list("rollout_id", "prm_output", "rated_steps")
+        .iterator(chunk_size=2000)
+    }
 
 
 def _record(

@@ -105,6 +105,10 @@ class ConsensusExportForm(forms.Form):
         required=False, min_value=1, max_value=1000, help_text="Labels of this scheme a rollout needs (default: K)."
     )
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS if f != "hf_disk"], initial="jsonl", required=False)
+    adjudicated_first = forms.BooleanField(
+        required=False,
+        label="adjudicated labels first: a rollout with one exports it in place of its labels' consensus",
+    )
 
     def __init__(self, *args, versions: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -87,6 +87,7 @@ def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
         versions=tuple(form.cleaned_data["versions"]),
         rule=form.cleaned_data["rule"],
         min_labels=form.cleaned_data["min_labels"],
+        adjudicated_first=form.cleaned_data["adjudicated_first"],
     )
     records, tally = consensus_records(scheme=scheme, options=options)
     if request.GET.get("download") != "1" or not records:

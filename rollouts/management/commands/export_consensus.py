@@ -1,5 +1,5 @@
 """python manage.py export_consensus --prm_version human-v1 --output consensus.jsonl [--mc] [--versions judge-v1,...]
-[--rule steps|first_error] [--min_labels K] [--format jsonl|parquet|hf_disk]"""
+[--rule steps|first_error] [--min_labels K] [--format jsonl|parquet|hf_disk] [--adjudicated_first]"""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--min_labels", type=int, default=None, help="Labels of the scheme a rollout needs (default: its K)."
         )
+        parser.add_argument(
+            "--adjudicated_first",
+            action="store_true",
+            help="A rollout staff adjudicated exports the adjudicated label in place of its labels' consensus.",
+        )
 
     def handle(self, *args, **options) -> None:
         try:
@@ -42,12 +47,15 @@ class Command(BaseCommand):
                 versions=tuple(v.strip() for v in options["versions"].split(",") if v.strip()),
                 rule=options["rule"],
                 min_labels=options["min_labels"],
+                adjudicated_first=options["adjudicated_first"],
             )
             tally = consensus_export(scheme=scheme, options=consensus, output=options["output"], fmt=options["format"])
         except (ExportError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         for _key, text, n in tally.skipped_described():
             self.stdout.write(f"left out: {n} ({text})")
+        if options["adjudicated_first"]:
+            self.stdout.write(f"from an adjudicated label: {tally.adjudicated}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"{tally.records} records ({tally.steps} steps) of {tally.rollouts} labelled rollouts written to "
