@@ -21,8 +21,8 @@ from rollouts.labelling.exports import (
     consensus_records,
 )
 from rollouts.labelling.review import NOT_A_PAIR
-from rollouts.labelling.review_selectors import MC_COLUMN, RATING_WORDS
-from rollouts.labelling.review_services import REASON_REQUIRED
+from rollouts.labelling.review_selectors import MC_COLUMN, NO_VALUE, RATING_WORDS
+from rollouts.labelling.review_services import REASON_REQUIRED, AdjudicationInput, adjudication_record
 from rollouts.labelling.review_views import ADJUDICATED
 from rollouts.labels import label_create
 from rollouts.models import Adjudication
@@ -185,10 +185,11 @@ def test_the_review_page_shows_every_source_as_words_and_marks_the_conflicts(sta
     ]
     shown = cells(html)
     words = set(RATING_WORDS.values())
-    assert {text for text in shown if not re.fullmatch(r"\d\.\d{3}|–", text)} <= words
-    # Step by step (ann, bob, judge, PRM, MC): the judge's code 0 is "−1 wrong", never "0".
-    assert shown[5:10] == ["+1 right", "−1 wrong", "−1 wrong", "0.250", "0.000"]
-    assert shown[10:15] == ["−1 wrong", "unrated", "−1 wrong", "0.500", "0.000"]
+    assert {text for text in shown if not re.fullmatch(r"\d\.\d{3}", text) and text != NO_VALUE} <= words
+    # Step by step (ann, bob, judge, PRM, MC): the judge's code 0 is the word for -1, never "0".
+    wrong, right = RATING_WORDS[-1], RATING_WORDS[1]
+    assert shown[5:10] == [right, wrong, wrong, "0.250", "0.000"]
+    assert shown[10:15] == [wrong, "unrated", wrong, "0.500", "0.000"]
     assert 'id="step-2" class="step-row conflict conflict-verdict"' in html
     assert 'id="step-1" class="step-row"' in html
     assert "<strong>two</strong>" in html and "<script>alert" not in html
@@ -197,7 +198,7 @@ def test_the_review_page_shows_every_source_as_words_and_marks_the_conflicts(sta
 
 
 def test_staff_open_any_rollout_of_the_scheme_but_not_another(staff_client, labelled):
-    scheme, r = labelled
+    scheme, _ = labelled
     unlabelled = make_rollout(reasoning=["x"])
     assert staff_client.get(page_url(scheme, unlabelled)).status_code == 200  # in scope, held by nobody
     scoped = make_scheme("human-scoped", scope_models=["some-other-model"])
@@ -258,8 +259,6 @@ def test_a_refused_adjudication_writes_nothing_and_keeps_the_input(staff_client,
 
 
 def test_the_service_refuses_a_blank_reason():
-    from rollouts.labelling.review_services import AdjudicationInput, adjudication_record  # noqa: PLC0415 (one test)
-
     scheme = make_scheme()
     rollout = make_rollout(reasoning=["a"])
     with pytest.raises(rules.RatingsInvalid, match=REASON_REQUIRED):
