@@ -25,28 +25,30 @@ def stepwise_features(*, adjudicated: bool = False):
     from datasets import Features, List, Value  # noqa: PLC0415 (deferred: datasets is heavy)
 
     text, integer, boolean = Value("string"), Value("int64"), Value("bool")
-    columns = {
-        "prompt": text,
-        "completions": List(text),
-        "labels": List(boolean),
-        "rollout_id": integer,
-        "prm_version": text,
-        "sources": List(text),
-        "labellers": List(text),
-        "num_labels": integer,
-        "num_steps": integer,  # steps of the whole rollout (completions holds the agreed prefix)
-        "first_error": integer,  # index of the first wrong step kept, -1 when none
-        "model": text,
-        "prediction": integer,
-        "ground_truth": integer,
-        "correct": boolean,
-        "forest": text,
-        "tree_id": integer,
-        "leaf_id": integer,
-    }
+    features = Features(
+        {
+            "prompt": text,
+            "completions": List(text),
+            "labels": List(boolean),
+            "rollout_id": integer,
+            "prm_version": text,
+            "sources": List(text),
+            "labellers": List(text),
+            "num_labels": integer,
+            "num_steps": integer,  # steps of the whole rollout (completions holds the agreed prefix)
+            "first_error": integer,  # index of the first wrong step kept, -1 when none
+            "model": text,
+            "prediction": integer,
+            "ground_truth": integer,
+            "correct": boolean,
+            "forest": text,
+            "tree_id": integer,
+            "leaf_id": integer,
+        }
+    )
     if adjudicated:
-        columns["adjudicated"] = boolean
-    return Features(columns)
+        features["adjudicated"] = boolean
+    return features
 
 
 def stepwise_write(records: Iterable[dict[str, Any]], output: str | os.PathLike, fmt: str) -> int:
