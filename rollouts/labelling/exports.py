@@ -6,6 +6,11 @@ AI judge's scheme, a PRM; each of their labels a voter). The rule (``consensus.R
 rollout any of the scheme's labellers flagged as a bad problem is left out. With ``gold_min_accuracy``, the labels of
 labellers whose gold step accuracy is below it (over ``gold_min_answers`` gold answers or more) are left out first, as
 if never given (``gold``).
+
+With ``adjudicated_first``, a rollout staff adjudicated (``Adjudication``, the review page) exports the adjudicated
+label in place of the consensus of its labels: the adjudication is its only source (``sources`` is
+``["adjudication"]``), by the same rule, whatever the labels, their number or their flags; records then carry
+``adjudicated`` (true or false).
 """
 
 from __future__ import annotations
@@ -16,16 +21,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollouts.labelling.consensus import REASONS, RULE_STEPS, RULES, Consensus, consensus, value_verdicts
+from rollouts.labelling.consensus import (
+    REASONS,
+    RULE_STEPS,
+    RULES,
+    Consensus,
+    consensus,
+    label_verdicts,
+    value_verdicts,
+)
 from rollouts.labelling.gold import GOLD_MIN_ANSWERS_DEFAULT, labellers_below_gold
 from rollouts.labelling.stats import ROLLOUTS_PER_QUERY, LabelRow, label_rows
 from rollouts.labelling.step_values import rollout_mc_values
 from rollouts.labelling.stepwise import stepwise_write
-from rollouts.models import LabellingScheme, Rollout
+from rollouts.models import Adjudication, LabellingScheme, Rollout
 
 MC_SOURCE_NAME = "mc"  # how the Monte-Carlo values are named in a record's sources
 GOLD_ACCURACY_RANGE = "gold_min_accuracy is a share from 0 to 1"
 GOLD_ANSWERS_RANGE = "gold_min_answers must be at least 1"
+ADJUDICATION_SOURCE_NAME = "adjudication"  # the source of a record taken from an adjudicated label
 
 TOO_FEW_LABELS = "too_few_labels"
 BAD_PROBLEM = "bad_problem"
@@ -49,6 +63,7 @@ class ConsensusOptions:
     # Gold checks: leave out the labels of labellers whose gold step accuracy is below this (None: keep everyone) ...
     gold_min_accuracy: float | None = None
     gold_min_answers: int = GOLD_MIN_ANSWERS_DEFAULT  # ... over at least this many gold answers
+    adjudicated_first: bool = False  # a rollout with an adjudication exports it in place of its labels' consensus
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -72,6 +87,7 @@ class ConsensusTally:
     skipped: Counter = field(default_factory=Counter)
     labellers_left_out: list[str] = field(default_factory=list)  # below the gold accuracy asked for
     labels_left_out: int = 0  # their labels
+    adjudicated: int = 0  # records taken from an adjudicated label (adjudicated_first)
 
     def skipped_described(self) -> list[tuple[str, str, int]]:
         return [(key, SKIP_REASONS.get(key, key), n) for key, n in sorted(self.skipped.items())]
@@ -94,11 +110,19 @@ def consensus_records(
             tally.labels_left_out += 1
             continue
         ours[label.rollout_id].append(label)
+    adjudicated = _adjudicated_verdicts(scheme) if options.adjudicated_first else {}
+    from_adjudication: dict[int, Consensus] = {}
     candidates: dict[int, list[LabelRow]] = {}
-    for rollout_id in sorted(ours):
+    for rollout_id in sorted(set(ours) | set(adjudicated)):
         tally.rollouts += 1
         group = ours[rollout_id]
-        if len(group) < min_labels:
+        if rollout_id in adjudicated:
+            decided = consensus([adjudicated[rollout_id]], rule=options.rule)
+            if isinstance(decided, Consensus):
+                from_adjudication[rollout_id] = decided
+            else:
+                tally.skipped[decided.reason] += 1
+        elif len(group) < min_labels:
             tally.skipped[TOO_FEW_LABELS] += 1
         elif any(label.bad_problem for label in group):
             tally.skipped[BAD_PROBLEM] += 1
@@ -139,6 +163,8 @@ def consensus_records(
             tally.skipped[result.reason] += 1
             continue
         agreed[rollout_id] = (result, group)
+    for rollout_id, decided in from_adjudication.items():
+        agreed[rollout_id] = (decided, ours[rollout_id])
     records: list[dict[str, Any]] = []
     ids = sorted(agreed)
     for start in range(0, len(ids), ROLLOUTS_PER_QUERY):
@@ -147,10 +173,27 @@ def consensus_records(
         for rollout_id in chunk:
             result, group = agreed[rollout_id]
             rollout = rollouts[rollout_id]
-            records.append(_record(rollout, result, group, sources=sources, prm_version=scheme.prm_version))
+            record = _record(rollout, result, group, sources=sources, prm_version=scheme.prm_version)
+            if options.adjudicated_first:
+                record["adjudicated"] = rollout_id in from_adjudication
+                if rollout_id in from_adjudication:
+                    record["sources"] = [ADJUDICATION_SOURCE_NAME]
+                    tally.adjudicated += 1
+            records.append(record)
             tally.records += 1
             tally.steps += result.steps
     return records, tally
+
+
+def _adjudicated_verdicts(scheme: LabellingScheme) -> dict[int, list[bool | None]]:
+    """The verdicts of the scheme's adjudicated labels, by rollout (steps without a decision have none)."""
+    return {
+        rollout_id: label_verdicts(list(prm_output), {"rated_steps": rated_steps})
+        for rollout_id, prm_output, rated_steps in Adjudication.objects.filter(scheme=scheme)
+        .order_by("rollout_id")
+        .values_list("rollout_id", "prm_output", "rated_steps")
+        .iterator(chunk_size=2000)
+    }
 
 
 def _record(

@@ -121,6 +121,10 @@ class ConsensusExportForm(forms.Form):
         label="with at least this many gold answers",
         help_text=f"Default {GOLD_MIN_ANSWERS_DEFAULT}; a labeller with fewer is kept.",
     )
+    adjudicated_first = forms.BooleanField(
+        required=False,
+        label="adjudicated labels first: a rollout with one exports it in place of its labels' consensus",
+    )
 
     def __init__(self, *args, versions: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -90,6 +90,7 @@ def scheme_export(request: HttpRequest, prm_version: str) -> HttpResponse:
         min_labels=form.cleaned_data["min_labels"],
         gold_min_accuracy=form.cleaned_data["gold_min_accuracy"],
         gold_min_answers=form.cleaned_data["gold_min_answers"],
+        adjudicated_first=form.cleaned_data["adjudicated_first"],
     )
     records, tally = consensus_records(scheme=scheme, options=options)
     if request.GET.get("download") != "1" or not records:

@@ -19,12 +19,13 @@ from prmsite.core.dataset_files import FORMATS, ExportError, dataset_write
 __all__ = ["FORMATS", "ExportError", "stepwise_features", "stepwise_write"]
 
 
-def stepwise_features():
-    """The ``datasets.Features`` of a consensus record."""
+def stepwise_features(*, adjudicated: bool = False):
+    """The ``datasets.Features`` of a consensus record (with ``adjudicated``, the column saying whether the record is
+    an adjudicated label: the export's adjudicated-first option)."""
     from datasets import Features, List, Value  # noqa: PLC0415 (deferred: datasets is heavy)
 
     text, integer, boolean = Value("string"), Value("int64"), Value("bool")
-    return Features(
+    features = Features(
         {
             "prompt": text,
             "completions": List(text),
@@ -45,6 +46,9 @@ def stepwise_features():
             "leaf_id": integer,
         }
     )
+    if adjudicated:
+        features["adjudicated"] = boolean
+    return features
 
 
 def stepwise_write(records: Iterable[dict[str, Any]], output: str | os.PathLike, fmt: str) -> int:
@@ -54,7 +58,7 @@ def stepwise_write(records: Iterable[dict[str, Any]], output: str | os.PathLike,
     nothing written) when there is no record, the format is unknown, the output's folder is missing, or the output
     is a folder that is not a saved dataset.
     """
-    features = stepwise_features()
     rows = list(records)
+    features = stepwise_features(adjudicated=bool(rows) and "adjudicated" in rows[0])
     batch = {name: [row[name] for row in rows] for name in features}
     return dataset_write([batch] if rows else [], features, output, fmt)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from rollouts.labelling import gold_views, staff_views, views
+from rollouts.labelling import gold_views, review_views, staff_views, views
 
 app_name = "labelling"
 
@@ -17,6 +17,8 @@ urlpatterns = [
     path("<str:prm_version>/stats/", staff_views.scheme_stats, name="stats"),
     path("<str:prm_version>/export/", staff_views.scheme_export, name="export"),
     path("<str:prm_version>/gold/", gold_views.scheme_gold, name="gold"),
+    path("<str:prm_version>/review/", review_views.review_list, name="review"),
+    path("<str:prm_version>/review/<int:rollout_id>/", review_views.review_rollout, name="review_rollout"),
 ]
 
 # Names a scheme may not take: they are pages of their own here.

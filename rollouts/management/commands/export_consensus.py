@@ -1,6 +1,6 @@
 """python manage.py export_consensus --prm_version human-v1 --output consensus.jsonl [--mc] [--versions judge-v1,...]
 [--rule steps|first_error] [--min_labels K] [--format jsonl|parquet|hf_disk]
-[--gold_min_accuracy X [--gold_min_answers N]]"""
+[--gold_min_accuracy X [--gold_min_answers N]] [--adjudicated_first]"""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ class Command(BaseCommand):
             default=GOLD_MIN_ANSWERS_DEFAULT,
             help=f"... over at least this many gold answers (default {GOLD_MIN_ANSWERS_DEFAULT}; fewer: kept).",
         )
+        parser.add_argument(
+            "--adjudicated_first",
+            action="store_true",
+            help="A rollout staff adjudicated exports the adjudicated label in place of its labels' consensus.",
+        )
 
     def handle(self, *args, **options) -> None:
         try:
@@ -58,6 +63,7 @@ class Command(BaseCommand):
                 min_labels=options["min_labels"],
                 gold_min_accuracy=options["gold_min_accuracy"],
                 gold_min_answers=options["gold_min_answers"],
+                adjudicated_first=options["adjudicated_first"],
             )
             tally = consensus_export(scheme=scheme, options=consensus, output=options["output"], fmt=options["format"])
         except (ExportError, ValueError) as exc:
@@ -69,6 +75,8 @@ class Command(BaseCommand):
             )
         for _key, text, n in tally.skipped_described():
             self.stdout.write(f"left out: {n} ({text})")
+        if options["adjudicated_first"]:
+            self.stdout.write(f"from an adjudicated label: {tally.adjudicated}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"{tally.records} records ({tally.steps} steps) of {tally.rollouts} labelled rollouts written to "
