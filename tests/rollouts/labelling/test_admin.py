@@ -23,6 +23,9 @@ def add(client, prm_version: str):
             "labels_per_rollout": 2,
             "reference_prm_version": "",
             "is_open": "on",
+            "scope_models": "",
+            "scope_outcome": "",
+            "gold_rate": "0",
         },
     )
 
