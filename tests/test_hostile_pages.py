@@ -53,7 +53,7 @@ PASSWORD = "a-long-test-password"
 # For fields with a length limit and names that go into URLs (one path segment: no "/").
 SHORT = "<img src=x onerror=window.__pwned=2>\"'><svg onload=window.__pwned=5>"
 SCHEME = "human-x"
-PUBLIC = {"login", "logout"}  # pages anyone may open
+PUBLIC = {"login", "logout", "welcome"}  # pages anyone may open (welcome: a labeller's invitation link)
 SQL_LOOKING = ["' OR 1=1 --", '" OR ""="', "%", "%%", "\\", "\\%", "1; DROP TABLE rollouts_rollout; --", "_"]
 
 
