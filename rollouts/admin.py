@@ -417,6 +417,9 @@ class GoldItemAdmin(StepCodesAdmin):
     readonly_fields = ["step_values_detail", "created_by", "created_at"]
     inlines = [GoldAnswerInline]
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # nobody has answered a gold item being added
+
     def save_model(self, request, obj: GoldItem, form, change) -> None:
         if not change:
             obj.created_by = request.user
