@@ -161,7 +161,10 @@ class LiveFilter(admin.SimpleListFilter):
 
 
 @admin.register(RolloutCheckout)
-class RolloutCheckoutAdmin(admin.ModelAdmin):
+class RolloutCheckoutAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Leases are the queue's (one per rollout, version and slot; never two slots to one person): staff look, and
+    delete one to hand its rollout out again at once."""
+
     list_display = ["id", "rollout", "prm_version", "claimed_by", "expires_at", "live"]
     list_filter = [LiveFilter, "prm_version"]
     search_fields = ["=rollout__id", "prm_version", "claimed_by"]

@@ -5,6 +5,7 @@ as words; every change to a scheme, a gold item or an adjudication keeps its his
 from __future__ import annotations
 
 import html
+from datetime import timedelta
 
 import pytest
 from django.contrib.admin import helpers
@@ -13,7 +14,14 @@ from django.utils import timezone
 
 from rollouts.labelling import step_codes
 from rollouts.labelling.rules import RATING_NEUTRAL, RATING_RIGHT, RATING_WRONG
-from rollouts.models import Adjudication, GoldItem, LabelDraft, LabellingScheme, ProcessRewardLabel
+from rollouts.models import (
+    Adjudication,
+    GoldItem,
+    LabelDraft,
+    LabellingScheme,
+    ProcessRewardLabel,
+    RolloutCheckout,
+)
 from tests.factories import make_forest, make_label, make_rollout
 from tests.rollouts.labelling.conftest import make_labeller, make_scheme
 
@@ -112,6 +120,24 @@ def test_labels_are_read_only_in_the_admin_and_deleting_one_still_works(staff_cl
     )
     assert deleted.status_code == 302
     assert not ProcessRewardLabel.objects.exists()
+
+
+def test_leases_are_read_only_and_deleting_one_releases_its_rollout(staff_client):
+    rollout = make_rollout()
+    expires = timezone.now() + timedelta(minutes=5)
+    lease = RolloutCheckout.objects.create(
+        rollout=rollout, prm_version="human-v1", claimed_by="ann", expires_at=expires
+    )
+    change_url = reverse("admin:rollouts_rolloutcheckout_change", args=[lease.pk])
+    posted = staff_client.post(
+        change_url, {"rollout": rollout.pk, "prm_version": "human-v1", "slot": "0", "claimed_by": "bob"}
+    )
+    assert posted.status_code == 403
+    assert staff_client.get(reverse("admin:rollouts_rolloutcheckout_add")).status_code == 403
+    assert RolloutCheckout.objects.get().claimed_by == "ann"
+    deleted = staff_client.post(reverse("admin:rollouts_rolloutcheckout_delete", args=[lease.pk]), {"post": "yes"})
+    assert deleted.status_code == 302
+    assert not RolloutCheckout.objects.exists()
 
 
 def test_label_codes_are_shown_as_words(staff_client):
