@@ -319,6 +319,8 @@ SPECTACULAR_SETTINGS = {
 # --- Domain settings -------------------------------------------------------------------------------------------
 # Seconds a rollout handed out by GET /rollout stays checked out for that prm_version.
 PRM_CHECKOUT_TIMEOUT_S = env_int("PRM_CHECKOUT_TIMEOUT_S", 600)
+# Seconds a labeller's invitation link (/label/invite/) stays valid; it works once, until the password is set.
+LABELLER_INVITE_TIMEOUT_S = env_int("LABELLER_INVITE_TIMEOUT_S", 7 * 24 * 3600)
 # Largest adapter zip accepted by POST /prm_adapter, in bytes.
 PRM_ADAPTER_MAX_BYTES = env_int("PRM_ADAPTER_MAX_BYTES", 512 * 1024 * 1024)
 # Longest long-poll GET /rollout?wait=… accepts, in seconds.

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from adapters.models import PRMAdapter
 from forests.models import Forest
-from rollouts.models import LabelDraft, LabellingScheme, RolloutCheckout
+from rollouts.models import Adjudication, GoldItem, LabelDraft, LabellingScheme, RolloutCheckout
 from tests.factories import make_child, make_forest, make_label, make_rollout, make_root
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,17 @@ def one_of_each(django_user_model):
     rollout = make_rollout(forest=forest, node=leaf, prediction=1, ground_truth=1)
     make_label(rollout)
     RolloutCheckout.objects.create(rollout=rollout, prm_version="v2", expires_at=timezone.now() + timedelta(minutes=5))
-    LabellingScheme.objects.create(prm_version="human-v1", title="People", instructions="Rate **every** step.")
+    scheme = LabellingScheme.objects.create(prm_version="human-v1", title="People", instructions="Rate **every** step.")
+    other = make_rollout(reasoning=["a", "b"])
+    GoldItem.objects.create(scheme=scheme, rollout=other, prm_output=[1, 0], rated_steps=2)
+    Adjudication.objects.create(
+        scheme=scheme,
+        rollout=rollout,
+        prm_output=[1, 2],
+        rated_steps=1,
+        reason="ann is right",
+        decided_at=timezone.now(),
+    )
     labeller = django_user_model.objects.create_user(username="labeller")
     LabelDraft.objects.create(user=labeller, prm_version="human-v1", rollout=rollout, ratings=[1, None])
     PRMAdapter.objects.create(
@@ -48,6 +58,8 @@ def test_every_project_model_is_in_the_admin():
         "prmadapter",
         "labellingscheme",
         "labeldraft",
+        "golditem",
+        "adjudication",
     }
 
 

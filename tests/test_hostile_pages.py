@@ -33,7 +33,7 @@ from forests.growth.plan import growth_plan_set
 from forests.growth.queue import expansion_claim, expansion_release
 from forests.models import Forest
 from forests.services import forest_search_report_save
-from rollouts.models import LabelDraft, ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.models import Adjudication, GoldItem, LabelDraft, ProcessRewardLabel, Rollout, RolloutCheckout
 from tests.factories import make_forest, make_label, make_rollout, make_root, make_worker_token
 from tests.hostile_routes import page_routes
 from tests.html_checks import HOSTILE_TEXT, PWNED, assert_no_live_markup
@@ -53,7 +53,7 @@ PASSWORD = "a-long-test-password"
 # For fields with a length limit and names that go into URLs (one path segment: no "/").
 SHORT = "<img src=x onerror=window.__pwned=2>\"'><svg onload=window.__pwned=5>"
 SCHEME = "human-x"
-PUBLIC = {"login", "logout"}  # pages anyone may open
+PUBLIC = {"login", "logout", "welcome"}  # pages anyone may open (welcome: a labeller's invitation link)
 SQL_LOOKING = ["' OR 1=1 --", '" OR ""="', "%", "%%", "\\", "\\%", "1; DROP TABLE rollouts_rollout; --", "_"]
 
 
@@ -118,6 +118,21 @@ def world(db, staff_user, django_user_model):
         prm_version="adapter-" + SHORT, base_model=SHORT, worker=SHORT, sha256="0" * 64, size=1, file="x.zip"
     )
     scheme = make_scheme(SCHEME, title=SHORT, instructions=HOSTILE_TEXT, labels_per_rollout=2)
+    # Gold items and adjudications (with their history) of a scheme of their own, so SCHEME's queue is as it was.
+    checked = make_scheme("checked-x", title=SHORT, instructions=HOSTILE_TEXT)
+    GoldItem.objects.create(
+        scheme=checked, rollout=rollouts[0], prm_output=[1, 0], rated_steps=2, created_by=staff_user
+    )
+    Adjudication.objects.create(
+        scheme=checked,
+        rollout=rollouts[1],
+        prm_output=[1, 2],
+        rated_steps=1,
+        explanations=[HOSTILE_TEXT, SHORT],
+        reason=HOSTILE_TEXT,
+        decided_by=staff_user,
+        decided_at=now,
+    )
     staff_user.groups.add(labellers_group())
     staff_user.first_name, staff_user.last_name, staff_user.email = SHORT[:150], SHORT[:150], "a@b.c"
     staff_user.save()

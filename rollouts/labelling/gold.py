@@ -46,6 +46,7 @@ from rollouts.models import (
     Rollout,
     RolloutCheckout,
 )
+from rollouts.queue import queue_cursor_rewind
 from rollouts.scope import scheme_rollouts
 
 # What a skipped gold item records in its answer's attributes.
@@ -164,6 +165,16 @@ def gold_from_adjudication(*, scheme: LabellingScheme, rollout_id: int, user=Non
         source=GOLD_FROM_ADJUDICATION,
         user=user,
     )
+
+
+def gold_delete_many(*, items: Sequence[GoldItem]) -> int:
+    """Delete gold items (their answers go with them); each rollout is back in its scheme's scope, so the scheme's
+    queue cursors are put back to it and the queue hands it out again. Answer how many were deleted."""
+    with transaction.atomic():
+        for item in items:
+            queue_cursor_rewind(prm_version=item.scheme.prm_version, rollout_id=item.rollout_id)
+        deleted, _ = GoldItem.objects.filter(pk__in=[item.pk for item in items]).delete()
+    return deleted
 
 
 def adjudications_not_gold(*, scheme: LabellingScheme, limit: int = 50) -> list[Adjudication]:

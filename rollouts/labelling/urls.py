@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from rollouts.labelling import gold_views, review_views, staff_views, views
+from rollouts.labelling import gold_views, invite, review_views, staff_views, views
 
 app_name = "labelling"
 
@@ -10,6 +10,8 @@ urlpatterns = [
     path("", views.scheme_list, name="schemes"),
     path("login/", views.LabellingLoginView.as_view(), name="login"),
     path("logout/", views.LabellingLogoutView.as_view(), name="logout"),
+    path("invite/", invite.invite, name="invite"),
+    path("welcome/<str:uidb64>/<str:token>/", invite.LabellerWelcomeView.as_view(), name="welcome"),
     path("<str:prm_version>/", views.scheme_detail, name="scheme"),
     path("<str:prm_version>/next/", views.scheme_next, name="next"),
     path("<str:prm_version>/rollouts/<int:rollout_id>/", views.rollout_label, name="rollout"),
@@ -22,4 +24,4 @@ urlpatterns = [
 ]
 
 # Names a scheme may not take: they are pages of their own here.
-RESERVED_NAMES = frozenset({"login", "logout"})
+RESERVED_NAMES = frozenset({"login", "logout", "invite", "welcome"})

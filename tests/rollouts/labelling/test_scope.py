@@ -240,6 +240,28 @@ def test_a_rollout_that_stops_being_gold_comes_back_once_the_cursor_is_rewound()
     assert claim_all() == [rollouts[0].pk]
 
 
+@pytest.mark.parametrize("how", ["one", "action"])
+def test_a_gold_item_deleted_in_the_admin_is_handed_out_again(client, staff_user, how):
+    scheme = make_scheme(VERSION)
+    rollouts = aged([make_rollout() for _ in range(3)])
+    gold = GoldItem.objects.create(scheme=scheme, rollout=rollouts[0], prm_output=[1, 1], rated_steps=2)
+    for rollout in rollouts[1:]:
+        make_label(rollout, VERSION)
+    assert claim_all() == []  # the cursor has passed the gold item: it is out of scope
+    client.force_login(staff_user)
+    if how == "one":
+        response = client.post(reverse("admin:rollouts_golditem_delete", args=[gold.pk]), {"post": "yes"})
+    else:
+        response = client.post(
+            reverse("admin:rollouts_golditem_changelist"),
+            {"action": "delete_selected", "_selected_action": [gold.pk], "post": "yes"},
+        )
+    assert response.status_code == 302
+    assert not GoldItem.objects.exists()
+    assert gold.history.filter(history_type="-").exists()  # the deletion is in its history
+    assert claim_all() == [rollouts[0].pk]
+
+
 def test_deleting_a_label_rewinds_the_scoped_cursor_too():
     make_scheme(VERSION, scope_outcome=OUTCOME_CORRECT)
     rollouts = aged([correct() for _ in range(3)])
