@@ -194,12 +194,15 @@ def _label_input(label: ProcessRewardLabel, steps: int) -> services.LabelInput:
     attributes = label.attributes or {}
     ratings = rules.ratings_of(list(label.prm_output), attributes.get("rated_steps"))[:steps]
     notes = [str(n) for n in list(label.explanations or [])[:steps]]
+    # found_error and solution follow from the ratings: left "from the ratings", a revised rating changes them too.
     finish_reason = attributes.get("finish_reason", "")
+    if finish_reason not in rules.FINISH_EARLY:
+        finish_reason = ""
     return services.LabelInput(
         ratings=ratings + [None] * (steps - len(ratings)),
         notes=notes + [""] * (steps - len(notes)),
         bad_problem=bool(attributes.get("bad_problem")),
-        finish_reason=finish_reason if finish_reason in rules.FINISH_REASONS else "",
+        finish_reason=finish_reason,
     )
 
 

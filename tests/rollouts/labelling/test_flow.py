@@ -282,6 +282,7 @@ def test_the_author_revises_on_the_page_and_sees_the_history(labeller_client, sc
     html = page.content.decode()
     assert page.status_code == 200 and 'id="revising"' in html and 'data-revising="true"' in html
     assert checked_ratings(html) == {0: "1", 1: "1"} and ">ok</textarea>" in html
+    assert 'name="finish_reason" value="" checked' in html  # "solution" followed from the ratings: it still does
     assert 'id="skip-form"' not in html and 'value="save"' not in html
     response = labeller_client.post(
         revise_url(scheme, rollout.pk), form_data([1, -1], notes=["", "not ok"], visit=visit_of(html))
