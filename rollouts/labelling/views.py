@@ -105,6 +105,11 @@ def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
         "instructions": markdown_html(scheme.instructions),
         "held": selectors.leases_held(prm_version=scheme.prm_version, username=username, now=now),
         "drafts": selectors.drafts_of(user=request.user, prm_version=scheme.prm_version, now=now),
+        "skipped": set(
+            LabelSkip.objects.filter(user=request.user, prm_version=scheme.prm_version).values_list(
+                "rollout_id", flat=True
+            )
+        ),
         "labels": [
             (label, label.attributes.get("rated_steps", len(label.prm_output)))
             for label in _with_revision_counts(selectors.labels_of(username=username, prm_version=scheme.prm_version))

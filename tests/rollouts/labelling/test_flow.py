@@ -158,6 +158,8 @@ def test_a_skipped_rollout_that_comes_back_resumes_from_its_draft(client, scheme
     skipped = client.post(skip_url(scheme, first.pk), {"visit": visit_of(page)})
     assert skipped["Location"] == rollout_url(scheme, second.pk)
     assert views.SKIPPED.format(rollout_id=first.pk) in client.get(rollout_url(scheme, second.pk)).content.decode()
+    scheme_page = client.get(reverse("labelling:scheme", args=[scheme.prm_version])).content.decode()
+    assert "skipped: it comes back to you after the rest of your queue" in scheme_page
     # While skipped, its page says so and shows the draft.
     html = client.get(rollout_url(scheme, first.pk)).content.decode()
     assert 'id="skipped-note"' in html and checked_ratings(html) == {0: "1", 1: ""}
