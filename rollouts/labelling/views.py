@@ -436,7 +436,7 @@ def _rollout_post(
     return _to_rollout_or_scheme(scheme, next_id)
 
 
-def _revise_refused(request: HttpRequest, scheme: LabellingScheme, rollout_id: int, exc: ApplicationError):
+def _revise_refused(request: HttpRequest, scheme: LabellingScheme, exc: ApplicationError) -> HttpResponse:
     """A revision refused (not the author: 403; a closed scheme: 409): the reason, nothing of the rollout."""
     if asks_for_json(request):
         return JsonResponse({"saved": False, "errors": [exc.message]}, status=exc.status_code)
@@ -458,7 +458,7 @@ def rollout_revise(request: HttpRequest, prm_version: str, rollout_id: int) -> H
     try:
         label = services.label_revise_check(user=request.user, scheme=scheme, rollout_id=rollout.pk)
     except (services.NotRevisable, services.RevisionClosed) as exc:
-        return _revise_refused(request, scheme, rollout.pk, exc)
+        return _revise_refused(request, scheme, exc)
     now = timezone.now()
     state = selectors.rollout_state(user=request.user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now)
     steps = len(rollout.reasoning)
@@ -479,7 +479,7 @@ def rollout_revise(request: HttpRequest, prm_version: str, rollout_id: int) -> H
             user=request.user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now
         )
     except (services.NotRevisable, services.RevisionClosed) as exc:  # changed meanwhile (the scheme was closed)
-        return _revise_refused(request, scheme, rollout.pk, exc)
+        return _revise_refused(request, scheme, exc)
     except ApplicationError as exc:
         return _page(request, **page, data=data, errors=[exc.message], status=400, revising=label)
     attributes = label.attributes or {}
