@@ -219,17 +219,21 @@ def _labelled_page(
     ratings = rules.ratings_of(label.prm_output, (label.attributes or {}).get("rated_steps"))
     notes = list(label.explanations or [""] * steps)
     budget = page_budget()
+    # Only a stored label has revisions and may be revised (another object shaped as a label, such as a gold
+    # answer, has none).
+    revisable = isinstance(label, ProcessRewardLabel)
     revisions = [
         {
             "revision": revision,
             "ratings": rules.ratings_of(revision.prm_output, (revision.attributes or {}).get("rated_steps")),
         }
-        for revision in LabelRevision.objects.filter(label=label).order_by("revised_at", "id")
+        for revision in (LabelRevision.objects.filter(label=label).order_by("revised_at", "id") if revisable else [])
     ]
     context = {
         "scheme": scheme,
         "rollout": rollout,
         "label": label,
+        "revisable": revisable,
         "revisions": revisions,
         "prompt": markdown_html(rollout.example, budget),
         "correct": rollout.correct,
