@@ -12,6 +12,7 @@ revision mode (``rollout_revise``): no draft, no lease, only the submit.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from django.contrib import messages
@@ -189,7 +190,7 @@ def _page(
         "skipped": revising is None
         and LabelSkip.objects.filter(user=request.user, prm_version=scheme.prm_version, rollout=rollout).exists(),
         "rating_choices": RATING_WORDS,
-        "rating_keys": RATING_KEYS,
+        "rating_keys": json.dumps(RATING_KEYS),  # the script reads the keys from the form (data-rating-keys)
     }
     return render(request, "rollouts/labelling/label.html", context, status=status)
 

@@ -1,7 +1,7 @@
 // The labelling page's keys, its draft and its lease. The form works without this script; with it:
 // - keys rate the current step and move through the steps, submit, skip, save (the list is on the page, "?" shows it);
-//   the rating keys say their rating (- 0 +, and a s d for one hand) and come from the page (#rating-keys); no digit
-//   but 0 rates; Enter submits from anywhere but inside a note (a focused note or instructions toggle included);
+//   the rating keys say their rating (- 0 +, and a s d for one hand) and come from the form (data-rating-keys); no
+//   digit but 0 rates; Enter submits from anywhere but inside a note (a focused note or instructions toggle included);
 // - skipping saves the draft first (the server keeps it, and the rollout comes back after the rest of the queue);
 // - on a revision of the person's own label (data-revising) nothing is saved as a draft: the submit stores it;
 // - the draft is saved on the server a moment after each change, every minute while the person is active, and when
@@ -32,8 +32,7 @@
   const badProblem = form.elements.namedItem("bad_problem");
   const keyHint = document.getElementById("key-hint");
   const revising = form.dataset.revising === "true";
-  const ratingKeysData = document.getElementById("rating-keys");
-  const RATING_KEYS = ratingKeysData ? JSON.parse(ratingKeysData.textContent) : {};
+  const RATING_KEYS = JSON.parse(form.dataset.ratingKeys || "{}");
   const SAVE_DELAY_MS = 1500;
   const SAVE_EVERY_MS = 60000;
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.test import Client
@@ -67,8 +68,8 @@ def test_the_page_shows_the_keys_and_the_ratings_as_words(labeller_client, schem
     make_rollout()
     rollout_id = claim_next(labeller_client, scheme)
     html = labeller_client.get(rollout_url(scheme, rollout_id)).content.decode()
-    keys = re.search(r'<script id="rating-keys" type="application/json">(.*?)</script>', html)
-    assert keys and json.loads(keys.group(1)) == RATING_KEYS  # what the script reads
+    keys = re.search(r'data-rating-keys="([^"]*)"', html)
+    assert keys and json.loads(unescape(keys.group(1))) == RATING_KEYS  # what the script reads
     for rating in RATING_WORDS:
         assert f"rate the current step {rating['sign']} ({rating['word']})" in html
         assert f'value="{rating["value"]}"> {rating["sign"]} {rating["word"]}</label>' in html
