@@ -260,7 +260,7 @@ class LabellingScheme(models.Model):
 
 class LabelDraft(models.Model):
     """A person's unfinished label of one rollout for one scheme, kept on the server so that it survives leaving the
-    page, another browser and an expired lease. Deleted when the label is stored or the rollout skipped."""
+    page, another browser, an expired lease and a skip. Deleted when the label is stored."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="label_drafts")
     prm_version = models.CharField(max_length=200, help_text="The labelling scheme's version.")

@@ -233,7 +233,7 @@ def test_math_renders_as_mathml_on_a_tree_page_and_a_labelling_page_in_chromium(
     )
     check_formulas_in_browser(browser)
     screenshot(browser, "math", "1-labelling-page")
-    ActionChains(browser).send_keys("3").perform()
+    ActionChains(browser).send_keys("+").perform()
     wait_for(
         browser,
         lambda d: "Draft saved" in d.find_element(By.ID, "save-status").text,

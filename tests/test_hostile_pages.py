@@ -197,12 +197,13 @@ def page_urls(world) -> list[str]:
     }
     urls = []
     for route in page_routes():
-        if route.name in PUBLIC or route.name in (*POST_ONLY, "search_plot"):
-            continue  # next and skip are POSTs (claimed in the fixture); the plot is a PNG
+        if route.name in PUBLIC or route.name in (*POST_ONLY, "search_plot", "revise"):
+            continue  # next and skip are POSTs (claimed in the fixture); the plot is a PNG; revise: see below
         urls.append(route.path(**values))
     scheme = world["scheme"]
     urls += [
         rollout_url(scheme, world["rollouts"][1].pk),  # labelled by the other labeller: not ours
+        # Revising a label needs one's own (the author's page is in tests/rollouts/labelling/test_injection.py).
         reverse("labelling:stats", kwargs={"prm_version": SCHEME}) + f"?compare={quote(SHORT)}&mc=1",
         reverse("labelling:export", kwargs={"prm_version": SCHEME}) + "?rule=steps&min_labels=1",
         reverse("labelling:export", kwargs={"prm_version": SCHEME}) + f"?rule={quote(SHORT)}&versions={quote(SHORT)}",

@@ -18,6 +18,15 @@ ACTION_DISCARD = "discard"
 ACTIONS = (ACTION_SUBMIT, ACTION_SAVE, ACTION_SKIP, ACTION_DISCARD)
 
 RATING_CHOICES = [("", "unrated"), ("-1", "\u22121"), ("0", "0"), ("1", "+1")]
+# The ratings as the pages show them: the value, its sign and word, and the keys that give it, a symbol saying the
+# rating (with the key it shares, "_" and "=") and a one-handed key (a s d). No digit but 0 rates: a digit once rated
+# 1 = -1. The page's script reads the keys from the form (``data-rating-keys``), so this is the one list of them.
+RATING_WORDS = [
+    {"value": "-1", "sign": "\u22121", "word": "wrong", "css": "r-wrong", "keys": ["-", "_", "a"]},
+    {"value": "0", "sign": "0", "word": "neutral", "css": "r-neutral", "keys": ["0", "s"]},
+    {"value": "1", "sign": "+1", "word": "right", "css": "r-right", "keys": ["+", "=", "d"]},
+]
+RATING_KEYS = {key: rating["value"] for rating in RATING_WORDS for key in rating["keys"]}
 FINISH_CHOICES = [
     ("", "from the ratings"),
     (rules.FINISH_FOUND_ERROR, "found an error"),

@@ -16,6 +16,11 @@ rollouts handed to them), or the server showed them its page (``visit_started``:
 signed visit token issued to this person for this rollout and scheme, so an expired lease does not lose the work in
 hand). Anything else is ``NotHandedOut`` (403), and nothing is written.
 
+Skipping keeps the work: ``label_skip`` gives the lease back, keeps the person's draft (ratings, notes, time) and
+records a ``LabelSkip``, so the claim hands the rollout back to them behind the rest of their queue; labelling it drops
+the skip. A label's author may revise it while the scheme is open (``label_revise``): the label row keeps the latest
+values, each revision keeps the values it replaced (``LabelRevision``), and the time spent adds up.
+
 A person holds at most one lease per scheme: ``labelling_next`` and ``label_skip`` run under a lock on the person's
 user row (SQLite: the database's write lock, taken when the transaction begins), so twenty parallel clicks on *next*
 read what the first one leased instead of each claiming a rollout of their own.
@@ -34,7 +39,16 @@ from prmsite.core.errors import ApplicationError, ConflictError
 from rollouts.labelling import gold, rules
 from rollouts.labelling.selectors import leases_held
 from rollouts.labels import label_create
-from rollouts.models import GoldAnswer, LabelDraft, LabellingScheme, ProcessRewardLabel, Rollout, RolloutCheckout
+from rollouts.models import (
+    GoldAnswer,
+    LabelDraft,
+    LabellingScheme,
+    LabelRevision,
+    LabelSkip,
+    ProcessRewardLabel,
+    Rollout,
+    RolloutCheckout,
+)
 from rollouts.queue import checkout_claim, checkout_release, checkout_renew
 
 # The longest stretch of time on a page counted at once (seconds).
@@ -44,6 +58,11 @@ NOTE_MAX_CHARS = 5000
 
 SCHEME_CLOSED = "The scheme {prm_version!r} is closed: it hands out no more rollouts."
 RATINGS_INVALID = "ratings_invalid"
+REVISION_CLOSED = "The scheme {prm_version!r} is closed: its labels can no longer be revised."
+REVISION_NOT_AUTHOR = (
+    "You have no label of rollout #{rollout_id} in {prm_version}: only a label's author may revise it. Nothing was "
+    "stored."
+)
 NOT_HANDED_OUT = (
     "Rollout #{rollout_id} was not handed to you in {prm_version}: nothing was stored. Take the next one from the "
     "queue instead."
@@ -55,6 +74,20 @@ class NotHandedOut(ApplicationError):
 
     status_code = 403
     code = "not_checked_out"
+
+
+class NotRevisable(ApplicationError):
+    """A revision of a label the person did not give (they have none of the rollout): refused, nothing written."""
+
+    status_code = 403
+    code = "not_author"
+
+
+class RevisionClosed(ApplicationError):
+    """A revision in a closed scheme: refused, nothing written."""
+
+    status_code = 409
+    code = "scheme_closed"
 
 
 @dataclass(frozen=True)
@@ -227,6 +260,30 @@ def draft_discard(*, user, prm_version: str, rollout_id: int) -> int:
     return deleted
 
 
+def _step_label(scheme: LabellingScheme, data: LabelInput) -> rules.StepLabel:
+    """The ratings as a label (``ApplicationError`` with code ``ratings_invalid``, saying what to fix, when they
+    cannot be one)."""
+    try:
+        return rules.label_from_ratings(
+            data.ratings,
+            [note[:NOTE_MAX_CHARS] for note in data.notes],
+            finish_reason=data.finish_reason or None,
+            stop_at_first_error=scheme.stop_at_first_error,
+        )
+    except rules.RatingsInvalid as exc:
+        raise ApplicationError(str(exc), code=RATINGS_INVALID) from exc
+
+
+def _label_attributes(step_label: rules.StepLabel, data: LabelInput, seconds: float) -> dict:
+    return {
+        "mode": step_label.mode,
+        "finish_reason": step_label.finish_reason,
+        "bad_problem": data.bad_problem or step_label.finish_reason == rules.FINISH_BAD_PROBLEM,
+        "rated_steps": step_label.rated_steps,
+        "seconds_spent": round(seconds, 1),
+    }
+
+
 def label_submit(
     *,
     user,
@@ -249,15 +306,7 @@ def label_submit(
     labelling_access_check(
         user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now, visit_started=visit_started
     )
-    try:
-        step_label = rules.label_from_ratings(
-            data.ratings,
-            [note[:NOTE_MAX_CHARS] for note in data.notes],
-            finish_reason=data.finish_reason or None,
-            stop_at_first_error=scheme.stop_at_first_error,
-        )
-    except rules.RatingsInvalid as exc:
-        raise ApplicationError(str(exc), code=RATINGS_INVALID) from exc
+    step_label = _step_label(scheme, data)
     username = user.get_username()
     gold_answer = gold.gold_answer_of(user=user, prm_version=scheme.prm_version, rollout_id=rollout.pk)
     try:
@@ -270,13 +319,7 @@ def label_submit(
             seconds = (draft.seconds_spent if draft else 0.0) + _visit_seconds(
                 visit_started=visit_started, counted_until=draft.counted_until if draft else None, now=now
             )
-            attributes = {
-                "mode": step_label.mode,
-                "finish_reason": step_label.finish_reason,
-                "bad_problem": data.bad_problem or step_label.finish_reason == rules.FINISH_BAD_PROBLEM,
-                "rated_steps": step_label.rated_steps,
-                "seconds_spent": round(seconds, 1),
-            }
+            attributes = _label_attributes(step_label, data, seconds)
             if gold_answer is not None:  # a gold item: the answer is checked against the gold, never a label
                 label = gold.gold_answer_store(
                     answer=gold_answer, step_label=step_label, attributes=attributes, now=now
@@ -294,27 +337,110 @@ def label_submit(
                 )
             if draft is not None:
                 draft.delete()
+            LabelSkip.objects.filter(user=user, prm_version=scheme.prm_version, rollout=rollout).delete()
     except ConflictError:
         _draft_write(user=user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now)
         raise
     return label
 
 
-def label_skip(*, user, scheme: LabellingScheme, rollout_id: int, now: datetime) -> int | None:
-    """Give the rollout back to the queue and drop the person's draft of it; answer the rollout they label next.
+def label_skip(
+    *, user, scheme: LabellingScheme, rollout_id: int, now: datetime, visit_started: datetime | None = None
+) -> int | None:
+    """Give the rollout back to the queue, keep the person's draft of it and record their skip; answer the rollout
+    they label next.
 
-    The next one is claimed before the skipped one is released, so the skipped one does not come straight back to
-    them (it goes to someone else, or back to them once the queue comes round to it); both happen in one transaction
-    under the person's lock, so they never hold two leases of the scheme. Always works: a rollout they do not hold
-    (or that does not exist) has nothing to give back, and a closed scheme just hands out nothing new."""
+    The next one is claimed before the skipped one is released, and the skip (``LabelSkip``, its time renewed on each
+    skip) makes the claim hand it back to them only behind the rest of their queue, oldest skip first; when it comes
+    back, its page resumes from the draft. The time since ``visit_started`` (the skipped page's visit token, when the
+    skip carried one) is added to the draft. Both happen in one transaction under the person's lock, so they never
+    hold two leases of the scheme. Always works: a rollout they were not handed (or that does not exist) has nothing
+    to give back and records no skip, and a closed scheme just hands out nothing new."""
     username = user.get_username()
+    prm_version = scheme.prm_version
     with transaction.atomic():
         _person_lock(username)
+        held = RolloutCheckout.objects.filter(
+            prm_version=prm_version, rollout_id=rollout_id, claimed_by=username, expires_at__gt=now
+        ).exists()
+        draft = LabelDraft.objects.select_for_update().filter(user=user, prm_version=prm_version, rollout_id=rollout_id)
+        draft = draft.first()
+        labelled = ProcessRewardLabel.objects.filter(
+            prm_version=prm_version, rollout_id=rollout_id, labelled_by=username
+        ).exists()
+        if (held or draft is not None) and not labelled:
+            LabelSkip.objects.update_or_create(
+                user=user, prm_version=prm_version, rollout_id=rollout_id, defaults={"skipped_at": now}
+            )
+        if draft is not None and visit_started is not None:
+            draft.seconds_spent += _visit_seconds(
+                visit_started=visit_started, counted_until=draft.counted_until, now=now
+            )
+            draft.counted_until = now
+            draft.save(update_fields=["seconds_spent", "counted_until", "updated_at"])
         try:
             next_id = _next_locked(scheme=scheme, username=username, now=now, exclude=[rollout_id])
         except ApplicationError:  # a closed scheme hands out nothing new; the skip still gives this one back
             next_id = None
-        checkout_release(prm_version=scheme.prm_version, rollout_ids=[rollout_id], claimed_by=username)
+        checkout_release(prm_version=prm_version, rollout_ids=[rollout_id], claimed_by=username)
         gold.gold_skip(user=user, scheme=scheme, rollout_id=rollout_id, now=now)  # a gold item is closed, unanswered
-        draft_discard(user=user, prm_version=scheme.prm_version, rollout_id=rollout_id)
     return next_id
+
+
+def own_label(*, user, prm_version: str, rollout_id: int) -> ProcessRewardLabel | None:
+    """The label the person gave (they are its caller, ``labelled_by``), if any: one at most per rollout."""
+    return ProcessRewardLabel.objects.filter(
+        prm_version=prm_version, rollout_id=rollout_id, labelled_by=user.get_username()
+    ).first()
+
+
+def label_revise_check(*, user, scheme: LabellingScheme, rollout_id: int) -> ProcessRewardLabel:
+    """The person's label of the rollout, which they may revise; ``NotRevisable`` when they gave none (only a
+    label's author revises it), ``RevisionClosed`` when the scheme is closed."""
+    label = own_label(user=user, prm_version=scheme.prm_version, rollout_id=rollout_id)
+    if label is None:
+        raise NotRevisable(REVISION_NOT_AUTHOR.format(rollout_id=rollout_id, prm_version=scheme.prm_version))
+    if not scheme.is_open:
+        raise RevisionClosed(REVISION_CLOSED.format(prm_version=scheme.prm_version))
+    return label
+
+
+def label_revise(
+    *,
+    user,
+    scheme: LabellingScheme,
+    rollout: Rollout,
+    data: LabelInput,
+    visit_started: datetime | None,
+    now: datetime,
+) -> ProcessRewardLabel:
+    """Replace the person's own label of ``rollout`` with new ratings, keeping what it held as a ``LabelRevision``.
+
+    Only the label's author may (``NotRevisable``), and only while the scheme is open (``RevisionClosed``); the
+    ratings are checked as for a submit (``ApplicationError`` ``ratings_invalid``). The label row is updated in place
+    (so it stays the first label of its rollout where it was: another person's label is still refused when K=1), and
+    the time of the revision's page (from ``visit_started``, or from the label's last change when later) is added to
+    its ``seconds_spent``. Nothing is written when anything is refused."""
+    with transaction.atomic():
+        label = label_revise_check(user=user, scheme=scheme, rollout_id=rollout.pk)
+        step_label = _step_label(scheme, data)
+        label = ProcessRewardLabel.objects.select_for_update().get(pk=label.pk)
+        last = LabelRevision.objects.filter(label=label).order_by("-revised_at", "-id").first()
+        counted_until = max(label.created_at, last.revised_at) if last is not None else label.created_at
+        old_attributes = dict(label.attributes or {})
+        seconds = float(old_attributes.get("seconds_spent") or 0.0) + _visit_seconds(
+            visit_started=visit_started, counted_until=counted_until, now=now
+        )
+        LabelRevision.objects.create(
+            label=label,
+            prm_output=label.prm_output,
+            explanations=label.explanations,
+            attributes=old_attributes,
+            revised_at=now,
+        )
+        label.prm_output = step_label.prm_output
+        label.explanations = step_label.explanations
+        label.attributes = {**old_attributes, **_label_attributes(step_label, data, seconds)}
+        label.final_reward = float(step_label.prm_output[-1]) if step_label.prm_output else None
+        label.save(update_fields=["prm_output", "explanations", "attributes", "final_reward"])
+    return label

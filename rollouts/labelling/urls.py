@@ -16,6 +16,7 @@ urlpatterns = [
     path("<str:prm_version>/next/", views.scheme_next, name="next"),
     path("<str:prm_version>/rollouts/<int:rollout_id>/", views.rollout_label, name="rollout"),
     path("<str:prm_version>/rollouts/<int:rollout_id>/skip/", views.rollout_skip, name="skip"),
+    path("<str:prm_version>/rollouts/<int:rollout_id>/revise/", views.rollout_revise, name="revise"),
     path("<str:prm_version>/stats/", staff_views.scheme_stats, name="stats"),
     path("<str:prm_version>/export/", staff_views.scheme_export, name="export"),
     path("<str:prm_version>/gold/", gold_views.scheme_gold, name="gold"),

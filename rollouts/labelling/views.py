@@ -5,16 +5,20 @@ keys, the draft saved while the page is open and when it is left, and the lease'
 
 The labelling view reads its own form body, with a bound of its own (``bounded_form``); the page carries a signed
 visit token (``visits``). Skipping has a form of its own, with nothing in it but the CSRF token (``rollout_skip``):
-whatever the labelling form holds, and whatever made the server refuse it, a person can always give the rollout back.
+whatever the labelling form holds, and whatever made the server refuse it, a person can always give the rollout back
+(it keeps the person's draft; the script saves the draft just before). A label's author revises it on the same page in
+revision mode (``rollout_revise``): no draft, no lease, only the submit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime
 
 from django.contrib import messages
 from django.contrib.auth.views import LoginView, LogoutView
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -32,15 +36,30 @@ from rollouts.labelling.access import (
     scheme_or_404,
 )
 from rollouts.labelling.bounded_form import bounded_label_form
-from rollouts.labelling.forms import ACTION_DISCARD, ACTION_SAVE, ACTION_SKIP, FINISH_CHOICES, LabelForm
-from rollouts.models import LabellingScheme, Rollout
+from rollouts.labelling.forms import (
+    ACTION_DISCARD,
+    ACTION_SAVE,
+    ACTION_SKIP,
+    ACTION_SUBMIT,
+    FINISH_CHOICES,
+    RATING_KEYS,
+    RATING_WORDS,
+    LabelForm,
+)
+from rollouts.models import LabellingScheme, LabelRevision, LabelSkip, ProcessRewardLabel, Rollout
 
 NOT_CHECKED_OUT = (
     "Rollout #{rollout_id} is not checked out to you in {prm_version}: take the next one from the queue instead."
 )
 NOTHING_LEFT = "Nothing left for you to label in {title}: every rollout has its labels or is being labelled."
 LABEL_STORED = "Label of rollout #{rollout_id} stored ({rated} of {steps} steps rated, {finish_reason})."
-SKIPPED = "Rollout #{rollout_id} skipped: it went back to the queue."
+SKIPPED = (
+    "Rollout #{rollout_id} skipped: your draft of it is kept, and it comes back to you after the rest of your queue."
+)
+LABEL_REVISED = (
+    "Label of rollout #{rollout_id} revised ({rated} of {steps} steps rated, {finish_reason}): revision {n}."
+)
+REVISE_SUBMIT_ONLY = "A revision is submitted whole: it keeps no draft and skips nothing."
 DRAFT_SAVED = "Draft saved."
 DRAFT_DISCARDED = "Draft discarded."
 LEASE_LOST = (
@@ -67,6 +86,16 @@ def scheme_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _with_revision_counts(labels: list[ProcessRewardLabel]) -> list[ProcessRewardLabel]:
+    """The labels, each with ``revision_count``: how many times its author revised it."""
+    counts = dict(
+        LabelRevision.objects.filter(label__in=labels).order_by().values_list("label").annotate(n=Count("id"))
+    )
+    for label in labels:
+        label.revision_count = counts.get(label.pk, 0)
+    return labels
+
+
 @require_safe
 @labeller_required
 def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
@@ -78,9 +107,14 @@ def scheme_detail(request: HttpRequest, prm_version: str) -> HttpResponse:
         "instructions": markdown_html(scheme.instructions),
         "held": selectors.leases_held(prm_version=scheme.prm_version, username=username, now=now),
         "drafts": selectors.drafts_of(user=request.user, prm_version=scheme.prm_version, now=now),
+        "skipped": set(
+            LabelSkip.objects.filter(user=request.user, prm_version=scheme.prm_version).values_list(
+                "rollout_id", flat=True
+            )
+        ),
         "labels": [
             (label, label.attributes.get("rated_steps", len(label.prm_output)))
-            for label in selectors.labels_of(username=username, prm_version=scheme.prm_version)
+            for label in _with_revision_counts(selectors.labels_of(username=username, prm_version=scheme.prm_version))
         ],
         "complete": selectors.scheme_complete_count(scheme=scheme),
         "rollouts": selectors.scheme_rollout_count(scheme=scheme),
@@ -122,8 +156,10 @@ def _page(
     errors: list[str] | None = None,
     conflict: str | None = None,
     status: int = 200,
+    revising: ProcessRewardLabel | None = None,
 ) -> HttpResponse:
-    """The labelling page of ``rollout`` showing ``data`` (a draft's, or what was just posted)."""
+    """The labelling page of ``rollout`` showing ``data`` (a draft's, or what was just posted); with ``revising``,
+    the page revising that label (the person's own)."""
     wrong = rules.first_wrong(data.ratings)
     budget = page_budget()  # one for the page's texts: the steps first, what the labeller rates
     steps = [
@@ -152,8 +188,69 @@ def _page(
         "seconds_before": round(seconds_before, 1),
         "errors": errors or [],
         "conflict": conflict,
+        "revising": revising,
+        "skipped": revising is None
+        and LabelSkip.objects.filter(user=request.user, prm_version=scheme.prm_version, rollout=rollout).exists(),
+        "rating_choices": RATING_WORDS,
+        "rating_keys": json.dumps(RATING_KEYS),  # the script reads the keys from the form (data-rating-keys)
     }
     return render(request, "rollouts/labelling/label.html", context, status=status)
+
+
+def _label_input(label: ProcessRewardLabel, steps: int) -> services.LabelInput:
+    """A stored label as the form shows it (for revising it)."""
+    attributes = label.attributes or {}
+    ratings = rules.ratings_of(list(label.prm_output), attributes.get("rated_steps"))[:steps]
+    notes = [str(n) for n in list(label.explanations or [])[:steps]]
+    # found_error and solution follow from the ratings: left "from the ratings", a revised rating changes them too.
+    finish_reason = attributes.get("finish_reason", "")
+    if finish_reason not in rules.FINISH_EARLY:
+        finish_reason = ""
+    return services.LabelInput(
+        ratings=ratings + [None] * (steps - len(ratings)),
+        notes=notes + [""] * (steps - len(notes)),
+        bad_problem=bool(attributes.get("bad_problem")),
+        finish_reason=finish_reason,
+    )
+
+
+def _labelled_page(
+    request: HttpRequest, *, scheme: LabellingScheme, rollout: Rollout, label: ProcessRewardLabel
+) -> HttpResponse:
+    """The person's label of ``rollout``, its revisions (oldest first) and, while the scheme is open, *Revise*."""
+    steps = len(rollout.reasoning)
+    ratings = rules.ratings_of(label.prm_output, (label.attributes or {}).get("rated_steps"))
+    notes = list(label.explanations or [""] * steps)
+    budget = page_budget()
+    # Only a stored label has revisions and may be revised (another object shaped as a label, such as a gold
+    # answer, has none).
+    revisable = isinstance(label, ProcessRewardLabel)
+    revisions = [
+        {
+            "revision": revision,
+            "ratings": rules.ratings_of(revision.prm_output, (revision.attributes or {}).get("rated_steps")),
+        }
+        for revision in (LabelRevision.objects.filter(label=label).order_by("revised_at", "id") if revisable else [])
+    ]
+    context = {
+        "scheme": scheme,
+        "rollout": rollout,
+        "label": label,
+        "revisable": revisable,
+        "revisions": revisions,
+        "prompt": markdown_html(rollout.example, budget),
+        "correct": rollout.correct,
+        "steps": [
+            {
+                "number": i + 1,
+                "html": markdown_html(text, budget),
+                "rating": ratings[i] if i < len(ratings) else None,
+                "note": notes[i] if i < len(notes) else "",
+            }
+            for i, text in enumerate(rollout.reasoning)
+        ],
+    }
+    return render(request, "rollouts/labelling/labelled.html", context)
 
 
 def _draft_input(state: selectors.RolloutState, steps: int) -> services.LabelInput:
@@ -188,26 +285,7 @@ def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> Ht
         answered = gold.gold_answered_label(user=request.user, prm_version=scheme.prm_version, rollout_id=rollout.pk)
         state = dataclasses.replace(state, label=answered) if answered is not None else state
     if state.label is not None:
-        ratings = rules.ratings_of(state.label.prm_output, state.label.attributes.get("rated_steps"))
-        notes = list(state.label.explanations or [""] * steps)
-        budget = page_budget()
-        context = {
-            "scheme": scheme,
-            "rollout": rollout,
-            "label": state.label,
-            "prompt": markdown_html(rollout.example, budget),
-            "correct": rollout.correct,
-            "steps": [
-                {
-                    "number": i + 1,
-                    "html": markdown_html(text, budget),
-                    "rating": ratings[i],
-                    "note": notes[i] if i < len(notes) else "",
-                }
-                for i, text in enumerate(rollout.reasoning)
-            ],
-        }
-        return render(request, "rollouts/labelling/labelled.html", context)
+        return _labelled_page(request, scheme=scheme, rollout=rollout, label=state.label)
     if state.lease is None and state.draft is None:
         messages.warning(request, NOT_CHECKED_OUT.format(rollout_id=rollout.pk, prm_version=scheme.prm_version))
         return redirect("labelling:scheme", prm_version=scheme.prm_version)
@@ -223,7 +301,11 @@ def rollout_label(request: HttpRequest, prm_version: str, rollout_id: int) -> Ht
 
 
 def _skip(request: HttpRequest, *, scheme: LabellingScheme, rollout_id: int, now: datetime) -> HttpResponse:
-    next_id = services.label_skip(user=request.user, scheme=scheme, rollout_id=rollout_id, now=now)
+    """Skip (the time since the page's visit token, when the form carries one, goes to the kept draft)."""
+    visit_started = visits.visit_started(request, str(request.POST.get("visit", "")), scheme, rollout_id)
+    next_id = services.label_skip(
+        user=request.user, scheme=scheme, rollout_id=rollout_id, now=now, visit_started=visit_started
+    )
     messages.info(request, SKIPPED.format(rollout_id=rollout_id))
     if next_id is None:
         messages.info(request, NOTHING_LEFT.format(title=scheme.title))
@@ -362,3 +444,63 @@ def _rollout_post(
         if next_id is None:
             messages.info(request, NOTHING_LEFT.format(title=scheme.title))
     return _to_rollout_or_scheme(scheme, next_id)
+
+
+def _revise_refused(request: HttpRequest, scheme: LabellingScheme, exc: ApplicationError) -> HttpResponse:
+    """A revision refused (not the author: 403; a closed scheme: 409): the reason, nothing of the rollout."""
+    if asks_for_json(request):
+        return JsonResponse({"saved": False, "errors": [exc.message]}, status=exc.status_code)
+    context = {"message": exc.message, "prm_version": scheme.prm_version, "rollout_id": None}
+    return render(request, "rollouts/labelling/refused.html", context, status=exc.status_code)
+
+
+@bounded_label_form
+@require_http_methods(["GET", "HEAD", "POST"])
+@labeller_required
+def rollout_revise(request: HttpRequest, prm_version: str, rollout_id: int) -> HttpResponse:
+    """The author's revision of their label: the labelling page filled with the label; its submit replaces the
+    label's values and keeps the old ones as a revision. Refused to anyone else (403) and in a closed scheme (409)."""
+    scheme = scheme_or_404(prm_version)
+    try:
+        rollout = selectors.rollout_get(rollout_id=rollout_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+    try:
+        label = services.label_revise_check(user=request.user, scheme=scheme, rollout_id=rollout.pk)
+    except (services.NotRevisable, services.RevisionClosed) as exc:
+        return _revise_refused(request, scheme, exc)
+    now = timezone.now()
+    state = selectors.rollout_state(user=request.user, prm_version=scheme.prm_version, rollout_id=rollout.pk, now=now)
+    steps = len(rollout.reasoning)
+    seconds_before = float((label.attributes or {}).get("seconds_spent") or 0.0)
+    page = {"scheme": scheme, "rollout": rollout, "state": state, "seconds_before": seconds_before, "now": now}
+    if request.method != "POST":
+        return _page(request, **page, data=_label_input(label, steps), revising=label)
+    form = LabelForm(request.POST, steps=steps)
+    if not form.is_valid() or form.chosen_action != ACTION_SUBMIT:
+        errors = form.error_messages() if form.errors else [REVISE_SUBMIT_ONLY]
+        if asks_for_json(request):
+            return JsonResponse({"saved": False, "errors": errors}, status=400)
+        return _page(request, **page, data=form.raw_input(), errors=errors, status=400, revising=label)
+    visit_started = visits.visit_started(request, str(request.POST.get("visit", "")), scheme, rollout.pk)
+    data = form.label_input()
+    try:
+        label = services.label_revise(
+            user=request.user, scheme=scheme, rollout=rollout, data=data, visit_started=visit_started, now=now
+        )
+    except (services.NotRevisable, services.RevisionClosed) as exc:  # changed meanwhile (the scheme was closed)
+        return _revise_refused(request, scheme, exc)
+    except ApplicationError as exc:
+        return _page(request, **page, data=data, errors=[exc.message], status=400, revising=label)
+    attributes = label.attributes or {}
+    messages.success(
+        request,
+        LABEL_REVISED.format(
+            rollout_id=rollout.pk,
+            rated=attributes.get("rated_steps", len(label.prm_output)),
+            steps=len(label.prm_output),
+            finish_reason=attributes.get("finish_reason", "stored"),
+            n=LabelRevision.objects.filter(label=label).count(),
+        ),
+    )
+    return redirect("labelling:rollout", prm_version=scheme.prm_version, rollout_id=rollout.pk)

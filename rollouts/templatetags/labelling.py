@@ -6,6 +6,7 @@ from django import template
 from django.utils.safestring import SafeString, mark_safe
 
 from prmsite.core.rendering import PageBudget, render_math_text
+from rollouts.labelling.forms import RATING_WORDS
 from rollouts.labelling.services import NOTE_MAX_CHARS
 
 register = template.Library()
@@ -38,7 +39,9 @@ def figure(value, digits: int = 3) -> str:
 
 @register.filter
 def rating_text(rating) -> str:
-    return {-1: "\u22121", 0: "0", 1: "+1"}.get(rating, "unrated")
+    """A rating as its sign and word (``+1 right``), as the labelling page shows it."""
+    words = {int(choice["value"]): f"{choice['sign']} {choice['word']}" for choice in RATING_WORDS}
+    return words.get(rating, "unrated")
 
 
 @register.filter

@@ -1,5 +1,9 @@
 // The labelling page's keys, its draft and its lease. The form works without this script; with it:
 // - keys rate the current step and move through the steps, submit, skip, save (the list is on the page, "?" shows it);
+//   the rating keys say their rating (- 0 +, and a s d for one hand) and come from the form (data-rating-keys); no
+//   digit but 0 rates; Enter submits from anywhere but inside a note (a focused note or instructions toggle included);
+// - skipping saves the draft first (the server keeps it, and the rollout comes back after the rest of the queue);
+// - on a revision of the person's own label (data-revising) nothing is saved as a draft: the submit stores it;
 // - the draft is saved on the server a moment after each change, every minute while the person is active, and when
 //   the page is hidden or left, so it survives closing the tab and opening the rollout in another browser; each save
 //   renews the person's lease, and its answer says whether they still hold it;
@@ -26,7 +30,9 @@
   const keysHelp = document.getElementById("keys-help");
   const finishPanel = document.getElementById("finish-panel");
   const badProblem = form.elements.namedItem("bad_problem");
-  const RATING_KEYS = { 1: "-1", "-": "-1", 2: "0", 0: "0", 3: "1", "+": "1", "=": "1" };
+  const keyHint = document.getElementById("key-hint");
+  const revising = form.dataset.revising === "true";
+  const RATING_KEYS = JSON.parse(form.dataset.ratingKeys || "{}");
   const SAVE_DELAY_MS = 1500;
   const SAVE_EVERY_MS = 60000;
 
@@ -36,6 +42,7 @@
   let submitting = false;
   let savedWhileHidden = false;
   let saveTimer = null;
+  let skipping = false;
   const shownAt = Date.now();
   let hiddenMs = 0;
   let hiddenSince = document.hidden ? Date.now() : null;
@@ -127,6 +134,18 @@
     }
   }
 
+  // Skipping keeps the draft: save what is on the page first (its time too), then post the skip form.
+  function skipAfterSave(event) {
+    if (skipping) {
+      return; // the skip form's own submit, after the save
+    }
+    event.preventDefault();
+    skipping = true;
+    submitting = true;
+    clearTimeout(saveTimer);
+    save({ force: true }).finally(() => skipForm.submit());
+  }
+
   // The form's fields for a save: what the form posts, less the empty ratings and notes (the server reads a missing
   // one as empty), urlencoded.
   function saveBody() {
@@ -160,8 +179,17 @@
     }
   }
 
-  async function save({ keepalive = false, resume = false } = {}) {
-    if (submitting) {
+  function showHint(kind) {
+    if (!keyHint) {
+      return;
+    }
+    const text = kind ? keyHint.dataset[kind] || "" : "";
+    keyHint.textContent = text;
+    keyHint.hidden = !text;
+  }
+
+  async function save({ keepalive = false, resume = false, force = false } = {}) {
+    if (revising || (submitting && !force)) {
       return;
     }
     clearTimeout(saveTimer);
@@ -224,6 +252,7 @@
     if (isTyping(target)) {
       if (event.key === "Escape") {
         target.blur();
+        showHint(null);
         setCurrent(current);
       }
       return;
@@ -232,13 +261,19 @@
       return;
     }
     const activates = target instanceof HTMLButtonElement || target instanceof HTMLAnchorElement;
-    if ((activates || target.tagName === "SUMMARY") && (event.key === "Enter" || event.key === " ")) {
-      return; // the focused button, link or note toggle does what it says
+    if (activates && (event.key === "Enter" || event.key === " ")) {
+      return; // the focused button or link does what it says
+    }
+    if (target.tagName === "SUMMARY" && event.key === " ") {
+      return; // Space opens and closes the instructions or a note; Enter submits, as everywhere but in a note
     }
     const key = event.key;
     let handled = true;
-    if (key in RATING_KEYS) {
+    showHint(null);
+    if (Object.hasOwn(RATING_KEYS, key)) {
       rate(RATING_KEYS[key]);
+    } else if (/^[1-9]$/.test(key)) {
+      showHint("digit"); // a digit once rated (1 was -1): say which keys do
     } else if (key === "Backspace" || key === "Delete") {
       rate("");
     } else if (key === "j" || key === "ArrowDown") {
@@ -256,7 +291,7 @@
       changed();
     } else if (key === "r") {
       cycleFinishReason();
-    } else if (key === "s") {
+    } else if (key === "S") {
       save();
     } else if (key === "Enter") {
       submitWith("submit");
@@ -292,12 +327,19 @@
     clearTimeout(saveTimer);
   });
   if (skipForm) {
-    // Skipping drops the draft: no save may follow it (on leaving the page).
-    skipForm.addEventListener("submit", () => {
-      submitting = true;
-      clearTimeout(saveTimer);
-    });
+    // No save may follow the skip (on leaving the page): the one before it is the draft kept.
+    skipForm.addEventListener("submit", skipAfterSave);
   }
+  form.addEventListener("focusin", (event) => {
+    if (event.target instanceof HTMLTextAreaElement) {
+      showHint("note");
+    }
+  });
+  form.addEventListener("focusout", (event) => {
+    if (event.target instanceof HTMLTextAreaElement) {
+      showHint(null);
+    }
+  });
   document.addEventListener("mousemove", () => {
     active = true;
   });

@@ -78,6 +78,14 @@ def test_hostile_text_is_inert_on_the_labelling_pages(client):
     assert "You labelled this rollout" in labelled
     assert_page_inert(labelled)
     assert "&lt;/textarea&gt;&lt;script&gt;" in labelled
+    revise = reverse("labelling:revise", kwargs={"prm_version": "human-x", "rollout_id": rollout.pk})
+    html = client.get(revise).content.decode()
+    assert_page_inert(html)
+    assert "&lt;/textarea&gt;&lt;script&gt;alert(8)&lt;/script&gt;</textarea>" in html
+    assert client.post(revise, form_data([1, 1], notes=[NOTE, NOTE])).status_code == 302
+    revised = client.get(rollout_url(scheme, rollout.pk)).content.decode()
+    assert "revised it 1 time" in revised
+    assert_page_inert(revised)
 
 
 def test_hostile_names_are_inert_on_the_staff_pages(staff_client, django_user_model):

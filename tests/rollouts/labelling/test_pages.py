@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from rollouts.models import LabelDraft, ProcessRewardLabel, RolloutCheckout
+from rollouts.models import LabelDraft, LabelSkip, ProcessRewardLabel, RolloutCheckout
 from tests.factories import make_label, make_rollout
 from tests.rollouts.labelling.conftest import (
     PASSWORD,
@@ -299,7 +299,8 @@ def test_skip_gives_the_rollout_back_and_takes_another(client, scheme):
     response = client.post(rollout_url(scheme, first.pk), form_data([1, None], action="skip"))
     assert response["Location"] == rollout_url(scheme, second.pk)
     assert list(RolloutCheckout.objects.values_list("rollout_id", "claimed_by")) == [(second.pk, "ann")]
-    assert not LabelDraft.objects.exists()
+    assert LabelDraft.objects.get().ratings == [1, None]  # the draft is kept for when it comes back
+    assert LabelSkip.objects.get().rollout_id == first.pk
     other = Client()
     other.force_login(bob)
     assert claim_next(other, scheme) == first.pk
