@@ -36,16 +36,9 @@ FINISH_CHOICES = [
 ]
 
 
-class LabelForm(forms.Form):
-    """One rollout's ratings (``rating_<i>``), notes (``note_<i>``), flag and finish reason, and what to do with
-    them (``action``). ``visit`` is the signed instant the page was shown; ``resume`` marks a save sent when a hidden
-    page is shown again."""
-
-    action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS], required=False)
-    bad_problem = forms.BooleanField(required=False)
-    finish_reason = forms.ChoiceField(choices=FINISH_CHOICES, required=False)
-    visit = forms.CharField(required=False, max_length=VISIT_TOKEN_MAX_CHARS)
-    resume = forms.BooleanField(required=False)
+class StepRatingsForm(forms.Form):
+    """A rating (``rating_<i>``: -1/0/+1 or none) and a note (``note_<i>``) per step of a rollout of ``steps`` steps;
+    the labelling page's form and the review page's adjudication form are both made of these."""
 
     def __init__(self, *args, steps: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -55,7 +48,7 @@ class LabelForm(forms.Form):
             self.fields[f"note_{index}"] = forms.CharField(required=False, max_length=NOTE_MAX_CHARS)
 
     def error_messages(self) -> list[str]:
-        """The form's errors as sentences naming the step they are about."""
+        """The form's errors as sentences naming the step or field they are about."""
         messages: list[str] = []
         for name, errors in self.errors.items():
             kind, _, index = name.partition("_")
@@ -65,6 +58,18 @@ class LabelForm(forms.Form):
                 where = self.fields[name].label or name.replace("_", " ") if name in self.fields else ""
             messages += [f"{where}: {error}" if where else str(error) for error in errors]
         return messages
+
+
+class LabelForm(StepRatingsForm):
+    """One rollout's ratings (``rating_<i>``), notes (``note_<i>``), flag and finish reason, and what to do with
+    them (``action``). ``visit`` is the signed instant the page was shown; ``resume`` marks a save sent when a hidden
+    page is shown again."""
+
+    action = forms.ChoiceField(choices=[(a, a) for a in ACTIONS], required=False)
+    bad_problem = forms.BooleanField(required=False)
+    finish_reason = forms.ChoiceField(choices=FINISH_CHOICES, required=False)
+    visit = forms.CharField(required=False, max_length=VISIT_TOKEN_MAX_CHARS)
+    resume = forms.BooleanField(required=False)
 
     @property
     def chosen_action(self) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from django import forms
 
-from rollouts.labelling.forms import FINISH_CHOICES, RATING_CHOICES
+from rollouts.labelling.forms import FINISH_CHOICES, StepRatingsForm
 from rollouts.labelling.review_services import REASON_MAX_CHARS, AdjudicationInput
 from rollouts.labelling.services import NOTE_MAX_CHARS
 
 
-class AdjudicationForm(forms.Form):
+class AdjudicationForm(StepRatingsForm):
     """``rating_<i>`` and ``note_<i>`` per step, ``finish_reason`` and the required ``reason``."""
 
     finish_reason = forms.ChoiceField(choices=FINISH_CHOICES, required=False)
@@ -19,25 +19,6 @@ class AdjudicationForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Why this is the label: kept with it and in its history.",
     )
-
-    def __init__(self, *args, steps: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.steps = steps
-        for index in range(steps):
-            self.fields[f"rating_{index}"] = forms.ChoiceField(choices=RATING_CHOICES, required=False)
-            self.fields[f"note_{index}"] = forms.CharField(required=False, max_length=NOTE_MAX_CHARS)
-
-    def error_messages(self) -> list[str]:
-        """The form's errors as sentences naming the step or field they are about."""
-        messages: list[str] = []
-        for name, errors in self.errors.items():
-            kind, _, index = name.partition("_")
-            if kind in ("rating", "note") and index.isdigit():
-                where = f"Step {int(index) + 1}, {kind}"
-            else:
-                where = name.replace("_", " ")
-            messages += [f"{where}: {error}" if name != "__all__" else str(error) for error in errors]
-        return messages
 
     def adjudication_input(self) -> AdjudicationInput:
         data = self.cleaned_data

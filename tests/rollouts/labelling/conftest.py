@@ -11,6 +11,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
+from rollouts.labelling import rules
+from rollouts.labels import label_create
 from rollouts.models import LabellingScheme
 
 PASSWORD = "a-long-test-password"
@@ -120,3 +122,30 @@ def md_fragments(html: str) -> list[str]:
                 fragments.append(html[position : position + tag.start()])
                 break
     return fragments
+
+
+def human_label(
+    rollout, who, ratings, *, notes=None, finish_reason=None, bad_problem=False, seconds=None, version="human-v1"
+):
+    """Store ``who``'s label of ``rollout`` as the labelling page would: ratings -1/0/+1 (None: unrated) through the
+    rules, with the attributes a person's label carries."""
+    label = rules.label_from_ratings(
+        ratings, notes or [""] * len(ratings), finish_reason=finish_reason, stop_at_first_error=False
+    )
+    attributes = {
+        "mode": label.mode,
+        "finish_reason": label.finish_reason,
+        "bad_problem": bad_problem,
+        "rated_steps": label.rated_steps,
+    }
+    if seconds is not None:
+        attributes["seconds_spent"] = seconds
+    return label_create(
+        rollout_id=rollout.pk,
+        prm_version=version,
+        prm_output=label.prm_output,
+        worker=who,
+        labelled_by=who,
+        explanations=label.explanations,
+        attributes=attributes,
+    )[0]

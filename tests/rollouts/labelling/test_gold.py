@@ -26,7 +26,6 @@ from rollouts.labelling.services import (
 )
 from rollouts.labelling.stats import scheme_progress
 from rollouts.labelling.views import LABEL_STORED
-from rollouts.labels import label_create
 from rollouts.models import (
     GOLD_FROM_ADJUDICATION,
     GOLD_FROM_IMPORT,
@@ -39,7 +38,15 @@ from rollouts.models import (
     RolloutCheckout,
 )
 from tests.factories import make_rollout
-from tests.rollouts.labelling.conftest import claim_next, form_data, make_labeller, make_scheme, rollout_url, submit
+from tests.rollouts.labelling.conftest import (
+    claim_next,
+    form_data,
+    human_label,
+    make_labeller,
+    make_scheme,
+    rollout_url,
+    submit,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -51,15 +58,7 @@ def work(*ratings) -> LabelInput:
 
 
 def data_label(rollout, who, ratings, version="human-v1"):
-    label = rules.label_from_ratings(ratings, [""] * len(ratings), finish_reason=None, stop_at_first_error=False)
-    label_create(
-        rollout_id=rollout.pk,
-        prm_version=version,
-        prm_output=label.prm_output,
-        worker=who,
-        labelled_by=who,
-        attributes={"rated_steps": label.rated_steps, "finish_reason": label.finish_reason},
-    )
+    return human_label(rollout, who, ratings, version=version)
 
 
 def gold_rollouts(scheme, count):

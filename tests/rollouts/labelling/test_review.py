@@ -27,29 +27,12 @@ from rollouts.labelling.review_views import ADJUDICATED
 from rollouts.labels import label_create
 from rollouts.models import Adjudication
 from tests.factories import make_forest, make_rollout, make_root
+from tests.rollouts.labelling.conftest import human_label as human
 from tests.rollouts.labelling.conftest import make_labeller, make_scheme
 
 pytestmark = pytest.mark.django_db
 
 PROMPT = "What is **2 + 2**?"
-
-
-def human(rollout, who, ratings, *, notes=None, finish_reason=None, seconds=None, version="human-v1"):
-    label = rules.label_from_ratings(
-        ratings, notes or [""] * len(ratings), finish_reason=finish_reason, stop_at_first_error=False
-    )
-    attributes = {"mode": label.mode, "finish_reason": label.finish_reason, "rated_steps": label.rated_steps}
-    if seconds is not None:
-        attributes["seconds_spent"] = seconds
-    label_create(
-        rollout_id=rollout.pk,
-        prm_version=version,
-        prm_output=label.prm_output,
-        worker=who,
-        labelled_by=who,
-        explanations=label.explanations,
-        attributes=attributes,
-    )
 
 
 def list_url(scheme, **query) -> str:

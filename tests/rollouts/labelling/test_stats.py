@@ -12,7 +12,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from forests.intake import receive_rollout
-from rollouts.labelling import rules
 from rollouts.labelling.agreement import LabelRatings, agreement_report
 from rollouts.labelling.consensus import RULE_FIRST_ERROR
 from rollouts.labelling.exports import ConsensusOptions, consensus_records
@@ -30,6 +29,7 @@ from rollouts.labels import label_create
 from rollouts.models import RolloutCheckout
 from rollouts.queue import checkout_claim
 from tests.factories import make_forest, make_rollout, make_root
+from tests.rollouts.labelling.conftest import human_label as human
 from tests.rollouts.labelling.conftest import make_scheme
 
 pytestmark = pytest.mark.django_db
@@ -46,29 +46,6 @@ def in_forest(forest, steps, prediction):
         ground_truth=4,
         worker="w",
         forest_name=forest.name,
-    )
-
-
-def human(rollout, who, ratings, *, seconds=None, bad_problem=False, version="human-v1", finish_reason=None):
-    label = rules.label_from_ratings(
-        ratings, [""] * len(ratings), finish_reason=finish_reason, stop_at_first_error=False
-    )
-    attributes = {
-        "mode": label.mode,
-        "finish_reason": label.finish_reason,
-        "bad_problem": bad_problem,
-        "rated_steps": label.rated_steps,
-    }
-    if seconds is not None:
-        attributes["seconds_spent"] = seconds
-    label_create(
-        rollout_id=rollout.pk,
-        prm_version=version,
-        prm_output=label.prm_output,
-        worker=who,
-        labelled_by=who,
-        explanations=label.explanations,
-        attributes=attributes,
     )
 
 
