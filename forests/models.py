@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
@@ -275,3 +276,35 @@ class RolloutGrowth(models.Model):
 
     def __str__(self) -> str:
         return f"rollout {self.rollout_id} ({self.stage or 'no expansion'})"
+
+
+class SearchReport(models.Model):
+    """One computed search report of a forest (beam search for each N and the baselines, ``forests.metrics.search``):
+    every report is kept, so value functions can be compared on one plot. Its plot is drawn when it is saved."""
+
+    forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="search_reports")
+    value_function = models.CharField(max_length=300, help_text="The value function, as parsed: exact, prm:V, ….")
+    aggregation = models.CharField(max_length=20, help_text="How step values make a path's score (min, last, …).")
+    num_beam_values = models.JSONField(help_text="The beam sizes N searched, ascending.")
+    results = models.JSONField(help_text="The report as ``SearchReport.to_dict`` writes it.")
+    forest_rollouts = models.BigIntegerField(default=0, help_text="Rollouts in the forest when it was computed.")
+    forest_trees = models.BigIntegerField(default=0, help_text="Trees in the forest when it was computed.")
+    forest_nodes = models.BigIntegerField(default=0, help_text="Nodes in the forest when it was computed.")
+    covered_rollouts = models.BigIntegerField(
+        null=True, blank=True, help_text="Rollouts the value source scores (null: every one, exact values)."
+    )
+    covered_trees = models.BigIntegerField(
+        null=True, blank=True, help_text="Trees with a rollout the value source scores (null: every one)."
+    )
+    plot_svg = models.TextField(blank=True, help_text="The report's plot, drawn when it was saved (SVG).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["forest", "-created_at"], name="search_report_forest_time")]
+
+    def __str__(self) -> str:
+        return f"{self.value_function} ({self.aggregation}) on {self.forest_id} at {self.created_at:%Y-%m-%d %H:%M}"
