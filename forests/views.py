@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
@@ -31,8 +32,9 @@ from forests.selectors import (
     tree_rows,
     tree_stats_many,
 )
-from forests.treeview import tree_layout
-from prmsite.core.errors import NotFoundError
+from forests.tree_sources import EXACT, source_name, threshold_parse, tree_source_choices, tree_source_read
+from forests.treeview import SourceInput, tree_layout
+from prmsite.core.errors import ApplicationError, NotFoundError
 from prmsite.core.rendering import PageBudget, ShownText
 
 FORESTS_PER_PAGE = 50
@@ -136,6 +138,22 @@ def _tree_root_or_404(forest: Forest, root_id: int):
         raise Http404(exc.message) from exc
 
 
+def _tree_sources(request: HttpRequest, forest: Forest, root) -> tuple[list[SourceInput], float]:
+    """The value sources (``?source=``, ``?compare=``: ``exact``, ``prm:V``, ``labels:S``) and ``?threshold=`` of a
+    tree page; ``ApplicationError`` (one line) for a source or threshold the page cannot read."""
+    threshold = threshold_parse(request.GET.get("threshold"))
+    names = [source_name(request.GET.get("source") or EXACT)]
+    compare = request.GET.get("compare", "").strip()
+    if compare:
+        names.append(source_name(compare))
+    return [tree_source_read(forest=forest, root=root, name=name) for name in names], threshold
+
+
+def _bad_tree_request(request: HttpRequest, forest: Forest, root, message: str) -> HttpResponse:
+    context = {"forest": forest, "root": root, "message": message}
+    return render(request, "forests/tree_bad_request.html", context, status=400)
+
+
 @require_safe
 @forest_viewer_required
 def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpResponse:
@@ -148,6 +166,10 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
         except ValueError as exc:
             raise Http404("node must be a node id") from exc
     open_depth = _int_param(request, "open", 3, low=0, high=1000)
+    try:
+        sources, threshold = _tree_sources(request, forest, root)
+    except ApplicationError as exc:
+        return _bad_tree_request(request, forest, root, exc.message)
     # One budget for every text of the view: the tree's steps (each cut to FOREST_TREE_STEP_CHARS, which is all the
     # database sends of it), then the dataset item. Whatever the texts, the page parses and emits a bounded amount.
     budget = page_budget()
@@ -162,10 +184,13 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
             open_depth=open_depth,
             max_nodes=settings.FOREST_TREE_MAX_NODES,
             step_chars=step_chars,
+            sources=sources,
+            threshold=threshold,
         )
     except KeyError as exc:
         raise Http404(f"Tree {root.pk} has no node {focus_id}.") from exc
     item_fields = _item_fields(root.serialized_item, budget, limit=step_chars)
+    kept = {key: request.GET[key] for key in ("source", "compare", "threshold", "open") if request.GET.get(key)}
     context = {
         "forest": forest,
         "root": root,
@@ -173,6 +198,12 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
         "root_value": layout.values[root.pk],
         "item_fields": item_fields,
         "open_depth": open_depth,
+        "choices": tree_source_choices(root=root),
+        "source": sources[0].name,
+        "compare": sources[1].name if len(sources) > 1 else "",
+        "threshold": threshold,
+        "kept": urlencode(kept),  # the view's settings, kept by the links to a subtree
+        "deeper": urlencode({**kept, "open": open_depth + 2}),
     }
     return render(request, "forests/tree_detail.html", context)
 

@@ -70,7 +70,7 @@ def test_a_tree_of_long_steps_parses_and_emits_a_bounded_amount(user_client, hea
     response = user_client.get(reverse("forests:tree", args=[forest.name, root.pk]))
     assert response.status_code == 200
     html = response.content.decode()
-    assert html.count('<details class="node"') == 61
+    assert html.count('<div class="step') == 61
     assert sum(markdown_work) <= settings.PAGE_MARKDOWN_MAX_CHARS
     assert len(markdown_work) <= 61 + 2  # at most one call per node and per item field
     assert len(response.content) <= settings.PAGE_TEXT_MAX_BYTES + 61 * NODE_CHROME_BYTES + PAGE_CHROME_BYTES

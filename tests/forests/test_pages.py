@@ -105,16 +105,20 @@ def test_the_tree_page_shows_every_node_with_depth_prediction_and_exact_value(us
     response = user_client.get(reverse("forests:tree", args=[forest.name, root.pk]))
     assert response.status_code == 200
     html = response.content.decode()
-    assert html.count('<details class="node"') == Node.objects.filter(tree=root).count() == 8
-    assert html.count('<details class="node"') == html.count("</details>") - 1  # + the dataset item's details
+    assert html.count('<div class="step') == Node.objects.filter(tree=root).count() == 8
+    assert html.count('<details class="kids"') == html.count("</details>") - 1  # + the dataset item's details
     assert "Ground truth: <strong>1</strong>" in html
     assert "exact value of the root (accuracy so far): <strong>0.667</strong> (2/3 rollouts correct, " in html
     step1 = Node.objects.get(tree=root, depth=1, text="Step 1: read. ")
     # value (correct/rollouts, 95% Wilson interval of 1 in 2: 0.09 to 0.91)
-    assert f'#{step1.pk} · depth 1 · value 0.500 (1/2, <span title="95% Wilson interval">[0.09, 0.91]</span>)' in html
+    assert (
+        f'#{step1.pk}</a> · depth 1 · value 0.500 (1/2, <span title="95% Wilson interval">[0.09, 0.91]</span>)' in html
+    )
     leaf = Node.objects.get(tree=root, text="Verdict (code: 0)")
     interval = '<span title="95% Wilson interval">[0.00, 0.79]</span>'
-    assert f'#{leaf.pk} · depth 3 · value 0.000 (0/1, {interval}) · leaf, prediction <span class="badge bad">0' in html
+    assert (
+        f'#{leaf.pk}</a> · depth 3 · value 0.000 (0/1, {interval}) · leaf, prediction <span class="badge bad">0' in html
+    )
 
 
 def test_the_tree_page_renders_text_as_markdown(user_client, grown_forest):
@@ -131,16 +135,16 @@ def test_the_tree_page_renders_text_as_markdown(user_client, grown_forest):
 def test_deep_subtrees_start_collapsed(user_client, grown_forest):
     forest, root = grown_forest
     html = user_client.get(reverse("forests:tree", args=[forest.name, root.pk]), {"open": 1}).content.decode()
-    opened = re.findall(r'<details class="node" id="node-(\d+)" open>', html)
-    assert opened == [str(root.pk)]
-    assert html.count('<details class="node"') == 8
+    opened = re.findall(r'<details class="kids" open><summary>2 branches of #(\d+)', html)
+    assert opened == [str(root.pk)]  # the fork at depth 1 starts collapsed
+    assert html.count('<div class="step') == 8  # its own text is still shown
 
 
 def test_a_subtree_page_shows_only_that_subtree(user_client, grown_forest):
     forest, root = grown_forest
     step1 = Node.objects.get(tree=root, depth=1, text="Step 1: read. ")
     html = user_client.get(reverse("forests:tree", args=[forest.name, root.pk]), {"node": step1.pk}).content.decode()
-    assert html.count('<details class="node"') == 5  # step 1, two step 2s, two leaves
+    assert html.count('<div class="step') == 5  # step 1, two step 2s, two leaves
     assert "Other start." not in html
 
 
@@ -148,7 +152,7 @@ def test_a_big_tree_is_capped(user_client, grown_forest, settings):
     settings.FOREST_TREE_MAX_NODES = 3
     forest, root = grown_forest
     html = user_client.get(reverse("forests:tree", args=[forest.name, root.pk])).content.decode()
-    assert html.count('<details class="node"') == 3
+    assert html.count('<div class="step') == 3
     assert "Showing 3 of 8 nodes" in html
     assert "open this subtree" in html
 
@@ -171,7 +175,12 @@ def test_injected_html_in_steps_prompts_and_items_is_inert(user_client):
         reverse("forests:detail", args=[forest.name]),
         reverse("forests:list"),
     ):
-        assert_inert(user_client.get(url).content.decode())
+        # the tree page's own form (its menus of value sources) is the one form a page may hold
+        assert_inert(
+            re.sub(
+                r'<form method="get" class="sources">.*?</form>', "", user_client.get(url).content.decode(), flags=re.S
+            )
+        )
     tree_html = user_client.get(reverse("forests:tree", args=[forest.name, root.pk])).content.decode()
     assert "click me" in tree_html  # the link text stays, its target does not
     assert "<b>true</b>" in tree_html  # harmless tags survive
