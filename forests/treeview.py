@@ -4,7 +4,8 @@ without recursion. Pure: no Django.
 A *block* is a run of consecutive steps: it starts at the shown node or at a child of a fork (a node with several
 children) and goes on while each step has exactly one child, so a long chain is one block, not a staircase. A fork
 ends its block and opens a collapsible list of its branches (each a block); collapsing it hides the branches, never
-the fork's own text. Forks ``open_depth`` or more steps below the shown node start collapsed. At most ``max_nodes``
+the fork's own text. Forks below ``open_depth`` or more other forks start collapsed (a long chain does not count:
+its steps are one block). At most ``max_nodes``
 entries are laid out, and a node whose descendants did not fit says how many were left out (its page shows them).
 Each node shows at most ``step_chars`` characters of its text, through the page's ``PageBudget``
 (``prmsite.core.rendering``), shallowest nodes first, so they get the markdown while it lasts.
@@ -31,6 +32,9 @@ TreeRow = tuple
 TreeRollout = tuple
 
 
+DASH = "\u2013"  # what a missing number shows
+
+
 @dataclass(frozen=True)
 class SourceInput:
     """A value source to lay over the tree: ``labels`` is ``None`` for the exact values, else the
@@ -51,8 +55,10 @@ class Cell:
     first_below: bool  # the first step on its path whose value is below the threshold
 
     @property
-    def shown(self) -> float | None:
-        return self.value.value
+    def shown(self) -> str:
+        """The value as the cell writes it (two decimals), or a dash."""
+        value = self.value.value
+        return DASH if value is None else f"{value:.2f}"
 
     @property
     def bar(self) -> float:
@@ -61,9 +67,13 @@ class Cell:
         return 0.0 if value is None else min(1.0, max(0.0, value))
 
     @property
-    def hue(self) -> int:
-        """Red (0) at value 0 to green (120) at value 1."""
-        return round(120 * self.bar)
+    def style(self) -> str:
+        """The cell's colour: red (hue 0) at value 0 to green (hue 120) at value 1; grey without a value."""
+        return f"background: hsl({round(120 * self.bar)} 65% 82%)" if self.value.count else ""
+
+    @property
+    def meter(self) -> str:
+        return f"{self.bar:.3f}"
 
     @property
     def hover(self) -> str:
@@ -98,7 +108,7 @@ class TreeEntry:
     value: NodeValue
     children: int
     subtree_nodes: int
-    open: bool
+    open: bool  # forks: whether its branches start shown
     hidden_nodes: int = 0  # descendants left out of the layout (over max_nodes)
     starts_block: bool = False  # a <div class="block"> opens before this step
     fork: bool = False  # a fork whose branches (some laid out) follow in a <details class="kids">
@@ -112,6 +122,26 @@ class TreeEntry:
     @property
     def html(self) -> str:
         return self.text.html if self.text is not None else ""
+
+    @property
+    def key(self) -> str:
+        """The id as text: the template writes it several times, and writes text faster than numbers (which Django
+        localises one by one)."""
+        return str(self.id)
+
+    @property
+    def value_html(self) -> str:
+        """The exact value with its counts and 95% interval, as the step's line writes it: numbers and fixed markup only
+        (formatted here: a page of 2,000 nodes would spend most of its time in the template's number filters)."""
+        v = self.value
+        if v.value is None:
+            return DASH
+        interval = f"[{DASH}, {DASH}]" if v.low is None or v.high is None else f"[{v.low:.2f}, {v.high:.2f}]"
+        return f'{v.value:.3f} ({v.correct}/{v.count}, <span title="95% Wilson interval">{interval}</span>)'
+
+    @property
+    def depth_text(self) -> str:
+        return str(self.depth)
 
     @property
     def close_range(self) -> range:
@@ -185,7 +215,6 @@ def tree_layout(
     ]
     marks = [_first_below(children, root_id, vals, threshold) for _, vals in source_values]
 
-    base_depth = by_id[focus][2]
     entries: list[TreeEntry] = []
     entry_of: dict[int, TreeEntry] = {}
     stack: list[int] = [focus]
@@ -206,7 +235,7 @@ def tree_layout(
             value=values[node_id],
             children=len(kids),
             subtree_nodes=sizes[node_id],
-            open=depth - base_depth < open_depth,
+            open=True,
             starts_block=node_id == focus or len(children.get(parent_id, ())) != 1,
         )
         if is_leaf:
@@ -220,7 +249,7 @@ def tree_layout(
         entries.append(entry)
         entry_of[node_id] = entry
         stack.extend(reversed(kids))
-    _nest(entries, entry_of)
+    _nest(entries, entry_of, open_depth)
     for entry in sorted(entries, key=lambda e: e.depth):  # stable: depth first, then page order
         row = by_id[entry.id]
         entry.text = budget.show(row[3], full_chars=row[6], limit=step_chars)
@@ -274,8 +303,9 @@ def _first_below(
     return marked
 
 
-def _nest(entries: list[TreeEntry], entry_of: dict[int, TreeEntry]) -> None:
-    """Where blocks and forks open and close, in page order (``entries`` depth-first)."""
+def _nest(entries: list[TreeEntry], entry_of: dict[int, TreeEntry], open_depth: int) -> None:
+    """Where blocks and forks open and close, in page order (``entries`` depth-first); a fork starts open when fewer
+    than ``open_depth`` forks lie above it."""
     laid_kids: dict[int, int] = {}
     for entry in entries:
         if entry.parent_id in entry_of:
@@ -285,6 +315,7 @@ def _nest(entries: list[TreeEntry], entry_of: dict[int, TreeEntry]) -> None:
         kids = laid_kids.get(entry.id, 0)
         if entry.children > 1 and kids:
             entry.fork = True
+            entry.open = len(forks) < open_depth
             forks.append([entry.id, kids])
         elif not kids:
             entry.ends_block = True

@@ -11,7 +11,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
-from django.urls import is_valid_path
+from django.urls import is_valid_path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
@@ -204,6 +204,7 @@ def tree_detail(request: HttpRequest, forest_name: str, root_id: int) -> HttpRes
         "threshold": threshold,
         "kept": urlencode(kept),  # the view's settings, kept by the links to a subtree
         "deeper": urlencode({**kept, "open": open_depth + 2}),
+        "tree_url": reverse("forests:tree", args=[forest.name, root.pk]),  # a node's page: {tree_url}nodes/{id}/
     }
     return render(request, "forests/tree_detail.html", context)
 

@@ -51,8 +51,7 @@ def grow(forest, paths):
     return rollouts
 
 
-@pytest.fixture
-def chain_tree():
+def build_chain_tree():
     """A chain of 6 shared steps forking into a right and a wrong answer, and a short other path. prm:v1 scores the
     wrong path's third step 0.3; the labelling scheme human-v1 rates it 0 (not preferred)."""
     forest = make_forest("tree-view-forest")
@@ -70,6 +69,11 @@ def chain_tree():
     make_scheme("human-v1")
     make_label(wrong, "human-v1", prm_output=[1, 1, 0, 2, 1, 1, 0], worker="")
     return forest, root
+
+
+@pytest.fixture
+def chain_tree():
+    return build_chain_tree()
 
 
 def page(client, forest, root, **params):

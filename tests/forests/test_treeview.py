@@ -59,10 +59,12 @@ def test_a_run_of_single_child_steps_is_one_block():
     assert [e.starts_block for e in result.entries] == [True, False, False, False, False, True, True]
 
 
-def test_forks_deeper_than_open_depth_start_collapsed_and_chains_do_not_count():
-    entries = {e.id: e for e in layout(rows=CHAIN, open_depth=4).entries}
-    assert entries[5].fork and not entries[5].open  # depth 4: collapsed, its own step still an entry
-    assert layout(rows=CHAIN, open_depth=5).entries[4].open
+def test_forks_below_open_depth_forks_start_collapsed_and_chains_do_not_count():
+    assert layout(rows=CHAIN, open_depth=1).entries[4].open  # depth 4, but no fork above it
+    entries = {e.id: e for e in layout(rows=CHAIN, open_depth=0).entries}
+    assert entries[5].fork and not entries[5].open  # collapsed, its own step still an entry
+    nested = {e.id: e for e in layout(open_depth=1).entries}
+    assert nested[1].open and not nested[2].open  # the fork below the root's fork
 
 
 def test_entries_carry_values_predictions_and_correctness():
@@ -76,10 +78,11 @@ def test_entries_carry_values_predictions_and_correctness():
     assert entries[3].html == "<p>a-a</p>"
 
 
-def test_deep_subtrees_start_collapsed():
+def test_nested_forks_start_collapsed():
     entries = {e.id: e for e in layout(open_depth=2).entries}
     assert entries[1].open and entries[2].open
-    assert not entries[3].open
+    entries = {e.id: e for e in layout(open_depth=0).entries}
+    assert not entries[1].open and not entries[2].open
 
 
 def test_a_big_tree_is_capped_and_says_what_it_left_out():
@@ -138,7 +141,7 @@ def test_the_exact_source_is_the_exact_values_and_marks_where_each_path_first_fa
     assert cells[2].value.value == pytest.approx(2 / 3) and cells[2].exact
     assert {i for i, c in cells.items() if c.first_below} == {4, 5}  # never the root
     assert "2/3 rollouts correct" in cells[2].hover and "95% interval" in cells[2].hover
-    assert cells[5].hue == 0 and cells[3].hue == 120
+    assert cells[5].style == "background: hsl(0 65% 82%)" and cells[3].style == "background: hsl(120 65% 82%)"
     assert result.sources[0].first_below == 2 and result.sources[0].threshold == 0.5
 
 
