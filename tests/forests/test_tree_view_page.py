@@ -207,3 +207,19 @@ def test_a_fixed_number_of_queries_whatever_the_trees_size(user_client, chain_tr
     assert Node.objects.filter(tree=root).count() > 100
     assert queries(user_client, forest, root, **params) == small
     assert queries(user_client, forest, root) <= small  # the exact values read no label
+
+
+def test_labelled_is_read_as_the_exact_values(user_client, chain_tree):
+    forest, root = chain_tree
+    html = page(user_client, forest, root, source="labelled").content.decode()
+    assert cells_of(html, step(root, "Step 0. "))[0].startswith("exact: 0.500")
+
+
+def test_a_hostile_version_name_is_shown_inert_in_the_menus_and_the_400(user_client, chain_tree):
+    forest, root = chain_tree
+    hostile = '<script>alert("v")</script>'
+    make_label(Rollout.objects.filter(forest=forest).first(), hostile, prm_output=[0.5])
+    html = page(user_client, forest, root, source=f"prm:{hostile}").content.decode()
+    assert hostile not in html and "&lt;script&gt;alert(&quot;v&quot;)&lt;/script&gt;" in html
+    refused = page(user_client, forest, root, source=f"prm:x{hostile}")
+    assert refused.status_code == 400 and hostile not in refused.content.decode()
