@@ -4,7 +4,7 @@ without recursion. Pure: no Django.
 A *block* is a run of consecutive steps: it starts at the shown node or at a child of a fork (a node with several
 children) and goes on while each step has exactly one child, so a long chain is one block, not a staircase. A fork
 ends its block and opens a collapsible list of its branches (each a block); collapsing it hides the branches, never
-the fork's own text. Forks below ``open_depth`` or more other forks start collapsed (a long chain does not count:
+the fork's own text. Forks with ``open_depth`` or more forks above them start collapsed (a long chain does not count:
 its steps are one block). At most ``max_nodes``
 entries are laid out, and a node whose descendants did not fit says how many were left out (its page shows them).
 Each node shows at most ``step_chars`` characters of its text, through the page's ``PageBudget``
