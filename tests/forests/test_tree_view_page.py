@@ -223,3 +223,11 @@ def test_a_hostile_version_name_is_shown_inert_in_the_menus_and_the_400(user_cli
     assert hostile not in html and "&lt;script&gt;alert(&quot;v&quot;)&lt;/script&gt;" in html
     refused = page(user_client, forest, root, source=f"prm:x{hostile}")
     assert refused.status_code == 400 and hostile not in refused.content.decode()
+
+
+def test_a_node_page_links_to_its_place_on_the_tree(user_client, chain_tree):
+    forest, root = chain_tree
+    node = step(root, "Step 3. ")
+    html = user_client.get(reverse("forests:node", args=[forest.name, root.pk, node.pk])).content.decode()
+    tree_url = reverse("forests:tree", args=[forest.name, root.pk])
+    assert f'href="{tree_url}#node-{node.pk}">on the tree</a>' in html
