@@ -164,19 +164,21 @@ def _orphans_of_root() -> QuerySet:
 
 
 def _annotations(names: set[str]) -> dict:
-    """The per-tree counts ``names`` needs (``nodes``, ``rollouts``, ``correct``, ``accuracy``), nothing more."""
+    """The per-tree counts ``names`` needs (``nodes``, ``rollouts``, ``accuracy``), nothing more, each annotated as
+    ``tree_<name>`` (``rollouts`` is already a relation of a node)."""
     out: dict = {}
     if "nodes" in names:
-        out["nodes"] = _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id")
+        out["tree_nodes"] = _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id")
+    linked = Rollout.objects.filter(node__tree_id=OuterRef("pk"))
     if names & {"rollouts", "accuracy"}:
-        linked = Rollout.objects.filter(node__tree_id=OuterRef("pk"))
-        out["rollouts"] = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
+        out["tree_rollouts"] = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
     if "accuracy" in names:
-        correct = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
+        out["tree_correct"] = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
             _orphans_of_root().filter(correct_rollout_q()), "tree_id"
         )
-        out["correct"] = correct
-        out["accuracy"] = Cast(F("correct"), FloatField()) / NullIf(Cast(F("rollouts"), FloatField()), Value(0.0))
+        out["tree_accuracy"] = Cast(F("tree_correct"), FloatField()) / NullIf(
+            Cast(F("tree_rollouts"), FloatField()), Value(0.0)
+        )
     return out
 
 
@@ -232,7 +234,7 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
     roots = roots.annotate(**_annotations(needed))
     for name, value in query.ranges.items():
         annotation = RANGE_FILTERS[name][0]
-        roots = roots.filter(**{f"{annotation}__{'gte' if name.startswith('min_') else 'lte'}": value})
+        roots = roots.filter(**{f"tree_{annotation}__{'gte' if name.startswith('min_') else 'lte'}": value})
     if query.truth:
         if forest_answer_kind(forest) == "label":
             roots = roots.filter(ground_truth=int(query.truth))
@@ -245,7 +247,7 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
         return roots  # ordered by the caller, who holds the order
     if query.sort == "tree":
         return roots.order_by("-pk" if query.descending else "pk")
-    keys = ["ground_truth", "reference_answer"] if query.sort == "ground_truth" else [query.sort]
+    keys = ["ground_truth", "reference_answer"] if query.sort == "ground_truth" else [f"tree_{query.sort}"]
     ordering = [F(key).desc(nulls_last=True) if query.descending else F(key).asc(nulls_last=True) for key in keys]
     return roots.order_by(*ordering, "pk")
 
