@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -347,3 +348,28 @@ def test_the_search_words_are_shown_escaped(user_client, forest_of_four):
     html = page(user_client, forest, q='"><script>alert(1)</script>').content.decode()
     assert "<script>alert(1)" not in html
     assert "&quot;&gt;&lt;script&gt;" in html
+
+
+def _search_index_exists() -> bool:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'node_text_search'")
+        else:
+            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'forests_node_fts%'")
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_search_migration_is_reversible_and_indexes_the_nodes_already_there():
+    forest = make_forest("migrated")
+    kestrels = make_root(forest, "kestrels hover", ground_truth=1)
+    assert _search_index_exists()
+    call_command("migrate", "forests", "0004_search_reports", verbosity=0)
+    try:
+        assert not _search_index_exists()
+        falcons = make_root(forest, "falcons dive", ground_truth=0)  # stored while nothing indexes it
+    finally:
+        call_command("migrate", verbosity=0)
+    assert _search_index_exists()
+    assert [node.pk for node in matching_nodes(forest=forest, words=("kestrels",))] == [kestrels.pk]
+    assert [node.pk for node in matching_nodes(forest=forest, words=("falcons",))] == [falcons.pk]
