@@ -1,7 +1,8 @@
 """The forest page's sort, filter and search on a generated forest of 1,000,000 nodes, against reading one page.
 
-The forest is shaped as ``bench_metrics``'s (trees of 64 rollouts of 10 steps, about 400 nodes a tree, so 2,500 trees for a
-million nodes), written with raw inserts (the search index is kept by the database as they go in). Each figure is
+The forest is shaped as ``bench_metrics``'s (trees of 64 rollouts of 10 steps, about 400 nodes a tree, so 2,500
+trees for a million nodes), written with raw inserts, each tree's tally with it as the intake keeps it (the search
+index is kept by the database as the nodes go in). Each figure is
 one view of ``/forests/<name>/`` with its parameters, the whole response rendered (the view called in this process
 with a superuser, no HTTP), best of ``BENCH_FOREST_PAGE_REPEAT`` runs, each just after its floor:
 
@@ -69,6 +70,10 @@ _ROLLOUT_SQL = (
     "worker, forest_id, node_id, attributes, created_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+_TALLY_SQL = (
+    "INSERT INTO {table} (root_id, forest_id, rollouts, correct, prompt_tokens, completion_tokens, planned_version, "
+    "branched_version) VALUES (%s, %s, %s, %s, 0, 0, 0, 0)"
+)
 
 
 def generate(database_url: str) -> tuple[int, int]:
@@ -81,7 +86,7 @@ def generate(database_url: str) -> tuple[int, int]:
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from forests.models import Forest, Node
+    from forests.models import Forest, Node, TreeTally
     from rollouts.models import Rollout
 
     call_command("migrate", verbosity=0)
@@ -93,6 +98,8 @@ def generate(database_url: str) -> tuple[int, int]:
     quote = connection.ops.quote_name
     node_sql = _NODE_SQL.format(table=quote(Node._meta.db_table))
     rollout_sql = _ROLLOUT_SQL.format(table=quote(Rollout._meta.db_table))
+    tally_sql = _TALLY_SQL.format(table=quote(TreeTally._meta.db_table))
+    tallies: list[tuple] = []
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {quote(Node._meta.db_table)}")  # noqa: S608 (a table name)
         node_id = cursor.fetchone()[0]
@@ -106,8 +113,10 @@ def generate(database_url: str) -> tuple[int, int]:
         with connection.cursor() as cursor:
             cursor.executemany(node_sql, nodes)
             cursor.executemany(rollout_sql, rollouts)
+            cursor.executemany(tally_sql, tallies)
         nodes.clear()
         rollouts.clear()
+        tallies.clear()
 
     with transaction.atomic():
         tree = 0
@@ -123,6 +132,7 @@ def generate(database_url: str) -> tuple[int, int]:
             ]  # fmt: skip
             children: dict[tuple[int, int], int] = {}
             leaves: dict[int, int] = {}
+            correct = 0
             for _ in range(ROLLOUTS_PER_TREE):
                 parent, steps = root, []
                 for step in range(STEPS):
@@ -140,6 +150,7 @@ def generate(database_url: str) -> tuple[int, int]:
                     parent = children[key]
                 prediction = leaves.setdefault(parent, (truth if rng.random() < 0.55 else 1 - truth))
                 rollout_id += 1
+                correct += prediction == truth
                 rollouts.append(
                     (rollout_id, "bench-model", prompt, json.dumps(steps), prediction, truth, str(prediction),
                      prediction == truth, "", "bench", forest.pk, parent, "{}", now)
@@ -148,6 +159,7 @@ def generate(database_url: str) -> tuple[int, int]:
                 if row[0] in leaves:
                     row = (*row[:7], True, leaves[row[0]], leaves[row[0]] == truth, *row[10:])
                 nodes.append(row)
+            tallies.append((root, forest.pk, ROLLOUTS_PER_TREE, correct))
             total_nodes += 1 + len(children)
             total_rollouts += ROLLOUTS_PER_TREE
             tree += 1

@@ -1,9 +1,9 @@
 """The forest page's trees: sorted, filtered and searched in the database, one page at a time.
 
-Every sort and filter but ``disagreement`` is one SQL query over the forest's roots with correlated counts (nodes,
-rollouts, correct rollouts, per tree, through the ``tree`` and ``node`` indexes), so a page costs the same number of
-queries whatever the forest's size. Full-text search matches whole words, case-insensitively, in the first
-``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's ``to_tsvector('simple', …)`` with a GIN index,
+Every sort and filter but ``disagreement`` is one SQL query over the forest's roots with correlated counts per tree
+(nodes through the ``tree`` index; rollouts and correct rollouts from the tree's ``TreeTally``, else counted), so a
+page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
+case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's ``to_tsvector('simple', …)`` with a GIN index,
 SQLite's FTS5 table ``forests_node_fts`` (migration ``0005_node_search``). A tree matches when its prompt or one of
 its steps holds every word.
 
@@ -42,7 +42,7 @@ from django.db.models.functions import Cast, Coalesce, NullIf, Substr
 
 from forests.metrics.values import labelled_values
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
-from forests.models import Forest, Node
+from forests.models import Forest, Node, TreeTally
 from prmsite.core.item_text import item_text, item_text_fields
 from prmsite.queries import correct_rollout_q
 from rollouts.models import ProcessRewardLabel, Rollout
@@ -165,17 +165,24 @@ def _orphans_of_root() -> QuerySet:
 
 def _annotations(names: set[str]) -> dict:
     """The per-tree counts ``names`` needs (``nodes``, ``rollouts``, ``accuracy``), nothing more, each annotated as
-    ``tree_<name>`` (``rollouts`` is already a relation of a node)."""
+    ``tree_<name>`` (``rollouts`` is already a relation of a node).
+
+    Rollouts and correct rollouts are read from the tree's tally (``TreeTally``, kept as rollouts arrive through the
+    intake: the API, ``import_rollouts``) where it has one, and counted otherwise (with the leaves no rollout row
+    ends at), so a sort by accuracy reads one row per tree, not the forest's rollouts."""
     out: dict = {}
     if "nodes" in names:
         out["tree_nodes"] = _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id")
     linked = Rollout.objects.filter(node__tree_id=OuterRef("pk"))
+    tally = TreeTally.objects.filter(root_id=OuterRef("pk"))
     if names & {"rollouts", "accuracy"}:
-        out["tree_rollouts"] = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
+        counted = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
+        out["tree_rollouts"] = Coalesce(Subquery(tally.values("rollouts")[:1]), counted)
     if "accuracy" in names:
-        out["tree_correct"] = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
+        counted = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
             _orphans_of_root().filter(correct_rollout_q()), "tree_id"
         )
+        out["tree_correct"] = Coalesce(Subquery(tally.values("correct")[:1]), counted)
         out["tree_accuracy"] = Cast(F("tree_correct"), FloatField()) / NullIf(
             Cast(F("tree_rollouts"), FloatField()), Value(0.0)
         )

@@ -23,7 +23,8 @@ from forests.forest_search import (
     fts5_match,
     matching_nodes,
 )
-from forests.models import Node
+from forests.intake import receive_rollout
+from forests.models import Node, TreeTally
 from forests.trie import forest_rollout_insert
 from forests.views import TREES_PER_PAGE
 from tests.factories import make_forest, make_label, make_rollout, make_root
@@ -373,3 +374,24 @@ def test_the_search_migration_is_reversible_and_indexes_the_nodes_already_there(
     assert _search_index_exists()
     assert [node.pk for node in matching_nodes(forest=forest, words=("kestrels",))] == [kestrels.pk]
     assert [node.pk for node in matching_nodes(forest=forest, words=("falcons",))] == [falcons.pk]
+
+
+def test_trees_with_a_tally_sort_by_it_as_their_rollouts_arrive(user_client):
+    """Rollouts posted through the intake are tallied per tree (TreeTally): the sort reads the tally."""
+    forest = make_forest("tallied", rollout_config={"template": TEMPLATE})
+    roots = {name: statement_root(forest, f"Statement {name}.", 1) for name in "xyz"}
+    for name, predictions in {"x": [1, 0, 0], "y": [1, 1], "z": [0]}.items():
+        for i, prediction in enumerate(predictions):
+            receive_rollout(
+                model="m",
+                example=roots[name].text,
+                reasoning=[f"Step {i} of {name}. ", f"Verdict (code: {prediction})"],
+                worker="w",
+                prediction=prediction,
+                ground_truth=1,
+                forest_name=forest.name,
+            )
+    assert TreeTally.objects.filter(forest=forest).count() == 3
+    assert names(roots, tree_ids(page(user_client, forest, sort="-accuracy"))) == "yxz"
+    assert names(roots, tree_ids(page(user_client, forest, sort="-rollouts"))) == "xyz"
+    assert names(roots, tree_ids(page(user_client, forest, min_accuracy="0.3"))) == "xy"
