@@ -3,12 +3,12 @@
 Every sort and filter but ``disagreement`` is one SQL query over the forest's roots with correlated counts per tree
 (nodes through the ``tree`` index; rollouts and correct rollouts from the tree's ``TreeTally``, else counted), so a
 page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
-case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's ``to_tsvector('simple', …)`` with a GIN index,
-SQLite's FTS5 table ``forests_node_fts`` (migration ``0005_node_search``). A tree matches when its prompt or one of
-its steps holds every word.
+case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's
+``to_tsvector('simple', …)`` with a GIN index, SQLite's FTS5 table ``forests_node_fts`` (migration
+``0005_node_search``). A tree matches when its prompt or one of its steps holds every word.
 
-Rollouts count as on the rest of the pages (``forests.selectors``): rollout rows ending in the tree, plus one for each
-leaf that no rollout row ends at.
+Counted rollouts are counted as on the rest of the pages (``forests.selectors``): rollout rows ending in the tree,
+plus one for each leaf that no rollout row ends at.
 """
 
 from __future__ import annotations
