@@ -27,6 +27,7 @@ from forests.forest_search import (
     forest_tree_query,
     order_by_disagreement,
     tree_disagreement,
+    tree_page,
     tree_query_parse,
     tree_rows_load,
 )
@@ -97,11 +98,11 @@ def _forest_tree_page(request: HttpRequest, forest: Forest, progress) -> tuple[T
             forest=forest, source=query.source, nodes=progress.nodes, rollouts=progress.rollouts
         )
         ids = list(forest_tree_query(forest=forest, query=query, disagreement_ids=[]))
-        ordered: object = order_by_disagreement(ids, disagreement, descending=query.descending)
-    else:
-        ordered = forest_tree_query(forest=forest, query=query)
-    page = Paginator(ordered, TREES_PER_PAGE).get_page(request.GET.get("page"))
-    return query, page, list(page)
+        page = Paginator(order_by_disagreement(ids, disagreement, descending=query.descending), TREES_PER_PAGE)
+        page = page.get_page(request.GET.get("page"))
+        return query, page, list(page)
+    page, root_ids = tree_page(forest=forest, query=query, page_number=request.GET.get("page"), per_page=TREES_PER_PAGE)
+    return query, page, root_ids
 
 
 @require_safe
