@@ -88,8 +88,11 @@ def _forest_or_404(forest_name: str) -> Forest:
         raise Http404(exc.message) from exc
 
 
-def _forest_tree_page(request: HttpRequest, forest: Forest, progress) -> tuple[TreeQuery, object, list[int]]:
-    """The page of trees the request asks for (``forests.forest_search``): its query, page and root ids.
+def _forest_tree_page(
+    request: HttpRequest, forest: Forest, progress
+) -> tuple[TreeQuery, object, list[int], dict[int, float]]:
+    """The page of trees the request asks for (``forests.forest_search``): its query, page, root ids and, sorted by
+    disagreement, each tree's disagreement.
 
     ``TreeQueryError`` for a parameter that cannot be read; ``ApplicationError`` for a value source that cannot."""
     query = tree_query_parse(request.GET, forest=forest)
@@ -100,9 +103,9 @@ def _forest_tree_page(request: HttpRequest, forest: Forest, progress) -> tuple[T
         ids = list(forest_tree_query(forest=forest, query=query, disagreement_ids=[]))
         page = Paginator(order_by_disagreement(ids, disagreement, descending=query.descending), TREES_PER_PAGE)
         page = page.get_page(request.GET.get("page"))
-        return query, page, list(page)
+        return query, page, list(page), disagreement
     page, root_ids = tree_page(forest=forest, query=query, page_number=request.GET.get("page"), per_page=TREES_PER_PAGE)
-    return query, page, root_ids
+    return query, page, root_ids, {}
 
 
 @require_safe
@@ -111,7 +114,7 @@ def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
     forest = _forest_or_404(forest_name)
     progress = forest_progress(forest=forest)
     try:
-        query, page, root_ids = _forest_tree_page(request, forest, progress)
+        query, page, root_ids, disagreement = _forest_tree_page(request, forest, progress)
     except TreeQueryError as exc:
         return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     except ApplicationError as exc:
@@ -133,6 +136,7 @@ def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
         "rows": rows,
         "query": query,
         "sorts": SORTS,
+        "disagreement": disagreement,
         "report": report,
         "baselines": baselines,
     }

@@ -282,6 +282,9 @@ def test_trees_sort_by_a_value_sources_disagreement_with_the_exact_values(user_c
         make_label(rollout, prm_version="prm-v1", prm_output=[1.0] * len(rollout.reasoning))
     response = page(user_client, forest, sort="-disagreement", source="prm:prm-v1")
     assert names(roots, tree_ids(response)) == "cabd"  # d: no valued step, last
+    rows = re.findall(r"<tr>(.*?)</tr>", response.content.decode().split('id="tree-table"')[1], re.S)
+    cells = [re.findall(r"<td class=\"num\">(.*?)</td>", row)[-1] for row in rows if "<td" in row]
+    assert cells == ["1.000", "0.500", "0.000", "\N{EN DASH}"]
     response = page(user_client, forest, sort="disagreement", source="prm:prm-v1", truth="1")
     assert names(roots, tree_ids(response)) == "ac"
 
