@@ -398,3 +398,14 @@ def test_trees_with_a_tally_sort_by_it_as_their_rollouts_arrive(user_client):
     assert names(roots, tree_ids(page(user_client, forest, sort="-accuracy"))) == "yxz"
     assert names(roots, tree_ids(page(user_client, forest, sort="-rollouts"))) == "xyz"
     assert names(roots, tree_ids(page(user_client, forest, min_accuracy="0.3"))) == "xy"
+
+
+def test_the_search_index_and_its_triggers_survive_every_migration():
+    """A later migration that rebuilds forests_node on SQLite drops its triggers: it must create them again."""
+    assert _search_index_exists()
+    if connection.vendor != "sqlite":
+        return  # PostgreSQL keeps its index through table changes
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'forests_node'")
+        triggers = {row[0] for row in cursor.fetchall()}
+    assert {"forests_node_fts_insert", "forests_node_fts_delete", "forests_node_fts_update"} <= triggers
