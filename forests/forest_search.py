@@ -291,8 +291,9 @@ def tree_rows_load(*, forest: Forest, root_ids: list[int]) -> list[TreeRow]:
     """The page's roots in ``root_ids`` order, in one query: the item's own text cut to ``PROMPT_CHARS`` by the
     database (never the whole serialized item)."""
     fields = item_text_fields((forest.rollout_config or {}).get("template"))
+    names = [*fields[0], *fields[1]]
     annotations = {
-        f"item_{index}": Substr(KT(f"serialized_item__{name}"), 1, PROMPT_CHARS) for index, name in enumerate(fields)
+        f"item_{index}": Substr(KT(f"serialized_item__{name}"), 1, PROMPT_CHARS) for index, name in enumerate(names)
     }
     rows = (
         Node.objects.filter(pk__in=root_ids)
@@ -301,7 +302,7 @@ def tree_rows_load(*, forest: Forest, root_ids: list[int]) -> list[TreeRow]:
     )
     by_id = {}
     for row in rows:
-        values = {name: row[f"item_{index}"] for index, name in enumerate(fields)}
+        values = {name: row[f"item_{index}"] for index, name in enumerate(names)}
         text = item_text(values, fields)
         by_id[row["pk"]] = TreeRow(
             id=row["pk"],

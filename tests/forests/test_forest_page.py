@@ -27,6 +27,7 @@ from forests.intake import receive_rollout
 from forests.models import Node, TreeTally
 from forests.trie import forest_rollout_insert
 from forests.views import TREES_PER_PAGE
+from prmsite.core.item_text import item_text, item_text_fields
 from tests.factories import make_forest, make_label, make_rollout, make_root
 
 pytestmark = pytest.mark.django_db
@@ -409,3 +410,14 @@ def test_the_search_index_and_its_triggers_survive_every_migration():
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'forests_node'")
         triggers = {row[0] for row in cursor.fetchall()}
     assert {"forests_node_fts_insert", "forests_node_fts_delete", "forests_node_fts_update"} <= triggers
+
+
+def test_the_items_own_text_is_the_longest_text_the_template_puts_in():
+    fields = item_text_fields("Item {id} of {date}: {question}\n\nAnswer {{in braces}}.")
+    assert fields == (["id", "date", "question"], ["problem", "statement", "prompt", "query", "input", "text"])
+    assert item_text({"id": "17", "date": "2024-01-01", "question": "Why is the sky blue?"}, fields) == (
+        "Why is the sky blue?"
+    )
+    assert item_text({"id": "17", "problem": "Add 2 and 2."}, item_text_fields("Item {id}")) == "17"
+    assert item_text({"problem": "Add 2 and 2."}, item_text_fields("{x.y}")) == "Add 2 and 2."
+    assert item_text({"problem": "  "}, item_text_fields("{0} bad")) is None  # a template that cannot be read
