@@ -135,15 +135,6 @@ def forest_progress(*, forest: Forest) -> ForestProgress:
     return forest_progress_many(forest_ids=[forest.pk])[forest.pk]
 
 
-def forest_roots(*, forest: Forest):
-    """The roots of ``forest`` in seeding order (a queryset, for pagination)."""
-    return (
-        Node.objects.filter(forest=forest, depth=0)
-        .order_by("id")
-        .only("id", "text", "ground_truth", "serialized_item", "forest_id")
-    )
-
-
 def tree_stats_many(*, root_ids: Iterable[int]) -> dict[int, TreeStats]:
     """Counts and accuracy of each tree in ``root_ids``, in two queries."""
     ids = list(root_ids)

@@ -9,12 +9,29 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponsePermanentRedirect,
+)
 from django.shortcuts import redirect, render
 from django.urls import is_valid_path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
+from forests.forest_search import (
+    SORTS,
+    TreeQuery,
+    TreeQueryError,
+    forest_tree_query,
+    order_by_disagreement,
+    tree_disagreement,
+    tree_page,
+    tree_query_parse,
+    tree_rows_load,
+)
 from forests.growth.selectors import forest_growth_summary, tree_tokens_many
 from forests.metrics.plot import search_plot_png
 from forests.metrics.search import BASELINE_TITLES
@@ -25,7 +42,6 @@ from forests.selectors import (
     forest_get,
     forest_progress,
     forest_progress_many,
-    forest_roots,
     tree_node_get,
     tree_rollouts,
     tree_root_get,
@@ -74,13 +90,39 @@ def _forest_or_404(forest_name: str) -> Forest:
         raise Http404(exc.message) from exc
 
 
+def _forest_tree_page(
+    request: HttpRequest, forest: Forest, progress
+) -> tuple[TreeQuery, object, list[int], dict[int, float]]:
+    """The page of trees the request asks for (``forests.forest_search``): its query, page, root ids and, sorted by
+    disagreement, each tree's disagreement.
+
+    ``TreeQueryError`` for a parameter that cannot be read; ``ApplicationError`` for a value source that cannot."""
+    query = tree_query_parse(request.GET, forest=forest)
+    if query.sort == "disagreement":
+        disagreement = tree_disagreement(
+            forest=forest, source=query.source, nodes=progress.nodes, rollouts=progress.rollouts
+        )
+        ids = list(forest_tree_query(forest=forest, query=query, disagreement_ids=[]))
+        page = Paginator(order_by_disagreement(ids, disagreement, descending=query.descending), TREES_PER_PAGE)
+        page = page.get_page(request.GET.get("page"))
+        return query, page, list(page), disagreement
+    page, root_ids = tree_page(forest=forest, query=query, page_number=request.GET.get("page"), per_page=TREES_PER_PAGE)
+    return query, page, root_ids, {}
+
+
 @require_safe
 @forest_viewer_required
 def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
     forest = _forest_or_404(forest_name)
-    page = Paginator(forest_roots(forest=forest), TREES_PER_PAGE).get_page(request.GET.get("page"))
-    stats = tree_stats_many(root_ids=[root.pk for root in page])
-    rows = [(root, stats[root.pk]) for root in page]
+    progress = forest_progress(forest=forest)
+    try:
+        query, page, root_ids, disagreement = _forest_tree_page(request, forest, progress)
+    except TreeQueryError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    except ApplicationError as exc:
+        return HttpResponseBadRequest(exc.message, content_type="text/plain; charset=utf-8")
+    stats = tree_stats_many(root_ids=root_ids)
+    rows = [(row, stats[row.id]) for row in tree_rows_load(forest=forest, root_ids=root_ids)]
     report = forest_search_report_saved(forest=forest)
     baselines = []
     if report is not None:
@@ -91,15 +133,18 @@ def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
         ]
     context = {
         "forest": forest,
-        "progress": forest_progress(forest=forest),
+        "progress": progress,
         "page": page,
         "rows": rows,
+        "query": query,
+        "sorts": SORTS,
+        "disagreement": disagreement,
         "report": report,
         "baselines": baselines,
     }
     # Growth (rollout_worker --forest_name): the plan, the queue, tokens per forest and per tree.
     context["growth"] = forest_growth_summary(forest=forest, now=timezone.now())
-    context["tree_tokens"] = tree_tokens_many(root_ids=[root.pk for root in page])
+    context["tree_tokens"] = tree_tokens_many(root_ids=root_ids)
     return render(request, "forests/forest_detail.html", context)
 
 

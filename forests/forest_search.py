@@ -1,0 +1,355 @@
+"""The forest page's trees: sorted, filtered and searched in the database, one page at a time.
+
+Every sort and filter but ``disagreement`` is one SQL query over the forest's roots with correlated counts per tree
+(nodes through the ``tree`` index; rollouts and correct rollouts from the tree's ``TreeTally``, else counted), so a
+page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
+case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's
+``to_tsvector('simple', …)`` with a GIN index, SQLite's FTS5 table ``forests_node_fts`` (migration
+``0005_node_search``). A tree matches when its prompt or one of its steps holds every word.
+
+Counted rollouts are counted as on the rest of the pages (``forests.selectors``): rollout rows ending in the tree,
+plus one for each leaf that no rollout row ends at.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.core.cache import cache
+from django.core.paginator import Page, Paginator
+from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, NullIf, Substr
+
+from forests.metrics.values import labelled_values
+from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
+from forests.models import Forest, Node, TreeTally
+from prmsite.core.item_text import item_text, item_text_fields
+from prmsite.queries import correct_rollout_q
+from rollouts.models import ProcessRewardLabel, Rollout
+
+SEARCH_TEXT_CHARS = 100_000  # indexed characters of each text (migration 0005_node_search holds the same figure)
+SEARCH_MAX_CHARS = 200
+SEARCH_MAX_WORDS = 10
+PROMPT_CHARS = 300  # characters of the item's text the page reads per tree (the database cuts it)
+
+SORTS = {
+    "tree": "tree (seeding order)",
+    "accuracy": "accuracy",
+    "rollouts": "rollouts",
+    "nodes": "nodes",
+    "ground_truth": "ground truth",
+    "disagreement": "disagreement with the exact values",
+}
+RANGE_FILTERS = {  # parameter: (annotation, lowest, highest)
+    "min_accuracy": ("accuracy", 0.0, 1.0),
+    "max_accuracy": ("accuracy", 0.0, 1.0),
+    "min_rollouts": ("rollouts", 0, None),
+    "max_rollouts": ("rollouts", 0, None),
+    "min_nodes": ("nodes", 1, None),
+    "max_nodes": ("nodes", 1, None),
+}
+
+BAD_SORT = "sort must be one of: {choices} (a leading '-' sorts descending)."
+BAD_NUMBER = "{name} must be a number{bounds}."
+BAD_TRUTH = "truth must be an integer label on this forest (its answer kind is 'label')."
+SEARCH_TOO_LONG = f"q must be at most {SEARCH_MAX_CHARS} characters."
+SEARCH_TOO_MANY_WORDS = f"q may hold at most {SEARCH_MAX_WORDS} words."
+SEARCH_NO_WORDS = "q holds no word to search for (letters or digits)."
+SOURCE_NEEDED = "sort=disagreement needs a value source: source=prm:VERSION or source=labels:SCHEME."
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class TreeQueryError(ValueError):
+    """A parameter of the forest page that cannot be read: its message is one line, for a 400."""
+
+
+@dataclass(frozen=True)
+class TreeQuery:
+    sort: str = "tree"
+    descending: bool = False
+    q: str = ""
+    words: tuple[str, ...] = ()
+    truth: str = ""
+    ranges: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def is_default(self) -> bool:
+        return self.sort == "tree" and not self.descending and not self.words and not self.truth and not self.ranges
+
+
+def _number(name: str, raw: str, low: float, high: float | None) -> float:
+    bounds = f" from {low:g}" + (f" to {high:g}" if high is not None else "")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TreeQueryError(BAD_NUMBER.format(name=name, bounds=bounds)) from None
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        raise TreeQueryError(BAD_NUMBER.format(name=name, bounds=bounds))
+    return value
+
+
+def tree_query_parse(params: Mapping[str, str], *, forest: Forest) -> TreeQuery:
+    """The page's parameters (``sort``, ``q``, ``truth``, ``min_*``/``max_*``, ``source``) read and checked;
+    ``TreeQueryError`` with one line for the first bad one. Empty parameters are absent ones (a submitted form)."""
+    raw_sort = (params.get("sort") or "tree").strip()
+    descending = raw_sort.startswith("-")
+    sort = raw_sort.removeprefix("-")
+    if sort not in SORTS:
+        raise TreeQueryError(BAD_SORT.format(choices=", ".join(SORTS)))
+    q = (params.get("q") or "").strip()
+    if len(q) > SEARCH_MAX_CHARS:
+        raise TreeQueryError(SEARCH_TOO_LONG)
+    words = tuple(dict.fromkeys(word.lower() for word in _WORD.findall(q)))
+    if q and not words:
+        raise TreeQueryError(SEARCH_NO_WORDS)
+    if len(words) > SEARCH_MAX_WORDS:
+        raise TreeQueryError(SEARCH_TOO_MANY_WORDS)
+    truth = (params.get("truth") or "").strip()
+    if truth and forest_answer_kind(forest) == "label":
+        try:
+            int(truth)
+        except ValueError:
+            raise TreeQueryError(BAD_TRUTH) from None
+    ranges = {}
+    for name, (_annotation, low, high) in RANGE_FILTERS.items():
+        raw = (params.get(name) or "").strip()
+        if raw:
+            value = _number(name, raw, low, high)
+            ranges[name] = int(value) if isinstance(low, int) and value.is_integer() else value
+    source = (params.get("source") or "").strip()
+    if sort == "disagreement" and not source:
+        raise TreeQueryError(SOURCE_NEEDED)
+    return TreeQuery(sort=sort, descending=descending, q=q, words=words, truth=truth, ranges=ranges, source=source)
+
+
+def forest_answer_kind(forest: Forest) -> str:
+    return (forest.rollout_config or {}).get("answer_kind") or "label"
+
+
+# --- counts per tree, as correlated subqueries on the roots --------------------------------------------------------
+
+
+def _count(query: QuerySet, group: str) -> Coalesce:
+    counted = query.order_by().values(group).annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def _orphans_of_root() -> QuerySet:
+    """Leaves of the outer root's tree that no rollout row ends at (each stands for one rollout)."""
+    return Node.objects.filter(tree_id=OuterRef("pk"), is_leaf=True).filter(
+        ~Exists(Rollout.objects.filter(node_id=OuterRef("pk")))
+    )
+
+
+def _annotations(names: set[str]) -> dict:
+    """The per-tree counts ``names`` needs (``nodes``, ``rollouts``, ``accuracy``), nothing more, each annotated as
+    ``tree_<name>`` (``rollouts`` is already a relation of a node).
+
+    Rollouts and correct rollouts are read from the tree's tally (``TreeTally``, kept as rollouts arrive through the
+    intake: the API, ``import_rollouts``) where it has one, and counted otherwise (with the leaves no rollout row
+    ends at), so a sort by accuracy reads one row per tree, not the forest's rollouts."""
+    out: dict = {}
+    if "nodes" in names:
+        out["tree_nodes"] = _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id")
+    linked = Rollout.objects.filter(node__tree_id=OuterRef("pk"))
+    tally = TreeTally.objects.filter(root_id=OuterRef("pk"))
+    if names & {"rollouts", "accuracy"}:
+        counted = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
+        out["tree_rollouts"] = Coalesce(Subquery(tally.values("rollouts")[:1]), counted)
+    if "accuracy" in names:
+        counted = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
+            _orphans_of_root().filter(correct_rollout_q()), "tree_id"
+        )
+        out["tree_correct"] = Coalesce(Subquery(tally.values("correct")[:1]), counted)
+        out["tree_accuracy"] = Cast(F("tree_correct"), FloatField()) / NullIf(
+            Cast(F("tree_rollouts"), FloatField()), Value(0.0)
+        )
+    return out
+
+
+# --- full-text search -------------------------------------------------------------------------------------------------
+
+
+class _PostgresTextMatch(Func):
+    """``to_tsvector('simple', left(text, N)) @@ plainto_tsquery('simple', words)``: the GIN index's expression."""
+
+    output_field = BooleanField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        text_sql, text_params = compiler.compile(self.source_expressions[0])
+        words_sql, words_params = compiler.compile(self.source_expressions[1])
+        sql = (
+            f"to_tsvector('simple'::regconfig, left({text_sql}, {SEARCH_TEXT_CHARS})) "
+            f"@@ plainto_tsquery('simple'::regconfig, {words_sql})"
+        )
+        return sql, (*text_params, *words_params)
+
+
+def fts5_match(words: tuple[str, ...]) -> str:
+    """An FTS5 query holding every word, each quoted (so no word is read as an operator)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def matching_nodes(*, forest: Forest, words: tuple[str, ...]) -> QuerySet:
+    """The forest's nodes whose text (its first ``SEARCH_TEXT_CHARS`` characters) holds every word."""
+    nodes = Node.objects.filter(forest=forest)
+    if connection.vendor == "postgresql":
+        return nodes.filter(_PostgresTextMatch(F("text"), Value(" ".join(words))))
+    if connection.vendor == "sqlite":
+        hits = RawSQL("SELECT rowid FROM forests_node_fts WHERE forests_node_fts MATCH %s", [fts5_match(words)])
+        return nodes.filter(pk__in=hits)
+    # Another database: no index, a scan (the project runs on SQLite and PostgreSQL).
+    condition = Q()
+    for word in words:
+        condition &= Q(text__icontains=word)
+    return nodes.filter(condition)
+
+
+# --- the page's query -------------------------------------------------------------------------------------------------
+
+
+def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: list[int] | None = None) -> QuerySet:
+    """The forest's roots filtered, searched and sorted as ``query`` says (a queryset of ids, for pagination).
+
+    ``disagreement_ids``: for ``sort=disagreement``, the root ids in that order (computed outside the database)."""
+    roots = Node.objects.filter(forest=forest, depth=0)
+    needed = {RANGE_FILTERS[name][0] for name in query.ranges}
+    if query.sort in {"accuracy", "rollouts", "nodes"}:
+        needed.add(query.sort)
+    roots = roots.annotate(**_annotations(needed))
+    for name, value in query.ranges.items():
+        annotation = RANGE_FILTERS[name][0]
+        roots = roots.filter(**{f"tree_{annotation}__{'gte' if name.startswith('min_') else 'lte'}": value})
+    if query.truth:
+        if forest_answer_kind(forest) == "label":
+            roots = roots.filter(ground_truth=int(query.truth))
+        else:
+            roots = roots.filter(reference_answer=query.truth)
+    if query.words:
+        roots = roots.filter(pk__in=matching_nodes(forest=forest, words=query.words).values("tree_id"))
+    roots = roots.values_list("pk", flat=True)
+    if query.sort == "disagreement" and disagreement_ids is not None:
+        return roots  # ordered by the caller, who holds the order
+    if query.sort == "tree":
+        return roots.order_by("-pk" if query.descending else "pk")
+    keys = ["ground_truth", "reference_answer"] if query.sort == "ground_truth" else [f"tree_{query.sort}"]
+    ordering = [F(key).desc(nulls_last=True) if query.descending else F(key).asc(nulls_last=True) for key in keys]
+    return roots.order_by(*ordering, "pk")
+
+
+def tree_page(*, forest: Forest, query: TreeQuery, page_number: str | None, per_page: int) -> tuple[Page, list[int]]:
+    """The page ``page_number`` of the trees ``query`` asks for, and its root ids, in the query's order.
+
+    On PostgreSQL the page's two statements run with ``jit = off``, in a transaction of their own (three more
+    statements): the correlated counts make the planner's cost estimate high enough to compile the query (most of a
+    second on a forest of 50,000 nodes), though the tally answers nearly all of them."""
+    paginator = Paginator(forest_tree_query(forest=forest, query=query), per_page)
+    if connection.vendor != "postgresql":
+        page = paginator.get_page(page_number)
+        return page, list(page)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        page = paginator.get_page(page_number)
+        return page, list(page)
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    """One row of the forest page's tree table (stats come from ``forests.selectors.tree_stats_many``)."""
+
+    id: int
+    ground_truth: int | None
+    reference_answer: str | None
+    prompt: str  # the dataset item's own text, else the start of the root's prompt
+    prompt_is_item: bool
+
+
+def tree_rows_load(*, forest: Forest, root_ids: list[int]) -> list[TreeRow]:
+    """The page's roots in ``root_ids`` order, in one query: the item's own text cut to ``PROMPT_CHARS`` by the
+    database (never the whole serialized item)."""
+    fields = item_text_fields((forest.rollout_config or {}).get("template"))
+    names = [*fields[0], *fields[1]]
+    annotations = {
+        f"item_{index}": Substr(KT(f"serialized_item__{name}"), 1, PROMPT_CHARS) for index, name in enumerate(names)
+    }
+    rows = (
+        Node.objects.filter(pk__in=root_ids)
+        .annotate(prompt_start=Substr("text", 1, PROMPT_CHARS), **annotations)
+        .values("pk", "ground_truth", "reference_answer", "prompt_start", *annotations)
+    )
+    by_id = {}
+    for row in rows:
+        values = {name: row[f"item_{index}"] for index, name in enumerate(names)}
+        text = item_text(values, fields)
+        by_id[row["pk"]] = TreeRow(
+            id=row["pk"],
+            ground_truth=row["ground_truth"],
+            reference_answer=row["reference_answer"],
+            prompt=text if text is not None else row["prompt_start"],
+            prompt_is_item=text is not None,
+        )
+    return [by_id[root_id] for root_id in root_ids if root_id in by_id]
+
+
+# --- disagreement of a value source with the exact values (outside the database) -------------------------------------
+
+DISAGREEMENT_CACHE_SECONDS = 3600
+
+
+def tree_disagreement(*, forest: Forest, source: str, nodes: int, rollouts: int) -> dict[int, float]:
+    """Each tree's mean absolute difference between ``source``'s step values and the exact values, over the steps
+    both value (trees where none is valued are absent). ``ApplicationError`` for a source that cannot be read.
+
+    It needs every node and rollout of the forest and the source's labels (``forests.metrics_reading``), so it is
+    computed once per forest, source and fingerprint (``nodes`` and ``rollouts``, the forest's size, and the newest
+    label of the source's version) and cached for ``DISAGREEMENT_CACHE_SECONDS``.
+    """
+
+    value_function = value_function_parse(source)
+    newest = ProcessRewardLabel.objects.filter(prm_version=value_function.version).aggregate(newest=Max("id"))
+    key = f"forest-disagreement:{forest.pk}:{value_function}:{nodes}:{rollouts}:{newest['newest'] or 0}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+
+    arrays = forest_arrays_load(forest=forest)
+    exact = labelled_values(arrays)
+    scored = forest_values(forest=forest, arrays=arrays, value_function=value_function)
+    both = (exact.count > 0) & (scored.count > 0) & (arrays.depth > 0)
+    difference = np.where(both, np.abs(np.nan_to_num(scored.value) - np.nan_to_num(exact.value)), 0.0)
+    roots = arrays.root
+    total = np.bincount(roots, weights=difference, minlength=arrays.size)
+    steps = np.bincount(roots, weights=both.astype(np.float64), minlength=arrays.size)
+    valued = np.nonzero(steps > 0)[0]
+    result = {int(arrays.ids[i]): float(total[i] / steps[i]) for i in valued}
+    cache.set(key, result, DISAGREEMENT_CACHE_SECONDS)
+    return result
+
+
+def order_by_disagreement(ids: list[int], disagreement: dict[int, float], *, descending: bool) -> list[int]:
+    """``ids`` by disagreement (trees without one last, then by id)."""
+    valued = sorted((i for i in ids if i in disagreement), key=lambda i: (disagreement[i], i), reverse=descending)
+    return valued + sorted(i for i in ids if i not in disagreement)
