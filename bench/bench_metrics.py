@@ -53,12 +53,14 @@ def setup(database: Path) -> None:
 
 # Only the quoted table name is interpolated; every value is a parameter.
 _NODE_SQL = (
-    "INSERT INTO {table} (id, forest_id, tree_id, parent_id, depth, text, text_sha256, is_leaf, prediction, "
-    "ground_truth, serialized_item, attributes, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO {table} (id, forest_id, tree_id, parent_id, depth, text, text_sha256, is_leaf, prediction, correct, "
+    "ground_truth, serialized_item, attributes, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _ROLLOUT_SQL = (
-    "INSERT INTO {table} (id, model, example, reasoning, prediction, ground_truth, worker, forest_id, node_id, "
-    "attributes, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO {table} (id, model, example, reasoning, prediction, ground_truth, answer, correct, verdict_reason, "
+    "worker, forest_id, node_id, attributes, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -100,7 +102,7 @@ def generate(database: Path) -> tuple[int, int]:
             tree_nodes: list[tuple] = []
             tree_nodes.append(
                 (root, forest.pk, root, None, 0, prompt, hashlib.sha256(prompt.encode()).hexdigest(), False, None,
-                 truth, json.dumps({"id": tree}), "{}", now)
+                 False, truth, json.dumps({"id": tree}), "{}", now)
             )  # fmt: skip
             children: dict[tuple[int, int], int] = {}
             leaves: dict[int, int] = {}
@@ -117,18 +119,20 @@ def generate(database: Path) -> tuple[int, int]:
                         children[key] = node_id
                         tree_nodes.append(
                             (node_id, forest.pk, root, parent, depth, text, hashlib.sha256(text.encode()).hexdigest(),
-                             False, None, None, None, "{}", now)
+                             False, None, False, None, None, "{}", now)
                         )  # fmt: skip
                     parent = children[key]
                 prediction = leaves.setdefault(parent, (truth if rng.random() < 0.55 else 1 - truth))
                 rollout_id += 1
                 usage = {"usage": {"prompt_tokens": 80, "completion_tokens": 220, "total_tokens": 300}}
                 rollouts.append(
-                    (rollout_id, "bench-model", prompt, json.dumps(steps), prediction, truth, "bench", forest.pk,
-                     parent, json.dumps(usage), now)
+                    (rollout_id, "bench-model", prompt, json.dumps(steps), prediction, truth, str(prediction),
+                     prediction == truth, "", "bench", forest.pk, parent, json.dumps(usage), now)
                 )  # fmt: skip
             for row in tree_nodes:  # a leaf carries the prediction of the rollouts ending there
-                nodes.append((*row[:7], True, leaves[row[0]], *row[9:]) if row[0] in leaves else row)
+                if row[0] in leaves:  # the stored verdict too, as the intake grades it (integer labels)
+                    row = (*row[:7], True, leaves[row[0]], leaves[row[0]] == truth, *row[10:])
+                nodes.append(row)
             total_nodes += 1 + len(children)
             total_rollouts += ROLLOUTS_PER_TREE
             tree += 1
