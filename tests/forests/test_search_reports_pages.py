@@ -180,3 +180,19 @@ def test_the_admin_form_offers_the_forests_value_sources_and_warns_of_few_rollou
     levels = [message.level_tag for message in done.context["messages"]]
     assert levels == ["success", "warning"]
     assert grown.forest.search_reports.get().created_by.username == "staff"
+
+
+def test_the_export_form_offers_the_forests_value_sources_and_keeps_its_input_on_an_error(staff_client):
+    grown = grow()
+    make_label(grown.rollout("A", "u1 ", "no"), prm_version="prm-v1", prm_output=[0.2, 0.1])
+    changelist = reverse("admin:forests_forest_changelist")
+    selected = {"action": "download_export", helpers.ACTION_CHECKBOX_NAME: [grown.forest.pk]}
+    form = staff_client.post(changelist, selected).content.decode()
+    assert '<option value="prm:prm-v1">' in form and '<option value="labelled" selected>' in form
+    fields = {"kind": "pairs", "format": "jsonl", "min_margin": "5", "paths": "distinct", "threshold": "0.25"}
+    failed = staff_client.post(
+        changelist,
+        {**selected, **fields, "apply": "1", "value_function_option": "prm:prm-v1", "placeholder_token": "x"},
+    )
+    html = failed.content.decode()
+    assert failed.status_code == 200 and '<option value="prm:prm-v1" selected>' in html and 'value="0.25"' in html
