@@ -20,13 +20,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from forests.growth.delete import forest_growth_delete
+from forests.metrics.beam import Aggregation
 from forests.metrics.plot import search_plot
 from forests.metrics.values import LABELLED
 from forests.metrics_reading import value_function_parse
 from forests.models import Forest, Node, text_sha256
 from forests.models import SearchReport as SearchReportRow
 from forests.provenance import Provenance, provenance_of
-from forests.search_reports import SEARCH_REPORT_KEY, forest_coverage
+from forests.search_reports import AGGREGATION_UNKNOWN, SEARCH_REPORT_KEY, forest_coverage
 from prmsite.core.configs.interfaces import (
     RolloutConfig,
     check_generation_settings,
@@ -244,12 +245,16 @@ def _report_row(
     """A ``SearchReport`` row for ``report``, with the forest's size and the value source's coverage now and its
     plot (the queries and the drawing happen here, before the caller's lock is taken)."""
     option = str(report.get("value_function_option") or LABELLED)
+    aggregation = str(report.get("aggregation") or "")
+    if aggregation not in {a.value for a in Aggregation}:
+        choices = ", ".join(a.value for a in Aggregation)
+        raise ApplicationError(AGGREGATION_UNKNOWN.format(choices=choices, aggregation=aggregation[:100]))
     coverage = forest_coverage(forest=forest, value_function=value_function_parse(option))
     results = [row for row in report.get("results") or [] if isinstance(row, Mapping)]
     row = SearchReportRow(
         forest=forest,
         value_function=option,
-        aggregation=str(report.get("aggregation") or ""),
+        aggregation=aggregation,
         num_beam_values=[row.get("num_beams") for row in results],
         results={key: value for key, value in report.items() if key != "computed_at"},
         forest_rollouts=coverage.rollouts,

@@ -101,7 +101,7 @@ def world(db, staff_user, django_user_model):
         failed=True,
         error=HOSTILE_TEXT,
     )
-    report = {"baselines": {SHORT: {"accuracy": 0.5}}, "results": [], "num_trees": 1, "aggregation": SHORT}
+    report = {"baselines": {SHORT: {"accuracy": 0.5}}, "results": [], "num_trees": 1, "aggregation": "last"}
     forest_search_report_save(forest=forest, report=report)
     make_label(
         rollouts[0],

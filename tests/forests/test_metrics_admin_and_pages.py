@@ -121,7 +121,7 @@ def test_the_plot_needs_a_login_and_a_saved_report(client, user_client):
     grown = grow()
     url = reverse("forests:search_plot", args=[grown.forest.name])
     assert user_client.get(url).status_code == 404
-    forest_search_report_save(forest=grown.forest, report={"results": [], "baselines": {}})
+    forest_search_report_save(forest=grown.forest, report={"results": [], "baselines": {}, "aggregation": "last"})
     assert client.logout() is None
     anonymous = type(client)().get(url)
     assert anonymous.status_code == 302 and anonymous["Location"].startswith(reverse("admin:login"))
@@ -131,7 +131,7 @@ def test_saving_a_report_keeps_the_forests_other_attributes():
     grown = grow()
     grown.forest.attributes = {"limit": 3}
     grown.forest.save()
-    forest_search_report_save(forest=grown.forest, report={"results": [], "baselines": {}})
+    forest_search_report_save(forest=grown.forest, report={"results": [], "baselines": {}, "aggregation": "last"})
     grown.forest.refresh_from_db()
     assert grown.forest.attributes == {"limit": 3} and grown.forest.search_reports.count() == 1
 

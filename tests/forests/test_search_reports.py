@@ -144,3 +144,12 @@ def test_the_value_sources_offered_are_those_with_labels_on_the_forests_rollouts
     assert ("prm:elsewhere", SOURCE_PRM.format(version="elsewhere", rollouts=1)) in value_source_choices(
         forests=[grown.forest, other.forest]
     )
+
+
+def test_a_report_with_an_unknown_aggregation_is_refused_and_nothing_is_kept():
+    grown = grow()
+    with pytest.raises(ApplicationError) as refused:
+        forest_search_report_save(forest=grown.forest, report={**compute(grown), "aggregation": "x" * 300})
+    choices = ", ".join(a.value for a in Aggregation)
+    assert refused.value.message == AGGREGATION_UNKNOWN.format(choices=choices, aggregation="x" * 100)
+    assert not SearchReport.objects.exists()
