@@ -30,8 +30,9 @@ from forests.metrics.export.names import DEFAULT_PLACEHOLDER, KINDS
 from forests.metrics.export.options import PLACEHOLDER_MAX_CHARS, placeholder_token_check
 from forests.metrics.preferences import PATH_MODES, PATHS_DISTINCT
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, parse_num_beam_values
+from forests.metrics.values import LABELLED
 from forests.models import Forest, Node
-from forests.search_reports import forest_search_report
+from forests.search_reports import forest_search_report, report_shown, value_source_choices
 from forests.selectors import forest_counts, forest_progress
 from forests.services import forest_delete, forest_search_report_save, forest_seed
 from prmsite.admin import JSON_FORM_FIELDS
@@ -113,23 +114,43 @@ def _action_too_large(forests, *, command: str) -> str | None:
     return None
 
 
+VALUE_SOURCE_UNKNOWN = "Choose one of the value sources listed; {value} is not one of this forest's."
+SEARCH_NOTHING_KEPT = "Nothing was kept: {errors}"
+
+
+class ValueSourceField(forms.ChoiceField):
+    """The value sources that exist on the selected forests (``value_source_choices``), named in words."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(
+            label="Value source",
+            initial=LABELLED,
+            error_messages={"invalid_choice": VALUE_SOURCE_UNKNOWN.replace("{value}", "%(value)s")},
+            **kwargs,
+        )
+
+
 class SearchMetricsForm(forms.Form):
     num_beam_values = forms.CharField(
+        label="Numbers of beams N",
         initial="1,5",
         max_length=200,
-        help_text=f"Numbers of beams N, comma-separated: at most {MAX_BEAM_VALUES} values, each from 1 to "
-        f"{MAX_NUM_BEAMS}.",
+        help_text=f"Comma-separated, e.g. 1,2,4,8: at most {MAX_BEAM_VALUES} values, each from 1 to {MAX_NUM_BEAMS}.",
     )
-    value_function_option = forms.CharField(
-        initial="labelled",
-        max_length=300,
-        help_text="labelled, prm:VERSION (a PRM's step scores) or labels:SCHEME (step labels).",
+    value_function_option = ValueSourceField(
+        help_text="What scores the steps: exact values from the ground truth, a PRM's step scores, or a labelling "
+        "scheme's step labels (those with labels on the selected forests' rollouts)."
     )
     aggregation = forms.ChoiceField(
+        label="Aggregation",
         choices=[(a.value, a.value) for a in Aggregation],
         initial=Aggregation.LAST.value,
-        help_text="How a beam's score aggregates the values of its nodes below the root.",
+        help_text="How a beam's score aggregates the values of its steps below the root.",
     )
+
+    def __init__(self, *args, forests=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["value_function_option"].choices = value_source_choices(forests=forests)
 
     def clean_num_beam_values(self) -> list[int]:
         try:
@@ -144,9 +165,7 @@ class ExportForm(forms.Form):
         choices=[(f, f if f != "hf_disk" else "hf_disk (zip of the save_to_disk folder)") for f in FORMATS],
         initial="jsonl",
     )
-    value_function_option = forms.CharField(
-        initial="labelled", max_length=300, help_text="labelled, prm:VERSION or labels:SCHEME."
-    )
+    value_function_option = ValueSourceField(help_text="What gives the steps their values (pairs, stepwise).")
     min_margin = forms.FloatField(initial=0.0, min_value=0.0, help_text="pairs: smallest value difference kept.")
     max_pairs_per_node = forms.IntegerField(required=False, min_value=1, help_text="pairs: cap per node (empty: all).")
     neutral_pairs = forms.BooleanField(required=False, help_text="pairs: also equal-valued siblings, marked 2.")
@@ -259,13 +278,15 @@ class ForestAdmin(admin.ModelAdmin):
 
     @admin.action(description="Compute search metrics (beam search and baselines)", permissions=["change"])
     def compute_search_metrics(self, request, queryset):
-        form = SearchMetricsForm(request.POST if "apply" in request.POST else None)
-        too_large = _action_too_large(queryset, command="beam_search --save") if form.is_bound else None
+        forests = list(queryset)
+        form = SearchMetricsForm(request.POST if "apply" in request.POST else None, forests=forests)
+        too_large = _action_too_large(forests, command="beam_search --save") if form.is_bound else None
         if too_large:
             form.add_error(None, too_large)
         if "apply" in request.POST and form.is_valid():
             data = form.cleaned_data
-            for forest in queryset:
+            reports, errors = [], []
+            for forest in forests:
                 try:
                     report = forest_search_report(
                         forest=forest,
@@ -274,22 +295,31 @@ class ForestAdmin(admin.ModelAdmin):
                         aggregation=data["aggregation"],
                     )
                 except ApplicationError as exc:
-                    messages.error(request, f"{forest.name}: {exc.message}")
-                    continue
-                forest_search_report_save(forest=forest, report=report.as_dict())
-                best = [r for r in report.results if r.accuracy is not None]
-                figures = ", ".join(f"N={r.num_beams}: {r.accuracy:.3f}" for r in best) or "no tree with rollouts"
-                messages.success(
-                    request,
-                    format_html(
-                        'Search metrics of <a href="{}">{}</a> over {} trees: {}.',
-                        forest.get_absolute_url(),
-                        forest.name,
-                        report.num_trees,
-                        figures,
-                    ),
-                )
-            return None
+                    errors.append(f"{forest.name}: {exc.message}")
+                else:
+                    reports.append((forest, report))
+            if errors:  # nothing kept: the form comes back with its input and what went wrong
+                form.add_error(None, SEARCH_NOTHING_KEPT.format(errors=" ".join(errors)))
+            else:
+                for forest, report in reports:
+                    kept = forest_search_report_save(forest=forest, report=report.as_dict(), created_by=request.user)
+                    best = [r for r in report.results if r.accuracy is not None]
+                    figures = ", ".join(f"N={r.num_beams}: {r.accuracy:.3f}" for r in best) or "no tree with rollouts"
+                    messages.success(
+                        request,
+                        format_html(
+                            'Search report #{} of <a href="{}">{}</a> over {} trees: {}.',
+                            kept.pk,
+                            reverse("forests:search_reports", args=[forest.name]),
+                            forest.name,
+                            report.num_trees,
+                            figures,
+                        ),
+                    )
+                    warning = report_shown(kept)["coverage_warning"]
+                    if warning:
+                        messages.warning(request, f"{forest.name}: {warning}")
+                return None
         return self._action_page(
             request,
             queryset,
@@ -297,8 +327,9 @@ class ForestAdmin(admin.ModelAdmin):
             title="Compute search metrics",
             form=form,
             intro="Beam search for each N and the baselines (random rollout, majority vote, best-of-N, weighted "
-            "best-of-N, oracle) on each selected forest, as python manage.py beam_search computes them. The figures "
-            "and the plot then show on each forest's page.",
+            "best-of-N, oracle) on each selected forest, as python manage.py beam_search computes them. Each report "
+            "is kept beside the forest's earlier ones: the newest shows on the forest's page, and any of them can be "
+            "compared on its search reports page.",
         )
 
     @admin.action(description="Download an export (preferences, step labels, trees)", permissions=["view"])
@@ -308,6 +339,7 @@ class ForestAdmin(admin.ModelAdmin):
             messages.error(request, "Select exactly one forest to export.")
             return None
         form = ExportForm(request.POST if "apply" in request.POST else None)
+        form.fields["value_function_option"].choices = value_source_choices(forests=forests)
         too_large = _action_too_large(forests, command="export_preferences") if form.is_bound else None
         if too_large:
             form.add_error(None, too_large)

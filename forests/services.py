@@ -20,9 +20,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from forests.growth.delete import forest_growth_delete
+from forests.metrics.beam import Aggregation
+from forests.metrics.plot import search_plot
+from forests.metrics.values import LABELLED
+from forests.metrics_reading import value_function_parse
 from forests.models import Forest, Node, text_sha256
+from forests.models import SearchReport as SearchReportRow
 from forests.provenance import Provenance, provenance_of
-from forests.search_reports import SEARCH_REPORT_KEY
+from forests.search_reports import AGGREGATION_UNKNOWN, SEARCH_REPORT_KEY, forest_coverage
 from prmsite.core.configs.interfaces import (
     RolloutConfig,
     check_generation_settings,
@@ -231,17 +236,84 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
         yield batch
 
 
-def forest_search_report_save(*, forest: Forest, report: Mapping[str, Any], now: datetime | None = None) -> Forest:
-    """Keep ``report`` (a ``SearchReport.as_dict()``) on the forest, where its page shows it, replacing the last one.
+LEGACY_STAMP = "%Y-%m-%d %H:%M UTC"  # how reports saved in Forest.attributes dated themselves
 
-    The forest row is locked while its attributes are rewritten, so keys that others keep there are not lost.
+
+def _report_row(
+    *, forest: Forest, report: Mapping[str, Any], created_by: Any, when: datetime | None
+) -> SearchReportRow:
+    """A ``SearchReport`` row for ``report``, with the forest's size and the value source's coverage now and its
+    plot (the queries and the drawing happen here, before the caller's lock is taken)."""
+    option = str(report.get("value_function_option") or LABELLED)
+    aggregation = str(report.get("aggregation") or "")
+    if aggregation not in {a.value for a in Aggregation}:
+        choices = ", ".join(a.value for a in Aggregation)
+        raise ApplicationError(AGGREGATION_UNKNOWN.format(choices=choices, aggregation=aggregation[:100]))
+    coverage = forest_coverage(forest=forest, value_function=value_function_parse(option))
+    results = [row for row in report.get("results") or [] if isinstance(row, Mapping)]
+    row = SearchReportRow(
+        forest=forest,
+        value_function=option,
+        aggregation=aggregation,
+        num_beam_values=[row.get("num_beams") for row in results],
+        results={key: value for key, value in report.items() if key != "computed_at"},
+        forest_rollouts=coverage.rollouts,
+        forest_trees=coverage.trees,
+        forest_nodes=coverage.nodes,
+        covered_rollouts=coverage.covered_rollouts,
+        covered_trees=coverage.covered_trees,
+        plot_svg=search_plot([report]).decode(),
+        created_by=created_by,
+    )
+    row.created_at = when  # set after auto_now_add by _row_keep when given
+    return row
+
+
+def _row_keep(row: SearchReportRow) -> SearchReportRow:
+    when = row.created_at
+    row.save()
+    if when is not None:
+        SearchReportRow.objects.filter(pk=row.pk).update(created_at=when)
+        row.created_at = when
+    return row
+
+
+def forest_search_report_save(
+    *, forest: Forest, report: Mapping[str, Any], created_by: Any = None, now: datetime | None = None
+) -> SearchReportRow:
+    """Keep ``report`` (a ``SearchReport.as_dict()``) as a new ``SearchReport`` row of the forest, beside the earlier
+    ones, with the forest's size, the value source's coverage and the report's plot, drawn now.
+
+    A report an older version saved in ``Forest.attributes`` is kept first as a row of its own (dated by its
+    ``computed_at``; its size and coverage are the forest's now) and removed from the attributes. The forest row is
+    locked meanwhile, so keys that others keep in the attributes are not lost and the old report is kept once.
     """
-    stamp = (now or timezone.now()).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    row = _report_row(forest=forest, report=report, created_by=created_by, when=now)
+    legacy = _legacy_row(forest)
     with transaction.atomic():
         locked = Forest.objects.select_for_update().get(pk=forest.pk)
         attributes = dict(locked.attributes or {})
-        attributes[SEARCH_REPORT_KEY] = {**report, "computed_at": stamp}
-        locked.attributes = attributes
-        locked.save(update_fields=["attributes"])
+        if SEARCH_REPORT_KEY in attributes:
+            old = attributes.pop(SEARCH_REPORT_KEY)
+            if legacy is not None and old == (forest.attributes or {}).get(SEARCH_REPORT_KEY):
+                _row_keep(legacy)
+            locked.attributes = attributes
+            locked.save(update_fields=["attributes"])
+        _row_keep(row)
     forest.attributes = locked.attributes
-    return forest
+    return row
+
+
+def _legacy_row(forest: Forest) -> SearchReportRow | None:
+    """The report an older version kept in ``forest.attributes``, as a row to keep (``None`` when there is none)."""
+    old = (forest.attributes or {}).get(SEARCH_REPORT_KEY)
+    if not (isinstance(old, dict) and isinstance(old.get("results"), list)):
+        return None
+    try:
+        when = datetime.strptime(str(old.get("computed_at")), LEGACY_STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        when = None
+    try:
+        return _report_row(forest=forest, report=old, created_by=None, when=when)
+    except ApplicationError:  # its value function no longer parses: it is dropped with the key
+        return None

@@ -7,7 +7,10 @@ app_name = "forests"
 urlpatterns = [
     path("forests/", views.forest_list, name="list"),
     path("forests/<str:forest_name>/", views.forest_detail, name="detail"),
-    path("forests/<str:forest_name>/search.png", views.forest_search_plot, name="search_plot"),
+    path("forests/<str:forest_name>/search.svg", views.forest_search_plot, name="search_plot"),
+    path("forests/<str:forest_name>/reports/", views.search_reports, name="search_reports"),
+    path("forests/<str:forest_name>/reports/compare.svg", views.search_reports_plot, name="search_reports_plot"),
+    path("forests/<str:forest_name>/reports/<int:report_id>.svg", views.search_report_plot, name="search_report_plot"),
     path("forests/<str:forest_name>/trees/<int:root_id>/", views.tree_detail, name="tree"),
     path("forests/<str:forest_name>/trees/<int:root_id>/nodes/<int:node_id>/", views.node_detail, name="node"),
     path(

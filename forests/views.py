@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import (
     Http404,
@@ -33,10 +34,11 @@ from forests.forest_search import (
     tree_rows_load,
 )
 from forests.growth.selectors import forest_growth_summary, tree_tokens_many
-from forests.metrics.plot import search_plot_png
+from forests.metrics.plot import search_plot
 from forests.metrics.search import BASELINE_TITLES
 from forests.models import Forest
-from forests.search_reports import forest_search_report_saved
+from forests.models import SearchReport as SearchReportRow
+from forests.search_reports import forest_search_report_saved, forest_search_reports, report_shown
 from forests.selectors import (
     FOREST_NOT_FOUND,
     forest_get,
@@ -55,6 +57,15 @@ from prmsite.core.rendering import PageBudget, ShownText
 
 FORESTS_PER_PAGE = 50
 TREES_PER_PAGE = 50
+REPORTS_PER_PAGE = 50
+COMPARE_MAX = 8  # reports on one comparison plot
+COMPARE_CACHE_SECONDS = 24 * 3600
+COMPARE_TOO_MANY = "Compare at most {max} search reports at once."
+COMPARE_NOT_NUMBERS = "The reports to compare are given by their numbers, e.g. ?ids=3,5."
+COMPARE_NOT_FOUND = "Some of these reports are not reports of this forest."
+NO_REPORT = "This forest has no saved search report."
+REPORT_NOT_FOUND = "This forest has no search report with that number."
+SVG_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
 
 
 def forest_viewer_required(view):
@@ -148,16 +159,114 @@ def forest_detail(request: HttpRequest, forest_name: str) -> HttpResponse:
     return render(request, "forests/forest_detail.html", context)
 
 
+def _svg_response(svg: str | bytes) -> HttpResponse:
+    """A plot we drew (matplotlib, texts as paths): served as an image, under a policy that runs nothing in it."""
+    response = HttpResponse(svg, content_type="image/svg+xml")
+    response["Content-Security-Policy"] = SVG_POLICY
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 @require_safe
 @forest_viewer_required
 def forest_search_plot(request: HttpRequest, forest_name: str) -> HttpResponse:
-    """The plot of the search report saved on the forest (PNG), drawn from the saved figures."""
-    report = forest_search_report_saved(forest=_forest_or_404(forest_name))
+    """The plot of the forest's newest search report (SVG), drawn when it was saved."""
+    forest = _forest_or_404(forest_name)
+    row = SearchReportRow.objects.filter(forest=forest).only("plot_svg").first()
+    if row is not None:
+        return _svg_response(row.plot_svg)
+    report = forest_search_report_saved(forest=forest)
     if report is None:
-        raise Http404("This forest has no saved search report.")
-    response = HttpResponse(search_plot_png(report), content_type="image/png")
-    response["Cache-Control"] = "private, no-cache"
-    return response
+        raise Http404(NO_REPORT)
+    # A report an older version saved in the forest's attributes: drawn here until the next save keeps it as a row.
+    return _svg_response(search_plot([report]))
+
+
+@require_safe
+@forest_viewer_required
+def search_report_plot(request: HttpRequest, forest_name: str, report_id: int) -> HttpResponse:
+    """One kept report's plot (SVG), drawn when it was saved."""
+    forest = _forest_or_404(forest_name)
+    row = SearchReportRow.objects.filter(forest=forest, pk=report_id).only("plot_svg").first()
+    if row is None:
+        raise Http404(REPORT_NOT_FOUND)
+    return _svg_response(row.plot_svg)
+
+
+def _compare_ids(request: HttpRequest) -> list[int] | None:
+    """The report numbers asked for (``?ids=3&ids=5`` or ``?ids=3,5``), ``None`` when none; ``ValueError`` when they
+    are not numbers or too many."""
+    raw = [part for value in request.GET.getlist("ids") for part in value.split(",") if part.strip()]
+    if not raw:
+        return None
+    if len(raw) > COMPARE_MAX:
+        raise ValueError(COMPARE_TOO_MANY.format(max=COMPARE_MAX))
+    try:
+        ids = sorted({int(part) for part in raw})
+    except ValueError:
+        raise ValueError(COMPARE_NOT_NUMBERS) from None
+    return ids
+
+
+def _compared(forest: Forest, ids: list[int] | None) -> list[int]:
+    """The reports to compare: ``ids`` (all of this forest's), or by default the newest report of each value function
+    and aggregation, at most ``COMPARE_MAX``. One query."""
+    rows = SearchReportRow.objects.filter(forest=forest).values_list("pk", "value_function", "aggregation")
+    if ids is not None:
+        found = {pk for pk, _, _ in rows.filter(pk__in=ids)}
+        if found != set(ids):
+            raise ValueError(COMPARE_NOT_FOUND)
+        return ids
+    newest: dict[tuple[str, str], int] = {}
+    for pk, value_function, aggregation in rows:  # newest first
+        newest.setdefault((value_function, aggregation), pk)
+    return sorted(newest.values())[-COMPARE_MAX:]
+
+
+@require_safe
+@forest_viewer_required
+def search_reports(request: HttpRequest, forest_name: str) -> HttpResponse:
+    """Every kept search report of the forest, newest first, and the ones chosen compared on one plot."""
+    forest = _forest_or_404(forest_name)
+    try:
+        compared = _compared(forest, _compare_ids(request))
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    page = Paginator(forest_search_reports(forest=forest), REPORTS_PER_PAGE).get_page(request.GET.get("page"))
+    reports = [report_shown(row) for row in page]
+    legacy = forest_search_report_saved(forest=forest) if not page.paginator.count else None
+    context = {
+        "forest": forest,
+        "page": page,
+        "reports": reports,
+        "legacy": legacy,
+        "compared": compared,
+        "compared_query": ",".join(str(pk) for pk in compared),
+        "compare_max": COMPARE_MAX,
+    }
+    return render(request, "forests/search_reports.html", context)
+
+
+@require_safe
+@forest_viewer_required
+def search_reports_plot(request: HttpRequest, forest_name: str) -> HttpResponse:
+    """The chosen reports on one plot (SVG). Reports never change once kept, so each choice is drawn once and then
+    served from the cache."""
+    forest = _forest_or_404(forest_name)
+    try:
+        ids = _compared(forest, _compare_ids(request))
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    if not ids:
+        raise Http404(NO_REPORT)
+    key = f"forests:search-compare:{forest.pk}:{','.join(map(str, ids))}"
+    svg = cache.get(key)
+    if svg is None:
+        rows = SearchReportRow.objects.filter(forest=forest, pk__in=ids).order_by("pk").defer("plot_svg")
+        shown = [report_shown(row) for row in rows]
+        svg = search_plot(shown, title=f"{forest.name}: {len(shown)} search reports").decode()
+        cache.set(key, svg, COMPARE_CACHE_SECONDS)
+    return _svg_response(svg)
 
 
 def page_budget() -> PageBudget:

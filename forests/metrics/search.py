@@ -206,9 +206,9 @@ def _accuracy_fields(accuracy: Accuracy) -> dict[str, Any]:
 # so that one request (the admin's action) or one command does a bounded amount of work (N = 1..2000 ran past 180 s).
 MAX_BEAM_VALUES = 16
 MAX_NUM_BEAMS = 1024
-NUM_BEAMS_MALFORMED = "--num_beam_values must be positive integers separated by commas, not {text!r}"
-NUM_BEAMS_TOO_MANY = "--num_beam_values takes at most {max} values of N, not {count}"
-NUM_BEAMS_TOO_LARGE = "--num_beam_values: each N must be at most {max}, not {value}"
+NUM_BEAMS_MALFORMED = "The numbers of beams N must be whole numbers from 1 up, separated by commas, not {text!r}."
+NUM_BEAMS_TOO_MANY = "Give at most {max} numbers of beams N, not {count}."
+NUM_BEAMS_TOO_LARGE = "Each number of beams N must be at most {max}, not {value}."
 
 
 def parse_num_beam_values(text: str) -> list[int]:

@@ -107,7 +107,7 @@ def test_labels_of_a_scheme_read_1_as_1_0_as_0_and_2_as_one_half():
     ("args", "message"),
     [
         (["--forest_name", "nope"], "No forest named 'nope'"),
-        (["--forest_name", "metrics-forest", "--num_beam_values", "0,2"], "positive integers"),
+        (["--forest_name", "metrics-forest", "--num_beam_values", "0,2"], "whole numbers from 1 up"),
         (["--forest_name", "metrics-forest", "--value_function_option", "exact"], "labelled, prm:VERSION"),
         (["--forest_name", "metrics-forest", "--value_function_option", "prm:none"], "No label of prm_version"),
     ],

@@ -9,7 +9,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from forests.metrics.beam import Aggregation
-from forests.metrics.plot import search_plot_png
+from forests.metrics.plot import search_plot
 from forests.metrics.search import MAX_BEAM_VALUES, MAX_NUM_BEAMS, format_report, parse_num_beam_values
 from forests.models import Node
 from forests.search_reports import forest_search_report
@@ -47,8 +47,16 @@ class Command(BaseCommand):
             help="How a beam's score aggregates the values of its nodes below the root (default last).",
         )
         parser.add_argument("--output_json", default=None, help="Also write the figures to this JSON file.")
-        parser.add_argument("--plot", default=None, help="Also draw accuracy against N to this PNG file.")
-        parser.add_argument("--save", action="store_true", help="Also show the figures on the forest's page.")
+        parser.add_argument(
+            "--plot",
+            default=None,
+            help="Also draw accuracy against N to this file (SVG when it ends in .svg, else PNG).",
+        )
+        parser.add_argument(
+            "--save",
+            action="store_true",
+            help="Also keep the report on the forest (shown on its page and compared with its other reports).",
+        )
 
     def handle(
         self,
@@ -83,9 +91,9 @@ class Command(BaseCommand):
             if output_json:
                 write_atomic(output_json, (json.dumps(figures, indent=2) + "\n").encode())
             if plot:
-                write_atomic(plot, search_plot_png(figures))
+                write_atomic(plot, search_plot([figures], fmt="svg" if plot.lower().endswith(".svg") else "png"))
             if save:
-                forest_search_report_save(forest=forest, report=figures)
+                kept = forest_search_report_save(forest=forest, report=figures)
         except (ApplicationError, ExportError) as exc:
             raise CommandError(f"beam_search: {getattr(exc, 'message', exc)}") from exc
         finally:
@@ -97,6 +105,6 @@ class Command(BaseCommand):
             f"best N={best.num_beams}"
             + (f" at {best.accuracy:.3f}" if best.accuracy is not None else "")
             + "".join(f"; wrote {path}" for path in (output_json, plot) if path)
-            + ("; saved on the forest's page" if save else "")
+            + (f"; kept as search report #{kept.pk} of the forest" if save else "")
         )
         self.stderr.write(self.style.SUCCESS(summary))
