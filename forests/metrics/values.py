@@ -27,6 +27,7 @@ LABELLED = "labelled"
 PRM_PREFIX = "prm:"
 LABELS_PREFIX = "labels:"
 
+
 def version_source(version: str, *, scheme: bool) -> str:
     """The value source a labelled version stands for: ``labels:V`` when a labelling scheme writes it (its labels are
     step codes), ``prm:V`` for any other version (a PRM's scores). The one place this rule is written."""
