@@ -34,7 +34,7 @@ TOO_MANY_SOURCES = "Compare at most {max} sources at once."
 NO_SOURCES = "No PRM version or labelling scheme to compare: no label reaches a rollout of this forest."
 EXACT_NOT_COMPARED = "The exact values are what the sources are compared with; choose prm:V or labels:S sources."
 BAD_THRESHOLD = "threshold must be a number between 0 and 1, e.g. threshold=0.5"
-SCHEME_NOT_SCORED = "a labelling scheme: evaluate_prm scores PRM versions"
+SCHEME_NOT_SCORED = "a labelling scheme (evaluate_prm scores PRM versions)"
 SAME_AS_REFERENCE = "the reference itself"
 
 
