@@ -17,7 +17,7 @@ from django.db.models import Count
 
 from forests.metrics.beam import Aggregation
 from forests.metrics.search import SearchReport, search_report
-from forests.metrics.values import LABELLED, LABELS_PREFIX, PRM_PREFIX, ValueFunction
+from forests.metrics.values import LABELLED, LABELS_PREFIX, ValueFunction, version_source
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
 from forests.models import Forest, Node
 from forests.models import SearchReport as SearchReportRow
@@ -126,10 +126,9 @@ def forest_coverage(*, forest: Forest, value_function: ValueFunction) -> Coverag
     return Coverage(**size, covered_rollouts=covered["rollouts"], covered_trees=covered["trees"])
 
 
-def value_source_choices(*, forests: Iterable[Forest]) -> list[tuple[str, str]]:
-    """The value sources that exist on ``forests``, as form choices: exact values, then each version labelled on
-    their rollouts (a labelling scheme's version as ``labels:S``, any other as ``prm:V``), with how many rollouts
-    it reaches. Two queries."""
+def value_sources(*, forests: Iterable[Forest]) -> list[tuple[str, int]]:
+    """Each version labelled on the rollouts of ``forests`` as a value source (``version_source``: ``labels:S`` for
+    a labelling scheme's, ``prm:V`` for any other), with how many rollouts it reaches, by version. Two queries."""
     ids = [forest.pk for forest in forests]
     versions = (
         ProcessRewardLabel.objects.filter(rollout__forest_id__in=ids, rollout__node__isnull=False)
@@ -144,12 +143,17 @@ def value_source_choices(*, forests: Iterable[Forest]) -> list[tuple[str, str]]:
             "prm_version", flat=True
         )
     )
+    return [(version_source(version, scheme=version in schemes), count) for version, count in rows]
+
+
+def value_source_choices(*, forests: Iterable[Forest]) -> list[tuple[str, str]]:
+    """The value sources that exist on ``forests``, as form choices: exact values, then ``value_sources`` with how
+    many rollouts each reaches. Two queries."""
     choices = [(LABELLED, SOURCE_EXACT)]
-    for version, count in rows:
-        if version in schemes:
-            choices.append((f"{LABELS_PREFIX}{version}", SOURCE_SCHEME.format(version=version, rollouts=count)))
-        else:
-            choices.append((f"{PRM_PREFIX}{version}", SOURCE_PRM.format(version=version, rollouts=count)))
+    for option, count in value_sources(forests=forests):
+        version = option.split(":", 1)[1]
+        text = SOURCE_SCHEME if option.startswith(LABELS_PREFIX) else SOURCE_PRM
+        choices.append((option, text.format(version=version, rollouts=count)))
     return choices
 
 

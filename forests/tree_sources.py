@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from forests.metrics.values import LABELLED
+from forests.metrics.values import LABELLED, version_source
 from forests.metrics_reading import label_outputs, value_function_parse
 from forests.models import Forest, Node
 from forests.treeview import SourceInput
@@ -81,4 +81,4 @@ def tree_source_choices(*, root: Node) -> list[str]:
         )
     )
     schemes = set(LabellingScheme.objects.filter(prm_version__in=versions).values_list("prm_version", flat=True))
-    return [EXACT, *(f"{'labels' if v in schemes else 'prm'}:{v}" for v in versions)]
+    return [EXACT, *(version_source(v, scheme=v in schemes) for v in versions)]

@@ -27,6 +27,13 @@ LABELLED = "labelled"
 PRM_PREFIX = "prm:"
 LABELS_PREFIX = "labels:"
 
+
+def version_source(version: str, *, scheme: bool) -> str:
+    """The value source a labelled version stands for: ``labels:V`` when a labelling scheme writes it (its labels are
+    step codes), ``prm:V`` for any other version (a PRM's scores). The one place this rule is written."""
+    return f"{LABELS_PREFIX if scheme else PRM_PREFIX}{version}"
+
+
 ERROR_VALUE_FUNCTION = (
     "value function {option!r} is not one of: labelled, prm:VERSION (a PRM version's outputs), "
     "labels:SCHEME (a labelling scheme's step labels)"
