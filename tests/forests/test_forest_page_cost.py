@@ -1,5 +1,5 @@
-"""The forest page's progress figures on a large forest: computed once per forest fingerprint (counts read off
-indexes), then served from the process's cache, and always the figures a full count gives."""
+"""The forest page's progress figures on a large forest: computed once per forest fingerprint (one query that
+reads no node row), then served from the process's cache, and always the figures a full count gives."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def test_progress_is_the_full_count_as_the_forest_grows_and_a_second_view_reads_
 
     with CaptureQueriesContext(connection) as queries:
         assert forest_progress(forest=forest) == progress
-    # The fingerprint only: two index counts of the nodes and one aggregate of the rollouts, no per-leaf subquery.
-    assert len(queries) == 3
+    # The fingerprint only (newest node, rollouts' count and newest: no node row read), no per-leaf subquery.
+    assert len(queries) == 1
     assert not any("EXISTS" in query["sql"].upper() for query in queries.captured_queries)
 
 
