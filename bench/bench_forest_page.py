@@ -168,9 +168,36 @@ def generate(database_url: str) -> tuple[int, int]:
             if len(nodes) >= 50_000:
                 flush()
         flush()
+    growth_rows(forest.pk)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return total_nodes, total_rollouts
+
+
+def growth_rows(forest_id: int) -> None:
+    """What the growth bookkeeping keeps beside the tallies: a ``RolloutGrowth`` row per rollout (stage "repeats")
+    and the forest's tally (what the forest page's growth summary reads)."""
+    from django.db import connection
+    from django.db.models import Count, Q
+
+    from forests.models import ForestTally, Node, RolloutGrowth
+    from rollouts.models import Rollout
+
+    quote = connection.ops.quote_name
+    growth, rollout, node = (quote(m._meta.db_table) for m in (RolloutGrowth, Rollout, Node))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {growth} (rollout_id, forest_id, tree_id, expansion_id, stage, prompt_tokens, "  # noqa: S608
+            f"completion_tokens, created_at) SELECT r.id, r.forest_id, n.tree_id, NULL, 'repeats', 0, 0, r.created_at "
+            f"FROM {rollout} r JOIN {node} n ON n.id = r.node_id WHERE r.forest_id = %s",
+            [forest_id],
+        )
+    counts = Rollout.objects.filter(forest_id=forest_id).aggregate(
+        n=Count("id"), correct=Count("id", filter=Q(correct=True))
+    )
+    ForestTally.objects.update_or_create(
+        forest_id=forest_id, defaults={"rollouts": counts["n"], "correct": counts["correct"]}
+    )
 
 
 def measure(database_url: str) -> dict[str, float]:

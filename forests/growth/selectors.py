@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import Count, Q, Sum
 
 from forests.growth.policies import GrowthOptions, TreeRollout, TreeSnapshot, as_nodes
@@ -129,6 +130,34 @@ class GrowthSummary:
         }
 
 
+STAGES_CACHE_SECONDS = 600
+
+
+def _rollouts_by_stage(*, forest: Forest, tally: ForestTally | None) -> dict[str, int]:
+    """The forest's ``RolloutGrowth`` rows counted by stage (one row per rollout: a read of the whole forest's), once
+    per state of its tally, then from this process's cache for ``STAGES_CACHE_SECONDS``. The bookkeeping writes a
+    rollout's row, and settles its stage, before it counts the rollout on the tally, so a changed count is a changed
+    tally; a forest without a tally has no rows to count and is not cached."""
+    key = None
+    if tally is not None:
+        stamp = forest.created_at.timestamp() if forest.created_at else 0
+        key = f"forest-stages:{forest.pk}:{stamp}:{tally.rollouts}:{tally.correct}:{tally.prompt_tokens}"
+        key += f":{tally.completion_tokens}"
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    by_stage = dict(
+        RolloutGrowth.objects.filter(forest=forest)
+        .order_by()
+        .values("stage")
+        .annotate(n=Count("rollout_id"))
+        .values_list("stage", "n")
+    )
+    if key is not None:
+        cache.set(key, by_stage, STAGES_CACHE_SECONDS)
+    return by_stage
+
+
 def forest_growth_summary(*, forest: Forest, now: datetime) -> GrowthSummary:
     """The forest's growth in a handful of aggregate queries (a page, not a claim: it counts the queue)."""
     row = Forest.objects.filter(pk=forest.pk).select_related("growth_plan", "tally").first()
@@ -143,13 +172,7 @@ def forest_growth_summary(*, forest: Forest, now: datetime) -> GrowthSummary:
     roots = Node.objects.filter(forest=forest, depth=0).aggregate(
         all=Count("id"), planned=Count("id", filter=Q(pk__lte=plan.root_cursor if plan else 0))
     )
-    by_stage = dict(
-        RolloutGrowth.objects.filter(forest=forest)
-        .order_by()
-        .values("stage")
-        .annotate(n=Count("rollout_id"))
-        .values_list("stage", "n")
-    )
+    by_stage = _rollouts_by_stage(forest=forest, tally=tally)
     searches = {}
     if plan is not None and plan.options.get("policy") == "omega":
         searches = dict(
