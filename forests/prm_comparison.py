@@ -9,7 +9,6 @@ forest.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +22,7 @@ from forests.models import Forest
 from forests.models import SearchReport as SearchReportRow
 from forests.prm_evaluation import REFERENCE_INVALID, prm_evaluation
 from forests.search_reports import value_sources
-from forests.tree_sources import UNKNOWN_SOURCE
-from prmsite.core.domain import PRM_THRESHOLD
+from forests.tree_sources import UNKNOWN_SOURCE, threshold_parse
 from prmsite.core.errors import ApplicationError
 from rollouts.models import ProcessRewardLabel
 
@@ -33,7 +31,6 @@ DISAGREEMENTS_SHOWN = 20  # steps listed per source
 TOO_MANY_SOURCES = "Compare at most {max} sources at once."
 NO_SOURCES = "No PRM version or labelling scheme to compare: no label reaches a rollout of this forest."
 EXACT_NOT_COMPARED = "The exact values are what the sources are compared with; choose prm:V or labels:S sources."
-BAD_THRESHOLD = "threshold must be a number between 0 and 1, e.g. threshold=0.5"
 SCHEME_NOT_SCORED = "a labelling scheme (evaluate_prm scores PRM versions)"
 SAME_AS_REFERENCE = "the reference itself"
 
@@ -60,18 +57,6 @@ class SourceComparison:
     @property
     def coverage(self) -> float | None:
         return self.rollouts / self.forest_rollouts if self.forest_rollouts else None
-
-
-def _threshold(text: str | None) -> float:
-    if text is None or not text.strip():
-        return PRM_THRESHOLD
-    try:
-        value = float(text)
-    except ValueError:
-        raise ApplicationError(BAD_THRESHOLD) from None
-    if not math.isfinite(value) or not 0 <= value <= 1:
-        raise ApplicationError(BAD_THRESHOLD)
-    return value
 
 
 def comparison_request(
@@ -104,7 +89,7 @@ def comparison_request(
     if reference_name != LABELLED and reference_name not in known:
         raise ApplicationError(UNKNOWN_SOURCE.format(source=reference_name, forest=forest.name))
     return ComparisonRequest(
-        sources=chosen, reference=reference_name, threshold=_threshold(threshold), available=available
+        sources=chosen, reference=reference_name, threshold=threshold_parse(threshold), available=available
     )
 
 

@@ -10,18 +10,20 @@ from forests.metrics.values import LABELLED, version_source
 from forests.metrics_reading import label_outputs, value_function_parse
 from forests.models import Forest, Node
 from forests.treeview import SourceInput
+from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import ApplicationError
 from rollouts.models import LabellingScheme, ProcessRewardLabel
 
 EXACT = "exact"  # the page's name for the ``labelled`` value function
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = PRM_THRESHOLD
 BAD_THRESHOLD = "threshold must be a number between 0 and 1, e.g. threshold=0.5"
 UNKNOWN_SOURCE = "No label of {source!r} reaches a rollout of forest {forest!r}."
 
 
 def threshold_parse(text: str | None) -> float:
-    """``?threshold=``: a number in [0, 1] (none: ``DEFAULT_THRESHOLD``); ``ApplicationError`` otherwise."""
-    if text is None or text == "":
+    """``?threshold=``: a number in [0, 1] (none: ``DEFAULT_THRESHOLD``, the PRM threshold); ``ApplicationError``
+    otherwise. The tree view and the PRM comparison page read it so."""
+    if text is None or not text.strip():
         return DEFAULT_THRESHOLD
     try:
         value = float(text)

@@ -12,7 +12,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from forests.prm_comparison import (
-    BAD_THRESHOLD,
     EXACT_NOT_COMPARED,
     NO_SOURCES,
     SCHEME_NOT_SCORED,
@@ -22,7 +21,7 @@ from forests.prm_comparison import (
 from forests.prm_evaluation import REFERENCE_INVALID, prm_evaluation
 from forests.search_reports import forest_search_report
 from forests.services import forest_search_report_save
-from forests.tree_sources import UNKNOWN_SOURCE
+from forests.tree_sources import BAD_THRESHOLD, UNKNOWN_SOURCE
 from tests.factories import make_forest, make_label
 from tests.forests.grown import add_rollout, grow
 from tests.html_checks import assert_no_live_markup
