@@ -88,7 +88,7 @@ def test_staff_seed_a_forest_read_its_trees_and_compute_search_metrics_in_a_brow
     beams.clear()
     beams.send_keys("1,2")
     browser.find_element(By.NAME, "apply").click()
-    wait_for(browser, lambda d: "Search metrics of" in d.page_source, "the action did not report its figures")
+    wait_for(browser, lambda d: "Search report #" in d.page_source, "the action did not report its figures")
     browser.get(f"{base}/forests/{forest.name}/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#beam-results tbody tr")
     assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows] == ["1", "2"]
