@@ -368,6 +368,10 @@ def label_skip(
         labelled = ProcessRewardLabel.objects.filter(
             prm_version=prm_version, rollout_id=rollout_id, labelled_by=username
         ).exists()
+        # A gold item is closed unanswered and its draft goes (rollouts.labelling.gold): it never comes back, so it
+        # records no skip.
+        if gold.gold_skip(user=user, scheme=scheme, rollout_id=rollout_id, now=now):
+            draft, held = None, False
         if (held or draft is not None) and not labelled:
             LabelSkip.objects.update_or_create(
                 user=user, prm_version=prm_version, rollout_id=rollout_id, defaults={"skipped_at": now}
@@ -383,7 +387,6 @@ def label_skip(
         except ApplicationError:  # a closed scheme hands out nothing new; the skip still gives this one back
             next_id = None
         checkout_release(prm_version=prm_version, rollout_ids=[rollout_id], claimed_by=username)
-        gold.gold_skip(user=user, scheme=scheme, rollout_id=rollout_id, now=now)  # a gold item is closed, unanswered
     return next_id
 
 

@@ -34,6 +34,7 @@ from rollouts.models import (
     GoldAnswer,
     GoldItem,
     LabelDraft,
+    LabelSkip,
     ProcessRewardLabel,
     RolloutCheckout,
 )
@@ -284,6 +285,7 @@ def test_a_skipped_gold_item_is_closed_unanswered_and_never_comes_back():
     answer = GoldAnswer.objects.get()
     assert answer.answered_at is not None and answer.prm_output is None and answer.attributes == {gold.SKIPPED: True}
     assert not LabelDraft.objects.filter(rollout=item.rollout).exists()
+    assert not LabelSkip.objects.exists()  # it never comes back, so no skip is recorded
     summary = gold.gold_summary(scheme=scheme)
     assert (summary.served, summary.answered, summary.skipped, summary.open) == (1, 0, 1, 0)
 
