@@ -18,6 +18,7 @@ from adapters.serializers import (
     PRMAdapterUploadQuerySerializer,
     PRMAdapterVersionQuerySerializer,
 )
+from adapters.storage import ObjectStream
 from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response
 
 
@@ -115,12 +116,15 @@ class PRMAdapterView(GenericAPIView):
         adapter = selectors.adapter_get(prm_version=query.validated_data["prm_version"])
         if not isinstance(request.accepted_renderer, AdapterBytesRenderer):
             return Response(PRMAdapterSerializer(adapter).data)
+        stream = selectors.adapter_file_open(adapter=adapter)
         response = FileResponse(
-            selectors.adapter_file_open(adapter=adapter),
+            stream,
             content_type=AdapterBytesRenderer.media_type,
             as_attachment=True,
             filename=adapter.file.name.rsplit("/", 1)[-1],
         )
+        if "Content-Length" not in response and isinstance(stream, ObjectStream):
+            response["Content-Length"] = str(stream.size)  # streamed from an object store: its size, from its HEAD
         response["ETag"] = f'"{adapter.sha256}"'
         return response
 
