@@ -106,6 +106,7 @@ class PRMAdapterView(GenericAPIView):
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The uploaded zip."),
             (200, "application/json"): PRMAdapterSerializer,
             404: error_response("No adapter for this prm_version, or an unknown `format`."),
+            503: error_response("The adapter storage (an object store) cannot be reached; retry."),
             **ERROR_RESPONSES,
         },
         description="Exactly the uploaded bytes. `ETag` is their sha256.",
@@ -137,6 +138,8 @@ class PRMAdapterView(GenericAPIView):
             404: error_response("An unknown `format`."),
             409: error_response("prm_version already has other bytes."),
             413: error_response("Larger than PRM_ADAPTER_MAX_BYTES."),
+            503: error_response("The adapter storage (an object store) cannot be reached; nothing was stored."),
+            507: error_response("The adapter storage is full; nothing was stored."),
             **ERROR_RESPONSES,
         },
         description="Store an adapter: the raw body is a zip of the folder peft's `save_pretrained` writes "

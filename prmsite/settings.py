@@ -179,6 +179,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_int
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
         "timeout": env_int("DATABASE_POOL_TIMEOUT_S", 30),
     }
+# Behind PgBouncer in transaction mode (several replicas, more connections than max_connections allows), a cursor
+# cannot outlive its transaction: DATABASE_DISABLE_SERVER_SIDE_CURSORS=1 makes .iterator() read through a client-side
+# cursor (the result is held in memory by psycopg while it is iterated; docs/deployment.md).
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 # PostgreSQL connections the production server leaves free for manage.py commands and other clients: at start it
 # sizes every process's pool down (or refuses to start) so that WEBSERVER_WORKERS x DATABASE_POOL_MAX_SIZE leaves
 # this many of max_connections unused (prmsite/connection_budget.py).
