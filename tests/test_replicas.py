@@ -56,7 +56,11 @@ def _haproxy_stats(sock_path: Path) -> dict[str, int]:
     lines = data.decode().splitlines()
     header = lines[0].lstrip("# ").split(",")
     rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
-    return {row["svname"]: int(row["stot"]) for row in rows if row["pxname"] == "replicas" and row["svname"]}
+    return {
+        row["svname"]: int(row["stot"])
+        for row in rows
+        if row["pxname"] == "replicas" and row["svname"] not in {"", "BACKEND", "FRONTEND"}
+    }
 
 
 @pytest.fixture
