@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from adapters.models import PRMAdapter
+from adapters.storage import storage_failures_refused, storage_open_stream
 from prmsite.core.errors import NotFoundError
 
 ADAPTER_NOT_FOUND = "No adapter for prm_version {prm_version!r}."
@@ -34,10 +35,12 @@ def adapter_file_path(*, adapter: PRMAdapter) -> str:
 
 
 def adapter_file_open(*, adapter: PRMAdapter):
-    """The stored zip, open for reading; ``NotFoundError`` when storage lost it (the row is kept: uploading the same
-    bytes again puts the file back)."""
+    """The stored zip, open for reading as a stream (from the object store as it is read, when the storage is one);
+    ``NotFoundError`` when storage lost it (the row is kept: uploading the same bytes again puts the file back),
+    ``StorageUnavailableError`` when an object store cannot be reached."""
     try:
-        return adapter.file.open("rb")
+        with storage_failures_refused():
+            return storage_open_stream(adapter.file.storage, adapter.file.name)
     except FileNotFoundError as exc:
         raise NotFoundError(
             ADAPTER_FILE_MISSING.format(prm_version=adapter.prm_version, name=adapter.file.name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import re
@@ -18,8 +17,9 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 
 from adapters.models import PRMAdapter
+from adapters.storage import STORAGE_FULL, storage_discard, storage_failures_refused
 from adapters.validation import adapter_zip_validate
-from prmsite.core.errors import ApplicationError, ConflictError, InsufficientStorageError, PayloadTooLargeError
+from prmsite.core.errors import ApplicationError, ConflictError, PayloadTooLargeError
 
 EMPTY_BODY = "The body is empty: send the adapter zip as the raw request body (with a Content-Length)."
 TOO_LARGE = "The adapter zip is larger than the {limit} bytes allowed (PRM_ADAPTER_MAX_BYTES)."
@@ -27,9 +27,8 @@ VERSION_TAKEN = (
     "prm_version {prm_version!r} already has an adapter with different content (sha256 {sha256}); "
     "a prm_version names one adapter for good, so upload under a new prm_version."
 )
-STORAGE_FULL = "The server's adapter storage is full; nothing was stored. Retry once space has been freed."
+__all__ = ["EMPTY_BODY", "STORAGE_FULL", "TOO_LARGE", "VERSION_TAKEN", "adapter_upload", "storage_filename"]
 _CHUNK = 1024 * 1024
-_STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _SPOOL_PREFIX = ".upload-"
 _STALE_SPOOL_S = 3600  # a spool this old was left by a server killed mid-upload (no request lasts an hour)
 
@@ -45,8 +44,8 @@ class _SpooledFile(File):
 @contextlib.contextmanager
 def _spool_file() -> Iterator[tuple[Path, BinaryIO]]:
     """A temporary file for the upload, in the storage's own folder when it is a local one (so the final move is a
-    rename), removed on the way out unless it was moved into place. Spools older than an hour, left by a server
-    killed mid-upload, are removed first."""
+    rename; the system's temporary folder for an object store, which receives a copy), removed on the way out unless
+    it was moved into place. Spools older than an hour, left by a server killed mid-upload, are removed first."""
     storage = PRMAdapter._meta.get_field("file").storage
     folder = None
     with contextlib.suppress(NotImplementedError):
@@ -63,17 +62,6 @@ def _spool_file() -> Iterator[tuple[Path, BinaryIO]]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
-
-
-@contextlib.contextmanager
-def _storage_full_refused() -> Iterator[None]:
-    """A full disk or quota (ENOSPC, EDQUOT, or EFBIG beyond a file size limit) is a 507, not a server error."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in _STORAGE_FULL_ERRNOS:
-            raise InsufficientStorageError(STORAGE_FULL) from exc
-        raise
 
 
 def storage_filename(prm_version: str) -> str:
@@ -94,12 +82,14 @@ def adapter_upload(
     The zip must pass ``adapter_zip_validate`` and fit ``PRM_ADAPTER_MAX_BYTES``. A prm_version holds one adapter for
     good: the same bytes again return the stored adapter, other bytes are a ``ConflictError``. Nothing is kept when
     anything fails (the stored file is removed if its row cannot be written); the file appears under its name whole
-    or not at all. A full disk is an ``InsufficientStorageError`` (507), with nothing stored.
+    or not at all (a rename in a folder; one PUT, or a multipart upload completed or aborted, in an object store). A
+    full disk or store is an ``InsufficientStorageError`` (507), an object store out of reach a
+    ``StorageUnavailableError`` (503), with nothing stored either way.
     """
     limit = settings.PRM_ADAPTER_MAX_BYTES if max_bytes is None else max_bytes
     if content_length is not None and content_length > limit:
         raise PayloadTooLargeError(TOO_LARGE.format(limit=limit))
-    with _storage_full_refused(), _spool_file() as (spool_path, spool):
+    with storage_failures_refused(), _spool_file() as (spool_path, spool):
         digest = hashlib.sha256()
         size = 0
         while chunk := body.read(_CHUNK):
@@ -136,10 +126,10 @@ def adapter_upload(
             adapter.save()
     except IntegrityError:
         # A concurrent upload of the same prm_version won; keep its file, not ours.
-        adapter.file.delete(save=False)
+        storage_discard(adapter.file.storage, adapter.file.name)
         return _same_or_conflict(PRMAdapter.objects.get(prm_version=prm_version), sha256=sha256), False
     except BaseException:
-        adapter.file.delete(save=False)
+        storage_discard(adapter.file.storage, adapter.file.name)
         raise
     return adapter, True
 

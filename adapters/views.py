@@ -18,6 +18,7 @@ from adapters.serializers import (
     PRMAdapterUploadQuerySerializer,
     PRMAdapterVersionQuerySerializer,
 )
+from adapters.storage import ObjectStream
 from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response
 
 
@@ -105,6 +106,7 @@ class PRMAdapterView(GenericAPIView):
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The uploaded zip."),
             (200, "application/json"): PRMAdapterSerializer,
             404: error_response("No adapter for this prm_version, or an unknown `format`."),
+            503: error_response("The adapter storage (an object store) cannot be reached; retry."),
             **ERROR_RESPONSES,
         },
         description="Exactly the uploaded bytes. `ETag` is their sha256.",
@@ -115,12 +117,15 @@ class PRMAdapterView(GenericAPIView):
         adapter = selectors.adapter_get(prm_version=query.validated_data["prm_version"])
         if not isinstance(request.accepted_renderer, AdapterBytesRenderer):
             return Response(PRMAdapterSerializer(adapter).data)
+        stream = selectors.adapter_file_open(adapter=adapter)
         response = FileResponse(
-            selectors.adapter_file_open(adapter=adapter),
+            stream,
             content_type=AdapterBytesRenderer.media_type,
             as_attachment=True,
             filename=adapter.file.name.rsplit("/", 1)[-1],
         )
+        if "Content-Length" not in response and isinstance(stream, ObjectStream):
+            response["Content-Length"] = str(stream.size)  # streamed from an object store: its size, from its HEAD
         response["ETag"] = f'"{adapter.sha256}"'
         return response
 
@@ -133,6 +138,8 @@ class PRMAdapterView(GenericAPIView):
             404: error_response("An unknown `format`."),
             409: error_response("prm_version already has other bytes."),
             413: error_response("Larger than PRM_ADAPTER_MAX_BYTES."),
+            503: error_response("The adapter storage (an object store) cannot be reached; nothing was stored."),
+            507: error_response("The adapter storage is full; nothing was stored."),
             **ERROR_RESPONSES,
         },
         description="Store an adapter: the raw body is a zip of the folder peft's `save_pretrained` writes "

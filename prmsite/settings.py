@@ -179,6 +179,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_int
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
         "timeout": env_int("DATABASE_POOL_TIMEOUT_S", 30),
     }
+# Behind PgBouncer in transaction mode (several replicas, more connections than max_connections allows), a cursor
+# cannot outlive its transaction: DATABASE_DISABLE_SERVER_SIDE_CURSORS=1 makes .iterator() read through a client-side
+# cursor (the result is held in memory by psycopg while it is iterated; docs/deployment.md).
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 # PostgreSQL connections the production server leaves free for manage.py commands and other clients: at start it
 # sizes every process's pool down (or refuses to start) so that WEBSERVER_WORKERS x DATABASE_POOL_MAX_SIZE leaves
 # this many of max_connections unused (prmsite/connection_budget.py).
@@ -221,8 +225,40 @@ STATIC_URL = "static/"
 STATIC_ROOT = env_path("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles")
 MEDIA_URL = "media/"
 MEDIA_ROOT = env_path("DJANGO_MEDIA_ROOT", BASE_DIR / "media")
+# Adapter zips go through the default storage. PRM_ADAPTER_STORAGE=file (the default): files under MEDIA_ROOT, which
+# several replicas share when it is one shared folder (NFS, CephFS, …). PRM_ADAPTER_STORAGE=s3: a bucket of an
+# S3-compatible object store (AWS S3, MinIO, Ceph RGW, …) through django-storages, under the names it gives its
+# settings; credentials from AWS_S3_ACCESS_KEY_ID / AWS_S3_SECRET_ACCESS_KEY, else boto3's own chain (AWS_ACCESS_KEY_ID,
+# ~/.aws, an instance role). Every replica must name the same storage (docs/deployment.md).
+PRM_ADAPTER_STORAGE = os.environ.get("PRM_ADAPTER_STORAGE", "").strip().lower() or "file"
+if PRM_ADAPTER_STORAGE == "file":
+    _DEFAULT_STORAGE: dict = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif PRM_ADAPTER_STORAGE == "s3":
+    if not os.environ.get("AWS_STORAGE_BUCKET_NAME", "").strip():
+        raise ImproperlyConfigured("PRM_ADAPTER_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME (the bucket adapters go to)")
+    _DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["AWS_STORAGE_BUCKET_NAME"].strip(),
+            # None (unset or empty): AWS itself; set it for any other S3-compatible server.
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL", "").strip() or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME", "").strip() or None,
+            "access_key": os.environ.get("AWS_S3_ACCESS_KEY_ID", "").strip() or None,
+            "secret_key": os.environ.get("AWS_S3_SECRET_ACCESS_KEY", "").strip() or None,
+            "location": os.environ.get("AWS_LOCATION", "").strip(),  # a key prefix, to share a bucket
+            "addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE", "").strip() or None,
+            # Never replace a stored object: two adapters whose names collide get two keys, as in a folder, so
+            # removing one (an upload that failed after its bytes were stored) can never remove the other.
+            "file_overwrite": False,
+            # Adapters are served through the API, with its authentication: the objects stay private.
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"PRM_ADAPTER_STORAGE={PRM_ADAPTER_STORAGE!r} is neither 'file' nor 's3'")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _DEFAULT_STORAGE,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # whitenoise serves the admin's and the API's static files from the apps themselves, so neither the production server

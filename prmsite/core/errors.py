@@ -49,6 +49,14 @@ class InsufficientStorageError(ApplicationError):
     code = "insufficient_storage"
 
 
+class StorageUnavailableError(ApplicationError):
+    """The file storage (an object store over the network) could not be reached or refused the request: nothing was
+    stored, the same request may succeed later."""
+
+    status_code = 503
+    code = "storage_unavailable"
+
+
 class ConfigError(ApplicationError):
     """An experiment config cannot be found, loaded or used as it is."""
 
