@@ -126,7 +126,7 @@ MIDDLEWARE = [
 
 # Logins (the admin's and the labellers') go through django-axes first: after AXES_FAILURE_LIMIT failed attempts for
 # one username from one address, that pair is locked out for ADMIN_LOGIN_COOLOFF_MIN minutes (429), even with the
-# right password. Behind a proxy, the address is REMOTE_ADDR unless AXES_IPWARE_PROXY_COUNT says how many proxies.
+# right password. Behind a load balancer, REMOTE_ADDR is the client's when WEBSERVER_FORWARDED_ALLOW_IPS names it.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",

@@ -66,6 +66,7 @@ def _env_int(name: str, default: int) -> int:
 def server_options() -> dict:
     """uvicorn's options, from the environment (every variable is in .env.example)."""
     cpu = os.cpu_count() or 1
+    forwarded_allow = os.environ.get("WEBSERVER_FORWARDED_ALLOW_IPS", "").strip()
     return {
         # All interfaces by default: rollout workers on other machines are the point of this server.
         "host": os.environ.get("WEBSERVER_HOST", "").strip() or "0.0.0.0",  # noqa: S104
@@ -78,7 +79,10 @@ def server_options() -> dict:
         "timeout_graceful_shutdown": _env_int("WEBSERVER_GRACEFUL_S", 30),
         "timeout_worker_healthcheck": max(1, _env_int("WEBSERVER_HEALTHCHECK_S", HEALTHCHECK_S_DEFAULT)),
         "access_log": os.environ.get("WEBSERVER_ACCESS_LOG", "1").strip() not in {"0", "false", "no", "off"},
-        "proxy_headers": False,
+        # Behind a load balancer (docs/deployment.md), the client's address comes from X-Forwarded-For, believed only
+        # from the balancer's own addresses: logs and login lockouts (django-axes) then see the real client.
+        "proxy_headers": bool(forwarded_allow),
+        "forwarded_allow_ips": forwarded_allow or None,
         "server_header": False,
     }
 

@@ -99,7 +99,11 @@ def test_two_replicas_behind_haproxy_keep_every_guarantee_under_the_load_mix(dat
     replicas, haproxy = [], None
     try:
         for index in (1, 2):  # each with a media folder of its own: nothing may live on one replica's disk
-            replica_env = {**env, "DJANGO_MEDIA_ROOT": str(tmp_path / f"media-{index}")}
+            replica_env = {
+                **env,
+                "DJANGO_MEDIA_ROOT": str(tmp_path / f"media-{index}"),
+                "WEBSERVER_FORWARDED_ALLOW_IPS": "127.0.0.1",
+            }
             replicas.append(
                 production_server(replica_env, workers=1, token=token, start_timeout_s=SERVER_START_TIMEOUT_S)
             )

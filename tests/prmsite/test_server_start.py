@@ -180,3 +180,25 @@ def test_the_server_sizes_its_pools_down_to_what_postgresql_allows():
     finally:
         process.terminate()
         process.communicate(timeout=60)
+
+
+def test_proxy_headers_are_believed_only_from_the_addresses_named(monkeypatch):
+    monkeypatch.delenv("WEBSERVER_FORWARDED_ALLOW_IPS", raising=False)
+    assert wsgi.server_options()["proxy_headers"] is False
+    monkeypatch.setenv("WEBSERVER_FORWARDED_ALLOW_IPS", "10.0.0.5,10.0.0.6")
+    options = wsgi.server_options()
+    assert (options["proxy_headers"], options["forwarded_allow_ips"]) == (True, "10.0.0.5,10.0.0.6")
+
+
+@pytest.mark.slow
+def test_behind_a_balancer_the_server_sees_the_clients_address(server_factory):
+    # HAProxy's `option forwardfor` (deploy/haproxy.cfg) adds X-Forwarded-For; with the balancer's address named, the
+    # server (its access log, and django-axes' login lockouts, which read REMOTE_ADDR) sees the client behind it.
+    server = server_factory(WEBSERVER_FORWARDED_ALLOW_IPS="127.0.0.1", WEBSERVER_ACCESS_LOG="1").start()
+    requests.get(f"{server.url}/rollout", headers={"X-Forwarded-For": "203.0.113.7"}, timeout=30)
+    server.stop()  # the log is flushed when the server stops
+    assert "203.0.113.7" in server.log.read_text()
+    spoofed = server_factory(WEBSERVER_ACCESS_LOG="1").start()  # no balancer named: the header is not believed
+    requests.get(f"{spoofed.url}/rollout", headers={"X-Forwarded-For": "203.0.113.8"}, timeout=30)
+    spoofed.stop()
+    assert "203.0.113.8" not in spoofed.log.read_text() and "127.0.0.1" in spoofed.log.read_text()
