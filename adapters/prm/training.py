@@ -244,6 +244,8 @@ def prm_train(
     items, truncation = train_items(train_examples, encoded, weight_by_confidence=settings.weight_by_confidence)
     if not items:
         raise PRMError(f"no training example keeps a labelled step within --max_length {settings.max_length}")
+    if "confidence_mean" in truncation:
+        log(f"steps weighted by confidence: mean {truncation['confidence_mean']:.3f} before scaling to 1")
 
     model = lora_attach(
         model,
