@@ -15,9 +15,11 @@ from forests.metrics.export.context import ExportContext
 from forests.metrics.export.kinds import stepwise
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.paths import path_batches, path_meta_features
+from forests.metrics.export.registry import export_batches, features_of
 from forests.metrics.export.source import ExportTally
 from forests.metrics.stats import wilson_interval
 from forests.metrics.values import label_values
+from prmsite.core.dataset_files import dataset_write
 from prmsite.core.domain import STEP_CONFIDENCE_COLUMNS
 from tests.forests.export_forest import export_file, export_rows, memory_source
 
@@ -114,3 +116,18 @@ def test_the_columns_read_back_with_datasets(tmp_path, fmt):
     if fmt == "jsonl":  # every earlier key first, in its old order
         keys = list(json.loads(path.read_text(encoding="utf-8").splitlines()[0]))
         assert keys[-3:] == ["correct", "ci95_lows", "ci95_highs"]
+
+
+def test_a_step_without_an_interval_reads_null(tmp_path):
+    source = memory_source()
+    forest = source.forest
+    # A PRM output outside [0, 1] has a value but no Wilson interval.
+    values = label_values(forest, [(forest.index_of(7), [0.9, 1.5, 0.1])])
+    options = ExportOptions(kind="stepwise")
+    path = tmp_path / "out.jsonl"
+    batches = export_batches(replace(source, values=values), options, ExportTally(), json_lines=True)
+    dataset_write(batches, features_of(options), path, "jsonl", raw_json=True)
+    [row] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert row["counts"] == [1, 1, 1]
+    assert row["ci95_lows"][1] is None and row["ci95_highs"][1] is None
+    assert row["ci95_lows"][0] == pytest.approx(wilson_interval(0.9, 1)[0])
