@@ -12,6 +12,14 @@ Step labels come in three kinds, all mapped onto the probability that the step i
   is no error for ProcessBench (its first error is the first step whose target is below 0.5).
 - ``None`` (an unlabelled step) is kept in the text with weight 0.
 
+With ``train_prm --weight_by_confidence`` each step also gets a **confidence** in [0, 1] that multiplies its loss:
+one minus the width of the 95% Wilson interval of its Monte-Carlo value, as a path-based export writes it per step
+(``counts``, ``ci95_lows``, ``ci95_highs``: ``prmsite.core.domain.STEP_CONFIDENCE_COLUMNS``). The interval is read,
+never recomputed: the export's rule is the only one. 1 of 1 correct completions gives 1 - 0.79 = 0.21, 20 of 20 gives
+0.84 and 100 of 200 gives 0.86; a step without completions (count null or 0: a person's or a judge's label) or without
+an interval has confidence 1. Training then scales the confidences so that their mean over the trained steps,
+weighted by the steps' weights, is 1 (``confidence_scale``): the loss keeps its scale, only its distribution moves.
+
 A rollout's steps join back to its response (``"".join(steps)``), so steps carry their own whitespace; a ``stepwise``
 export has the columns ``prompt``, ``completions`` (the steps) and ``labels`` (bools, or floats for soft labels),
 and the API's labels are (rollout, ``prm_output``) pairs whose rollout gives ``example`` (the prompt) and ``reasoning``
@@ -24,11 +32,17 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prmsite.core.domain import LABEL_NEUTRAL, LABEL_VALUES, STEPWISE_COLUMNS, label_code_value
+from prmsite.core.domain import (
+    LABEL_NEUTRAL,
+    LABEL_VALUES,
+    STEP_CONFIDENCE_COLUMNS,
+    STEPWISE_COLUMNS,
+    label_code_value,
+)
 
 SKIP_NOT_TEXT = "prompt or steps are not text"
 SKIP_NO_STEPS = "no steps"
@@ -36,6 +50,12 @@ SKIP_LENGTH_MISMATCH = "number of labels differs from the number of steps"
 SKIP_BAD_LABEL = "a label is neither a bool, a code 0/1/2 nor a float in [0, 1]"
 SKIP_NO_TRAINED_STEP = "no step with a positive weight"
 SKIP_ROLLOUT_MISSING = "the labelled rollout no longer exists"
+SKIP_BAD_CONFIDENCE = "counts or ci95 intervals are not one number (or null) per step, in [0, 1] for the intervals"
+CONFIDENCE_COLUMNS_MISSING = (
+    "{source} lacks the column(s) {missing} that --weight_by_confidence reads (a stepwise export of this version "
+    "carries them: export it again with export_preferences --kind stepwise)"
+)
+NO_CONFIDENT_STEP = "--weight_by_confidence: every trained step has confidence 0 (intervals as wide as [0, 1])"
 
 
 @dataclass(frozen=True)
@@ -47,13 +67,16 @@ class StepExample:
     targets: tuple[float, ...]
     weights: tuple[float, ...]
     source: str = ""  # where it came from: "row 12", "label 345"
+    confidence: tuple[float, ...] = ()  # per step, multiplies the loss (``--weight_by_confidence``); () is all 1
 
     def hardened(self) -> StepExample:
         """The same example with every target rounded to 0 or 1 at 0.5 (a target of exactly 0.5 stays)."""
         targets = tuple(t if t == 0.5 else float(t > 0.5) for t in self.targets)
-        return StepExample(
-            prompt=self.prompt, steps=self.steps, targets=targets, weights=self.weights, source=self.source
-        )
+        return replace(self, targets=targets)
+
+    def confidences(self) -> tuple[float, ...]:
+        """The confidence of every step: 1 for each when none was read."""
+        return self.confidence or (1.0,) * len(self.steps)
 
     def step_ok(self) -> list[bool]:
         """Which steps count as right for ProcessBench: target >= 0.5 (neutral steps are no error)."""
@@ -90,6 +113,55 @@ def step_target(value: Any, *, neutral_weight: float) -> tuple[float, float]:
     return float(value), 1.0
 
 
+def _fraction(value: Any) -> float | None:
+    """An interval bound: None, or a finite number in [0, 1]; ``ValueError`` for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{value!r} is not an interval bound")
+    return float(value)
+
+
+def step_confidence(count: Any, low: Any, high: Any) -> float:
+    """The confidence of one step's label (see the module docstring): ``1 - (high - low)``, the complement of the
+    width of its 95% Wilson interval; 1 when the step has no completions (``count`` None or 0) or no interval.
+    ``ValueError`` for a count that is not a whole number of 0 or more, or bounds outside [0, 1] or crossed."""
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int | float) or not count >= 0):
+        raise ValueError(f"{count!r} is not a count")
+    if count is not None and not float(count).is_integer():
+        raise ValueError(f"{count!r} is not a whole count")
+    low, high = _fraction(low), _fraction(high)
+    if not count or low is None or high is None:
+        return 1.0
+    if low > high:
+        raise ValueError(f"interval [{low}, {high}] is crossed")
+    return 1.0 - (high - low)
+
+
+def step_confidences(steps: int, counts: Any, lows: Any, highs: Any) -> tuple[float, ...]:
+    """Each step's confidence from a row's ``counts``, ``ci95_lows`` and ``ci95_highs``; a row where all three are
+    null (no completions behind any step) is all 1. ``ValueError`` for lists that do not hold one entry per step."""
+    if counts is None and lows is None and highs is None:
+        return (1.0,) * steps
+    columns = (counts, lows, highs)
+    if not all(isinstance(c, list | tuple) and len(c) == steps for c in columns):
+        raise ValueError("the confidence columns do not hold one entry per step")
+    return tuple(step_confidence(*figures) for figures in zip(*columns, strict=True))
+
+
+def confidence_scale(weights: Iterable[float], confidences: Iterable[float]) -> float:
+    """The factor that makes ``confidences`` average 1 over the trained steps, weighted by their loss ``weights``:
+    ``sum(w) / sum(w * c)``. Scaled so, a batch's loss ``sum(w * c * loss) / sum(w)`` keeps the scale it has without
+    confidences (all 1). ``ValueError`` (``NO_CONFIDENT_STEP``) when no trained step has a positive confidence."""
+    total = weighted = 0.0
+    for weight, confidence in zip(weights, confidences, strict=True):
+        total += weight
+        weighted += weight * confidence
+    if not weighted > 0:
+        raise ValueError(NO_CONFIDENT_STEP)
+    return total / weighted
+
+
 def example_make(
     prompt: Any,
     steps: Any,
@@ -97,8 +169,10 @@ def example_make(
     *,
     neutral_weight: float,
     source: str = "",
+    confidence: tuple[Any, Any, Any] | None = None,
 ) -> StepExample | str:
-    """A ``StepExample``, or the reason (one of the ``SKIP_*`` constants) it cannot be made."""
+    """A ``StepExample``, or the reason (one of the ``SKIP_*`` constants) it cannot be made. ``confidence``: the row's
+    ``(counts, ci95_lows, ci95_highs)``, read into the example's per-step confidences."""
     if not isinstance(prompt, str) or not isinstance(steps, list | tuple) or not all(isinstance(s, str) for s in steps):
         return SKIP_NOT_TEXT
     if not steps:
@@ -111,18 +185,27 @@ def example_make(
         return SKIP_BAD_LABEL
     if not any(weight > 0 for _, weight in pairs):
         return SKIP_NO_TRAINED_STEP
+    confidences: tuple[float, ...] = ()
+    if confidence is not None:
+        try:
+            confidences = step_confidences(len(steps), *confidence)
+        except ValueError:
+            return SKIP_BAD_CONFIDENCE
     return StepExample(
         prompt=prompt,
         steps=tuple(steps),
         targets=tuple(t for t, _ in pairs),
         weights=tuple(w for _, w in pairs),
         source=source,
+        confidence=confidences,
     )
 
 
-def examples_from_stepwise(rows: Iterable[Mapping[str, Any]], *, neutral_weight: float = 0.0) -> ExampleSet:
-    """Examples from the rows of a ``stepwise`` export (``prompt``, ``completions``, ``labels``; other columns
-    ignored)."""
+def examples_from_stepwise(
+    rows: Iterable[Mapping[str, Any]], *, neutral_weight: float = 0.0, weight_by_confidence: bool = False
+) -> ExampleSet:
+    """Examples from the rows of a ``stepwise`` export (``prompt``, ``completions``, ``labels``; with
+    ``weight_by_confidence``, also ``counts``, ``ci95_lows`` and ``ci95_highs``; other columns ignored)."""
     result = ExampleSet()
     for index, row in enumerate(rows):
         made = example_make(
@@ -131,6 +214,7 @@ def examples_from_stepwise(rows: Iterable[Mapping[str, Any]], *, neutral_weight:
             row.get("labels"),
             neutral_weight=neutral_weight,
             source=f"row {index}",
+            confidence=tuple(row.get(c) for c in STEP_CONFIDENCE_COLUMNS) if weight_by_confidence else None,
         )
         if isinstance(made, str):
             result.skipped[made] += 1
@@ -198,10 +282,11 @@ def split_by_prompt(
     return train, evaluation
 
 
-def stepwise_dataset_read(path: str | Path, *, split: str | None = None) -> Any:
+def stepwise_dataset_read(path: str | Path, *, split: str | None = None, confidence: bool = False) -> Any:
     """A ``stepwise`` export read with ``datasets``: a jsonl/json or parquet file, or a ``save_to_disk`` folder
-    (a ``DatasetDict`` needs ``split`` unless it has one split, or a ``train`` one). ``ValueError`` says what is
-    wrong: no such path, an unknown file type, a missing column."""
+    (a ``DatasetDict`` needs ``split`` unless it has one split, or a ``train`` one); its ``STEPWISE_COLUMNS``, and with
+    ``confidence`` its ``STEP_CONFIDENCE_COLUMNS`` too. ``ValueError`` says what is wrong: no such path, an unknown
+    file type, a missing column."""
     import datasets  # noqa: PLC0415 (deferred: datasets is heavy)
 
     source = Path(path).expanduser()
@@ -224,4 +309,9 @@ def stepwise_dataset_read(path: str | Path, *, split: str | None = None) -> Any:
     missing = [c for c in STEPWISE_COLUMNS if c not in loaded.column_names]
     if missing:
         raise ValueError(f"{source} lacks the column(s) {missing} of a stepwise export (it has {loaded.column_names})")
-    return loaded.select_columns(list(STEPWISE_COLUMNS))
+    if not confidence:
+        return loaded.select_columns(list(STEPWISE_COLUMNS))
+    missing = [c for c in STEP_CONFIDENCE_COLUMNS if c not in loaded.column_names]
+    if missing:
+        raise ValueError(CONFIDENCE_COLUMNS_MISSING.format(source=source, missing=missing))
+    return loaded.select_columns([*STEPWISE_COLUMNS, *STEP_CONFIDENCE_COLUMNS])

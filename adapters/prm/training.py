@@ -3,7 +3,10 @@ step tag, with hard or soft targets.
 
 The loss of a step is ``BCE(sigmoid(logit_good - logit_bad), target) * weight``, which is the cross-entropy of the
 two-way softmax over the ``+`` and ``-`` tokens that scoring reads; a batch's loss is the weighted mean over its steps.
-Soft targets (Monte-Carlo values) are fitted as they are; ``hard_targets`` rounds them at 0.5 first. The held-out
+Soft targets (Monte-Carlo values) are fitted as they are; ``hard_targets`` rounds them at 0.5 first. With
+``weight_by_confidence`` a step's loss is also multiplied by its confidence (``adapters.prm.examples``: one minus the
+width of its value's 95% interval, 1 without completions), scaled over the training steps to average 1, and a batch's
+loss is ``sum(weight * confidence * loss) / sum(weight)``: a step of confidence 0 moves nothing. The held-out
 split (whole prompts, ``eval_fraction``) is scored with the worker's scoring code before training, after every epoch
 and at the end: loss, MAE, step accuracy and ProcessBench F1 (``adapters.prm.metrics``).
 
@@ -21,7 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +36,7 @@ from adapters.prm.archive import adapter_zip_write, sha256_file
 from adapters.prm.errors import PRMError
 from adapters.prm.examples import (
     StepExample,
+    confidence_scale,
     split_by_prompt,
 )
 from adapters.prm.format import EncodedRollout, PRMConfig, StepTagFormat, encode_rollouts, format_tokens
@@ -81,6 +85,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     neutral_weight: float = 0.0
     hard_targets: bool = False
+    weight_by_confidence: bool = False
     format: StepTagFormat = field(default_factory=StepTagFormat)
     overwrite: bool = False
 
@@ -121,6 +126,7 @@ class TrainItem:
     encoded: EncodedRollout
     targets: tuple[float, ...]
     weights: tuple[float, ...]
+    confidence: tuple[float, ...]  # multiplies each step's loss, on top of its weight (1 without confidences)
 
 
 @dataclass
@@ -142,11 +148,15 @@ class TrainResult:
 
 
 def train_items(
-    examples: Sequence[StepExample], encoded: Sequence[EncodedRollout]
-) -> tuple[list[TrainItem], dict[str, int]]:
-    """Pair each encoded example with the targets of the steps it kept; drop the ones with nothing left to learn."""
+    examples: Sequence[StepExample], encoded: Sequence[EncodedRollout], *, weight_by_confidence: bool = False
+) -> tuple[list[TrainItem], dict[str, Any]]:
+    """Pair each encoded example with the targets of the steps it kept; drop the ones with nothing left to learn.
+
+    With ``weight_by_confidence``, the kept steps' confidences are scaled by ``confidence_scale`` (their weighted mean
+    over every kept trained step becomes 1); the stats then carry their mean before scaling (``confidence_mean``).
+    Without it every confidence is 1."""
     items = []
-    stats = {"steps_truncated": 0, "examples_truncated_away": 0}
+    stats: dict[str, Any] = {"steps_truncated": 0, "examples_truncated_away": 0}
     for example, enc in zip(examples, encoded, strict=True):
         kept = len(enc.tag_positions)
         stats["steps_truncated"] += enc.steps_dropped
@@ -154,7 +164,17 @@ def train_items(
         if not any(w > 0 for w in weights):
             stats["examples_truncated_away"] += 1
             continue
-        items.append(TrainItem(encoded=enc, targets=example.targets[:kept], weights=weights))
+        confidence = example.confidences()[:kept] if weight_by_confidence else (1.0,) * kept
+        items.append(TrainItem(encoded=enc, targets=example.targets[:kept], weights=weights, confidence=confidence))
+    if weight_by_confidence and items:
+        try:
+            scale = confidence_scale(
+                (w for item in items for w in item.weights), (c for item in items for c in item.confidence)
+            )
+        except ValueError as exc:
+            raise PRMError(str(exc)) from exc
+        stats["confidence_mean"] = 1.0 / scale
+        items = [replace(item, confidence=tuple(c * scale for c in item.confidence)) for item in items]
     return items, stats
 
 
@@ -221,9 +241,11 @@ def prm_train(
         max_length=settings.max_length,
         keep_all_steps=False,
     )
-    items, truncation = train_items(train_examples, encoded)
+    items, truncation = train_items(train_examples, encoded, weight_by_confidence=settings.weight_by_confidence)
     if not items:
         raise PRMError(f"no training example keeps a labelled step within --max_length {settings.max_length}")
+    if "confidence_mean" in truncation:
+        log(f"steps weighted by confidence: mean {truncation['confidence_mean']:.3f} before scaling to 1")
 
     model = lora_attach(
         model,
@@ -370,16 +392,18 @@ class StepTrainer:
         self.optimizer_steps = 0
 
     def backward(self, chunk: Sequence[TrainItem]) -> tuple[float, float]:
-        """Back-propagate the batch's weighted mean step loss; answer (that loss, the batch's total step weight)."""
+        """Back-propagate the batch's loss, ``sum(weight * confidence * step loss) / sum(weight)`` (the weighted mean
+        step loss when every confidence is 1); answer (that loss, the batch's total step weight)."""
         scorer = self.scorer
         device = scorer.device
         batch = collate([item.encoded for item in chunk], pad_id=scorer.tokens.pad_id, device=device)
         targets = torch.tensor([t for item in chunk for t in item.targets], dtype=torch.float32, device=device)
         weights = torch.tensor([w for item in chunk for w in item.weights], dtype=torch.float32, device=device)
+        confidence = torch.tensor([c for item in chunk for c in item.confidence], dtype=torch.float32, device=device)
         margins = scorer.head.margins(scorer.model, batch)
         losses = F.binary_cross_entropy_with_logits(margins, targets, reduction="none")
         total = float(weights.sum())
-        loss = (losses * weights).sum() / total
+        loss = (losses * weights * confidence).sum() / total
         (loss / self.settings.gradient_accumulation_steps).backward()
         return float(loss.detach()), total
 

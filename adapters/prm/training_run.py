@@ -13,6 +13,11 @@ from adapters.prm.training import TrainSettings, prm_train
 
 logger = logging.getLogger("adapters.prm.training")  # the training's log, as before the split
 
+CONFIDENCE_NEEDS_DATASET = (
+    "--weight_by_confidence reads the completions and intervals of a stepwise export (--dataset); the labels of a "
+    "labelling scheme carry none (every step would weigh 1)"
+)
+
 
 def examples_load(
     *,
@@ -21,16 +26,20 @@ def examples_load(
     labelling_scheme_version: str | None = None,
     client: Any = None,
     neutral_weight: float = 0.0,
+    weight_by_confidence: bool = False,
 ) -> ExampleSet:
-    """Training examples from a ``stepwise`` export (``dataset``) or the server's labels of a labelling scheme."""
+    """Training examples from a ``stepwise`` export (``dataset``) or the server's labels of a labelling scheme; with
+    ``weight_by_confidence``, the export's per-step confidences too (a labelling scheme's labels carry none)."""
     if (dataset is None) == (labelling_scheme_version is None):
         raise PRMError("pass exactly one of --dataset and --labelling_scheme_version")
     if dataset is not None:
         try:
-            rows = stepwise_dataset_read(dataset, split=dataset_split)
+            rows = stepwise_dataset_read(dataset, split=dataset_split, confidence=weight_by_confidence)
         except ValueError as exc:
             raise PRMError(str(exc)) from exc
-        return examples_from_stepwise(rows, neutral_weight=neutral_weight)
+        return examples_from_stepwise(rows, neutral_weight=neutral_weight, weight_by_confidence=weight_by_confidence)
+    if weight_by_confidence:
+        raise PRMError(CONFIDENCE_NEEDS_DATASET)
     if client is None:
         raise PRMError("--labelling_scheme_version needs the server (WEBSERVER_API_BASE, WEBSERVER_API_TOKEN)")
     return examples_from_api(client, labelling_scheme_version, neutral_weight=neutral_weight)
@@ -69,6 +78,7 @@ def train_prm_run(
         labelling_scheme_version=labelling_scheme_version,
         client=client,
         neutral_weight=settings.neutral_weight,
+        weight_by_confidence=settings.weight_by_confidence,
     )
     source = f"dataset {dataset}" if dataset is not None else f"labelling_scheme_version {labelling_scheme_version}"
     counts = example_set.summary()

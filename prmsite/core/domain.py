@@ -28,6 +28,11 @@ PRM_THRESHOLD = 0.5
 # The columns of a stepwise dataset (TRL's stepwise-supervision format), in order: exported by the ``stepwise`` kind,
 # read back by ``train_prm``.
 STEPWISE_COLUMNS = ("prompt", "completions", "labels")
+# Per step, aligned with the steps, in every path-based export (``stepwise``, ``math_shepherd``, ``openrlhf``,
+# ``processbench``): the completions (rollouts, or label outputs) behind the step's value and its 95% Wilson interval;
+# what ``train_prm --weight_by_confidence`` reads. The same figures as ``tree``'s ``count``, ``ci95_low`` and
+# ``ci95_high`` and ``pairs``' ``chosen_count``, ``chosen_ci95_low`` and ``chosen_ci95_high``.
+STEP_CONFIDENCE_COLUMNS = ("counts", "ci95_lows", "ci95_highs")
 
 
 def not_a_label_code(code: object) -> str:

@@ -30,6 +30,13 @@ ROLLOUTS = [
     ("B", ["c1 ", "yes"], None, 1, "model-c"),
 ]
 FOREST_NAME = "memory-forest"
+# The interval columns that close the JSON line of a path-based kind's first record (steps 4, 5, 6: 3 of 4, 2 of 3
+# and 2 of 2 rollouts correct) and of its last one (steps 15, 16: 0 of 1 each), after the columns that were there
+# before them, byte for byte.
+FIRST_PATH_INTERVALS = (
+    b',"ci95_lows":[0.3006418426,0.2076596008,0.3423802275],"ci95_highs":[0.9544127392,0.9385080553,1.0]}'
+)
+LAST_PATH_INTERVALS = b',"ci95_lows":[0.0,0.0],"ci95_highs":[0.7934506856,0.7934506856]}'
 
 
 def forest_rows() -> tuple[list[tuple], list[tuple], dict[int, str]]:

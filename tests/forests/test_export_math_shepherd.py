@@ -8,7 +8,7 @@ from forests.metrics.export.kinds import math_shepherd
 from forests.metrics.export.names import STEP_TAG
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.paths import SKIP_TAGGED
-from tests.forests.export_forest import export_file, export_rows
+from tests.forests.export_forest import FIRST_PATH_INTERVALS, export_file, export_rows
 
 
 def test_the_schema():
@@ -43,5 +43,6 @@ def test_the_json_lines_bytes(tmp_path):
             '{"input":"Is A? s1 ки\\ns2 ки\\nyes ки","label":"Is A? s1 +\\ns2 +\\nyes +","forest":"memory-forest",'
             '"tree_id":1,"leaf_id":6,"rollout_id":null,"rollouts":2,"node_ids":[4,5,6],"values":[0.75,0.6666666667,1.0],'
             '"counts":[4,3,2],"prediction":1,"ground_truth":1,"correct":true}'
-        ).encode()
+        ).encode()[:-1]
+        + FIRST_PATH_INTERVALS
     )

@@ -8,7 +8,7 @@ from forests.metrics.export.kinds import openrlhf
 from forests.metrics.export.names import DEFAULT_PLACEHOLDER
 from forests.metrics.export.options import ExportOptions
 from forests.metrics.export.paths import SKIP_TAGGED
-from tests.forests.export_forest import export_file, export_rows
+from tests.forests.export_forest import LAST_PATH_INTERVALS, export_file, export_rows
 
 
 def test_the_schema():
@@ -45,5 +45,6 @@ def test_the_json_lines_bytes(tmp_path):
             '{"input":"Is \\"B\\"\\/ü? c1 ки\\nyes ки","value":[0.0,0.0],"forest":"memory-forest","tree_id":2,'
             '"leaf_id":16,"rollout_id":null,"rollouts":1,"node_ids":[15,16],"values":[0.0,0.0],"counts":[1,1],'
             '"prediction":null,"ground_truth":0,"correct":false}'
-        ).encode()
+        ).encode()[:-1]
+        + LAST_PATH_INTERVALS
     )

@@ -19,7 +19,7 @@ from tests.forests.export_forest import memory_source
 def test_the_metadata_columns_and_their_order():
     assert list(path_meta_features()) == [
         "forest", "tree_id", "leaf_id", "rollout_id", "rollouts", "node_ids", "values", "counts", "prediction",
-        "ground_truth", "correct",
+        "ground_truth", "correct", "ci95_lows", "ci95_highs",
     ]  # fmt: skip
 
 

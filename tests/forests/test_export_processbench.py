@@ -7,7 +7,7 @@ import pytest
 from forests.metrics.export.kinds import processbench
 from forests.metrics.export.kinds.processbench import NODE_RECORD_ID, ROLLOUT_RECORD_ID
 from forests.metrics.export.options import ExportOptions
-from tests.forests.export_forest import FOREST_NAME, export_file, export_rows
+from tests.forests.export_forest import FIRST_PATH_INTERVALS, FOREST_NAME, export_file, export_rows
 
 
 def test_the_schema():
@@ -55,9 +55,13 @@ def test_the_bytes_are_the_same_on_every_export(tmp_path, fmt):
 def test_the_json_lines_bytes(tmp_path):
     export_file(tmp_path / "out.jsonl", kind="processbench")
     first = (tmp_path / "out.jsonl").read_bytes().split(b"\n")[0]
-    assert first == (
-        b'{"id":"memory-forest-node-6","generator":"model-a","problem":"Is A?","steps":["s1 ","s2 ","yes"],'
-        b'"final_answer_correct":true,"label":-1,"forest":"memory-forest","tree_id":1,"leaf_id":6,"rollout_id":null,'
-        b'"rollouts":2,"node_ids":[4,5,6],"values":[0.75,0.6666666667,1.0],"counts":[4,3,2],"prediction":1,'
-        b'"ground_truth":1,"correct":true}'
+    assert (
+        first
+        == (
+            b'{"id":"memory-forest-node-6","generator":"model-a","problem":"Is A?","steps":["s1 ","s2 ","yes"],'
+            b'"final_answer_correct":true,"label":-1,"forest":"memory-forest","tree_id":1,"leaf_id":6,"rollout_id":null,'
+            b'"rollouts":2,"node_ids":[4,5,6],"values":[0.75,0.6666666667,1.0],"counts":[4,3,2],"prediction":1,'
+            b'"ground_truth":1,"correct":true}'
+        )[:-1]
+        + FIRST_PATH_INTERVALS
     )

@@ -7,11 +7,11 @@ import pytest
 from forests.metrics.export.kinds import stepwise
 from forests.metrics.export.options import ExportOptions
 from prmsite.core.domain import STEPWISE_COLUMNS
-from tests.forests.export_forest import PROMPTS, export_file, export_rows
+from tests.forests.export_forest import FIRST_PATH_INTERVALS, PROMPTS, export_file, export_rows
 
 PATH_META = [
     "forest", "tree_id", "leaf_id", "rollout_id", "rollouts", "node_ids", "values", "counts", "prediction",
-    "ground_truth", "correct",
+    "ground_truth", "correct", "ci95_lows", "ci95_highs",
 ]  # fmt: skip
 
 
@@ -65,8 +65,12 @@ def test_the_bytes_are_the_same_on_every_export(tmp_path, fmt):
 def test_the_json_lines_bytes(tmp_path):
     export_file(tmp_path / "out.jsonl", kind="stepwise")
     first = (tmp_path / "out.jsonl").read_bytes().split(b"\n")[0]
-    assert first == (
-        b'{"prompt":"Is A?","completions":["s1 ","s2 ","yes"],"labels":[true,true,true],"forest":"memory-forest",'
-        b'"tree_id":1,"leaf_id":6,"rollout_id":null,"rollouts":2,"node_ids":[4,5,6],"values":[0.75,0.6666666667,1.0],'
-        b'"counts":[4,3,2],"prediction":1,"ground_truth":1,"correct":true}'
+    assert (
+        first
+        == (
+            b'{"prompt":"Is A?","completions":["s1 ","s2 ","yes"],"labels":[true,true,true],"forest":"memory-forest",'
+            b'"tree_id":1,"leaf_id":6,"rollout_id":null,"rollouts":2,"node_ids":[4,5,6],"values":[0.75,0.6666666667,1.0],'
+            b'"counts":[4,3,2],"prediction":1,"ground_truth":1,"correct":true}'
+        )[:-1]
+        + FIRST_PATH_INTERVALS
     )

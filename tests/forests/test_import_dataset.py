@@ -18,6 +18,7 @@ from forests.dataset_import import IMPORT_WORKER
 from forests.intake import receive_rollout
 from forests.models import Forest, Node
 from prmsite.core import step_datasets
+from prmsite.core.domain import STEP_CONFIDENCE_COLUMNS
 from prmsite.core.processbench import first_error
 from rollouts.labelling.stats import label_rows, scheme_agreement
 from rollouts.labels import label_create
@@ -263,7 +264,10 @@ def export(tmp_path: Path, kind: str, *args: str, fmt: str = "jsonl") -> Path:
 @pytest.mark.parametrize(("kind", "fmt"), [("stepwise", "jsonl"), ("math_shepherd", "jsonl"), ("stepwise", "parquet")])
 def test_round_trip_gives_back_the_paths_and_labels(tmp_path, kind, fmt):
     labelled_forest()
-    summary = run(export(tmp_path, kind, fmt=fmt), kind)
+    path = export(tmp_path, kind, fmt=fmt)
+    columns = pq.read_schema(path).names if fmt == "parquet" else list(json.loads(path.read_text().splitlines()[0]))
+    assert set(STEP_CONFIDENCE_COLUMNS) <= set(columns)  # the import reads past the steps' counts and intervals
+    summary = run(path, kind)
     assert summary["rollouts"] == len(FOREST)
     assert imported(summary["labelling_scheme_version"]) == Counter(
         (problem, tuple(steps), tuple(codes)) for problem, steps, codes in FOREST

@@ -1,5 +1,6 @@
 """python manage.py train_prm --base_model PATH_OR_NAME --prm_version NEW
 (--dataset PATH | --labelling_scheme_version S) [--epochs --lr --lora_r --lora_alpha --batch_size --max_length --seed …]
+[--weight_by_confidence]
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ class Command(BaseCommand):
             help="Loss weight of neutral steps (label code 2) towards 0.5; 0 (default) skips them.",
         )
         labels.add_argument("--hard_targets", action="store_true", help="Round soft labels to 0/1 at 0.5 for training.")
+        labels.add_argument(
+            "--weight_by_confidence",
+            action="store_true",
+            help=(
+                "Weight each step's loss by 1 - the width of its value's 95%% interval (the export's counts, "
+                "ci95_lows, ci95_highs; 1 for a step without completions), scaled to average 1. Needs --dataset."
+            ),
+        )
         fmt = parser.add_argument_group("step-tag format")
         fmt.add_argument(
             "--step_tag", default=DEFAULT_STEP_TAG, help=f"After every step (default {DEFAULT_STEP_TAG!r})."
@@ -124,6 +133,7 @@ class Command(BaseCommand):
             gradient_checkpointing=options["gradient_checkpointing"],
             neutral_weight=options["neutral_weight"],
             hard_targets=options["hard_targets"],
+            weight_by_confidence=options["weight_by_confidence"],
             format=StepTagFormat(
                 step_tag=_escapes(options["step_tag"]),
                 good_token=_escapes(options["good_token"]),

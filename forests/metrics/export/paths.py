@@ -2,6 +2,12 @@
 path (``forests.metrics.preferences.path_table``: per node where rollouts end, or per rollout), its metadata columns,
 and the step-tagged text of the tagged kinds. Pure: no Django.
 
+Each step's value comes with the completions behind it (``counts``) and its 95% Wilson interval (``ci95_lows``,
+``ci95_highs``; null where there is none): lists aligned with the steps (``prmsite.core.domain.
+STEP_CONFIDENCE_COLUMNS``), the figures ``tree`` writes per node (``count``, ``ci95_low``, ``ci95_high``) and ``pairs``
+per step of a pair, all read from the same ``ExportContext.count/low/high``. The interval columns come last, so every
+earlier column keeps its place and its bytes.
+
 A path is left out (and counted in the tally) when one of its steps has no value, or, for a tagged kind, when its
 prompt or one of its steps already holds the tag.
 """
@@ -17,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import List, Value
 
-from forests.metrics.export.context import ExportContext, nullable_ints
+from forests.metrics.export.context import ExportContext, nullable_floats, nullable_ints
 from forests.metrics.export.source import Batch, Progress
 from forests.metrics.forest import NO_ROLLOUT_ROW
 from forests.metrics.preferences import PathTable, ancestors, path_table
@@ -42,6 +48,8 @@ def path_meta_features() -> dict[str, Any]:
         "prediction": integer,
         "ground_truth": integer,
         "correct": boolean,
+        "ci95_lows": List(real),
+        "ci95_highs": List(real),
     }
 
 
@@ -139,6 +147,8 @@ def _path_rows(
         "prediction": predictions,
         "ground_truth": nullable_ints(truths),
         "correct": correct,
+        "ci95_lows": context.list_column("ci95_lows", offsets, nullable_floats(context.low[flat])),
+        "ci95_highs": context.list_column("ci95_highs", offsets, nullable_floats(context.high[flat])),
     }
     return PathRows(
         offsets=offsets,

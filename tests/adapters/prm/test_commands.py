@@ -115,6 +115,26 @@ def test_train_prm_keeps_the_adapter_local_with_no_upload_and_needs_no_server(ti
     assert (tmp_path / "local" / "adapter_model.safetensors").is_file()
 
 
+def test_train_prm_weights_steps_by_confidence_from_the_exports_columns(tiny_base, soft_rows, tmp_path, monkeypatch):
+    monkeypatch.delenv("WEBSERVER_API_BASE", raising=False)
+    rows = [
+        {**row, "counts": [4] * len(row["labels"]), "ci95_lows": [0.2] * len(row["labels"]),
+         "ci95_highs": [0.6] * len(row["labels"])}
+        for row in soft_rows[:40]
+    ]  # fmt: skip
+    rows[0] = {**rows[0], "counts": None, "ci95_lows": None, "ci95_highs": None}  # a person's labels: confidence 1
+    dataset = write_jsonl(tmp_path / "stepwise.jsonl", rows)
+    summary, _ = _run(
+        "train_prm", "--base_model", str(tiny_base), "--prm_version", "confident", "--dataset", str(dataset),
+        *_training_flags(epochs=1), "--output_dir", str(tmp_path / "confident"), "--no_upload",
+        "--weight_by_confidence",
+    )  # fmt: skip
+    assert summary["settings"]["weight_by_confidence"] is True
+    # Every step at confidence 1 - 0.4 = 0.6 but those of the first row (1), in the rows training kept.
+    assert 0.6 <= summary["data"]["confidence_mean"] < 0.7
+    assert (tmp_path / "confident" / "adapter_model.safetensors").is_file()
+
+
 def test_train_prm_refuses_a_prm_version_the_server_has_before_training(server, tiny_base, soft_rows, tmp_path,
                                                                         adapter_zip):  # fmt: skip
     server.upload_prm_adapter("prm-taken", base_model="other", worker="someone", data=adapter_zip)
@@ -134,6 +154,11 @@ def test_train_prm_refuses_a_prm_version_the_server_has_before_training(server, 
         (["--dataset", "DATA", "--base_model", "/nowhere/model.gguf"], r"train_prm: --base_model /nowhere/model\.gguf"),
         (["--dataset", "DATA", "--step_tag", " "], "train_prm: base model .*: The step tag ' ' encodes to no token"),
         (["--dataset", "DATA", "--epochs", "0"], "train_prm: --epochs must be at least 1"),
+        (
+            ["--dataset", "DATA", "--weight_by_confidence"],
+            r"train_prm: .*stepwise\.jsonl lacks the column\(s\) \['counts', 'ci95_lows', 'ci95_highs'\] that "
+            "--weight_by_confidence reads",
+        ),
     ],
 )
 def test_train_prm_fails_with_one_line_saying_why(args, message, tiny_base, soft_rows, tmp_path):

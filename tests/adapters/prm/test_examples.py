@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.prm.errors import PRMError
 from adapters.prm.examples import (
+    SKIP_BAD_CONFIDENCE,
     SKIP_BAD_LABEL,
     SKIP_LENGTH_MISMATCH,
     SKIP_NO_STEPS,
@@ -13,14 +15,19 @@ from adapters.prm.examples import (
     SKIP_NOT_TEXT,
     SKIP_ROLLOUT_MISSING,
     StepExample,
+    confidence_scale,
     examples_from_api,
     examples_from_labels,
     examples_from_stepwise,
     split_by_prompt,
+    step_confidence,
     step_target,
     stepwise_dataset_read,
 )
+from adapters.prm.training_run import examples_load
+from forests.metrics.stats import wilson_interval
 from tests.adapters.prm.conftest import write_jsonl
+from tests.forests.export_forest import export_file
 
 
 @pytest.mark.parametrize(
@@ -201,3 +208,94 @@ def test_a_file_without_the_stepwise_columns_is_refused_naming_what_is_missing(t
     (tmp_path / "data.csv").write_text("prompt\np\n")
     with pytest.raises(ValueError, match=r"not '\.csv'"):
         stepwise_dataset_read(tmp_path / "data.csv")
+
+
+# --- confidence (train_prm --weight_by_confidence) -----------------------------------------------------------------
+
+
+def test_a_steps_confidence_is_one_minus_the_width_of_its_wilson_interval():
+    for correct, completions in [(1, 1), (0, 1), (3, 4), (20, 20), (100, 200)]:
+        low, high = wilson_interval(correct, completions)
+        assert step_confidence(completions, low, high) == pytest.approx(1 - (high - low))
+    assert step_confidence(1, *wilson_interval(1, 1)) == pytest.approx(0.2065, abs=1e-4)  # what the docs say
+    assert step_confidence(20, *wilson_interval(20, 20)) == pytest.approx(0.84, abs=0.005)
+    assert step_confidence(200, *wilson_interval(100, 200)) == pytest.approx(0.86, abs=0.005)
+    assert step_confidence(4, 0.25, 0.25) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("count", "low", "high"), [(None, None, None), (0, None, None), (0, 0.1, 0.9), (5, None, None)]
+)
+def test_a_step_without_completions_or_interval_has_confidence_one(count, low, high):
+    assert step_confidence(count, low, high) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("count", "low", "high"),
+    [(-1, 0.1, 0.2), (1.5, 0.1, 0.2), (True, 0.1, 0.2), ("3", 0.1, 0.2), (3, 0.5, 0.4), (3, -0.1, 0.5),
+     (3, 0.1, 1.2), (3, float("nan"), 0.5), (float("inf"), 0.1, 0.2)],
+)  # fmt: skip
+def test_anything_else_is_no_confidence(count, low, high):
+    with pytest.raises(ValueError):
+        step_confidence(count, low, high)
+
+
+def test_the_scale_makes_the_confidences_average_one_weighted_by_the_steps_weights():
+    weights, confidences = (1.0, 1.0, 0.5, 0.0), (0.2, 0.6, 1.0, 0.9)
+    scale = confidence_scale(weights, confidences)
+    assert scale == pytest.approx(2.5 / 1.3)
+    assert sum(w * c * scale for w, c in zip(weights, confidences, strict=True)) == pytest.approx(sum(weights))
+    with pytest.raises(ValueError, match="every trained step has confidence 0"):
+        confidence_scale((1.0, 0.0), (0.0, 1.0))
+
+
+CONFIDENT_ROWS = [
+    {"prompt": "p1", "completions": ["a", "b"], "labels": [True, False], "counts": [4, 1],
+     "ci95_lows": [0.3, 0.0], "ci95_highs": [0.9, 0.8]},
+    {"prompt": "p2", "completions": ["c"], "labels": [True], "counts": None, "ci95_lows": None, "ci95_highs": None},
+    {"prompt": "p3", "completions": ["d", "e"], "labels": [True, True], "counts": [2, None],
+     "ci95_lows": [0.5, None], "ci95_highs": [0.7, None]},
+    {"prompt": "p4", "completions": ["f", "g"], "labels": [True, True], "counts": [2],
+     "ci95_lows": [0.5], "ci95_highs": [0.7]},
+]  # fmt: skip
+
+
+def test_stepwise_rows_carry_their_confidences_only_when_asked():
+    result = examples_from_stepwise(CONFIDENT_ROWS, weight_by_confidence=True)
+    assert [e.confidences() for e in result.examples] == [
+        pytest.approx((0.4, 0.2)),
+        (1.0,),  # no completions behind any step: a person's labels
+        pytest.approx((0.8, 1.0)),  # the second step has none
+    ]
+    assert result.skipped == {SKIP_BAD_CONFIDENCE: 1}  # p4: one figure for two steps
+    plain = examples_from_stepwise(CONFIDENT_ROWS)
+    assert len(plain.examples) == 4 and {e.confidences() for e in plain.examples} <= {(1.0,), (1.0, 1.0)}
+    assert plain.examples[0].hardened().confidence == ()
+
+
+def test_the_confidences_of_our_own_stepwise_export_are_read_from_its_intervals(tmp_path):
+    path = tmp_path / "stepwise.jsonl"
+    export_file(path, "jsonl", kind="stepwise")
+    rows = stepwise_dataset_read(path, confidence=True)
+    assert rows.column_names == ["prompt", "completions", "labels", "counts", "ci95_lows", "ci95_highs"]
+    first = examples_from_stepwise(rows, weight_by_confidence=True).examples[0]
+    assert first.steps == ("s1 ", "s2 ", "yes")
+    # 3 of 4, 2 of 3 and 2 of 2 rollouts through the steps reach the right answer (tests.forests.export_forest).
+    expected = [1 - (high - low) for low, high in (wilson_interval(3, 4), wilson_interval(2, 3), wilson_interval(2, 2))]
+    assert first.confidences() == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_file_without_the_confidence_columns_is_refused_when_they_are_asked_for(tmp_path):
+    path = write_jsonl(tmp_path / "plain.jsonl", ROWS)
+    assert stepwise_dataset_read(path).column_names == ["prompt", "completions", "labels"]
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['counts', 'ci95_lows', 'ci95_highs'\] that "):
+        stepwise_dataset_read(path, confidence=True)
+
+
+def test_a_labelling_scheme_is_refused_with_weight_by_confidence_before_the_server_is_asked():
+    class NoServer:
+        def __getattr__(self, name):
+            raise AssertionError(f"the server was asked ({name})")
+
+    with pytest.raises(PRMError, match="--weight_by_confidence reads the completions and intervals of a stepwise"):
+        examples_load(labelling_scheme_version="judge-v1", client=NoServer(), weight_by_confidence=True)
