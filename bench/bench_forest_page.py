@@ -1,8 +1,8 @@
 """The forest page's sort, filter and search on a generated forest of 1,000,000 nodes, against reading one page.
 
-The forest is shaped as ``bench_metrics``'s (trees of 64 rollouts of 10 steps, about 400 nodes a tree, so 2,500
-trees for a million nodes), written with raw inserts, each tree's tally with it as the intake keeps it (the search
-index is kept by the database as the nodes go in). Each figure is
+The forest is ``bench_metrics``'s (``bench.forest_writer``: trees of 64 rollouts of 10 steps, about 400 nodes a tree,
+so 2,500 trees for a million nodes), written with raw inserts, each tree's tally with it as the intake keeps it (its
+rollouts, correct ones and nodes; the search index is kept by the database as the nodes go in). Each figure is
 the best of ``BENCH_FOREST_PAGE_REPEAT`` runs, each just after its floor, in one process (the page's view called
 with a superuser, no HTTP):
 
@@ -34,6 +34,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.forest_writer import forest_write  # noqa: E402
+
 NODES = int(os.environ.get("BENCH_FOREST_PAGE_NODES", "1000000"))
 REPEAT = int(os.environ.get("BENCH_FOREST_PAGE_REPEAT", "3"))
 CASES = [
@@ -59,115 +63,25 @@ def setup(database_url: str) -> None:
 
 
 FOREST = "bench-forest-page"
-ROLLOUTS_PER_TREE = 64
-STEPS = 10
-# Only the quoted table name is interpolated; every value is a parameter.
-_NODE_SQL = (
-    "INSERT INTO {table} (id, forest_id, tree_id, parent_id, depth, text, text_sha256, is_leaf, prediction, correct, "
-    "ground_truth, serialized_item, attributes, created_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_ROLLOUT_SQL = (
-    "INSERT INTO {table} (id, model, example, reasoning, prediction, ground_truth, answer, correct, verdict_reason, "
-    "worker, forest_id, node_id, attributes, created_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_TALLY_SQL = (
-    "INSERT INTO {table} (root_id, forest_id, rollouts, correct, prompt_tokens, completion_tokens, planned_version, "
-    "branched_version) VALUES (%s, %s, %s, %s, 0, 0, 0, 0)"
-)
 
 
 def generate(database_url: str) -> tuple[int, int]:
-    """The forest, shaped as ``bench_metrics``'s, written with raw inserts (not measured); returns (nodes, rollouts)."""
+    """The forest (``bench.forest_writer``, each tree's tally with it), written with raw inserts (not measured);
+    returns (nodes, rollouts)."""
     setup(database_url)
-    import hashlib
-    import random
-    from datetime import UTC, datetime
-
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from forests.models import Forest, Node, TreeTally
-    from rollouts.models import Rollout
+    from forests.models import Forest
 
     call_command("migrate", verbosity=0)
     forest = Forest.objects.create(
         name=FOREST, config_name="bench", dataset_split="test", rollout_config={"template": "Item: {statement}"}
     )
-    rng = random.Random(20240611)
-    now = datetime.now(UTC).isoformat()
-    quote = connection.ops.quote_name
-    node_sql = _NODE_SQL.format(table=quote(Node._meta.db_table))
-    rollout_sql = _ROLLOUT_SQL.format(table=quote(Rollout._meta.db_table))
-    tally_sql = _TALLY_SQL.format(table=quote(TreeTally._meta.db_table))
-    tallies: list[tuple] = []
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {quote(Node._meta.db_table)}")  # noqa: S608 (a table name)
-        node_id = cursor.fetchone()[0]
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {quote(Rollout._meta.db_table)}")  # noqa: S608
-        rollout_id = cursor.fetchone()[0]
-    nodes: list[tuple] = []
-    rollouts: list[tuple] = []
-    total_nodes = total_rollouts = 0
-
-    def flush() -> None:
-        with connection.cursor() as cursor:
-            cursor.executemany(node_sql, nodes)
-            cursor.executemany(rollout_sql, rollouts)
-            cursor.executemany(tally_sql, tallies)
-        nodes.clear()
-        rollouts.clear()
-        tallies.clear()
-
     with transaction.atomic():
-        tree = 0
-        while total_nodes < NODES:
-            truth = tree % 2
-            node_id += 1
-            root = node_id
-            statement = f"Item {tree}: is the statement about district {tree % 37} and its {tree % 11} parks true?"
-            prompt = f"Item: {statement}"
-            tree_nodes: list[tuple] = [
-                (root, forest.pk, root, None, 0, prompt, hashlib.sha256(prompt.encode()).hexdigest(), False, None,
-                 None, truth, json.dumps({"statement": statement, "id": tree}), "{}", now)
-            ]  # fmt: skip
-            children: dict[tuple[int, int], int] = {}
-            leaves: dict[int, int] = {}
-            correct = 0
-            for _ in range(ROLLOUTS_PER_TREE):
-                parent, steps = root, []
-                for step in range(STEPS):
-                    choice = rng.randrange(3 if step < 3 else 2) if rng.random() < 0.7 else 0
-                    key = (parent, choice)
-                    text = f"Step {step + 1}: reasoning variant {choice} about item {tree}, building on step {step}. "
-                    steps.append(text)
-                    if key not in children:
-                        node_id += 1
-                        children[key] = node_id
-                        tree_nodes.append(
-                            (node_id, forest.pk, root, parent, step + 1, text,
-                             hashlib.sha256(text.encode()).hexdigest(), False, None, None, None, None, "{}", now)
-                        )  # fmt: skip
-                    parent = children[key]
-                prediction = leaves.setdefault(parent, (truth if rng.random() < 0.55 else 1 - truth))
-                rollout_id += 1
-                correct += prediction == truth
-                rollouts.append(
-                    (rollout_id, "bench-model", prompt, json.dumps(steps), prediction, truth, str(prediction),
-                     prediction == truth, "", "bench", forest.pk, parent, "{}", now)
-                )  # fmt: skip
-            for row in tree_nodes:  # a leaf carries the prediction and verdict of the rollouts ending there
-                if row[0] in leaves:
-                    row = (*row[:7], True, leaves[row[0]], leaves[row[0]] == truth, *row[10:])
-                nodes.append(row)
-            tallies.append((root, forest.pk, ROLLOUTS_PER_TREE, correct))
-            total_nodes += 1 + len(children)
-            total_rollouts += ROLLOUTS_PER_TREE
-            tree += 1
-            if len(nodes) >= 50_000:
-                flush()
-        flush()
+        total_nodes, total_rollouts = forest_write(
+            forest_id=forest.pk, nodes=NODES, template="Item: {statement}", tallies=True
+        )
     growth_rows(forest.pk)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")

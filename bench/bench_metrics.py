@@ -17,22 +17,21 @@ measured just before it). Prints Markdown rows ``| benchmark | figure | floor (s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.forest_writer import forest_write  # noqa: E402
+
 NODES = int(os.environ.get("BENCH_METRICS_NODES", "1000000"))
-ROLLOUTS_PER_TREE = 64
-STEPS = 10
 FOREST = "bench-metrics"
 REPEAT = int(os.environ.get("BENCH_METRICS_REPEAT", "2"))
 KINDS = ("pairs", "stepwise", "math_shepherd", "openrlhf", "processbench", "tree")
@@ -51,94 +50,19 @@ def setup(database: Path) -> None:
     django.setup()
 
 
-# Only the quoted table name is interpolated; every value is a parameter.
-_NODE_SQL = (
-    "INSERT INTO {table} (id, forest_id, tree_id, parent_id, depth, text, text_sha256, is_leaf, prediction, correct, "
-    "ground_truth, serialized_item, attributes, created_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_ROLLOUT_SQL = (
-    "INSERT INTO {table} (id, model, example, reasoning, prediction, ground_truth, answer, correct, verdict_reason, "
-    "worker, forest_id, node_id, attributes, created_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-
-
 def generate(database: Path) -> tuple[int, int]:
-    """Write the forest with raw inserts (setup, not measured); returns (nodes, rollouts)."""
+    """Write the forest with raw inserts (``bench.forest_writer``; setup, not measured); returns (nodes, rollouts)."""
     setup(database)
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from forests.models import Forest, Node
-    from rollouts.models import Rollout
+    from forests.models import Forest
 
     call_command("migrate", verbosity=0)
     forest = Forest.objects.create(name=FOREST, config_name="bench", dataset_split="test")
-    rng = random.Random(20240611)
-    now = datetime.now(UTC).isoformat()
-    quote = connection.ops.quote_name
-    node_sql = _NODE_SQL.format(table=quote(Node._meta.db_table))
-    rollout_sql = _ROLLOUT_SQL.format(table=quote(Rollout._meta.db_table))
-    nodes: list[tuple] = []
-    rollouts: list[tuple] = []
-    node_id = rollout_id = 0
-    total_nodes = total_rollouts = 0
-
-    def flush() -> None:
-        with connection.cursor() as cursor:
-            cursor.executemany(node_sql, nodes)
-            cursor.executemany(rollout_sql, rollouts)
-        nodes.clear()
-        rollouts.clear()
-
+    usage = {"prompt_tokens": 80, "completion_tokens": 220, "total_tokens": 300}
     with transaction.atomic():
-        tree = 0
-        while total_nodes < NODES:
-            truth = tree % 2
-            node_id += 1
-            root = node_id
-            prompt = f"Item {tree}: is the statement about district {tree % 37} and its {tree % 11} parks true?"
-            tree_nodes: list[tuple] = []
-            tree_nodes.append(
-                (root, forest.pk, root, None, 0, prompt, hashlib.sha256(prompt.encode()).hexdigest(), False, None,
-                 False, truth, json.dumps({"id": tree}), "{}", now)
-            )  # fmt: skip
-            children: dict[tuple[int, int], int] = {}
-            leaves: dict[int, int] = {}
-            for _ in range(ROLLOUTS_PER_TREE):
-                parent, steps = root, []
-                for step in range(STEPS):
-                    depth = step + 1
-                    choice = rng.randrange(3 if step < 3 else 2) if rng.random() < 0.7 else 0
-                    key = (parent, choice)
-                    text = f"Step {step + 1}: reasoning variant {choice} about item {tree}, building on step {step}. "
-                    steps.append(text)
-                    if key not in children:
-                        node_id += 1
-                        children[key] = node_id
-                        tree_nodes.append(
-                            (node_id, forest.pk, root, parent, depth, text, hashlib.sha256(text.encode()).hexdigest(),
-                             False, None, False, None, None, "{}", now)
-                        )  # fmt: skip
-                    parent = children[key]
-                prediction = leaves.setdefault(parent, (truth if rng.random() < 0.55 else 1 - truth))
-                rollout_id += 1
-                usage = {"usage": {"prompt_tokens": 80, "completion_tokens": 220, "total_tokens": 300}}
-                rollouts.append(
-                    (rollout_id, "bench-model", prompt, json.dumps(steps), prediction, truth, str(prediction),
-                     prediction == truth, "", "bench", forest.pk, parent, json.dumps(usage), now)
-                )  # fmt: skip
-            for row in tree_nodes:  # a leaf carries the prediction of the rollouts ending there
-                if row[0] in leaves:  # the stored verdict too, as the intake grades it (integer labels)
-                    row = (*row[:7], True, leaves[row[0]], leaves[row[0]] == truth, *row[10:])
-                nodes.append(row)
-            total_nodes += 1 + len(children)
-            total_rollouts += ROLLOUTS_PER_TREE
-            tree += 1
-            if len(nodes) >= 50_000:
-                flush()
-        flush()
+        total_nodes, total_rollouts = forest_write(forest_id=forest.pk, nodes=NODES, usage=usage)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return total_nodes, total_rollouts

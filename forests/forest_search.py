@@ -1,8 +1,8 @@
 """The forest page's trees: sorted, filtered and searched in the database, one page at a time.
 
-Every sort and filter but ``disagreement`` is one SQL query over the forest's roots with correlated counts per tree
-(nodes through the ``tree`` index; rollouts and correct rollouts from the tree's ``TreeTally``, else counted), so a
-page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
+Every sort and filter but ``disagreement`` is one SQL query over the forest's roots joined to their tallies (nodes,
+rollouts and correct rollouts from the tree's ``TreeTally``; counted by correlated subqueries for a tree without
+one), so a page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
 case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's
 ``to_tsvector('simple', …)`` with a GIN index, SQLite's FTS5 table ``forests_node_fts`` (migration
 ``0005_node_search``). A tree matches when its prompt or one of its steps holds every word.
@@ -23,6 +23,7 @@ from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import (
+    BigIntegerField,
     BooleanField,
     Count,
     Exists,
@@ -43,7 +44,7 @@ from django.db.models.functions import Cast, Coalesce, NullIf, Substr
 
 from forests.metrics.values import labelled_values
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
-from forests.models import Forest, Node, TreeTally
+from forests.models import Forest, Node
 from prmsite.core.item_text import item_text, item_text_fields
 from prmsite.queries import correct_rollout_q
 from rollouts.models import ProcessRewardLabel, Rollout
@@ -164,26 +165,43 @@ def _orphans_of_root() -> QuerySet:
     )
 
 
-def _annotations(names: set[str]) -> dict:
+def _all_tallied(roots: QuerySet, names: set[str]) -> bool:
+    """Whether every one of ``roots`` has a tally holding the counts ``names`` needs (one query: an anti-join of the
+    roots with their tallies), so the page's query can leave out the counting it would fall back to."""
+    missing = Q(tally__isnull=True)
+    if "nodes" in names:
+        missing |= Q(tally__nodes__isnull=True)
+    return not roots.filter(missing).exists()
+
+
+def _annotations(names: set[str], *, tallied: bool = False) -> dict:
     """The per-tree counts ``names`` needs (``nodes``, ``rollouts``, ``accuracy``), nothing more, each annotated as
     ``tree_<name>`` (``rollouts`` is already a relation of a node).
 
-    Rollouts and correct rollouts are read from the tree's tally (``TreeTally``, kept as rollouts arrive through the
-    intake: the API, ``import_rollouts``) where it has one, and counted otherwise (with the leaves no rollout row
-    ends at), so a sort by accuracy reads one row per tree, not the forest's rollouts."""
+    Each is read from the tree's tally (``TreeTally``, joined by the root's id: kept as rollouts arrive through the
+    intake, with the nodes their paths created) where it has one, and counted otherwise (rollouts with the leaves no
+    rollout row ends at), so a sort or filter reads one row per tree, not the forest's nodes or rollouts.
+
+    ``tallied``: every tree has its tally (``_all_tallied``), so the counting is left out of the query (the same
+    figures; a query this size takes Django longer to write than the database to run)."""
+
+    def tally_else(name: str, counted) -> F | Coalesce:
+        return (
+            F(f"tally__{name}") if tallied else Coalesce(F(f"tally__{name}"), counted, output_field=BigIntegerField())
+        )
+
     out: dict = {}
     if "nodes" in names:
-        out["tree_nodes"] = _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id")
+        out["tree_nodes"] = tally_else("nodes", _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id"))
     linked = Rollout.objects.filter(node__tree_id=OuterRef("pk"))
-    tally = TreeTally.objects.filter(root_id=OuterRef("pk"))
     if names & {"rollouts", "accuracy"}:
         counted = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
-        out["tree_rollouts"] = Coalesce(Subquery(tally.values("rollouts")[:1]), counted)
+        out["tree_rollouts"] = tally_else("rollouts", counted)
     if "accuracy" in names:
         counted = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
             _orphans_of_root().filter(correct_rollout_q()), "tree_id"
         )
-        out["tree_correct"] = Coalesce(Subquery(tally.values("correct")[:1]), counted)
+        out["tree_correct"] = tally_else("correct", counted)
         out["tree_accuracy"] = Cast(F("tree_correct"), FloatField()) / NullIf(
             Cast(F("tree_rollouts"), FloatField()), Value(0.0)
         )
@@ -239,7 +257,8 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
     needed = {RANGE_FILTERS[name][0] for name in query.ranges}
     if query.sort in {"accuracy", "rollouts", "nodes"}:
         needed.add(query.sort)
-    roots = roots.annotate(**_annotations(needed))
+    if needed:
+        roots = roots.annotate(**_annotations(needed, tallied=_all_tallied(roots, needed)))
     for name, value in query.ranges.items():
         annotation = RANGE_FILTERS[name][0]
         roots = roots.filter(**{f"tree_{annotation}__{'gte' if name.startswith('min_') else 'lte'}": value})

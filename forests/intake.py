@@ -34,7 +34,7 @@ from forests.trie import (
     LeafFacts,
     PathWanted,
     TriePlace,
-    forest_rollout_insert,
+    forest_rollout_insert_counted,
     forest_rollout_place,
     forest_rollouts_insert,
     forest_rollouts_place,
@@ -231,7 +231,7 @@ def receive_rollout(
         with transaction.atomic():
             node = None
             if place is not None:
-                node = forest_rollout_insert(
+                node, nodes_added = forest_rollout_insert_counted(
                     forest_name=forest_name,
                     example=example,
                     steps=fields["reasoning"],
@@ -250,7 +250,9 @@ def receive_rollout(
                 node=node,
             )
             if node is not None:
-                rollout_account(rollout=rollout, expansion_id=expansion_id, answered_by=answered_by)
+                rollout_account(
+                    rollout=rollout, expansion_id=expansion_id, answered_by=answered_by, nodes_added=nodes_added
+                )
     except IntegrityError:
         # A concurrent post with the same key won the race; everything this one wrote was rolled back.
         stored = rollout_by_idempotency_key(idempotency_key) if idempotency_key is not None else None
@@ -423,11 +425,11 @@ def _bulk_write(items: list[dict[str, Any]], places: list[TriePlace]) -> list[tu
                 forest_id=place.forest.pk,
             )
         )
-    leaf_ids = forest_rollouts_insert(places=places, steps=[row.reasoning for row in rows], leaves=leaves)
+    leaf_ids, nodes_added = forest_rollouts_insert(places=places, steps=[row.reasoning for row in rows], leaves=leaves)
     for row, leaf_id in zip(rows, leaf_ids, strict=True):
         row.node_id = leaf_id
     Rollout.objects.bulk_create(rows, batch_size=ROLLOUT_INSERT_BATCH)
-    rollouts_account_many(rollouts=rows, root_ids=[place.root.pk for place in places])
+    rollouts_account_many(rollouts=rows, root_ids=[place.root.pk for place in places], nodes_added=nodes_added)
     return [(row, True) for row in rows]
 
 

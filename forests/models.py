@@ -162,11 +162,20 @@ class ForestTally(models.Model):
 
 
 class TreeTally(models.Model):
-    """Running counts of one tree's rollouts, kept as they arrive (so no request has to count a forest)."""
+    """Running counts of one tree's rollouts and nodes, kept as they arrive (so no request has to count a forest).
 
-    root = models.OneToOneField(Node, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    Every rollout's bookkeeping (``forests.growth.bookkeeping``) adds it and the nodes its path created in the same
+    statement; a tally created later than its tree's first nodes starts from the tree's true counts."""
+
+    root = models.OneToOneField(Node, on_delete=models.CASCADE, primary_key=True, related_name="tally")
     forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
     rollouts = models.BigIntegerField(default=0)
+    nodes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Nodes of the tree, the root included, kept as rollouts add them (null: not counted yet; readers "
+        "count the tree's nodes instead).",
+    )
     correct = models.BigIntegerField(default=0, help_text="Rollouts the grader found correct.")
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)

@@ -31,7 +31,6 @@ DISAGREEMENTS_SHOWN = 20  # steps listed per source
 TOO_MANY_SOURCES = "Compare at most {max} sources at once."
 NO_SOURCES = "No PRM version or labelling scheme to compare: no label reaches a rollout of this forest."
 EXACT_NOT_COMPARED = "The exact values are what the sources are compared with; choose prm:V or labels:S sources."
-SCHEME_NOT_SCORED = "a labelling scheme (evaluate_prm scores PRM versions)"
 SAME_AS_REFERENCE = "the reference itself"
 
 
@@ -95,8 +94,8 @@ def comparison_request(
 
 def prm_comparison(*, forest: Forest, request: ComparisonRequest) -> list[SourceComparison]:
     """Each chosen source compared (see the module docstring): the forest's arrays once (two queries), then per
-    source its labels (one query) and, for a PRM version, ``prm_evaluation`` (a few queries), and one query for the
-    newest search reports."""
+    source its labels (one query) and ``prm_evaluation`` (a few queries; a labelling scheme's codes read as their
+    values), and one query for the newest search reports."""
     arrays = forest_arrays_load(forest=forest)
     exact = labelled_values(arrays)
     forest_rollouts = int(np.count_nonzero(arrays.rollout_id != NO_ROLLOUT_ROW))
@@ -123,14 +122,15 @@ def prm_comparison(*, forest: Forest, request: ComparisonRequest) -> list[Source
             labels.append((index, label_outputs(label_id, value_function.version, output, codes=scheme)))
         disagreements = step_disagreements(arrays, exact, label_values(arrays, labels), limit=DISAGREEMENTS_SHOWN)
         figures = not_scored = None
-        if scheme:
-            not_scored = SAME_AS_REFERENCE if source == request.reference else SCHEME_NOT_SCORED
-        else:
+        if source == request.reference:
+            not_scored = SAME_AS_REFERENCE
+        else:  # a scheme's step codes are read as their values, then measured as a PRM's scores are
             figures = prm_evaluation(
                 prm_version=value_function.version,
                 reference=request.reference,
                 forest=forest,
                 threshold=request.threshold,
+                codes=scheme,
             ).as_dict()
         report = newest.get(source)
         compared.append(

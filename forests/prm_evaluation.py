@@ -95,9 +95,14 @@ def prm_evaluation(
     threshold: float = PRM_THRESHOLD,
     tune_threshold_on: str | None = None,
     on_labels: Callable[[int], None] | None = None,
+    codes: bool = False,
 ) -> SubsetPrmEvaluation:
     """ProcessBench's measure of ``prm_version`` against ``reference`` (see ``forests.metrics.evaluation``), pooled
     and per subset.
+
+    ``codes``: ``prm_version`` is a labelling scheme (the source ``labels:V``), whose outputs are step label codes:
+    each is read as its value by the domain's one rule (``prmsite.core.domain.label_code_value``: 0 -> 0.0,
+    1 -> 1.0, 2 -> 0.5) and the values are measured as a PRM's scores are. Without it, outputs are scores as they are.
 
     Streams the version's labels ordered by forest and rollout, loading one forest at a time for ``labelled``. With
     ``tune_threshold_on``, ``threshold`` is ignored: the rollouts are kept in memory (scores and reference) until
@@ -180,7 +185,7 @@ def prm_evaluation(
                 if forest_id is not None:
                     arrays = forest_arrays_load(forest=Forest(pk=forest_id))
                     values = labelled_values(arrays).value
-            pending.append(label_outputs(label_id, prm_version, output, codes=False))
+            pending.append(label_outputs(label_id, prm_version, output, codes=codes))
     finish()
     if on_labels is not None:
         on_labels(read)

@@ -157,7 +157,7 @@ def value_source_choices(*, forests: Iterable[Forest]) -> list[tuple[str, str]]:
     return choices
 
 
-def source_name(value_function_option: str) -> str:
+def source_words(value_function_option: str) -> str:
     """A value function in words, for sentences: "exact values", "PRM v1", "labelling scheme human-v1"."""
     try:
         value_function = ValueFunction.parse(value_function_option)
@@ -177,7 +177,7 @@ def report_shown(row: SearchReportRow) -> dict[str, Any]:
         covered_rollouts=row.covered_rollouts,
         covered_trees=row.covered_trees,
     )
-    source = source_name(row.value_function)
+    source = source_words(row.value_function)
     results = row.results if isinstance(row.results, dict) else {}
     return {
         **results,

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.cache import cache
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery
-from django.db.models.functions import Length, Substr
+from django.db.models import BigIntegerField, Count, Exists, F, Max, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Length, Substr
 
 from forests.metrics.stats import wilson_interval
-from forests.models import Forest, Node
+from forests.models import Forest, ForestTally, Node
 from prmsite.core.errors import NotFoundError
 from prmsite.queries import correct_rollout_q
 from rollouts.models import Rollout
@@ -137,20 +137,25 @@ PROGRESS_CACHE_SECONDS = 600
 
 def _forest_fingerprint(*, forest: Forest) -> tuple:
     """What changes whenever a forest's progress can, in one query that reads no node row: its newest node's id (a
-    node added, leaf or not, has a larger id than every node of its forest), its rollouts' count and newest id (one
-    added, deleted or detached) and when the forest was made (a new forest that reuses a deleted one's id is another
-    forest). Verdicts are stored once, when a rollout comes in, and nodes are deleted only with their forest, so a
-    forest whose fingerprint is unchanged has unchanged progress."""
+    node added, leaf or not, has a larger id than every node of its forest), its rollouts' newest id (one added) and
+    count (the forest's tally, ``ForestTally.rollouts``, where it has one: the rollouts its bookkeeping received;
+    counted otherwise, which also sees one deleted) and when the forest was made (a new forest that reuses a deleted
+    one's id is another forest). Verdicts are stored once, when a rollout comes in, nodes are deleted only with
+    their forest and rollouts detached only with it, so a forest whose fingerprint is unchanged has unchanged
+    progress, but for a rollout deleted by hand in the admin from a forest with a tally (not its newest one): its
+    figures may then be stale for ``PROGRESS_CACHE_SECONDS``."""
 
     def newest(model) -> Subquery:
         return Subquery(model.objects.filter(forest=OuterRef("pk")).order_by("-id").values("id")[:1])
 
-    rollouts = Rollout.objects.filter(forest=OuterRef("pk")).order_by().values("forest").annotate(n=Count("id"))
+    counted = Rollout.objects.filter(forest=OuterRef("pk")).order_by().values("forest").annotate(n=Count("id"))
+    tallied = ForestTally.objects.filter(forest=OuterRef("pk")).values("rollouts")[:1]
     row = (
         Forest.objects.filter(pk=forest.pk)
         .annotate(
             newest_node=newest(Node),
-            rollout_count=Subquery(rollouts.values("n")),
+            # The tally first: the databases evaluate COALESCE's arguments only as far as needed (no count then).
+            rollout_count=Coalesce(Subquery(tallied), Subquery(counted.values("n")), output_field=BigIntegerField()),
             newest_rollout=newest(Rollout),
         )
         .values_list("created_at", "newest_node", "rollout_count", "newest_rollout")

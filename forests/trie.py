@@ -247,7 +247,36 @@ def forest_rollout_insert(
     answer: str | None = None,
     correct: bool | None = None,
 ) -> Node:
-    """Insert a rollout's steps below its root and return the leaf where it ends.
+    """Insert a rollout's steps below its root and return the leaf where it ends (``forest_rollout_insert_counted``
+    without the count)."""
+    leaf, _created = forest_rollout_insert_counted(
+        forest_name=forest_name,
+        example=example,
+        steps=steps,
+        prediction=prediction,
+        ground_truth=ground_truth,
+        root_id=root_id,
+        place=place,
+        answer=answer,
+        correct=correct,
+    )
+    return leaf
+
+
+def forest_rollout_insert_counted(
+    *,
+    forest_name: str,
+    example: str | None,
+    steps: Sequence[str],
+    prediction: int | None,
+    ground_truth: int | None = None,
+    root_id: int | None = None,
+    place: TriePlace | None = None,
+    answer: str | None = None,
+    correct: bool | None = None,
+) -> tuple[Node, int]:
+    """Insert a rollout's steps below its root; answer the leaf where it ends and how many nodes this call created
+    (what the tree's tally adds to its node count).
 
     Creates only the nodes the path is missing; marks the last one as a leaf carrying ``prediction``, ``answer`` and
     the grader's verdict ``correct`` (a leaf that already has them keeps them: the same text states the same answer,
@@ -268,17 +297,20 @@ def forest_rollout_insert(
         prefix = _existing_prefix(root=root, digests=digests)
         leaf_id = prefix[-1] if prefix else root.pk
         depth = len(prefix)
+        added = 0
         while depth < len(steps):
             parent = root if depth == 0 else Node.objects.get(pk=leaf_id)
             node, created = _child_get_or_create(parent=parent, text=steps[depth], digest=digests[depth])
             depth += 1
             leaf_id = node.pk
+            added += int(created)
             if created and depth < len(steps):
                 leaf_id = _chain_insert(parent=node, steps=steps[depth:], digests=digests[depth:])
+                added += len(steps) - depth
                 depth = len(steps)
         _leaf_mark(leaf_id, prediction=prediction, answer=answer, correct=correct)
         leaf = Node.objects.get(pk=leaf_id)
-    return leaf
+    return leaf, added
 
 
 def _leaf_mark(leaf_id: int, *, prediction: int | None, answer: str | None, correct: bool) -> None:
@@ -322,9 +354,10 @@ def _existing_children(*, root_ids: set[int], digests: set[str], depth: int) -> 
 
 def forest_rollouts_insert(
     *, places: Sequence[TriePlace], steps: Sequence[Sequence[str]], leaves: Sequence[LeafFacts]
-) -> list[int]:
+) -> tuple[list[int], dict[int, int]]:
     """Insert many rollouts' paths (``places`` resolved by ``forest_rollout_place``, all of one forest) in a few
-    statements; answer the id of each path's leaf, in order. The trie ends as if ``forest_rollout_insert`` had
+    statements; answer the id of each path's leaf, in order, and the number of nodes created in each tree (root id
+    -> count; what the trees' tallies add to their node counts). The trie ends as if ``forest_rollout_insert`` had
     inserted the paths one after the other: existing prefixes are shared, a path's missing suffix is created, its
     last node marked as a leaf that keeps what the first rollout ending there stated.
 
@@ -336,7 +369,7 @@ def forest_rollouts_insert(
     ``forest_rollout_insert``'s handling of the race.
     """
     if not places:
-        return []
+        return [], {}
     child_of: dict[tuple[int | tuple[int], str], int | tuple[int]] = dict(
         _existing_children(
             root_ids={place.root.pk for place in places},
@@ -389,4 +422,7 @@ def forest_rollouts_insert(
         Node.objects.bulk_create(nodes, batch_size=INSERT_BATCH)
         for leaf_id, facts in old_leaf.items():
             _leaf_mark(leaf_id, prediction=facts.prediction, answer=facts.answer, correct=facts.correct)
-    return [ids[end[0]] if isinstance(end, tuple) else end for end in ends]
+    added: dict[int, int] = {}
+    for _parent, _depth, _text, _digest, tree_id in new:
+        added[tree_id] = added.get(tree_id, 0) + 1
+    return [ids[end[0]] if isinstance(end, tuple) else end for end in ends], added

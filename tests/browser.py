@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -61,3 +62,15 @@ def wait_for(driver, condition, message: str):
 def screenshot(driver, folder: str, name: str) -> None:
     (ARTIFACTS / folder).mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / folder / f"{name}.png"))
+
+
+def admin_login(driver, base: str, path: str, *, username: str, password: str) -> None:
+    """Log in through the admin's login page with ``next`` = ``path`` (a path of the site at ``base``), and wait
+    until the login has led there."""
+    from selenium.webdriver.common.by import By  # deferred: selenium is optional (the tests skip without it)
+
+    driver.get(f"{base}/admin/login/?{urlencode({'next': path})}")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(driver, lambda d: d.current_url == f"{base}{path}", f"the login did not lead to {base}{path}")

@@ -54,7 +54,11 @@ def _usage(attributes: Mapping[str, Any] | None) -> tuple[int, int]:
     return count("prompt_tokens"), count("completion_tokens")
 
 
-def rollout_account(*, rollout: Rollout, expansion_id: int | None, answered_by: str | None = None) -> None:
+def rollout_account(
+    *, rollout: Rollout, expansion_id: int | None, answered_by: str | None = None, nodes_added: int = 0
+) -> None:
+    """Count ``rollout`` (stored, linked to its leaf) into its tree's and forest's tallies, with the ``nodes_added``
+    nodes its path created (see the design note)."""
     leaf = rollout.node
     forest_id = rollout.forest_id
     root_id = leaf.tree_id or leaf.pk
@@ -90,6 +94,7 @@ def rollout_account(*, rollout: Rollout, expansion_id: int | None, answered_by: 
         correct=correct,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        nodes=nodes_added,
     )
     plan = GrowthPlan.objects.filter(forest_id=forest_id).first()
     if expansion is not None:
@@ -108,11 +113,14 @@ def rollout_account(*, rollout: Rollout, expansion_id: int | None, answered_by: 
     )
 
 
-def rollouts_account_many(*, rollouts: Sequence[Rollout], root_ids: Sequence[int]) -> None:
-    """``rollout_account`` for many rollouts of one forest (``root_ids``: the tree of each) that answer no expansion
-    (a bulk import), as if they arrived at once: a ``RolloutGrowth`` row each (one statement), each tree's tally
-    counted up once by its rollouts, the tree's branching stage queued when that makes it due, the forest's tally
-    counted up once. A rollout counted before (it has its ``RolloutGrowth`` row) is not counted again."""
+def rollouts_account_many(
+    *, rollouts: Sequence[Rollout], root_ids: Sequence[int], nodes_added: Mapping[int, int] | None = None
+) -> None:
+    """``rollout_account`` for many rollouts of one forest (``root_ids``: the tree of each; ``nodes_added``: root id
+    -> nodes their paths created) that answer no expansion (a bulk import), as if they arrived at once: a
+    ``RolloutGrowth`` row each (one statement), each tree's tally counted up once by its rollouts and nodes, the
+    tree's branching stage queued when that makes it due, the forest's tally counted up once. A rollout counted
+    before (it has its ``RolloutGrowth`` row) is not counted again."""
     if not rollouts:
         return
     forest_id = rollouts[0].forest_id
@@ -152,6 +160,7 @@ def rollouts_account_many(*, rollouts: Sequence[Rollout], root_ids: Sequence[int
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             rollouts=added,
+            nodes=(nodes_added or {}).get(root_id, 0),
         )
         if (
             plan is not None
@@ -221,15 +230,16 @@ def _passes_through(rollout: Rollout, expansion: Expansion, *, root_id: int) -> 
 
 _TREE_TALLY_ADD = (
     "UPDATE {table} SET rollouts = rollouts + %s, correct = correct + %s, prompt_tokens = prompt_tokens + %s, "
-    "completion_tokens = completion_tokens + %s WHERE root_id = %s "
-    "RETURNING rollouts, correct, planned_version, branched_version"
+    "completion_tokens = completion_tokens + %s, nodes = nodes + %s WHERE root_id = %s "
+    "RETURNING rollouts, correct, planned_version, branched_version, nodes"
 )
 _TREE_TALLY_INSERT = (
-    "INSERT INTO {table} (root_id, forest_id, rollouts, correct, prompt_tokens, completion_tokens, planned_version, "
-    "branched_version) VALUES (%s, %s, %s, %s, %s, %s, 0, 0) ON CONFLICT (root_id) DO UPDATE SET "
+    "INSERT INTO {table} (root_id, forest_id, rollouts, correct, prompt_tokens, completion_tokens, nodes, "
+    "planned_version, branched_version) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, 0) ON CONFLICT (root_id) DO UPDATE SET "
     "rollouts = {table}.rollouts + %s, correct = {table}.correct + %s, "
-    "prompt_tokens = {table}.prompt_tokens + %s, completion_tokens = {table}.completion_tokens + %s "
-    "RETURNING rollouts, correct, planned_version, branched_version"
+    "prompt_tokens = {table}.prompt_tokens + %s, completion_tokens = {table}.completion_tokens + %s, "
+    "nodes = {table}.nodes + %s "
+    "RETURNING rollouts, correct, planned_version, branched_version, nodes"
 )
 
 
@@ -241,28 +251,37 @@ def _tree_tally_add(
     prompt_tokens: int,
     completion_tokens: int,
     rollouts: int = 1,
+    nodes: int = 0,
 ) -> TreeTally:
-    """Count ``rollouts`` rollouts (``correct`` of them correct) into their tree's tally (created from the tree's
-    rollouts, these included, if missing); answer the tally as it is now. Holds the tally row until the transaction
-    ends."""
+    """Count ``rollouts`` rollouts (``correct`` of them correct) and the ``nodes`` nodes their paths created (in this
+    transaction) into their tree's tally (created from the tree's rollouts and nodes, these included, if missing; its
+    node count taken from the tree when it had none); answer the tally as it is now. Holds the tally row until the
+    transaction ends."""
     table = connection.ops.quote_name(TreeTally._meta.db_table)
-    added = [rollouts, int(correct), prompt_tokens, completion_tokens]
+    added = [rollouts, int(correct), prompt_tokens, completion_tokens, nodes]
     with connection.cursor() as cursor:
         cursor.execute(_TREE_TALLY_ADD.format(table=table), [*added, root_id])
         row = cursor.fetchone()
         if row is None:
-            # Not counted before: start from the tree's rollouts, which include these. A concurrent first
+            # Not counted before: start from the tree's rollouts and nodes, which include these. A concurrent first
             # arrival may insert meanwhile; then these are added to its count (which could not see them).
             true_rollouts, correct_n = tree_true_counts(root_ids=[root_id])[root_id]
-            inserted = [root_id, forest_id, true_rollouts, correct_n, prompt_tokens, completion_tokens]
+            true_nodes = Node.objects.filter(tree_id=root_id).count()
+            inserted = [root_id, forest_id, true_rollouts, correct_n, prompt_tokens, completion_tokens, true_nodes]
             cursor.execute(_TREE_TALLY_INSERT.format(table=table), [*inserted, *added])
             row = cursor.fetchone()
-    counted, correct_n, planned, branched = row
+        counted, correct_n, planned, branched, counted_nodes = row
+        if counted_nodes is None:
+            # A tally made without a node count (before migration 0007, or by planning): count the tree's nodes
+            # once, these included; the row is locked, so later arrivals add to this count.
+            counted_nodes = Node.objects.filter(tree_id=root_id).count()
+            TreeTally.objects.filter(root_id=root_id).update(nodes=counted_nodes)
     return TreeTally(
         root_id=root_id,
         forest_id=forest_id,
         rollouts=counted,
         correct=correct_n,
+        nodes=counted_nodes,
         planned_version=planned,
         branched_version=branched,
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
 
 from forests.growth.policies import (
     STAGE_MC,
@@ -176,9 +177,22 @@ def _tallies_ensure(*, forest_id: int, root_ids: Sequence[int]) -> None:
     if not missing:
         return
     counts = tree_true_counts(root_ids=missing)
+    nodes = dict(
+        Node.objects.filter(tree_id__in=missing)
+        .order_by()
+        .values("tree_id")
+        .annotate(n=Count("pk"))
+        .values_list("tree_id", "n")
+    )
     TreeTally.objects.bulk_create(
         [
-            TreeTally(root_id=root_id, forest_id=forest_id, rollouts=counts[root_id][0], correct=counts[root_id][1])
+            TreeTally(
+                root_id=root_id,
+                forest_id=forest_id,
+                rollouts=counts[root_id][0],
+                correct=counts[root_id][1],
+                nodes=nodes.get(root_id, 1),
+            )
             for root_id in missing
         ],
         ignore_conflicts=True,  # a rollout arriving meanwhile counted the tree itself, from the same truth

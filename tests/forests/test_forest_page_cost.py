@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from forests.growth.selectors import forest_growth_summary
 from forests.intake import receive_rollout
-from forests.models import Forest, RolloutGrowth
-from forests.selectors import forest_progress, forest_progress_many
-from tests.factories import make_forest, make_root, rollout_fields
+from forests.models import Forest, ForestTally, RolloutGrowth
+from forests.selectors import _forest_fingerprint, forest_progress, forest_progress_many
+from tests.factories import make_forest, make_rollout, make_root, rollout_fields
 from tests.forests.growth.helpers import answer, claim, plan, seed
 
 pytestmark = pytest.mark.django_db
@@ -78,3 +78,26 @@ def test_the_growth_summarys_rollouts_by_stage_follow_the_tally_and_a_second_vie
     with CaptureQueriesContext(connection) as queries:
         assert forest_growth_summary(forest=forest, now=timezone.now()) == summary
     assert not any(RolloutGrowth._meta.db_table in query["sql"] for query in queries.captured_queries)
+
+
+def test_the_fingerprint_reads_the_forests_tally_where_it_has_one_and_counts_otherwise():
+    forest = make_forest()
+    root = make_root(forest, ground_truth=0)
+    first = make_rollout(forest=forest, node=root)  # no bookkeeping: no tally, its rollouts counted
+    second = make_rollout(forest=forest, node=root)
+    counted = _forest_fingerprint(forest=forest)
+    first.delete()  # an older rollout deleted: the count sees it
+    assert _forest_fingerprint(forest=forest) != counted
+    second.delete()
+    post(forest, ["A."], 1)  # the bookkeeping makes the forest's tally
+    tallied = _forest_fingerprint(forest=forest)
+    assert ForestTally.objects.get(forest=forest).rollouts == 1
+    ForestTally.objects.filter(forest=forest).update(rollouts=41)  # read, not counted
+    assert _forest_fingerprint(forest=forest) == (*tallied[:3], 41, tallied[4])
+    post(forest, ["B."], 0)
+    progress = forest_progress(forest=forest)
+    assert (progress.rollouts, progress.correct_rollouts) == (2, 1) and progress == counted_progress(forest)
+
+
+def counted_progress(forest: Forest):
+    return forest_progress_many(forest_ids=[forest.pk])[forest.pk]

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 
 from forests.search_reports import forest_search_report
 from forests.services import forest_search_report_save
-from tests.browser import requires_chromium, screenshot, wait_for
+from tests.browser import admin_login, requires_chromium, screenshot, wait_for
 from tests.factories import make_label
 from tests.forests.grown import grow
 from tests.rollouts.labelling.conftest import make_scheme
@@ -34,13 +34,8 @@ def test_a_researcher_compares_a_prm_and_a_scheme_and_opens_a_disagreement(brows
     viewer = django_user_model.objects.create_user(username="viewer", password=PASSWORD, is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_forest", content_type__app_label="forests"))
     base = live_api_server.url
-    url = f"{base}/forests/{grown.forest.name}/prms/"
 
-    browser.get(f"{base}/admin/login/?next=/forests/{grown.forest.name}/prms/")
-    browser.find_element(By.NAME, "username").send_keys("viewer")
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(browser, lambda d: d.current_url == url, f"the login did not lead to {url}")
+    admin_login(browser, base, f"/forests/{grown.forest.name}/prms/", username="viewer", password=PASSWORD)
     wait_for(
         browser,
         lambda d: d.execute_script(

@@ -14,7 +14,7 @@ from django.urls import reverse
 from forests.prm_comparison import (
     EXACT_NOT_COMPARED,
     NO_SOURCES,
-    SCHEME_NOT_SCORED,
+    SAME_AS_REFERENCE,
     SOURCES_MAX,
     TOO_MANY_SOURCES,
 )
@@ -71,7 +71,8 @@ def test_every_source_by_default_with_evaluate_prms_figures_and_coverage(viewer_
     assert list(rows) == ["labels:human-v1", "prm:prm-v1"]
     expected = prm_evaluation(prm_version="prm-v1", reference="labelled", forest=grown.forest).as_dict()
     assert rows["prm:prm-v1"].figures == expected
-    assert rows["labels:human-v1"].figures is None and rows["labels:human-v1"].not_scored == SCHEME_NOT_SCORED
+    scheme = prm_evaluation(prm_version="human-v1", reference="labelled", forest=grown.forest, codes=True).as_dict()
+    assert rows["labels:human-v1"].figures == scheme and rows["labels:human-v1"].not_scored is None
     assert (rows["prm:prm-v1"].rollouts, rows["prm:prm-v1"].forest_rollouts) == (3, 8)
     html = response.content.decode()
     assert "3 of 8 rollouts" in html and "1 of 8 rollouts" in html
@@ -93,6 +94,34 @@ def test_a_labelling_scheme_as_the_reference(viewer_client):
         prm_version="prm-v1", reference="labels:human-v1", forest=grown.forest, threshold=0.3
     ).as_dict()
     assert row["c"].figures == expected and expected["num_rollouts"] == 1  # u1: the one rollout both label
+
+
+def test_a_labelling_scheme_is_scored_with_its_codes_read_as_values(viewer_client):
+    """human-v1 at threshold 0.6 against the exact values (tests/forests/grown.py):
+    - s1 t2 yes, codes [1, 0, 1] -> values [1, 0, 1]; every exact value > 0 (a correct rollout): the scheme's first
+      step below 0.6 is step 1, so it does not pass the rollout whole; steps agreeing: 2 of 3.
+    - u1 no, codes [2, 0] -> values [0.5, 0]; exact values 0 and 0 (first error at step 0): neutral reads 0.5, below
+      0.6, so the scheme finds that first error (the raw code 2 would pass the step); steps agreeing: 2 of 2.
+    """
+    grown = labelled_grown()
+    make_label(grown.rollout("A", "u1 ", "no"), prm_version="human-v1", prm_output=[2, 0])
+    response = page(viewer_client, grown.forest.name, sources="labels:human-v1", threshold="0.6")
+    assert response.status_code == 200
+    (row,) = response.context["rows"]
+    figures = row["c"].figures
+    assert (figures["num_rollouts"], figures["num_erroneous"], figures["num_correct"]) == (2, 1, 1)
+    assert (figures["error_accuracy"], figures["correct_accuracy"], figures["f1"]) == (1.0, 0.0, 0.0)
+    assert (figures["step_agreement"], figures["num_steps"]) == (0.8, 5)
+    assert figures["prm_version"] == "human-v1" and figures["reference"] == "labelled"
+    html = response.content.decode()
+    assert "not scored" not in html and "0.8" in html
+
+
+def test_a_scheme_chosen_as_the_reference_is_not_scored_against_itself(viewer_client):
+    grown = labelled_grown()
+    response = page(viewer_client, grown.forest.name, sources="labels:human-v1", reference="labels:human-v1")
+    (row,) = response.context["rows"]
+    assert row["c"].figures is None and row["c"].not_scored == SAME_AS_REFERENCE
 
 
 def test_the_steps_farthest_from_the_exact_values_link_to_the_tree_with_both_sources(viewer_client):

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission
 
 from forests.search_reports import forest_search_report
 from forests.services import forest_search_report_save
-from tests.browser import requires_chromium, screenshot, wait_for
+from tests.browser import admin_login, requires_chromium, screenshot, wait_for
 from tests.factories import make_label
 from tests.forests.grown import grow
 
@@ -38,13 +38,8 @@ def test_a_researcher_compares_two_reports_on_one_plot(browser, live_api_server,
     viewer = django_user_model.objects.create_user(username="viewer", password=PASSWORD, is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_forest", content_type__app_label="forests"))
     base = live_api_server.url
-    reports = f"{base}/forests/{grown.forest.name}/reports/"
 
-    browser.get(f"{base}/admin/login/?next=/forests/{grown.forest.name}/reports/")
-    browser.find_element(By.NAME, "username").send_keys("viewer")
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(browser, lambda d: d.current_url == reports, f"the login did not lead to {reports}")
+    admin_login(browser, base, f"/forests/{grown.forest.name}/reports/", username="viewer", password=PASSWORD)
     wait_for(browser, lambda d: loaded(d, "compare-plot"), "the comparison plot did not load")
     assert "Few rollouts: PRM prm-v1 reaches only 1 of 8 rollouts" in browser.page_source
     screenshot(browser, "search-reports", "01-compared")
