@@ -14,6 +14,7 @@ from forests.models import Node
 from rollouts.models import Rollout
 from tests.factories import make_forest, make_label, make_rollout
 from tests.forests.grown import add_rollout, grow
+from tests.rollouts.labelling.conftest import make_scheme
 
 pytestmark = pytest.mark.django_db
 
@@ -72,6 +73,21 @@ def test_a_labelling_scheme_as_reference_uses_the_rollouts_own_step_labels(tmp_p
     assert data["error_accuracy"] == 0.5 and data["correct_accuracy"] == 1.0
     assert data["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
     assert data["skipped"] == {"no reference label": 1}
+
+
+def test_a_labelling_schemes_version_is_measured_with_its_codes_read_as_values(tmp_path):
+    # As on the PRM comparison page (tests/forests/test_prm_compare_page.py): at threshold 0.6, u1 no's codes [2, 0]
+    # read as [0.5, 0] find its first error at step 0 (the raw code 2 would pass the step), and s1 t2 yes's [1, 0, 1]
+    # stops the correct rollout at step 1.
+    grown = grow()
+    make_scheme("human-v1")
+    make_label(grown.rollout("A", "s1 ", "t2 ", "yes"), "human-v1", prm_output=[1, 0, 1])
+    make_label(grown.rollout("A", "u1 ", "no"), "human-v1", prm_output=[2, 0])
+    output = tmp_path / "figures.json"
+    run("--prm_version", "human-v1", "--reference", "labelled", "--threshold", "0.6", "--output_json", str(output))
+    figures = json.loads(output.read_text())
+    assert (figures["error_accuracy"], figures["correct_accuracy"]) == (1.0, 0.0)
+    assert (figures["step_agreement"], figures["num_steps"]) == (0.8, 5)
 
 
 def test_several_labels_of_a_version_on_one_rollout_are_averaged():

@@ -15,7 +15,7 @@ from prmsite.core.dataset_files import ExportError, write_atomic
 from prmsite.core.domain import PRM_THRESHOLD
 from prmsite.core.errors import ApplicationError
 from prmsite.core.progress import Bars
-from rollouts.models import ProcessRewardLabel
+from rollouts.models import LabellingScheme, ProcessRewardLabel
 
 NO_SUBSET = "(none)"  # rollouts whose tree's item names no subset
 
@@ -78,7 +78,11 @@ class Command(BaseCommand):
             labels = ProcessRewardLabel.objects.filter(prm_version=prm_version)
             if forest is not None:
                 labels = labels.filter(rollout__forest=forest)
+            # A labelling scheme's version holds step label codes, read as their values (as the PRM comparison page
+            # reads a labels:S source); a PRM's holds scores.
+            codes = LabellingScheme.objects.filter(prm_version=prm_version).exists()
             evaluation = prm_evaluation(
+                codes=codes,
                 prm_version=prm_version,
                 reference=reference,
                 forest=forest,
