@@ -405,8 +405,8 @@ def _validated(serializer_class, bodies: list[dict[str, Any]]) -> list[dict[str,
 
 
 def floor_rollouts_batch(run: Run, clock: Callable[[], float]) -> tuple[Work, float]:
-    from forests.intake import receive_rollouts  # noqa: PLC0415 (deferred: see the section's comment)
-    from forests.intake_serializers import RolloutCreateSerializer  # noqa: PLC0415 (deferred: as above)
+    from forests.intake import receive_rollouts  # deferred: see the section's comment
+    from forests.intake_serializers import RolloutCreateSerializer  # deferred: as above
 
     items = _validated(RolloutCreateSerializer, rollout_bodies(run.prefix, "batch", run.sizes.rollouts_batch))
     work = Work()
@@ -418,8 +418,8 @@ def floor_rollouts_batch(run: Run, clock: Callable[[], float]) -> tuple[Work, fl
 
 
 def floor_rollouts_single(run: Run, clock: Callable[[], float]) -> tuple[Work, float]:
-    from forests.intake import receive_rollout  # noqa: PLC0415 (deferred: see the section's comment)
-    from forests.intake_serializers import RolloutCreateSerializer  # noqa: PLC0415 (deferred: as above)
+    from forests.intake import receive_rollout  # deferred: see the section's comment
+    from forests.intake_serializers import RolloutCreateSerializer  # deferred: as above
 
     items = _validated(RolloutCreateSerializer, rollout_bodies(run.prefix, "single", run.sizes.rollouts_single))
     work = Work()
@@ -431,10 +431,10 @@ def floor_rollouts_single(run: Run, clock: Callable[[], float]) -> tuple[Work, f
 
 
 def _floor_claims(run: Run, clock: Callable[[], float], kind: str, count: int, limit: int) -> tuple[Work, float]:
-    from django.conf import settings  # noqa: PLC0415 (deferred: see the section's comment)
+    from django.conf import settings  # deferred: see the section's comment
 
-    from rollouts.queue import checkout_claim_wait  # noqa: PLC0415 (deferred: as above)
-    from rollouts.views import rollout_encode  # noqa: PLC0415 (deferred: as above)
+    from rollouts.queue import checkout_claim_wait  # deferred: as above
+    from rollouts.views import rollout_encode  # deferred: as above
 
     work = Work()
     claimed = run.claimed.setdefault(kind, [])
@@ -467,8 +467,8 @@ def floor_claims_batch(run: Run, clock: Callable[[], float]) -> tuple[Work, floa
 
 
 def _floor_labels(run: Run, clock: Callable[[], float], kind: str) -> tuple[Work, float]:
-    from rollouts.labels import label_create  # noqa: PLC0415 (deferred: see the section's comment)
-    from rollouts.serializers import ProcessRewardLabelCreateSerializer  # noqa: PLC0415 (deferred: as above)
+    from rollouts.labels import label_create  # deferred: see the section's comment
+    from rollouts.serializers import ProcessRewardLabelCreateSerializer  # deferred: as above
 
     bodies = [label_body(rollout_id, run.version(kind)) for rollout_id in run.claimed[kind]]
     items = _validated(ProcessRewardLabelCreateSerializer, bodies)
@@ -490,9 +490,9 @@ def floor_labels_batch(run: Run, clock: Callable[[], float]) -> tuple[Work, floa
 
 
 def _floor_expansions(run: Run, clock: Callable[[], float], kind: str, count: int, limit: int) -> tuple[Work, float]:
-    from django.utils import timezone  # noqa: PLC0415 (deferred: see the section's comment)
+    from django.utils import timezone  # deferred: see the section's comment
 
-    from forests.growth.queue import expansion_claim  # noqa: PLC0415 (deferred: as above)
+    from forests.growth.queue import expansion_claim  # deferred: as above
 
     work = Work()
     started = clock()
@@ -521,7 +521,7 @@ def floor_expansions_batch(run: Run, clock: Callable[[], float]) -> tuple[Work, 
 
 
 def floor_downloads(run: Run, clock: Callable[[], float]) -> tuple[Work, float]:
-    from adapters.selectors import adapter_file_open, adapter_get  # noqa: PLC0415 (deferred: see the section's comment)
+    from adapters.selectors import adapter_file_open, adapter_get  # deferred: see the section's comment
 
     work = Work()
     started = clock()
@@ -563,12 +563,12 @@ def expansion_forests(run: Run) -> dict[str, int]:
 
 def seed_expansion_forest(name: str, roots: int) -> None:
     """A forest of ``roots`` one-node trees with a repeats plan (one rollout a root): each root is one expansion."""
-    from django.db import transaction  # noqa: PLC0415 (deferred: see the section's comment)
-    from django.db.models import F  # noqa: PLC0415 (deferred: as above)
-    from django.utils import timezone  # noqa: PLC0415 (deferred: as above)
+    from django.db import transaction  # deferred: see the section's comment
+    from django.db.models import F  # deferred: as above
+    from django.utils import timezone  # deferred: as above
 
-    from forests.growth.plan import growth_plan_set  # noqa: PLC0415 (deferred: as above)
-    from forests.models import Forest, Node, text_sha256  # noqa: PLC0415 (deferred: as above)
+    from forests.growth.plan import growth_plan_set  # deferred: as above
+    from forests.models import Forest, Node, text_sha256  # deferred: as above
 
     with transaction.atomic():
         forest = Forest.objects.create(name=name, rollout_config={"reasoning_delimiter_pattern": "Step"})
@@ -585,10 +585,10 @@ def seed_expansion_forest(name: str, roots: int) -> None:
 
 def seed_adapter() -> None:
     """One adapter of ADAPTER_BYTES (what a download reads; downloads never validate, so any bytes do)."""
-    from django.core.files.base import ContentFile  # noqa: PLC0415 (deferred: see the section's comment)
+    from django.core.files.base import ContentFile  # deferred: see the section's comment
 
-    from adapters.models import PRMAdapter  # noqa: PLC0415 (deferred: as above)
-    from adapters.services import storage_filename  # noqa: PLC0415 (deferred: as above)
+    from adapters.models import PRMAdapter  # deferred: as above
+    from adapters.services import storage_filename  # deferred: as above
 
     data = (b"prmsite bench adapter " * (ADAPTER_BYTES // 22 + 1))[:ADAPTER_BYTES]
     adapter = PRMAdapter(
@@ -608,7 +608,7 @@ def runs(sizes: Sizes, side: str) -> list[Run]:
 
 
 def _django() -> None:
-    import django  # noqa: PLC0415 (deferred: the parent process never sets Django up)
+    import django  # deferred: the parent process never sets Django up
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prmsite.settings")
     django.setup()
@@ -676,7 +676,7 @@ def measure_floor(run: Run, backend_cpu: Callable[[], float] | None) -> dict[str
 
 def _own_backend_cpu() -> Callable[[], float] | None:
     """A clock of this process's PostgreSQL backend (None on SQLite)."""
-    from django.db import connection  # noqa: PLC0415 (deferred: see the section's comment)
+    from django.db import connection  # deferred: see the section's comment
 
     if connection.vendor != "postgresql":
         return None
@@ -725,9 +725,8 @@ def rows_for(label: str, server: dict[str, Measure], service: dict[str, Any]) ->
             figure += f", PostgreSQL {got.db_per_item_ms():.2f} ms"
         if base.get("db_cpu_s") is not None:
             floor_text += f", PostgreSQL {base['db_cpu_s'] / base['items'] * 1000:.2f} ms"
-        rows.append(
-            f"| CPU per {kind.item}, {kind.name}, {label} | {figure} | {floor_text} | {got.per_item_ms() / base_ms:.2f} |"
-        )
+        ratio = got.per_item_ms() / base_ms
+        rows.append(f"| CPU per {kind.item}, {kind.name}, {label} | {figure} | {floor_text} | {ratio:.2f} |")
     return rows
 
 
@@ -758,7 +757,7 @@ def bench_backend(
 
 
 def pg_admin(sql: str) -> None:
-    import psycopg  # noqa: PLC0415 (deferred: only when PostgreSQL is benchmarked)
+    import psycopg  # deferred: only when PostgreSQL is benchmarked
 
     with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
         conn.execute(sql)
