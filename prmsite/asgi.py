@@ -53,8 +53,8 @@ class OneHopASGIHandler(ASGIHandler):
     """Django's ASGI handler, with the middleware chain and the view run as one synchronous call in the request's
     thread: one thread hop a request, as under WSGI.
 
-    Django's own handler runs the chain in async mode: every middleware built on ``MiddlewareMixin`` (all of ours:
-    security, sessions, CSRF, authentication, messages, history, CSP, axes, …) hops to a thread and back for its
+    Django's own handler runs the chain in async mode: every middleware built on ``MiddlewareMixin`` (most of ours:
+    security, sessions, CSRF, authentication, messages, CSP, …) hops to a thread and back for its
     ``process_request`` and again for its ``process_response``, and the (synchronous) view once more: 36 hops a
     request, which cost more CPU than the work of ``POST /rollout`` itself (``bench/bench_cost.py``). Every view here
     is synchronous, so nothing is lost; reading the body, streaming the answer and the disconnect watch stay
