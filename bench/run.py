@@ -5,7 +5,7 @@ Figures are reported as ratios to a floor measured in the same run, because thes
 Results go to stdout and to bench/results/latest.md.
 
     python bench/run.py                      # every benchmark
-    python bench/run.py bench_load           # the ones named
+    python bench/run.py bench_load           # the ones named (bench_cost: CPU per request, server against service)
     python bench/run.py --short bench_load   # short mode: BENCH_SHORT=1 (bench_load: 15 s a backend, not 180)
 """
 

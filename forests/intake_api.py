@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -116,19 +117,22 @@ class RolloutBatchView(GenericAPIView):
         body.is_valid(raise_exception=True)
         outcomes: list[dict[str, Any] | None] = []
         valid: list[dict[str, Any]] = []
+        # One serializer checks every rollout: making one per rollout deep-copied its fields each time, a third of
+        # the batch's CPU. ``run_validation`` is what ``is_valid`` runs; ``validate`` reads ``initial_data``.
+        fields = RolloutCreateSerializer()
         for index, item in enumerate(body.validated_data["rollouts"]):
             # Depth 2: the rollout sits at body.rollouts[index], so nesting is bounded as in any other body.
             if problem := text_problem(item, where=f"rollouts[{index}]", depth=2):
                 outcomes.append({"detail": problem, "code": "invalid", "status": 400})
                 continue
-            fields = RolloutCreateSerializer(data=item)
-            if not fields.is_valid():
-                outcomes.append(
-                    {"detail": BATCH_ITEM_INVALID, "code": "invalid", "status": 400, "errors": fields.errors}
-                )
+            fields.initial_data = item
+            try:
+                validated = fields.run_validation(item)
+            except ValidationError as exc:
+                outcomes.append({"detail": BATCH_ITEM_INVALID, "code": "invalid", "status": 400, "errors": exc.detail})
                 continue
             outcomes.append(None)
-            valid.append(fields.validated_data)
+            valid.append(validated)
         received = iter(receive_rollouts(valid, answered_by=request.user.get_username()))
         results = [outcome if outcome is not None else _outcome_of(next(received), request) for outcome in outcomes]
         return Response({"results": results})

@@ -41,11 +41,34 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prmsite.settings")
 
-django_application = get_asgi_application()
+
+class OneHopASGIHandler(ASGIHandler):
+    """Django's ASGI handler, with the middleware chain and the view run as one synchronous call in the request's
+    thread: one thread hop a request, as under WSGI.
+
+    Django's own handler runs the chain in async mode: every middleware built on ``MiddlewareMixin`` (most of ours:
+    security, sessions, CSRF, authentication, messages, CSP, …) hops to a thread and back for its
+    ``process_request`` and again for its ``process_response``, and the (synchronous) view once more: 36 hops a
+    request, which cost more CPU than the work of ``POST /rollout`` itself (``bench/bench_cost.py``). Every view here
+    is synchronous, so nothing is lost; reading the body, streaming the answer and the disconnect watch stay
+    Django's, in the event loop."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+django.setup(set_prefix=False)
+django_application = OneHopASGIHandler()
 
 from django.conf import settings  # noqa: E402 - after Django is set up
 

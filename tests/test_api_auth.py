@@ -10,6 +10,7 @@ from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
@@ -144,3 +145,25 @@ def test_tokens_from_before_hashing_keep_working_and_their_plaintext_is_dropped(
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/prm_adapters").status_code == 200
+
+
+def test_a_token_request_reads_the_tokens_once(worker_user, worker_token):
+    # Another token of the same user, expired: knox's own check loaded every token of the user on each request.
+    expired, _ = AuthToken.objects.create(user=worker_user, expiry=timedelta(days=1))
+    AuthToken.objects.filter(pk=expired.pk).update(expiry=timezone.now() - timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {worker_token}")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/prm_adapters").status_code == 200
+    token_reads = [q["sql"] for q in queries.captured_queries if AuthToken._meta.db_table in q["sql"]]
+    assert len(token_reads) == 1, token_reads
+
+
+def test_an_expired_token_is_deleted_when_presented(capsys):
+    call_command("create_worker_token", "w", "--expires_in_days", "1")
+    token = capsys.readouterr().out.splitlines()[-1]
+    AuthToken.objects.update(expiry=timezone.now() - timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/prm_adapters").status_code == 401
+    assert not AuthToken.objects.exists()

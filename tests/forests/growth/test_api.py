@@ -127,6 +127,21 @@ def test_a_batch_stores_each_rollout_on_its_own_and_reports_each_outcome(api):
     assert Rollout.objects.count() == 2 and not Expansion.objects.exists()
 
 
+def test_each_rollout_of_a_batch_keeps_its_own_extra_fields_and_errors(api):
+    body = {"model": "m", "example": "e", "reasoning": ["r"], "prediction": 1, "ground_truth": 1, "worker": "w"}
+    batch = [
+        {**body, "temperature": 0.7},
+        {**body, "id": 5},  # a reserved field: refused
+        {key: value for key, value in body.items() if key != "prediction"},  # prediction missing: refused
+        body,
+    ]
+    results = api.post("/rollout/batch", {"rollouts": batch}, format="json").json()["results"]
+    assert "id" in results[0] and "id" in results[3]
+    assert list(results[1]["errors"]) == ["id"] and list(results[2]["errors"]) == ["prediction"]
+    first, last = Rollout.objects.get(pk=results[0]["id"]), Rollout.objects.get(pk=results[3]["id"])
+    assert first.attributes == {"temperature": 0.7} and last.attributes == {}
+
+
 def test_a_batch_is_bounded(api, settings):
     settings.ROLLOUT_BATCH_MAX = 2
     body = {"model": "m", "example": "e", "reasoning": ["r"], "prediction": 1, "ground_truth": 1, "worker": "w"}
