@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -127,6 +131,11 @@ class PRMAdapterView(GenericAPIView):
         if "Content-Length" not in response and isinstance(stream, ObjectStream):
             response["Content-Length"] = str(stream.size)  # streamed from an object store: its size, from its HEAD
         response["ETag"] = f'"{adapter.sha256}"'
+        if isinstance(request._request, ASGIRequest):
+            # Served by the ASGI server, a file read by a synchronous iterator would be read whole into memory before
+            # its first byte is sent (Django consumes sync iterators with list()): read it chunk by chunk instead,
+            # each read in a thread, so a download holds one chunk, whatever the adapter's size.
+            response.streaming_content = _chunks_read_async(stream, response.block_size)
         return response
 
     @extend_schema(
@@ -161,3 +170,10 @@ class PRMAdapterView(GenericAPIView):
             content_length = None
         adapter, _created = services.adapter_upload(**query.validated_data, body=raw, content_length=content_length)
         return Response(selectors.adapter_file_path(adapter=adapter))
+
+
+async def _chunks_read_async(stream, block_size: int) -> AsyncIterator[bytes]:
+    """``stream``'s bytes, ``block_size`` at a time, each read off the event loop (the response closes the stream)."""
+    read = sync_to_async(stream.read, thread_sensitive=False)
+    while chunk := await read(block_size):
+        yield chunk

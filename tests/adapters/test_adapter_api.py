@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -9,9 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from django.http import FileResponse
 from django.test import override_settings
 
+from adapters import selectors
 from adapters.models import PRMAdapter
+from prmsite.asgi import django_application
 from tests.adapters.conftest import zip_folder
 
 pytestmark = pytest.mark.django_db
@@ -213,3 +217,59 @@ def test_a_stored_file_lost_from_storage_is_a_json_404_not_a_crash(api, adapter_
     assert restored.status_code == 200
     assert Path(restored.json()).read_bytes() == adapter_zip
     assert b"".join(api.get("/prm_adapter", {"prm_version": "prm-v1"}).streaming_content) == adapter_zip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_through_the_asgi_server_a_download_is_sent_as_it_is_read_never_read_whole_first(
+    api, adapter_zip, monkeypatch, worker_token
+):
+    # Django reads a synchronous file iterator whole into memory before an ASGI server sends its first byte: a
+    # 512 MiB adapter would be held whole by each download. The first body message must go out after one read.
+    assert upload(api, adapter_zip).status_code == 200
+    reads: list[int] = []
+    real_open = selectors.adapter_file_open
+
+    class Counted:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def read(self, amount=-1):
+            chunk = self.stream.read(amount)
+            reads.append(len(chunk))
+            return chunk
+
+        def close(self):
+            self.stream.close()
+
+    def counted_open(*, adapter):
+        return Counted(real_open(adapter=adapter))
+
+    monkeypatch.setattr(selectors, "adapter_file_open", counted_open)
+    body, reads_before_first_body = [], []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/prm_adapter",
+        "query_string": b"prm_version=prm-v1",
+        "headers": [(b"authorization", f"Token {worker_token}".encode()), (b"host", b"testserver")],
+    }
+
+    requests_sent = []
+
+    async def receive():
+        if requests_sent:  # the body was sent: the client stays connected until the answer ends
+            await asyncio.sleep(3600)
+        requests_sent.append(1)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and message.get("body"):
+            if not body:
+                reads_before_first_body.append(len(reads))
+            body.append(message["body"])
+
+    block = 256
+    monkeypatch.setattr(FileResponse, "block_size", block)
+    asyncio.run(django_application(scope, receive, send))
+    assert b"".join(body) == adapter_zip
+    assert len(adapter_zip) > 4 * block and reads_before_first_body == [1] and max(reads) == block
