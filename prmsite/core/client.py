@@ -301,7 +301,8 @@ class PrmsiteClient:
         label's ``id`` too, so a result is a refusal exactly when it has ``status``).
 
         Sent in batches of at most ``batch_size`` labels and about ``max_bytes`` of JSON; a batch the server refuses
-        whole for its size (400, 413: a server with a lower limit) is sent again in halves. Retried like an
+        whole for its size (400, 413: a server with a lower limit) is sent again in halves, and a label refused whole
+        when alone is answered as that label's refusal. Retried like an
         idempotent call, also after a read timeout: the same label again answers the stored id. Against an older
         server without the batch path (404 or 405 there), each label goes to ``POST /process_reward_label`` instead,
         with the same result shape, and the client remembers it (``label_batches`` False) for its lifetime.
@@ -324,9 +325,12 @@ class PrmsiteClient:
                 logger.info("the server has no POST /process_reward_label/batch (%s): posting labels one by one", exc)
                 self.label_batches = False
                 return [self._post_label_result(label) for label in labels]
-            if exc.status_code in (400, 413) and len(labels) > 1:
-                half = len(labels) // 2
-                return [*self._post_label_chunk(labels[:half]), *self._post_label_chunk(labels[half:])]
+            if exc.status_code in (400, 413):
+                if len(labels) > 1:
+                    half = len(labels) // 2
+                    return [*self._post_label_chunk(labels[:half]), *self._post_label_chunk(labels[half:])]
+                # A batch of this one label refused whole: that is the label's refusal (too large, say).
+                return [_refusal_of(exc)]
             raise
         results = answer["results"] if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(labels):
@@ -340,12 +344,11 @@ class PrmsiteClient:
         try:
             return {"id": self.post_process_reward_label(label)}
         except PrmsiteAPIError as exc:
-            body = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body), "code": "error"}
             # A 404 without the rollout id is the path's, not the label's (a wrong base URL).
-            path_missing = exc.status_code == 404 and "rollout_id" not in body
+            path_missing = exc.status_code == 404 and not (isinstance(exc.body, dict) and "rollout_id" in exc.body)
             if exc.status_code >= 500 or exc.status_code in _CALLER_REFUSED_STATUSES or path_missing:
                 raise
-            return {**body, "status": exc.status_code}
+            return _refusal_of(exc)
 
     def get_process_reward_label_ids(self, prm_version: str) -> list[int]:
         """``GET /process_reward_labels``: ids of every label of ``prm_version``, oldest first."""
@@ -436,6 +439,12 @@ class PrmsiteClient:
         body = {"ids": [int(i) for i in ids], "failed": failed, "error": error[:2000]}
         path = f"/forest/{_segment(forest_name)}/expansions/release"
         return int(self._request("POST", path, json=body).json()["released"])
+
+
+def _refusal_of(exc: PrmsiteAPIError) -> dict[str, Any]:
+    """A refused label's entry in the answer of ``post_process_reward_labels``: the server's error body and status."""
+    body = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body), "code": "error"}
+    return {**body, "status": exc.status_code}
 
 
 def _label_chunks(

@@ -360,10 +360,15 @@ def test_a_label_batch_is_retried_after_a_5xx_and_split_when_refused_for_its_siz
     assert sizes == [5, 5, 2, 3, 1, 2]
 
 
-def test_a_lone_label_refused_whole_is_raised():
-    with (
-        scripted_server(lambda n, _: (400, {"detail": "bad", "code": "invalid"})) as (url, calls),
-        pytest.raises(PrmsiteAPIError),
-    ):
-        fast_client(url).post_process_reward_labels([{"rollout_id": 1}, {"rollout_id": 2}])
-    assert len(calls) == 2  # the pair, then the first alone, which raises
+def test_a_lone_label_refused_whole_is_answered_as_its_refusal():
+    def script(n, handler):
+        labels = bodies[-1]["labels"]
+        if any(label["rollout_id"] == 2 for label in labels):
+            return 413, {"detail": "too large", "code": "too_large"}
+        return 200, {"results": [{"id": label["rollout_id"]} for label in labels]}
+
+    bodies: list = []
+    with scripted_server(script, bodies=bodies) as (url, calls):
+        results = fast_client(url).post_process_reward_labels([{"rollout_id": i} for i in (1, 2, 3)])
+    assert results == [{"id": 1}, {"detail": "too large", "code": "too_large", "status": 413}, {"id": 3}]
+    assert [len(body["labels"]) for body in bodies] == [3, 1, 2, 1, 1]
