@@ -368,7 +368,7 @@ def test_a_lone_label_refused_whole_is_answered_as_its_refusal():
         return 200, {"results": [{"id": label["rollout_id"]} for label in labels]}
 
     bodies: list = []
-    with scripted_server(script, bodies=bodies) as (url, calls):
+    with scripted_server(script, bodies=bodies) as (url, _calls):
         results = fast_client(url).post_process_reward_labels([{"rollout_id": i} for i in (1, 2, 3)])
     assert results == [{"id": 1}, {"detail": "too large", "code": "too_large", "status": 413}, {"id": 3}]
     assert [len(body["labels"]) for body in bodies] == [3, 1, 2, 1, 1]
