@@ -169,8 +169,8 @@ def label_create_each(
     results: list[tuple[ProcessRewardLabel, bool] | ApplicationError] = []
     for fields in labels:
         try:
-            with transaction.atomic():
-                results.append(label_create(**fields, labelled_by=labelled_by, now=now))
+            # label_create is its own transaction (a savepoint inside a caller's): no second savepoint around it.
+            results.append(label_create(**fields, labelled_by=labelled_by, now=now))
         except ApplicationError as exc:
             results.append(exc)
     return results
