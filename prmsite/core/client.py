@@ -11,6 +11,7 @@ can run on any machine that reaches the server::
         for rollout in api.get_rollouts("prm-v2", limit=8, wait=30):
             api.post_process_reward_label({"rollout_id": rollout["id"], "prm_output": [0.9] * len(rollout["reasoning"]),
                                            "prm_version": "prm-v2", "worker": "gpu-3"})
+        results = api.post_process_reward_labels(labels)  # many at once: {"id"} or a refusal with "status", in order
 
 One ``requests.Session`` (connection reuse), separate connect and read timeouts, and retries with exponential
 back-off and jitter. A 4xx is never retried: it raises ``PrmsiteAPIError`` with the server's JSON body. Two retry
@@ -18,7 +19,8 @@ policies:
 
 - idempotent calls are retried on connection errors, timeouts and 5xx answers. ``POST /rollout`` is one of them: the
   client sends an ``idempotency_key`` with every rollout (it makes one when the payload has none), so a retry after a
-  lost answer is answered with the first rollout's id instead of storing it twice;
+  lost answer is answered with the first rollout's id instead of storing it twice; so are labels, one by one or in
+  batches (``POST /process_reward_label/batch``): the same label again answers the stored id;
 - a claim (``GET /rollout``) leases what it answers, so it is retried only when the request cannot have reached the
   server (connection refused, connect timeout) or a proxy says so (502/503/504) — never after a read timeout. One
   claim is in flight at a time, and a long-poll the client gave up on stops on the server and gives back what it
