@@ -399,6 +399,8 @@ GROWTH_PLAN_BATCH = env_int("GROWTH_PLAN_BATCH", 500)
 GROWTH_EXPANSION_MAX_COUNT = env_int("GROWTH_EXPANSION_MAX_COUNT", 8)
 # Most rollouts one POST /rollout/batch takes.
 ROLLOUT_BATCH_MAX = env_int("ROLLOUT_BATCH_MAX", 500)
+# Most labels one POST /process_reward_label/batch takes.
+PROCESS_REWARD_LABEL_BATCH_MAX = env_int("PROCESS_REWARD_LABEL_BATCH_MAX", 500)
 # Name of the database the test suite creates (default: Django's test_<name>, or .test-db.sqlite3 on SQLite), for
 # servers where only some database names may be used.
 if os.environ.get("DATABASE_TEST_NAME", "").strip():

@@ -7,7 +7,7 @@ labellers per rollout for a scheme that asks for them) are the design note of ``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -157,6 +157,23 @@ def label_create(
             leases = leases.filter(claimed_by=labelled_by or "")  # the others' leases stand: they label it too
         leases.delete()
     return label, True
+
+
+def label_create_each(
+    labels: Iterable[Mapping[str, Any]], *, labelled_by: str | None = None, now: datetime | None = None
+) -> list[tuple[ProcessRewardLabel, bool] | ApplicationError]:
+    """``label_create`` for each of ``labels`` (the validated fields of ``POST /process_reward_label`` bodies), each
+    in its own transaction, in order: one refused label does not keep the others out, and a label later in the list
+    sees the ones stored before it (the same label twice answers the first one's id). Answers, in order,
+    ``(label, created)`` or the ``ApplicationError`` that refused it (nothing of a refused label is written)."""
+    results: list[tuple[ProcessRewardLabel, bool] | ApplicationError] = []
+    for fields in labels:
+        try:
+            # label_create is its own transaction (a savepoint inside a caller's): no second savepoint around it.
+            results.append(label_create(**fields, labelled_by=labelled_by, now=now))
+        except ApplicationError as exc:
+            results.append(exc)
+    return results
 
 
 def _label_room_check(

@@ -31,6 +31,8 @@ NOT_A_NUMBER = "Must be a finite number."
 RESERVED_FIELD = "{name!r} is set by the server and cannot be posted."
 ID_LIST_MALFORMED = "{name} must be a JSON list of ids, for example {name}=[1,2,3]."
 ID_LIST_TOO_LONG = "At most {max} {name} per request; ask in batches."
+LABEL_NOT_AN_OBJECT = "Every label must be a JSON object."
+LABEL_BATCH_TOO_LONG = "At most {max} labels per batch."
 
 # Names an extra posted field may not take: they are columns or fields the server sets.
 RESERVED_ROLLOUT_FIELDS = frozenset(
@@ -193,6 +195,55 @@ class ProcessRewardLabelCreateSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Optional explanations (strings), for example one per step.",
     )
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class ProcessRewardLabelBatchItemField(serializers.JSONField):
+    """One label of a batch: any JSON object; its fields are checked one label at a time, as POST
+    /process_reward_label checks them, and a label refused there is reported in the answer instead of refusing the
+    batch."""
+
+
+class ProcessRewardLabelBatchSerializer(serializers.Serializer):
+    """Body of ``POST /process_reward_label/batch``: labels in the body format of ``POST /process_reward_label``."""
+
+    labels = serializers.ListField(
+        child=ProcessRewardLabelBatchItemField(),
+        min_length=1,
+        max_length=settings.PROCESS_REWARD_LABEL_BATCH_MAX,
+        help_text="POST /process_reward_label bodies, each checked and stored on its own (see the answer's results); "
+        "at most PROCESS_REWARD_LABEL_BATCH_MAX (500).",
+    )
+
+    def validate_labels(self, value: list[Any]) -> list[Any]:
+        if len(value) > settings.PROCESS_REWARD_LABEL_BATCH_MAX:  # the setting may have changed since import
+            raise serializers.ValidationError(LABEL_BATCH_TOO_LONG.format(max=settings.PROCESS_REWARD_LABEL_BATCH_MAX))
+        if not all(isinstance(item, dict) for item in value):
+            raise serializers.ValidationError(LABEL_NOT_AN_OBJECT)
+        return value
+
+
+class ProcessRewardLabelBatchOutcomeSerializer(serializers.Serializer):
+    """One label's outcome in ``POST /process_reward_label/batch``: ``id`` when stored (or stored before, the same
+    label), else the error shape and ``status``: what ``POST /process_reward_label`` would have answered."""
+
+    id = serializers.IntegerField(
+        required=False,
+        help_text="Stored: the label's id (new, or the same label stored before). A refusal with code `conflict` or "
+        "`already_labelled` names the stored label's id too, beside `status`, as POST /process_reward_label does.",
+    )
+    detail = serializers.CharField(required=False)
+    code = serializers.CharField(required=False)
+    status = serializers.IntegerField(
+        required=False, help_text="The status POST /process_reward_label would have answered."
+    )
+    errors = serializers.DictField(required=False)
+    expires_at = serializers.CharField(required=False, help_text="With code `leased`: when the other lease ends.")
+    rollout_id = serializers.IntegerField(required=False, help_text="With a 404: the unknown rollout id.")
+
+
+class ProcessRewardLabelBatchResultSerializer(serializers.Serializer):
+    results = ProcessRewardLabelBatchOutcomeSerializer(many=True, help_text="One per label, in order.")
 
 
 class ProcessRewardLabelSerializer(serializers.ModelSerializer):

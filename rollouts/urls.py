@@ -10,5 +10,6 @@ urlpatterns = [
     path("rollout/release", views.RolloutReleaseView.as_view(), name="rollout-release"),
     path("rollouts", views.RolloutListView.as_view(), name="rollouts"),
     path("process_reward_label", views.ProcessRewardLabelView.as_view(), name="process-reward-label"),
+    path("process_reward_label/batch", views.ProcessRewardLabelBatchView.as_view(), name="process-reward-label-batch"),
     path("process_reward_labels", views.ProcessRewardLabelIdsView.as_view(), name="process-reward-labels"),
 ]

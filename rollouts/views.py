@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, json_encode
+from prmsite.api import ERROR_RESPONSES, ApiAutoSchema, error_response, exception_handler, json_encode
+from prmsite.core.errors import ApplicationError
+from prmsite.parsers import BoundedJSONParser, text_problem
 from prmsite.permissions import is_token_request
 from rollouts import selectors
-from rollouts.labels import label_create
+from rollouts.labels import label_create, label_create_each
 from rollouts.models import ProcessRewardLabel, Rollout
 from rollouts.queue import checkout_claim_wait, checkout_release
 from rollouts.serializers import (
+    ProcessRewardLabelBatchResultSerializer,
+    ProcessRewardLabelBatchSerializer,
     ProcessRewardLabelCreateSerializer,
     ProcessRewardLabelIdsQuerySerializer,
     ProcessRewardLabelKeysQuerySerializer,
@@ -225,3 +232,103 @@ class ProcessRewardLabelIdsView(ApiView):
         query = ProcessRewardLabelIdsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return Response(selectors.label_ids_for_version(prm_version=query.validated_data["prm_version"]))
+
+
+class ProcessRewardLabelBatchParser(BoundedJSONParser):
+    """The bounded JSON parser of ``POST /process_reward_label/batch``: the body's envelope is checked as any body is,
+    each label by the view, so that one label holding text no database stores (a NUL, a lone surrogate) is refused
+    alone."""
+
+    def unstorable(self, parsed: Any) -> str | None:
+        if isinstance(parsed, dict) and isinstance(parsed.get("labels"), list):
+            return text_problem({key: value for key, value in parsed.items() if key != "labels"})
+        return text_problem(parsed)
+
+
+class ProcessRewardLabelBatchView(ApiView):
+    """Store many process reward labels in one request (PRM inference controllers and AI labellers post what they
+    scored in batches)."""
+
+    serializer_class = ProcessRewardLabelBatchSerializer
+    parser_classes = [ProcessRewardLabelBatchParser]
+
+    @extend_schema(
+        operation_id="process_reward_label_create_batch",
+        request=ProcessRewardLabelBatchSerializer,
+        responses={
+            200: OpenApiResponse(
+                ProcessRewardLabelBatchResultSerializer,
+                description='`{"results": [...]}`, one per label in order: `{"id": 12}` when stored (or stored before: '
+                'the same label again), else `{"detail", "code", "status", "errors"?}` as POST /process_reward_label '
+                "would have answered (a 409 names the stored label's `id` too; a refusal always has `status`).",
+            ),
+            **ERROR_RESPONSES,
+        },
+        examples=[
+            OpenApiExample(
+                "PRM",
+                request_only=True,
+                value={
+                    "labels": [
+                        {"rollout_id": 1, "prm_output": [0.91, 0.12], "prm_version": "prm-v3", "worker": "prm-gpu-0"},
+                        {"rollout_id": 2, "prm_output": [0.4], "prm_version": "prm-v3", "worker": "prm-gpu-0"},
+                    ]
+                },
+            ),
+            OpenApiExample(
+                "answer",
+                response_only=True,
+                value={
+                    "results": [
+                        {"id": 41},
+                        {
+                            "detail": "Rollout 2 is already labelled for prm_version 'prm-v3' (label 7 by "
+                            "'prm-gpu-1'); the first label wins.",
+                            "code": "already_labelled",
+                            "id": 7,
+                            "status": 409,
+                        },
+                    ]
+                },
+            ),
+        ],
+        description="Each label is checked and stored exactly as `POST /process_reward_label` would store it (one "
+        "value per step, the first label of a rollout for a version wins, the same label again answers the stored "
+        "id, a label ends the caller's checkout, a rollout leased to another caller is refused), in its own "
+        "transaction and in order: one refused label (text no database stores, such as a NUL, included) does not "
+        "keep the others out, and a label sees those before it in the batch. At most PROCESS_REWARD_LABEL_BATCH_MAX "
+        'labels per request (500 by default); a body that is not `{"labels": [objects]}` is refused whole (400).',
+    )
+    def post(self, request: Request) -> Response:
+        body = ProcessRewardLabelBatchSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcomes: list[dict[str, Any] | None] = []
+        valid: list[dict[str, Any]] = []
+        for index, item in enumerate(body.validated_data["labels"]):
+            # Depth 2: the label sits at body.labels[index], so nesting is bounded as in any other body.
+            if problem := text_problem(item, where=f"labels[{index}]", depth=2):
+                outcomes.append(_refusal(ParseError(problem), request))
+                continue
+            fields = ProcessRewardLabelCreateSerializer(data=item)
+            if not fields.is_valid():
+                outcomes.append(_refusal(ValidationError(fields.errors), request))
+                continue
+            outcomes.append(None)
+            valid.append(fields.validated_data)
+        stored = iter(label_create_each(valid, labelled_by=request.user.get_username()))
+        results = [outcome if outcome is not None else _label_outcome(next(stored), request) for outcome in outcomes]
+        return Response({"results": results})
+
+
+def _label_outcome(stored: tuple[ProcessRewardLabel, bool] | ApplicationError, request: Request) -> dict[str, Any]:
+    """One label's entry in the batch's answer: its id, or what ``POST /process_reward_label`` would have answered."""
+    if isinstance(stored, ApplicationError):
+        return _refusal(stored, request)
+    label, _created = stored
+    return {"id": label.pk}
+
+
+def _refusal(exc: Exception, request: Request) -> dict[str, Any]:
+    """The body and status the project's exception handler gives ``exc``, as one entry of a batch's answer."""
+    response = exception_handler(exc, {"request": request})
+    return {**response.data, "status": response.status_code}

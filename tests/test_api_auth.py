@@ -26,6 +26,7 @@ ENDPOINTS = [
     ("get", "/process_reward_labels?prm_version=v"),
     ("get", "/process_reward_label?keys=[1]"),
     ("post", "/process_reward_label"),
+    ("post", "/process_reward_label/batch"),
     ("get", "/prm_adapters"),
     ("get", "/prm_adapter?prm_version=v"),
     ("post", "/prm_adapter?prm_version=v&base_model=b&worker=w"),

@@ -34,7 +34,7 @@ from tests.factories import make_label, make_rollout
 from tests.forests.growth.helpers import plan, seed
 
 # Generated examples per operation in the fuzzing phase (the examples and coverage phases add their own, bounded by
-# the schema). 16 operations; the whole module takes well under a minute on 2 slow cores.
+# the schema). 17 operations; the whole module takes well under a minute on 2 slow cores.
 EXAMPLES = 25
 SEED_FOREST = "fuzz-forest"
 SEED_ADAPTER = "prm-fuzz"
@@ -136,9 +136,32 @@ def flatmap_path_parameters(ctx, path_parameters):
 
 @schema.hook
 def flatmap_body(ctx, body):
+    if ctx.operation.path == "/process_reward_label/batch" and is_a_label_batch(body):
+        # Random objects are all refused one by one: half the time, labels of the seeded rollouts instead, so the
+        # fuzzer reaches the label rules (new, the same again, conflicts) inside a batch. Only a schema-valid body is
+        # replaced (by another valid one): a schema-violating one must stay as it is, to be refused.
+        return st.one_of(st.just(body), seeded_label_batches())
     if ctx.operation.path != "/rollout" or not isinstance(body, dict) or "forest_name" not in body:
         return st.just(body)
     return st.sampled_from([body, {**body, "forest_name": SEED_FOREST}, {**body, **ROLLOUT_INTO_SEED}])
+
+
+def is_a_label_batch(body) -> bool:
+    labels = body.get("labels") if isinstance(body, dict) else None
+    return isinstance(labels, list) and 1 <= len(labels) <= 500 and all(isinstance(item, dict) for item in labels)
+
+
+def seeded_label_batches() -> st.SearchStrategy[dict]:
+    """``{"labels": [...]}`` of schema-valid labels naming small rollout ids (the seed's), one or two steps each."""
+    label = st.fixed_dictionaries(
+        {
+            "rollout_id": st.integers(1, 8),
+            "prm_output": st.lists(st.sampled_from([0, 1, 2, 0.25]), min_size=1, max_size=2),
+            "prm_version": st.sampled_from(["prm-v1", "fuzz"]),
+            "worker": st.sampled_from(["w", "prm-worker"]),
+        }
+    )
+    return st.fixed_dictionaries({"labels": st.lists(label, min_size=1, max_size=6)})
 
 
 # A rollout the seeded forest takes: its first tree's prompt and ground truth (tests/forests/growth_helpers.seed).
@@ -217,7 +240,7 @@ def test_the_fuzzed_schema_is_the_one_the_server_serves(api):
     assert response.status_code == 200
     assert response.json() == served_schema()
     operations = [(path, method) for path, item in schema.raw_schema["paths"].items() for method in item]
-    assert len(operations) == 16
+    assert len(operations) == 17
 
 
 # --- what the fuzzer found ---------------------------------------------------------------------------------------

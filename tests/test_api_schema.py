@@ -16,6 +16,7 @@ DOCUMENTED = {
     ("/rollout", "get"): {"prm_version", "limit", "wait", "active_learning", "reference_prm_version"},
     ("/process_reward_label", "post"): set(),
     ("/process_reward_label", "get"): {"keys"},
+    ("/process_reward_label/batch", "post"): set(),
     ("/process_reward_labels", "get"): {"prm_version"},
     ("/prm_adapters", "get"): set(),
     ("/prm_adapter", "get"): {"prm_version", "format"},  # format=json: the details instead of the bytes
@@ -42,6 +43,23 @@ def test_the_schema_lists_every_endpoint_with_its_parameters(staff_client):
     assert "application/octet-stream" in paths["/prm_adapter"]["post"]["requestBody"]["content"]
     assert "application/octet-stream" in paths["/prm_adapter"]["get"]["responses"]["200"]["content"]
     assert paths["/rollout"]["post"]["responses"]["200"]["content"]["application/json"]["schema"] == {"type": "integer"}
+
+
+def test_the_label_batch_is_described_with_its_envelope_and_answer(staff_client, settings):
+    schema = staff_client.get("/api/schema/", {"format": "json"}).json()
+    operation = schema["paths"]["/process_reward_label/batch"]["post"]
+    assert operation["operationId"] == "process_reward_label_create_batch"
+    components = schema["components"]["schemas"]
+    body = components[operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert body["required"] == ["labels"]
+    labels = body["properties"]["labels"]
+    assert labels["items"]["type"] == "object"
+    assert (labels["minItems"], labels["maxItems"]) == (1, settings.PROCESS_REWARD_LABEL_BATCH_MAX)
+    answer = operation["responses"]["200"]["content"]["application/json"]
+    result = components[answer["schema"]["$ref"].rsplit("/", 1)[-1]]
+    outcome = components[result["properties"]["results"]["items"]["$ref"].rsplit("/", 1)[-1]]
+    assert {"id", "detail", "code", "status", "errors"} <= set(outcome["properties"])
+    assert {"400", "401"} <= set(operation["responses"])
 
 
 def test_swagger_ui_renders(staff_client):

@@ -72,6 +72,9 @@ def valid_body(route: Route, method: str) -> dict | None:
         ("rollout-release", "post"): {"prm_version": "v", "rollout_ids": [1]},
         ("process-reward-label", "post"): {"rollout_id": 1, "prm_output": [1, 0], "prm_version": "v", "worker": "w"},
         ("rollout-batch", "post"): {"rollouts": [rollout_body()]},
+        ("process-reward-label-batch", "post"): {
+            "labels": [{"rollout_id": 1, "prm_output": [1, 0], "prm_version": "v", "worker": "w"}]
+        },
         ("forest-growth", "put"): {"policy": "mc", "num_repeats": 2},
         ("expansion-claim", "post"): {"limit": 1},
         ("expansion-release", "post"): {"ids": [1]},
@@ -446,6 +449,8 @@ def test_a_label_of_a_hundred_thousand_values_for_a_two_step_rollout_is_a_422(ap
         ("put", f"/forest/{FOREST}/growth", {"max_forest_tokens": 2**63}),
         ("post", "/rollout/batch", {"rollouts": [rollout_body()] * 501}),
         ("post", "/rollout/batch", {"rollouts": []}),
+        ("post", "/process_reward_label/batch", {"labels": [{"rollout_id": 1}] * 501}),
+        ("post", "/process_reward_label/batch", {"labels": []}),
         ("post", "/rollout", rollout_body(prediction=2**31)),
         ("post", "/rollout", rollout_body(root_id=2**63)),
         ("post", "/process_reward_label", {"rollout_id": 2**63, "prm_output": [1], "prm_version": "v", "worker": "w"}),

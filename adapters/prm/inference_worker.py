@@ -6,13 +6,16 @@
    machines) and the adapter are loaded from safetensors and merged.
 2. Then, until stopped: claim up to ``claim_size`` rollouts (``GET /rollout?prm_version=V``, long-polling ``wait``
    seconds), score every step of each (one forward pass per rollout, ``batch_size`` rollouts per pass), and post one
-   reward per step (``POST /process_reward_label``). Posting runs on ``post_threads`` threads, each with its own HTTP
-   session, while the next batch is scored.
-3. A 409 on a post means someone else labelled the rollout first (``already_labelled``), holds its lease
+   reward per step, in batches (``POST /process_reward_label/batch``; one by one against an older server without it,
+   ``PrmsiteClient.post_process_reward_labels``). Posting runs on ``post_threads`` threads, each with its own HTTP
+   session, while the next batch is scored; a free thread takes every label scored and not yet sent (up to 500), so
+   batches grow while the server is slower than the scorer.
+3. A 409 for a label means someone else labelled the rollout first (``already_labelled``), holds its lease
    (``leased``), or this worker's name posted other values before (``conflict``): it is counted as *skipped*, logged,
-   and the worker moves on. Another 4xx is counted as *refused* and logged. A server that stays unreachable after the
-   client's retries ends the run with an error; claimed rollouts that were not posted come back when their lease
-   ends, so a crash loses nothing.
+   and the worker moves on. Another 4xx for a label is counted as *refused* and logged. A server that refuses the
+   worker (401, 403) or stays unreachable after the client's retries ends the run with an error; claimed rollouts
+   that were not posted come back when their lease ends, and a batch sent again stores nothing twice (the same label
+   again answers its id), so a crash loses nothing and doubles nothing.
 4. Stopping (``stop`` set: SIGINT/SIGTERM in the command): no new claim; the batch being scored is finished and
    posted, claimed rollouts not yet scored are released (``POST /rollout/release``) so others need not wait for their
    lease to end. A long-poll in progress ends first (at most ``wait`` seconds). ``exit_when_idle`` ends the run when a
@@ -41,7 +44,7 @@ from adapters.prm.errors import PRMError
 from adapters.prm.modeling import device_resolve
 from adapters.prm.scoring import PRMScorer
 from prmsite.core.cli import FLAG_AT_LEAST_ONE
-from prmsite.core.client import PrmsiteAPIError
+from prmsite.core.client import LABELS_PER_BATCH, PrmsiteAPIError
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +150,13 @@ def adapter_fetch(client: Any, info: dict[str, Any], folder: Path) -> Path:
 
 
 class _Poster:
-    """Posts labels on a few threads, each with its own client; keeps at most ``limit`` posts in flight. ``close``
-    closes the clients it made when ``owns_clients`` (not a client shared with its caller)."""
+    """Posts labels in batches (``POST /process_reward_label/batch``) on a few threads, each with its own client.
+
+    Labels wait in a buffer until a thread is free; a free thread takes everything waiting (up to
+    ``LABELS_PER_BATCH``), so batches grow by themselves while the server is slower than the scorer. At most
+    ``limit`` labels are waiting or in flight (``submit`` blocks beyond). ``close`` closes the clients it made when
+    ``owns_clients`` (not a client shared with its caller).
+    """
 
     def __init__(self, client_factory: Callable[[], Any], threads: int, limit: int, *, owns_clients: bool) -> None:
         self._local = threading.local()
@@ -156,8 +164,10 @@ class _Poster:
         self._clients: list[Any] = []
         self._lock = threading.Lock()
         self._factory = client_factory
+        self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prm-post")
-        self._pending: deque[Future] = deque()
+        self._waiting: list[dict[str, Any]] = []
+        self._pending: deque[tuple[Future, int]] = deque()  # (post, labels in it), oldest first
         self._limit = limit
 
     def _client(self) -> Any:
@@ -168,40 +178,63 @@ class _Poster:
                 self._clients.append(client)
         return client
 
-    def _post(self, label: dict[str, Any]) -> tuple[str, int]:
-        steps = len(label["prm_output"])
-        try:
-            self._client().post_process_reward_label(label)
-        except PrmsiteAPIError as exc:
-            code = exc.body.get("code") if isinstance(exc.body, dict) else None
-            if exc.status_code == 409:
-                logger.info("rollout %s: labelled elsewhere (%s); skipped", label["rollout_id"], code or "409")
-                return OUTCOME_SKIPPED, steps
-            if 400 <= exc.status_code < 500:
-                logger.warning("rollout %s: the server refused the label: %s", label["rollout_id"], exc)
-                return OUTCOME_REFUSED, steps
-            raise
-        return OUTCOME_LABELLED, steps
+    def _post(self, labels: list[dict[str, Any]]) -> list[tuple[str, int]]:
+        """Post ``labels`` in one batch; answer (outcome, steps) for each. The server refusing the caller or failing
+        (after the client's retries) raises."""
+        results = self._client().post_process_reward_labels(labels)
+        outcomes: list[tuple[str, int]] = []
+        for label, result in zip(labels, results, strict=True):
+            steps = len(label["prm_output"])
+            status = result.get("status")
+            if status is None:
+                outcomes.append((OUTCOME_LABELLED, steps))
+            elif status == 409:
+                logger.info("rollout %s: labelled elsewhere (%s); skipped", label["rollout_id"], result.get("code"))
+                outcomes.append((OUTCOME_SKIPPED, steps))
+            else:
+                detail = result.get("detail")
+                logger.warning("rollout %s: the server refused the label (%s): %s", label["rollout_id"], status, detail)
+                outcomes.append((OUTCOME_REFUSED, steps))
+        return outcomes
 
-    def submit(self, label: dict[str, Any], summary: LabelWorkerSummary) -> None:
-        self._pending.append(self._pool.submit(self._post, label))
+    def _dispatch(self) -> None:
+        """Hand the waiting labels to free threads, a batch each."""
+        while self._waiting and sum(1 for post, _ in self._pending if not post.done()) < self._threads:
+            batch, self._waiting = self._waiting[:LABELS_PER_BATCH], self._waiting[LABELS_PER_BATCH:]
+            self._pending.append((self._pool.submit(self._post, batch), len(batch)))
+
+    def _in_flight(self) -> int:
+        return len(self._waiting) + sum(count for _, count in self._pending)
+
+    def submit(self, labels: Sequence[dict[str, Any]], summary: LabelWorkerSummary) -> None:
+        self._waiting.extend(labels)
         self.collect(summary, keep=self._limit)
 
     def collect(self, summary: LabelWorkerSummary, *, keep: int = 0) -> None:
-        """Account for finished posts; wait for the oldest until at most ``keep`` are in flight. A post that failed
-        for good raises here."""
-        while self._pending and (self._pending[0].done() or len(self._pending) > keep):
-            outcome, steps = self._pending.popleft().result()
-            if outcome == OUTCOME_LABELLED:
-                summary.labelled += 1
-                summary.steps += steps
-            elif outcome == OUTCOME_SKIPPED:
-                summary.skipped += 1
-            else:
-                summary.refused += 1
+        """Account for finished posts; wait for the oldest until at most ``keep`` labels are waiting or in flight. A
+        post that failed for good raises here."""
+        while True:
+            self._dispatch()
+            if not self._pending or not (self._pending[0][0].done() or self._in_flight() > keep):
+                return
+            post, _count = self._pending.popleft()
+            for outcome, steps in post.result():
+                if outcome == OUTCOME_LABELLED:
+                    summary.labelled += 1
+                    summary.steps += steps
+                elif outcome == OUTCOME_SKIPPED:
+                    summary.skipped += 1
+                else:
+                    summary.refused += 1
 
     def close(self, *, cancel: bool = False) -> None:
-        """Wait for the posts in flight; ``cancel`` drops those not started (the server is failing anyway)."""
+        """Post what waits and wait for the posts in flight; ``cancel`` drops the labels not yet sent (the server is
+        failing anyway)."""
+        if not cancel:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:LABELS_PER_BATCH], self._waiting[LABELS_PER_BATCH:]
+                self._pool.submit(self._post, batch)
+        self._waiting = []
         self._pool.shutdown(wait=True, cancel_futures=cancel)
         for client in self._clients if self._owns_clients else ():
             close = getattr(client, "close", None)
@@ -258,14 +291,16 @@ def label_loop(
             while claimed and not stop.is_set():
                 chunk = claimed[: settings.batch_size]
                 rewards = scorer.score([(r["example"], r["reasoning"]) for r in chunk])
-                for rollout, values in zip(chunk, rewards, strict=True):
-                    label = {
+                labels = [
+                    {
                         "rollout_id": rollout["id"],
                         "prm_output": values,
                         "prm_version": settings.prm_version,
                         "worker": settings.worker,
                     }
-                    poster.submit(label, summary)
+                    for rollout, values in zip(chunk, rewards, strict=True)
+                ]
+                poster.submit(labels, summary)
                 claimed = claimed[len(chunk) :]
                 if on_progress is not None:
                     on_progress(summary)

@@ -11,6 +11,7 @@ can run on any machine that reaches the server::
         for rollout in api.get_rollouts("prm-v2", limit=8, wait=30):
             api.post_process_reward_label({"rollout_id": rollout["id"], "prm_output": [0.9] * len(rollout["reasoning"]),
                                            "prm_version": "prm-v2", "worker": "gpu-3"})
+        results = api.post_process_reward_labels(labels)  # many at once: {"id"} or a refusal with "status", in order
 
 One ``requests.Session`` (connection reuse), separate connect and read timeouts, and retries with exponential
 back-off and jitter. A 4xx is never retried: it raises ``PrmsiteAPIError`` with the server's JSON body. Two retry
@@ -18,7 +19,8 @@ policies:
 
 - idempotent calls are retried on connection errors, timeouts and 5xx answers. ``POST /rollout`` is one of them: the
   client sends an ``idempotency_key`` with every rollout (it makes one when the payload has none), so a retry after a
-  lost answer is answered with the first rollout's id instead of storing it twice;
+  lost answer is answered with the first rollout's id instead of storing it twice; so are labels, one by one or in
+  batches (``POST /process_reward_label/batch``): the same label again answers the stored id;
 - a claim (``GET /rollout``) leases what it answers, so it is retried only when the request cannot have reached the
   server (connection refused, connect timeout) or a proxy says so (502/503/504) — never after a read timeout. One
   claim is in flight at a time, and a long-poll the client gave up on stops on the server and gives back what it
@@ -48,6 +50,15 @@ ENV_TOKEN = "WEBSERVER_API_TOKEN"  # noqa: S105 - the name of the variable, not 
 # proxy's request-line limit.
 KEYS_PER_REQUEST = 250
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
+# Labels per POST /process_reward_label/batch (the server's PROCESS_REWARD_LABEL_BATCH_MAX, 500 by default) and JSON
+# bytes per batch (the server takes 10 MiB bodies by default; explanations can make labels long).
+LABELS_PER_BATCH = 500
+LABEL_BATCH_MAX_BYTES = 4 * 1024 * 1024
+# What a server without POST /process_reward_label/batch (older than it) answers on that path.
+_NO_SUCH_PATH_STATUSES = frozenset({404, 405})
+# Refusals of a single label that are the caller's or the transport's, not the label's: raised, as a batch raises
+# them, rather than reported as that label's result.
+_CALLER_REFUSED_STATUSES = frozenset({401, 403, 405, 407, 408, 429})
 RetryPolicy = Literal["idempotent", "unprocessed"]
 
 
@@ -163,6 +174,8 @@ class PrmsiteClient:
         self.backoff_max = backoff_max
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Token {token}"
+        # False once the server answered that it has no POST /process_reward_label/batch: single posts from then on.
+        self.label_batches = True
 
     # --- plumbing ---------------------------------------------------------------------------------------------------
 
@@ -277,6 +290,68 @@ class PrmsiteClient:
         """``POST /process_reward_label``: store a label (idempotent per rollout, prm_version and worker)."""
         return int(self._request("POST", "/process_reward_label", json=label).json())
 
+    def post_process_reward_labels(
+        self,
+        labels: Sequence[ProcessRewardLabelPayload | dict[str, Any]],
+        *,
+        batch_size: int = LABELS_PER_BATCH,
+        max_bytes: int = LABEL_BATCH_MAX_BYTES,
+    ) -> list[dict[str, Any]]:
+        """``POST /process_reward_label/batch``: store many labels; answer one result per label, in order:
+        ``{"id": …}`` when stored (or stored before: the same label again), else what ``POST /process_reward_label``
+        would have answered, with its ``status`` (``{"detail", "code", "status", …}``; a 409 carries the stored
+        label's ``id`` too, so a result is a refusal exactly when it has ``status``).
+
+        Sent in batches of at most ``batch_size`` labels and about ``max_bytes`` of JSON; a batch the server refuses
+        whole for its size (400, 413: a server with a lower limit) is sent again in halves, and a label refused whole
+        when alone is answered as that label's refusal. Retried like an
+        idempotent call, also after a read timeout: the same label again answers the stored id. Against an older
+        server without the batch path (404 or 405 there), each label goes to ``POST /process_reward_label`` instead,
+        with the same result shape, and the client remembers it (``label_batches`` False) for its lifetime.
+        Raises ``PrmsiteAPIError`` when the caller is refused (401, 403) or the server keeps failing (5xx).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        results: list[dict[str, Any]] = []
+        for chunk in _label_chunks(labels, batch_size=batch_size, max_bytes=max_bytes):
+            results += self._post_label_chunk(chunk)
+        return results
+
+    def _post_label_chunk(self, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.label_batches:
+            return [self._post_label_result(label) for label in labels]
+        try:
+            answer = self._request("POST", "/process_reward_label/batch", json={"labels": labels}).json()
+        except PrmsiteAPIError as exc:
+            if exc.status_code in _NO_SUCH_PATH_STATUSES:
+                logger.info("the server has no POST /process_reward_label/batch (%s): posting labels one by one", exc)
+                self.label_batches = False
+                return [self._post_label_result(label) for label in labels]
+            if exc.status_code in (400, 413):
+                if len(labels) > 1:
+                    half = len(labels) // 2
+                    return [*self._post_label_chunk(labels[:half]), *self._post_label_chunk(labels[half:])]
+                # A batch of this one label refused whole: that is the label's refusal (too large, say).
+                return [_refusal_of(exc)]
+            raise
+        results = answer["results"] if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(labels):
+            raise PrmsiteAPIError(
+                method="POST", url=f"{self.base_url}/process_reward_label/batch", status_code=502, body=answer
+            )
+        return results
+
+    def _post_label_result(self, label: dict[str, Any]) -> dict[str, Any]:
+        """One label through ``POST /process_reward_label``, answered as a batch answers it."""
+        try:
+            return {"id": self.post_process_reward_label(label)}
+        except PrmsiteAPIError as exc:
+            # A 404 without the rollout id is the path's, not the label's (a wrong base URL).
+            path_missing = exc.status_code == 404 and not (isinstance(exc.body, dict) and "rollout_id" in exc.body)
+            if exc.status_code >= 500 or exc.status_code in _CALLER_REFUSED_STATUSES or path_missing:
+                raise
+            return _refusal_of(exc)
+
     def get_process_reward_label_ids(self, prm_version: str) -> list[int]:
         """``GET /process_reward_labels``: ids of every label of ``prm_version``, oldest first."""
         return self._request("GET", "/process_reward_labels", params={"prm_version": prm_version}).json()
@@ -366,6 +441,29 @@ class PrmsiteClient:
         body = {"ids": [int(i) for i in ids], "failed": failed, "error": error[:2000]}
         path = f"/forest/{_segment(forest_name)}/expansions/release"
         return int(self._request("POST", path, json=body).json()["released"])
+
+
+def _refusal_of(exc: PrmsiteAPIError) -> dict[str, Any]:
+    """A refused label's entry in the answer of ``post_process_reward_labels``: the server's error body and status."""
+    body = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body), "code": "error"}
+    return {**body, "status": exc.status_code}
+
+
+def _label_chunks(
+    labels: Sequence[ProcessRewardLabelPayload | dict[str, Any]], *, batch_size: int, max_bytes: int
+) -> Iterator[list[dict[str, Any]]]:
+    """``labels`` in order, in chunks of at most ``batch_size`` and about ``max_bytes`` of JSON (at least one each)."""
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for label in labels:
+        length = len(json.dumps(label, separators=(",", ":"))) + 1
+        if chunk and (len(chunk) >= batch_size or size + length > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(dict(label))
+        size += length
+    if chunk:
+        yield chunk
 
 
 def _segment(value: str) -> str:

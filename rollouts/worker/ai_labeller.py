@@ -14,8 +14,10 @@ A pure client, like the rollout worker, and built from the same plumbing
    request fails for good, is released (``POST /rollout/release``) and not taken again by this run: nothing
    half-parsed is ever posted.
 3. A label (``rollout_id``, ``prm_output``: one code per step, ``prm_version`` S, ``worker``, ``explanations``) goes
-   to the on-disk spool first, then to ``POST /process_reward_label``. A 409 (someone labelled the rollout first, or
-   holds its lease) counts as *skipped*, not as a failure; another 4xx is *refused* and kept in ``rejected.jsonl``.
+   to the on-disk spool first, then, with the others waiting there, to ``POST /process_reward_label/batch`` (one by
+   one to ``POST /process_reward_label`` against an older server without it). A 409 for a label (someone labelled
+   the rollout first, or holds its lease) counts as *skipped*, not as a failure; another 4xx is *refused* and kept
+   in ``rejected.jsonl`` with the server's answer and status.
 4. Stopping: SIGINT/SIGTERM stop claiming, let the requests in flight finish for ``shutdown_grace_s``, release the
    rest, store what is finished (or leave it in the spool for the next run with the same scheme and worker name).
 """
@@ -344,25 +346,28 @@ class AILabelWorker(PoolWorker[RolloutJob]):
         return await asyncio.to_thread(self._post_labels, records)
 
     def _post_labels(self, records: list[SpoolRecord]) -> list[Sent | Refused | Skipped]:
-        """Post each label (the endpoint takes one at a time). Posting a label again after a lost answer is safe: the
-        same label from the same worker answers the same id."""
+        """Post the labels in one batch (``POST /process_reward_label/batch``; one by one against an older server),
+        one outcome each. Posting a batch again after a lost answer is safe: the same label from the same worker
+        answers the same id, so a record is acknowledged once it is stored, and a crash before that sends it again
+        without storing it twice."""
         assert self.sender_api is not None
-        outcomes: list[Sent | Refused | Skipped] = []
-        for record in records:
-            try:
-                outcomes.append(Sent(self.sender_api.post_process_reward_label(record.payload)))
-            except PrmsiteAPIError as exc:
-                if exc.status_code >= 500 or exc.status_code in (408, 429):
-                    raise ServerUnavailableError(str(exc)) from exc
-                if exc.status_code in (401, 403):
-                    raise
-                if exc.status_code == 409:
-                    code = exc.body.get("code") if isinstance(exc.body, dict) else None
-                    outcomes.append(Skipped(code or "409"))
-                else:
-                    outcomes.append(Refused(exc.body))
-            except requests.RequestException as exc:
+        try:
+            results = self.sender_api.post_process_reward_labels([record.payload for record in records])
+        except PrmsiteAPIError as exc:
+            if exc.status_code >= 500 or exc.status_code in (408, 429):
                 raise ServerUnavailableError(str(exc)) from exc
+            raise  # the caller is refused (401, 403), not a label: fatal, the records stay in the spool
+        except requests.RequestException as exc:
+            raise ServerUnavailableError(str(exc)) from exc
+        outcomes: list[Sent | Refused | Skipped] = []
+        for result in results:
+            status = result.get("status")
+            if status is None:
+                outcomes.append(Sent(result["id"]))
+            elif status == 409:
+                outcomes.append(Skipped(result.get("code") or "409"))
+            else:
+                outcomes.append(Refused(result))
         return outcomes
 
     def _forget(self, record: SpoolRecord) -> None:

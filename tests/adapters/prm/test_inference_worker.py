@@ -15,6 +15,7 @@ import pytest
 from adapters.prm.errors import PRMError
 from adapters.prm.inference_worker import LabelWorkerSettings, adapter_fetch, adapter_info_get, label_loop
 from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
+from rollouts.models import ProcessRewardLabel
 from tests.rollouts.conftest import rollout_body
 
 
@@ -39,6 +40,7 @@ class FakeQueue:
         self.posted: list[dict] = []
         self.released: list[int] = []
         self.claims: list[int] = []
+        self.batches: list[int] = []  # labels per POST /process_reward_label/batch
         self.lock = threading.Lock()
 
     def get_rollouts(self, prm_version, *, limit, wait):
@@ -47,14 +49,22 @@ class FakeQueue:
             self.claims.append(len(claimed))
             return claimed
 
-    def post_process_reward_label(self, label):
-        if label["rollout_id"] in self.refusals:
-            status, code = self.refusals[label["rollout_id"]]
-            raise PrmsiteAPIError(method="POST", url="/process_reward_label", status_code=status,
-                                  body={"detail": "no", "code": code})  # fmt: skip
+    def post_process_reward_labels(self, labels):
+        """As ``PrmsiteClient`` answers: one result per label, a refusal with its status; a 5xx raises."""
         with self.lock:
-            self.posted.append(label)
-            return len(self.posted)
+            self.batches.append(len(labels))
+            results = []
+            for label in labels:
+                status, code = self.refusals.get(label["rollout_id"], (200, ""))
+                if status >= 500:
+                    raise PrmsiteAPIError(method="POST", url="/process_reward_label/batch", status_code=status,
+                                          body={"detail": "no", "code": code})  # fmt: skip
+                if status >= 400:
+                    results.append({"detail": "no", "code": code, "status": status})
+                    continue
+                self.posted.append(label)
+                results.append({"id": len(self.posted)})
+            return results
 
     def release_rollouts(self, prm_version, ids):
         with self.lock:
@@ -222,3 +232,80 @@ def test_a_stopped_worker_gives_its_unscored_rollouts_back_to_the_live_queue(liv
         # Nobody waits for the lease: the four come back to the next claim at once.
         again = client.get_rollouts("prm-v1", limit=10)
         assert sorted(r["id"] for r in again) == sorted(ids)[2:]
+
+
+# --- posting in batches -----------------------------------------------------------------------------------------
+
+
+def test_labels_scored_while_a_post_is_in_flight_go_together_in_the_next_batch():
+    class SlowQueue(FakeQueue):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.go_on = threading.Event()
+
+        def post_process_reward_labels(self, labels):
+            if not self.batches:
+                assert self.go_on.wait(timeout=30)  # the first post is slow: the scorer goes on meanwhile
+            return super().post_process_reward_labels(labels)
+
+    queue = SlowQueue([_rollout(i, 2) for i in range(1, 11)])
+    scorer = FakeScorer(on_call=lambda n: n == 5 and queue.go_on.set())
+    summary = label_loop(scorer, queue, _settings(batch_size=2, claim_size=10, post_threads=1), stop=threading.Event())
+    # The first scored pair, then the eight labels scored while it was in flight, in one request.
+    assert queue.batches == [2, 8]
+    assert sorted(label["rollout_id"] for label in queue.posted) == list(range(1, 11))
+    assert (summary.labelled, summary.steps, summary.ended_by) == (10, 20, "idle")
+
+
+def test_labels_scored_before_a_scoring_failure_are_still_posted_in_batches():
+    queue = FakeQueue([_rollout(i, 1) for i in range(1, 9)])
+
+    def fail_on_the_third_batch(n: int) -> None:
+        if n == 3:
+            raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError):
+        label_loop(FakeScorer(on_call=fail_on_the_third_batch), queue, _settings(batch_size=2, claim_size=8),
+                   stop=threading.Event())  # fmt: skip
+    assert sorted(label["rollout_id"] for label in queue.posted) == [1, 2, 3, 4]
+    assert queue.released == [5, 6, 7, 8]
+
+
+def counting_requests(client: PrmsiteClient, base_url: str) -> list[str]:
+    """The paths of the requests ``client`` sends, as they go out."""
+    seen: list[str] = []
+    send = client.session.request
+
+    def counted(method, url, **kwargs):
+        seen.append(f"{method} {url.removeprefix(base_url).split('?')[0]}")
+        return send(method, url, **kwargs)
+
+    client.session.request = counted
+    return seen
+
+
+@pytest.mark.parametrize("older_server", [False, True], ids=["batch-path", "older-server"])
+def test_the_worker_labels_the_live_queue_in_batches_or_one_by_one_on_an_older_server(
+    live_api_server, worker_token, settings, older_server
+):
+    if older_server:
+        settings.ROOT_URLCONF = "tests.older_server_urls"
+    with PrmsiteClient(live_api_server.url, worker_token, backoff_initial=0.01) as client:
+        ids = [client.post_rollout(rollout_body()) for _ in range(7)]
+        taken = ProcessRewardLabel.objects.create(
+            rollout_id=ids[3], prm_version="prm-v1", prm_output=[0.5, 0.5], worker="someone-else"
+        )
+        seen = counting_requests(client, live_api_server.url)
+        summary = label_loop(FakeScorer(), client, _settings(batch_size=4, claim_size=8, post_threads=1),
+                             stop=threading.Event())  # fmt: skip
+        assert client.label_batches is not older_server
+    assert (summary.claimed, summary.labelled, summary.skipped, summary.ended_by) == (6, 6, 0, "idle")
+    labels = ProcessRewardLabel.objects.filter(prm_version="prm-v1")
+    assert sorted(labels.values_list("rollout_id", flat=True)) == sorted(ids)
+    assert labels.get(rollout_id=ids[3]).pk == taken.pk
+    assert all(list(label.prm_output) == [0.1, 0.2] for label in labels.exclude(pk=taken.pk))
+    posts = [request for request in seen if request.startswith("POST /process_reward_label")]
+    if older_server:
+        assert posts == ["POST /process_reward_label/batch"] + ["POST /process_reward_label"] * 6
+    else:
+        assert posts == ["POST /process_reward_label/batch"] * 2  # a scored batch of 4, then of 2

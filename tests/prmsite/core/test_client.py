@@ -239,3 +239,136 @@ def test_client_releases_what_it_claimed(live_client):
 def test_client_reads_many_rollouts_by_id_in_several_requests(live_client):
     ids = [make_rollout(example=f"e{i}").pk for i in range(KEYS_PER_REQUEST + 3)]
     assert [r["id"] for r in live_client.get_rollouts_by_ids(ids[::-1])] == ids[::-1]
+
+
+# --- labels in batches --------------------------------------------------------------------------------------------
+
+
+def test_client_posts_labels_in_batches_and_answers_in_order(live_client, live_api_server):
+    rollouts = [make_rollout() for _ in range(5)]
+    make_label(rollouts[3], "v1", worker="someone-else")
+    labels = [{"rollout_id": r.pk, "prm_output": [0.5, 0.5], "prm_version": "v1", "worker": "gpu-0"} for r in rollouts]
+    labels.append({**labels[0]})  # the same label again: the same id
+    labels.append({**labels[1], "prm_output": [0.1]})  # wrong length
+    requests_seen = []
+    send = live_client.session.request
+
+    def counted(method, url, **kwargs):
+        requests_seen.append((method, url.removeprefix(live_api_server.url)))
+        return send(method, url, **kwargs)
+
+    live_client.session.request = counted
+    results = live_client.post_process_reward_labels(labels, batch_size=3)
+    assert requests_seen == [("POST", "/process_reward_label/batch")] * 3
+    stored = {label.rollout_id: label.pk for label in ProcessRewardLabel.objects.filter(worker="gpu-0")}
+    assert [results[i] for i in (0, 1, 2, 4)] == [{"id": stored[rollouts[i].pk]} for i in (0, 1, 2, 4)]
+    assert results[3]["status"] == 409 and results[3]["code"] == "already_labelled"
+    assert results[5] == {"id": stored[rollouts[0].pk]}
+    assert results[6]["status"] == 422
+    assert live_client.label_batches is True
+    assert live_client.post_process_reward_labels([]) == []
+
+
+def test_label_batches_are_cut_by_bytes_too(live_client):
+    rollout = make_rollout(reasoning=["a"])
+    labels = [
+        {
+            "rollout_id": rollout.pk,
+            "prm_output": [1],
+            "prm_version": "v1",
+            "worker": f"w{i}",
+            "explanations": ["x" * 900],
+        }
+        for i in range(4)
+    ]
+    bodies = []
+    send = live_client.session.request
+
+    def counted(method, url, **kwargs):
+        bodies.append(kwargs["json"])
+        return send(method, url, **kwargs)
+
+    live_client.session.request = counted
+    results = live_client.post_process_reward_labels(labels, max_bytes=2000)
+    assert [len(body["labels"]) for body in bodies] == [2, 2]
+    assert results[0] == {"id": ProcessRewardLabel.objects.get(worker="w0").pk}
+    assert [r.get("code") for r in results[1:]] == ["already_labelled"] * 3
+
+
+def label_batch_script(single_answers: dict[int, tuple[int, object]]):
+    """A server without POST /process_reward_label/batch (404 there, as an older prmsite answers); single posts are
+    answered from ``single_answers`` by rollout id."""
+
+    def script(n, handler):
+        if handler.path == "/process_reward_label/batch":
+            return 404, {"detail": "Not found.", "code": "not_found"}
+        return single_answers[last_body[-1]["rollout_id"]]
+
+    last_body: list = []
+    return script, last_body
+
+
+def test_against_an_older_server_labels_go_one_by_one_with_the_same_result_shape():
+    conflict = {"detail": "already", "code": "already_labelled", "id": 3}
+    unknown = {"detail": "No rollout with id 2.", "code": "not_found", "rollout_id": 2}
+    script, bodies = label_batch_script({1: (200, 11), 2: (404, unknown), 3: (409, conflict), 4: (200, 14)})
+    labels = [{"rollout_id": i, "prm_output": [1], "prm_version": "v", "worker": "w"} for i in (1, 2, 3)]
+    with scripted_server(script, bodies=bodies) as (url, calls):
+        client = fast_client(url)
+        results = client.post_process_reward_labels(labels)
+        assert results == [{"id": 11}, {**unknown, "status": 404}, {**conflict, "status": 409}]
+        assert client.label_batches is False
+        # Remembered: the next labels go one by one without asking for the batch path again.
+        assert client.post_process_reward_labels([{**labels[0], "rollout_id": 4}]) == [{"id": 14}]
+    assert calls == [
+        "POST /process_reward_label/batch",
+        *["POST /process_reward_label"] * 4,
+    ]
+
+
+def test_single_posts_raise_what_a_batch_would_raise():
+    script, bodies = label_batch_script({1: (403, {"detail": "no", "code": "permission_denied"})})
+    with (
+        scripted_server(script, bodies=bodies) as (url, _calls),
+        pytest.raises(PrmsiteAPIError) as caught,
+    ):
+        fast_client(url).post_process_reward_labels([{"rollout_id": 1, "prm_output": [1]}])
+    assert caught.value.status_code == 403
+    # A 404 without a rollout id is the path's: the base URL is wrong, not the label.
+    script, bodies = label_batch_script({1: (404, {"detail": "Not found.", "code": "not_found"})})
+    with scripted_server(script, bodies=bodies) as (url, _calls), pytest.raises(PrmsiteAPIError):
+        fast_client(url).post_process_reward_labels([{"rollout_id": 1, "prm_output": [1]}])
+
+
+def test_a_label_batch_is_retried_after_a_5xx_and_split_when_refused_for_its_size():
+    sizes: list[int] = []
+
+    def script(n, handler):
+        labels = bodies[-1]["labels"]
+        sizes.append(len(labels))
+        if n == 0:
+            return 503, {"detail": "busy"}
+        if len(labels) > 2:
+            return 400, {"detail": "At most 2 labels per batch.", "code": "invalid"}
+        return 200, {"results": [{"id": label["rollout_id"]} for label in labels]}
+
+    bodies: list = []
+    labels = [{"rollout_id": i, "prm_output": [1], "prm_version": "v", "worker": "w"} for i in range(1, 6)]
+    with scripted_server(script, bodies=bodies) as (url, _calls):
+        results = fast_client(url).post_process_reward_labels(labels)
+    assert results == [{"id": i} for i in range(1, 6)]
+    assert sizes == [5, 5, 2, 3, 1, 2]
+
+
+def test_a_lone_label_refused_whole_is_answered_as_its_refusal():
+    def script(n, handler):
+        labels = bodies[-1]["labels"]
+        if any(label["rollout_id"] == 2 for label in labels):
+            return 413, {"detail": "too large", "code": "too_large"}
+        return 200, {"results": [{"id": label["rollout_id"]} for label in labels]}
+
+    bodies: list = []
+    with scripted_server(script, bodies=bodies) as (url, _calls):
+        results = fast_client(url).post_process_reward_labels([{"rollout_id": i} for i in (1, 2, 3)])
+    assert results == [{"id": 1}, {"detail": "too large", "code": "too_large", "status": 413}, {"id": 3}]
+    assert [len(body["labels"]) for body in bodies] == [3, 1, 2, 1, 1]

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from adapters.prm.synthetic import MARKER_VALUES, synthetic_rows
-from prmsite.core.client import PrmsiteAPIError
+from prmsite.core.client import PrmsiteAPIError, PrmsiteClient
 from rollouts.models import ProcessRewardLabel, Rollout, RolloutCheckout
 from rollouts.worker.ai_labeller import AILabelWorker, LabellerOptions, spool_folder
 from rollouts.worker.llm import SamplingParams
@@ -260,14 +260,14 @@ def test_structured_output_modes_system_prompt_and_a_template_file(live_api_serv
 
 
 class ScriptedClient:
-    """Answers each post with the next scripted outcome: an id, or an exception to raise."""
+    """Answers each batch of labels with the next scripted outcome: its results, or an exception to raise."""
 
     def __init__(self, *outcomes) -> None:
         self.outcomes = list(outcomes)
-        self.posted: list[dict] = []
+        self.posted: list[list[dict]] = []
 
-    def post_process_reward_label(self, payload: dict) -> int:
-        self.posted.append(payload)
+    def post_process_reward_labels(self, payloads: list[dict]) -> list[dict]:
+        self.posted.append(payloads)
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -284,14 +284,71 @@ def test_posting_labels_maps_each_answer_of_the_server_to_an_outcome():
                                            webserver_url="http://server", webserver_token="t",
                                            labelling_scheme_version=SCHEME, show_bar=False))  # fmt: skip
     records = [SpoolRecord(key=str(i), payload={"rollout_id": i}) for i in range(3)]
-    worker.sender_api = ScriptedClient(7, api_error(409, "already_labelled"), api_error(400))
+    conflict = {"detail": "no", "code": "already_labelled", "id": 3, "status": 409}
+    invalid = {"detail": "no", "code": "invalid", "status": 400, "errors": {"worker": ["Required."]}}
+    worker.sender_api = ScriptedClient([{"id": 7}, conflict, invalid])
     outcomes = asyncio.run(worker.send_batch(records))
-    assert outcomes == [Sent(7), Skipped("already_labelled"), Refused({"detail": "no"})]
+    assert outcomes == [Sent(7), Skipped("already_labelled"), Refused(invalid)]
+    assert worker.sender_api.posted == [[{"rollout_id": 0}, {"rollout_id": 1}, {"rollout_id": 2}]]  # one batch
     # A server that fails or cannot be reached: the whole batch waits in the spool (posting again is idempotent).
     for failure in (api_error(503), requests.ConnectionError("refused"), api_error(429)):
-        worker.sender_api = ScriptedClient(8, failure)
+        worker.sender_api = ScriptedClient(failure)
         with pytest.raises(ServerUnavailableError):
             asyncio.run(worker.send_batch(records[:2]))
     worker.sender_api = ScriptedClient(api_error(401))
     with pytest.raises(PrmsiteAPIError):  # a bad token stops the sender: the worker fails with one line
         asyncio.run(worker.send_batch(records[:1]))
+
+
+def test_a_batch_whose_answer_was_lost_is_sent_again_and_stored_once(live_api_server, worker_token):
+    rollouts = synthetic_rollouts(3)
+    worker = AILabelWorker(LabellerOptions(openai_base_url="http://judge/v1", openai_api_key="x",
+                                           webserver_url=live_api_server.url, webserver_token=worker_token,
+                                           labelling_scheme_version=SCHEME, show_bar=False))  # fmt: skip
+    client = PrmsiteClient(live_api_server.url, worker_token, max_attempts=1)
+    send = client.session.request
+    lost: list[str] = []
+
+    def answer_lost_once(method, url, **kwargs):
+        response = send(method, url, **kwargs)  # the server stored the batch ...
+        if not lost:
+            lost.append(url)
+            raise requests.ConnectionError("connection reset")  # ... and the answer never arrived
+        return response
+
+    client.session.request = answer_lost_once
+    worker.sender_api = client
+    records = [
+        SpoolRecord(
+            key=str(r.pk),
+            payload={
+                "rollout_id": r.pk,
+                "prm_output": expected_codes(r),
+                "prm_version": SCHEME,
+                "worker": "judge-1",
+                "explanations": None,
+            },
+        )
+        for r in rollouts
+    ]
+    with pytest.raises(ServerUnavailableError):  # the sender keeps the records in the spool and tries again
+        asyncio.run(worker.send_batch(records))
+    assert lost == [f"{live_api_server.url}/process_reward_label/batch"]
+    outcomes = asyncio.run(worker.send_batch(records))
+    stored = {label.rollout_id: label.pk for label in ProcessRewardLabel.objects.filter(prm_version=SCHEME)}
+    assert outcomes == [Sent(stored[r.pk]) for r in rollouts]
+    assert len(stored) == 3 and ProcessRewardLabel.objects.count() == 3
+
+
+def test_against_an_older_server_the_labels_go_one_by_one(live_api_server, worker_token, stub, tmp_path, settings):
+    settings.ROOT_URLCONF = "tests.older_server_urls"  # no POST /process_reward_label/batch there
+    rollouts = synthetic_rollouts(3)
+    make_label(rollouts[2], SCHEME, worker="person", prm_output=[1] * len(rollouts[2].reasoning))
+    stub.reply = judge_reply
+    summary = label(options(live_api_server, worker_token, stub, tmp_path))
+    assert summary["status"] == "completed"
+    assert (summary["results"], summary["sent"], summary["skipped"], summary["refused"]) == (2, 2, 0, 0)
+    stored = {label.rollout_id: label for label in ProcessRewardLabel.objects.filter(prm_version=SCHEME)}
+    assert set(stored) == {r.pk for r in rollouts}
+    assert [stored[r.pk].prm_output for r in rollouts[:2]] == [expected_codes(r) for r in rollouts[:2]]
+    assert live_leases() == 0
