@@ -29,10 +29,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from forests.growth.plan import search_save, tree_branch
-from forests.growth.policies import STAGE_OMEGA, OmegaSearch, omega_record, tree_budget
+from forests.growth.policies import STAGE_OMEGA, tree_budget
 from forests.growth.selectors import forest_true_counts, growth_options_of, tree_queued, tree_true_counts
 from forests.models import ErrorSearch, Expansion, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally, text_sha256
 from prmsite.core.errors import UnprocessableError
+from prmsite.core.growth import OmegaSearch, omega_record
 from rollouts.models import Rollout
 
 EXPANSION_NOT_IN_FOREST = "Expansion {expansion_id} belongs to another forest than {name!r}."

@@ -29,11 +29,9 @@ from forests.growth.policies import (
     Expand,
     GrowthOptions,
     GrowthOptionsError,
-    OmegaSearch,
     branching_wanted,
     chunk_counts,
     mc_plan,
-    omega_start,
     repeats_needed,
     tree_budget,
     wrong_rollouts,
@@ -42,6 +40,7 @@ from forests.growth.selectors import growth_options_of, tree_queued, tree_snapsh
 from forests.models import ErrorSearch, Expansion, Forest, GrowthPlan, Node, TreeTally
 from forests.selectors import forest_get
 from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
+from prmsite.core.growth import OmegaSearch, omega_start
 
 NO_PLAN = "Forest {name!r} has no growth plan yet: PUT /forest/{name}/growth first (rollout_worker does)."
 PLAN_CONFLICT = (

@@ -19,7 +19,8 @@ decisions):
      the middle with ``completions_per_step`` generations from it: any correct one moves ``lo`` up, none moves ``hi``
      down. Cost: ``completions_per_step x ceil(log2 L)`` generations per wrong rollout instead of
      ``completions_per_step x L`` for ``mc``; probes whose node already has a correct rollout through it cost
-     nothing. A tree without any correct rollout has no step to anchor ``lo`` on and is not searched.
+     nothing. A tree without any correct rollout has no step to anchor ``lo`` on and is not searched. The search
+     itself (``OmegaSearch``, ``omega_start``, ``omega_record``) is ``prmsite.core.growth``.
 
 Options: ``skip_uniform`` leaves trees whose first ``num_repeats`` rollouts are all right or all wrong unbranched
 (they teach a PRM nothing); ``max_children_per_node`` stops branching at nodes that already have that many children;
@@ -29,7 +30,6 @@ Options: ``skip_uniform`` leaves trees whose first ``num_repeats`` rollouts are 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -250,75 +250,6 @@ def mc_plan(snapshot: TreeSnapshot, options: GrowthOptions, *, budget: int | Non
         if budget is not None and budget <= 0:
             break
     return wanted
-
-
-# --- omega: the binary search of OmegaPRM ----------------------------------------------------------------------------
-
-
-@dataclass
-class OmegaSearch:
-    """The search for the first wrong step of one wrong rollout, over ``path`` (root first, the wrong leaf last).
-
-    Invariant while searching: step ``lo`` has a correct continuation (``lo`` 0 is the root, and the tree has a
-    correct rollout), step ``hi`` has none (at first the wrong leaf itself). ``probe`` is the depth being sampled.
-    ``first_error`` is the depth of the first wrong step once found (``None``: the path has no such step: a
-    continuation of its very last step reached the right answer).
-    """
-
-    path: list[int]
-    lo: int = 0
-    hi: int = 0
-    probe: int | None = None
-    done: bool = False
-    first_error: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def omega_start(path: Sequence[int], through: Mapping[int, tuple[int, int]]) -> OmegaSearch:
-    """A search over ``path`` (a wrong rollout's nodes, root first), advanced as far as what is already known allows:
-    a step with a correct rollout through it has a correct continuation."""
-    path = list(path)
-    known_positive = [i for i, node_id in enumerate(path) if through.get(node_id, (0, 0))[1] > 0]
-    search = OmegaSearch(path=path, lo=max(known_positive, default=0), hi=len(path) - 1)
-    return _omega_advance(search, through)
-
-
-def omega_record(
-    search: OmegaSearch, *, positive: bool, through: Mapping[int, tuple[int, int]] | None = None
-) -> OmegaSearch:
-    """The search after its probe was answered: ``positive`` when some completion from the probe was correct."""
-    if search.done or search.probe is None:
-        return search
-    if positive:
-        search.lo = search.probe
-    else:
-        search.hi = search.probe
-    search.probe = None
-    return _omega_advance(search, through or {})
-
-
-def _omega_advance(search: OmegaSearch, through: Mapping[int, tuple[int, int]]) -> OmegaSearch:
-    while True:
-        if search.lo >= search.hi:
-            # A continuation of the wrong leaf itself reached the right answer: no first wrong step on this path.
-            search.done, search.first_error, search.probe = True, None, None
-            return search
-        if search.hi - search.lo == 1:
-            search.done, search.first_error, search.probe = True, search.hi, None
-            return search
-        mid = (search.lo + search.hi) // 2
-        if through.get(search.path[mid], (0, 0))[1] > 0:
-            search.lo = mid  # known already: a correct rollout passes through this step
-            continue
-        search.probe = mid
-        return search
-
-
-def omega_probes_max(steps: int) -> int:
-    """Most probes one search makes over a rollout of ``steps`` steps: ``ceil(log2 steps)``."""
-    return max(0, math.ceil(math.log2(steps))) if steps > 1 else 0
 
 
 def wrong_rollouts(snapshot: TreeSnapshot) -> list[TreeRollout]:
