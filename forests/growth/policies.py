@@ -4,7 +4,8 @@ A forest grows in two stages per tree (``forests.growth.plan``, ``queue`` and ``
 decisions):
 
 1. **repeats** — every root gets ``num_repeats`` complete rollouts (generations from the prompt).
-2. **branching**, once a tree has its ``num_repeats`` rollouts (policy ``mc`` or ``omega``; ``repeats`` stops at 1):
+2. **branching**, once a tree has its ``num_repeats`` rollouts (policy ``mc``, ``omega`` or ``adaptive``; ``repeats``
+   stops at 1):
 
    - ``mc`` (Math-Shepherd): every non-leaf node on the tree's paths at that moment, down to ``max_branch_depth``,
      gets at least ``completions_per_step`` rollouts through it, counting the ones it already has; the missing ones
@@ -21,6 +22,14 @@ decisions):
      ``completions_per_step x L`` for ``mc``; probes whose node already has a correct rollout through it cost
      nothing. A tree without any correct rollout has no step to anchor ``lo`` on and is not searched. The search
      itself (``OmegaSearch``, ``omega_start``, ``omega_record``) is ``prmsite.core.growth``.
+   - ``adaptive``: the steps of the tree's base paths (its first ``num_repeats`` rollouts) get completions in rounds
+     of ``round_size``, each step until its label is decided for ``estimate`` (hard: a correct completion, or
+     ``max_completions_per_step`` rollouts through it without one; soft: a Wilson interval narrower than
+     ``precision``), the step whose label one more completion is most likely to change first. The rules and the
+     order are ``prmsite.core.adaptive``; ``forests.growth.bookkeeping`` asks for the next round of a step when its
+     last one is answered and drops what is asked of a step once it is decided. Cost: at most
+     ``max_completions_per_step`` rollouts through a step; a step a correct rollout passes through costs nothing
+     (hard).
 
 Options: ``skip_uniform`` leaves trees whose first ``num_repeats`` rollouts are all right or all wrong unbranched
 (they teach a PRM nothing); ``max_children_per_node`` stops branching at nodes that already have that many children;
@@ -34,12 +43,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from prmsite.core.adaptive import (
+    DEFAULT_ESTIMATE,
+    DEFAULT_MAX_COMPLETIONS,
+    DEFAULT_PRECISION,
+    DEFAULT_ROUND_SIZE,
+    AdaptiveRule,
+    StepState,
+    tree_steps,
+)
 from prmsite.core.growth import DEFAULT_POLICY, POLICIES, POLICY_REPEATS
 
 STAGE_REPEATS = "repeats"
 STAGE_MC = "mc"
 STAGE_OMEGA = "omega"
-STAGES = (STAGE_REPEATS, STAGE_MC, STAGE_OMEGA)
+STAGE_ADAPTIVE = "adaptive"
+STAGES = (STAGE_REPEATS, STAGE_MC, STAGE_OMEGA, STAGE_ADAPTIVE)
 
 DEFAULT_NUM_REPEATS = 4
 DEFAULT_COMPLETIONS_PER_STEP = 8
@@ -69,6 +88,11 @@ class GrowthOptions:
     max_children_per_node: int | None = None
     max_rollouts_per_tree: int | None = None
     max_forest_tokens: int | None = None
+    # adaptive only (prmsite.core.adaptive)
+    estimate: str = DEFAULT_ESTIMATE
+    precision: float = DEFAULT_PRECISION
+    max_completions_per_step: int = DEFAULT_MAX_COMPLETIONS
+    round_size: int = DEFAULT_ROUND_SIZE
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -85,6 +109,19 @@ class GrowthOptions:
             raise GrowthOptionsError(f"skip_uniform must be true or false, got {self.skip_uniform!r}")
         for name in ("max_branch_depth", "max_children_per_node", "max_rollouts_per_tree", "max_forest_tokens"):
             _positive_or_none(name, getattr(self, name))
+        try:
+            self.adaptive_rule()
+        except ValueError as exc:
+            raise GrowthOptionsError(str(exc).replace("max_completions", "max_completions_per_step")) from exc
+
+    def adaptive_rule(self) -> AdaptiveRule:
+        """The adaptive policy's stopping rule and service order, from these options."""
+        return AdaptiveRule(
+            estimate=self.estimate,
+            precision=self.precision,
+            max_completions=self.max_completions_per_step,
+            round_size=self.round_size,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GrowthOptions:
@@ -250,6 +287,31 @@ def mc_plan(snapshot: TreeSnapshot, options: GrowthOptions, *, budget: int | Non
         if budget is not None and budget <= 0:
             break
     return wanted
+
+
+# --- adaptive --------------------------------------------------------------------------------------------------------
+
+
+def adaptive_steps(
+    snapshot: TreeSnapshot, options: GrowthOptions, *, pending: Mapping[int, int] | None = None
+) -> list[StepState]:
+    """The steps of a tree the adaptive policy looks after: the non-leaf nodes of the paths of its first
+    ``num_repeats`` rollouts (its base paths; down to ``max_branch_depth``; nodes with ``max_children_per_node``
+    children are left alone unless something is still asked of them), with their evidence and what is still asked of
+    them (``pending``: rollouts per node)."""
+    pending = dict(pending or {})
+    base = snapshot.rollouts[: max(1, options.num_repeats)]
+    parents = {node.id for node in snapshot.nodes if snapshot.children(node.id) > 0}
+    if options.max_children_per_node is not None:
+        cap = options.max_children_per_node
+        parents = {n for n in parents if snapshot.children(n) < cap or pending.get(n)}
+    return tree_steps(
+        base_paths=[snapshot.path(r.leaf_id) for r in base],
+        through=snapshot.through(),
+        has_children=parents,
+        pending=pending,
+        max_depth=options.max_branch_depth,
+    )
 
 
 def wrong_rollouts(snapshot: TreeSnapshot) -> list[TreeRollout]:
