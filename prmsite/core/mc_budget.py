@@ -6,8 +6,9 @@ The replay
 A tree is its nodes and its rollouts, oldest first. Each rollout is taken to be a completion of the deepest node of
 its path that an older rollout of the tree already passed through (its *origin*: the root for a first rollout; the
 node it was generated from for a grown one, since a completion writes new steps after its prefix). The *base* of a
-tree is its first ``num_repeats`` rollouts from the root (what the repeats stage grows); the steps judged are the
-steps of the base paths (every node below the root, the last one included).
+tree is its first ``num_repeats`` rollouts (what the repeats stage grows before any branching; base rollouts that
+share first steps are still base, not completions); the steps judged are the steps of the base paths (every node
+below the root, the last one included).
 
 A policy replayed on a tree starts from the base and asks for completions of nodes as the policy would; a request is
 answered by the next rollout (oldest first) whose origin is that node, and goes unanswered when the forest has no
@@ -131,6 +132,7 @@ class _Tree:
         self.rollouts = list(tree.rollouts)
         self.paths = [self._path(r.leaf_id) for r in self.rollouts]
         self.pools: dict[int, list[int]] = {}
+        self.base = list(range(min(len(self.rollouts), max(1, num_repeats))))
         seen = {tree.root_id}
         for index, path in enumerate(self.paths):
             origin = tree.root_id
@@ -138,8 +140,8 @@ class _Tree:
                 if node_id in seen:
                     origin = node_id
             seen.update(path)
-            self.pools.setdefault(origin, []).append(index)
-        self.base = self.pools.get(tree.root_id, [])[: max(1, num_repeats)]
+            if index >= len(self.base):
+                self.pools.setdefault(origin, []).append(index)
         self.base_paths = [self.paths[i] for i in self.base]
         self.parents = {node_id for path in self.base_paths for node_id in path[:-1]}
         self.full = _Revealed(self)
