@@ -194,3 +194,11 @@ def test_concurrent_workers_keep_every_step_within_its_cap_and_count_nothing_twi
     assert per_expansion and all(n <= asked[expansion_id] for expansion_id, n in per_expansion.items())
     assert RolloutGrowth.objects.count() == Rollout.objects.count()
     assert claim(forest).done
+
+
+def test_the_forest_page_says_how_the_adaptive_policy_grows_it(staff_client):
+    forest, _ = seed("adaptive-page", roots=1)
+    plan(forest, policy="adaptive", estimate="soft", precision=0.3, max_completions_per_step=12, round_size=3)
+    page = staff_client.get(f"/forests/{forest.name}/").content.decode()
+    assert "soft labels from up to 12 completions per step in rounds of 3" in page
+    assert "narrower than 0.3" in page
