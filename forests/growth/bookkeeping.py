@@ -176,6 +176,8 @@ def rollouts_account_many(*, rollouts: Sequence[Rollout], root_ids: Sequence[int
             and tally.rollouts >= max(1, options.num_repeats)
         ):
             tree_branch(forest_id=forest_id, plan=plan, options=options, tally=tally, now=now)
+        elif plan is not None and options.policy == STAGE_ADAPTIVE and tally.branched_version == plan.version:
+            adaptive_round(forest_id=forest_id, plan=plan, options=options, root_id=root_id, now=now)
     totals = [sum(values[position] for values in per_tree.values()) for position in range(4)]
     _forest_tally_add(
         forest_id=forest_id,

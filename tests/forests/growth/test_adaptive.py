@@ -202,3 +202,27 @@ def test_the_forest_page_says_how_the_adaptive_policy_grows_it(staff_client):
     page = staff_client.get(f"/forests/{forest.name}/").content.decode()
     assert "soft labels from up to 12 completions per step in rounds of 3" in page
     assert "narrower than 0.3" in page
+
+
+def test_a_bulk_import_into_a_branched_tree_decides_its_steps_too():
+    from django.db import transaction
+
+    from forests.intake import receive_rollouts_bulk
+
+    forest, _ = seed("adaptive-bulk", roots=1)
+    plan(forest, policy="adaptive", num_repeats=2, max_completions_per_step=6)
+    _grown(forest)
+    assert Expansion.objects.filter(stage="adaptive").count() == 1  # "Step 2: c." is served
+    (served,) = claim(forest).expansions
+    imported = {
+        "model": "m",
+        "example": served.prompt,
+        "reasoning": [*served.prefix, "Step 3: imported. ", "code: 1"],
+        "prediction": 1,
+        "ground_truth": served.ground_truth,
+        "worker": "import",
+    }
+    with transaction.atomic():
+        receive_rollouts_bulk([imported], forest_name=forest.name)
+    # A correct rollout now passes through the step: decided good, its round is no longer asked for.
+    assert not Expansion.objects.exists()
