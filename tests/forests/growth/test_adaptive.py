@@ -226,3 +226,14 @@ def test_a_bulk_import_into_a_branched_tree_decides_its_steps_too():
         receive_rollouts_bulk([imported], forest_name=forest.name)
     # A correct rollout now passes through the step: decided good, its round is no longer asked for.
     assert not Expansion.objects.exists()
+
+
+def test_the_queue_serves_a_trees_steps_in_the_policys_order():
+    forest, _ = seed("adaptive-order", roots=1)
+    plan(forest, policy="adaptive", num_repeats=3, max_completions_per_step=4)
+    wrong_elsewhere = ["Step 1: x. ", "Step 2: y. ", "Step 3: z. ", "code: 0"]
+    _grown(forest, repeats=(GOOD, WRONG, wrong_elsewhere))
+    served = [e.prefix[-1] for e in claim(forest).expansions]
+    # Every step has 1 trial and no success (the same expected change, 1/3); then nearest the first error: "c" and
+    # "x" are 1 step below the deepest step known good ("a", or the root), "y" 2, "z" 3; then shallow first.
+    assert served == ["Step 1: x. ", "Step 2: c. ", "Step 2: y. ", "Step 3: z. "]
