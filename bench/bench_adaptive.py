@@ -11,8 +11,9 @@
 2. Claim latency under the adaptive policy against forest size: the median time of one claim (service call, limit 1)
    of a forest grown with ``policy=adaptive`` whose every tree has its adaptive expansions queued, in a forest of
    ``BENCH_BIG_NODES`` nodes (default 1,000,000: 100,000 trees of 10 nodes) as a ratio to the same in a forest of 1,000
-   nodes, ``BENCH_LATENCY_CLAIMS`` claims each (default 400); SQLite and PostgreSQL (database
-   ``prmsite_adaptive_bench`` on ``BENCH_PG_URL``, dropped at the end). ``BENCH_SHORT=1``: 100,000 nodes.
+   nodes, ``BENCH_LATENCY_CLAIMS`` claims each (default 400, alternating between the forests); SQLite and
+   PostgreSQL (database ``prmsite_adaptive_bench`` on ``BENCH_PG_URL``, dropped at the end; ``BENCH_ADAPTIVE_PG=0``
+   skips it). ``BENCH_SHORT=1``: 100,000 nodes.
 
 The simulated trees: a question is solved with probability ``q`` (uniform in 0.1..0.9); a tree has 4 base rollouts of
 ``L`` steps (4..8); a wrong one has its first error at a uniform step ``e``; a completion from step ``d`` is right
@@ -191,20 +192,23 @@ def latency() -> None:
     from forests.growth.queue import expansion_claim
     from forests.models import Node
 
-    result = {}
-    for name in ("small", "big"):
-        times = []
-        for _ in range(LATENCY_CLAIMS):
+    # Claims alternate between the two forests, so that a load that changes on a shared machine weighs on both alike.
+    times: dict[str, list[float]] = {"small": [], "big": []}
+    for _ in range(LATENCY_CLAIMS):
+        for name in ("small", "big"):
             started = time.perf_counter()
             got = expansion_claim(forest_name=name, claimed_by="bench", now=timezone.now(), limit=1).expansions
-            times.append(time.perf_counter() - started)
+            times[name].append(time.perf_counter() - started)
             if not got or got[0].stage != "adaptive":
                 raise RuntimeError(f"claim in {name} handed out {got!r}, not an adaptive expansion")
-        result[name] = {
+    result = {
+        name: {
             "nodes": Node.objects.filter(forest__name=name).count(),
-            "median_ms": statistics.median(times) * 1000,
-            "p90_ms": statistics.quantiles(times, n=10)[-1] * 1000,
+            "median_ms": statistics.median(times[name]) * 1000,
+            "p90_ms": statistics.quantiles(times[name], n=10)[-1] * 1000,
         }
+        for name in ("small", "big")
+    }
     print(json.dumps(result))
 
 
