@@ -13,7 +13,7 @@
    ``BENCH_BIG_NODES`` nodes (default 1,000,000: 100,000 trees of 10 nodes) as a ratio to the same in a forest of 1,000
    nodes, ``BENCH_LATENCY_CLAIMS`` claims each (default 400, alternating between the forests); SQLite and
    PostgreSQL (database ``prmsite_adaptive_bench`` on ``BENCH_PG_URL``, dropped at the end; ``BENCH_ADAPTIVE_PG=0``
-   skips it). ``BENCH_SHORT=1``: 100,000 nodes.
+   or ``BENCH_ADAPTIVE_SQLITE=0`` skips one). ``BENCH_SHORT=1``: 100,000 nodes.
 
 The simulated trees: a question is solved with probability ``q`` (uniform in 0.1..0.9); a tree has 4 base rollouts of
 ``L`` steps (4..8); a wrong one has its first error at a uniform step ``e``; a completion from step ``d`` is right
@@ -235,8 +235,9 @@ def latency_row(label: str, database_url: str, env_base: dict[str, str]) -> str:
 def main() -> int:
     env_base = {**os.environ, "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0", "PYTHONPATH": str(ROOT)}
     rows = labels_rows()
-    with tempfile.TemporaryDirectory(prefix="prmsite-bench-adaptive-") as folder:
-        rows.append(latency_row("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base))
+    if os.environ.get("BENCH_ADAPTIVE_SQLITE", "1") == "1":
+        with tempfile.TemporaryDirectory(prefix="prmsite-bench-adaptive-") as folder:
+            rows.append(latency_row("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base))
     if os.environ.get("BENCH_ADAPTIVE_PG", "1") == "1":
         try:
             pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
