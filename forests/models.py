@@ -204,7 +204,7 @@ class Expansion(models.Model):
     handed out ``GROWTH_MAX_ATTEMPTS`` times without being answered is given up (``available_at`` far in the future).
     """
 
-    STAGES = [("repeats", "repeats"), ("mc", "mc"), ("omega", "omega")]
+    STAGES = [("repeats", "repeats"), ("mc", "mc"), ("omega", "omega"), ("adaptive", "adaptive")]
 
     forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+")
     tree = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")

@@ -5,8 +5,11 @@ Design note
 - **Bookkeeping as rollouts arrive.** Every rollout posted into a forest (``forests.intake``) updates its tree's and
   forest's tallies (``TreeTally``, ``ForestTally``), answers its expansion (``count`` down; deleted at 0) and, when its
   tree reaches ``num_repeats`` rollouts, queues the tree's branching stage (mc or omega) from a snapshot of that one
-  tree. An omega probe's answers move its search (``ErrorSearch``) and queue the next probe. A ``RolloutGrowth`` row
-  per rollout makes all of this happen once per rollout, even when the same rollout is posted twice.
+  tree. An omega probe's answers move its search (``ErrorSearch``) and queue the next probe. In a tree branched
+  under the ``adaptive`` policy every arrival decides the tree's steps again (``forests.growth.plan.adaptive_round``):
+  what is asked of a step decided meanwhile is dropped, and a step whose round is all answered gets its next one.
+  A ``RolloutGrowth`` row per rollout makes all of this happen once per rollout, even when the same rollout is
+  posted twice.
 - **Who answers.** An answer counts against its expansion only when the caller holds it and it still asks for
   answers: the statement that counts it down names the holder and the count it expects, so of concurrent answers at
   most ``count`` pass. Any other answer — a lease that expired and went to another worker, an expansion answered in
@@ -14,8 +17,10 @@ Design note
   it is stored and tallied like a rollout posted without ``expansion_id``, and counts against no expansion. Nothing a
   worker generated is lost, and nobody can use up another worker's expansion.
 - **Locks (PostgreSQL).** An arrival takes, in this order: its expansion row, its tree tally, its search, the forest
-  tally (last, briefly). Nobody waits for the plan row while holding a tally, so there is no cycle with planning. On
-  SQLite every write transaction holds the database lock from its start (``BEGIN IMMEDIATE``).
+  tally (last, briefly); an answer to an ``adaptive`` expansion takes its tree tally before its expansion row, since
+  the adaptive decider deletes expansions of its tree while holding the tally. Nobody waits for the plan row while
+  holding a tally, so there is no cycle with planning. On SQLite every write transaction holds the database lock
+  from its start (``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from forests.growth.plan import search_save, tree_branch
-from forests.growth.policies import STAGE_OMEGA, OmegaSearch, omega_record, tree_budget
+from forests.growth.plan import adaptive_round, search_save, tree_branch
+from forests.growth.policies import STAGE_ADAPTIVE, STAGE_OMEGA, tree_budget
 from forests.growth.selectors import forest_true_counts, growth_options_of, tree_queued, tree_true_counts
 from forests.models import ErrorSearch, Expansion, ForestTally, GrowthPlan, Node, RolloutGrowth, TreeTally, text_sha256
 from prmsite.core.errors import UnprocessableError
+from prmsite.core.growth import OmegaSearch, omega_record
 from rollouts.models import Rollout
 
 EXPANSION_NOT_IN_FOREST = "Expansion {expansion_id} belongs to another forest than {name!r}."
@@ -83,6 +89,12 @@ def rollout_account(
         return  # this rollout was counted when it was first posted
     # First of the rows an arrival locks (see the design note). An expansion whose count was used up since it was
     # read leaves the rollout unplanned, like any other answer that is not the caller's to count.
+    if expansion is not None and expansion.stage == STAGE_ADAPTIVE and connection.features.has_select_for_update:
+        # An adaptive answer takes its tree's tally before its expansion: whoever holds the tally and decides the
+        # tree's next rounds sees this answer either counted in full (rollout and count) or still asked for, never
+        # half, so no step is asked for more than max_completions_per_step; and the decider, deleting the expansions
+        # of steps decided meanwhile, never waits for an answer that waits for it (see the design note).
+        list(TreeTally.objects.select_for_update().filter(root_id=root_id).values_list("pk", flat=True))
     if expansion is not None and not _expansion_count_down(expansion=expansion, answered_by=answered_by):
         RolloutGrowth.objects.filter(pk=growth.pk).update(expansion_id=None, stage="")
         expansion = None
@@ -108,6 +120,9 @@ def rollout_account(
             and tally.rollouts >= max(1, options.num_repeats)
         ):
             tree_branch(forest_id=forest_id, plan=plan, options=options, tally=tally, now=now)
+        elif options.policy == STAGE_ADAPTIVE and tally.branched_version == plan.version:
+            # The tree's evidence changed: decide its steps again (its tally row is held: one arrival at a time).
+            adaptive_round(forest_id=forest_id, plan=plan, options=options, root_id=root_id, now=now)
     _forest_tally_add(
         forest_id=forest_id, correct=correct, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
@@ -170,6 +185,8 @@ def rollouts_account_many(
             and tally.rollouts >= max(1, options.num_repeats)
         ):
             tree_branch(forest_id=forest_id, plan=plan, options=options, tally=tally, now=now)
+        elif plan is not None and options.policy == STAGE_ADAPTIVE and tally.branched_version == plan.version:
+            adaptive_round(forest_id=forest_id, plan=plan, options=options, root_id=root_id, now=now)
     totals = [sum(values[position] for values in per_tree.values()) for position in range(4)]
     _forest_tally_add(
         forest_id=forest_id,

@@ -24,25 +24,33 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 
 from forests.growth.policies import (
+    STAGE_ADAPTIVE,
     STAGE_MC,
     STAGE_OMEGA,
     STAGE_REPEATS,
     Expand,
     GrowthOptions,
     GrowthOptionsError,
-    OmegaSearch,
+    adaptive_steps,
     branching_wanted,
     chunk_counts,
     mc_plan,
-    omega_start,
     repeats_needed,
     tree_budget,
     wrong_rollouts,
 )
-from forests.growth.selectors import growth_options_of, tree_queued, tree_snapshot, tree_true_counts
+from forests.growth.selectors import (
+    GIVEN_UP_AT,
+    growth_options_of,
+    tree_queued,
+    tree_snapshot,
+    tree_true_counts,
+)
 from forests.models import ErrorSearch, Expansion, Forest, GrowthPlan, Node, TreeTally
 from forests.selectors import forest_get
+from prmsite.core.adaptive import dropped, next_rounds
 from prmsite.core.errors import ApplicationError, ConflictError, NotFoundError
+from prmsite.core.growth import OmegaSearch, omega_start
 
 NO_PLAN = "Forest {name!r} has no growth plan yet: PUT /forest/{name}/growth first (rollout_worker does)."
 PLAN_CONFLICT = (
@@ -237,6 +245,8 @@ def tree_branch(*, forest_id: int, plan: GrowthPlan, options: GrowthOptions, tal
                 )
         Expansion.objects.bulk_create(rows)
         return len(rows)
+    if options.policy == STAGE_ADAPTIVE:
+        return adaptive_round(forest_id=forest_id, plan=plan, options=options, root_id=tally.root_id, now=now)
     if options.policy == STAGE_OMEGA:
         if not any(r.correct for r in snapshot.rollouts):
             return 0  # no step has a known correct continuation to anchor the search on
@@ -258,6 +268,42 @@ def tree_branch(*, forest_id: int, plan: GrowthPlan, options: GrowthOptions, tal
                 budget = max(0, budget - options.completions_per_step)
         return queued
     return 0
+
+
+def adaptive_round(*, forest_id: int, plan: GrowthPlan, options: GrowthOptions, root_id: int, now: datetime) -> int:
+    """The adaptive policy's next moves on a tree (its tally row is locked by the caller, so one arrival of the tree
+    at a time decides them): drop what is still asked of steps decided meanwhile, and queue the next round of every
+    undecided step that has nothing asked of it, in service order, within the tree's cap. Answer how many expansions
+    were queued. Reads the one tree (``tree_snapshot``) and its queued expansions; never the rest of the forest."""
+    queued_rows = Expansion.objects.filter(
+        tree_id=root_id, stage=STAGE_ADAPTIVE, plan_version=plan.version, available_at__lt=GIVEN_UP_AT
+    ).values_list("node_id", "count")
+    pending: dict[int, int] = {}
+    for node_id, count in queued_rows:
+        pending[node_id] = pending.get(node_id, 0) + count
+    snapshot = tree_snapshot(root_id=root_id)
+    rule = options.adaptive_rule()
+    steps = adaptive_steps(snapshot, options, pending=pending)
+    decided = dropped(rule, steps)
+    if decided:
+        # Answers in flight to these are stored as unplanned rollouts of the tree (see bookkeeping's design note).
+        Expansion.objects.filter(tree_id=root_id, stage=STAGE_ADAPTIVE, node_id__in=decided).delete()
+    budget = tree_budget(options=options, rollouts=len(snapshot.rollouts), queued=tree_queued(root_id=root_id))
+    rows: list[Expansion] = []
+    for node_id, count in next_rounds(rule, steps, budget=budget):
+        path = tuple(snapshot.path(node_id))
+        for piece in chunk_counts(count, settings.GROWTH_EXPANSION_MAX_COUNT):
+            rows.append(
+                expansion_row(
+                    forest_id=forest_id,
+                    root_id=root_id,
+                    step=Expand(node_id, path, piece, STAGE_ADAPTIVE),
+                    version=plan.version,
+                    now=now,
+                )
+            )
+    Expansion.objects.bulk_create(rows)
+    return len(rows)
 
 
 def search_save(

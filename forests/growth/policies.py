@@ -4,7 +4,8 @@ A forest grows in two stages per tree (``forests.growth.plan``, ``queue`` and ``
 decisions):
 
 1. **repeats** — every root gets ``num_repeats`` complete rollouts (generations from the prompt).
-2. **branching**, once a tree has its ``num_repeats`` rollouts (policy ``mc`` or ``omega``; ``repeats`` stops at 1):
+2. **branching**, once a tree has its ``num_repeats`` rollouts (policy ``mc``, ``omega`` or ``adaptive``; ``repeats``
+   stops at 1):
 
    - ``mc`` (Math-Shepherd): every non-leaf node on the tree's paths at that moment, down to ``max_branch_depth``,
      gets at least ``completions_per_step`` rollouts through it, counting the ones it already has; the missing ones
@@ -19,7 +20,16 @@ decisions):
      the middle with ``completions_per_step`` generations from it: any correct one moves ``lo`` up, none moves ``hi``
      down. Cost: ``completions_per_step x ceil(log2 L)`` generations per wrong rollout instead of
      ``completions_per_step x L`` for ``mc``; probes whose node already has a correct rollout through it cost
-     nothing. A tree without any correct rollout has no step to anchor ``lo`` on and is not searched.
+     nothing. A tree without any correct rollout has no step to anchor ``lo`` on and is not searched. The search
+     itself (``OmegaSearch``, ``omega_start``, ``omega_record``) is ``prmsite.core.growth``.
+   - ``adaptive``: the steps of the tree's base paths (its first ``num_repeats`` rollouts) get completions in rounds
+     of ``round_size``, each step until its label is decided for ``estimate`` (hard: a correct completion, or
+     ``max_completions_per_step`` rollouts through it without one; soft: a Wilson interval narrower than
+     ``precision``), the step whose label one more completion is most likely to change first. The rules and the
+     order are ``prmsite.core.adaptive``; ``forests.growth.bookkeeping`` asks for the next round of a step when its
+     last one is answered and drops what is asked of a step once it is decided. Cost: at most
+     ``max_completions_per_step`` rollouts through a step; a step a correct rollout passes through costs nothing
+     (hard).
 
 Options: ``skip_uniform`` leaves trees whose first ``num_repeats`` rollouts are all right or all wrong unbranched
 (they teach a PRM nothing); ``max_children_per_node`` stops branching at nodes that already have that many children;
@@ -29,17 +39,26 @@ Options: ``skip_uniform`` leaves trees whose first ``num_repeats`` rollouts are 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from prmsite.core.adaptive import (
+    DEFAULT_ESTIMATE,
+    DEFAULT_MAX_COMPLETIONS,
+    DEFAULT_PRECISION,
+    DEFAULT_ROUND_SIZE,
+    AdaptiveRule,
+    StepState,
+    tree_steps,
+)
 from prmsite.core.growth import DEFAULT_POLICY, POLICIES, POLICY_REPEATS
 
 STAGE_REPEATS = "repeats"
 STAGE_MC = "mc"
 STAGE_OMEGA = "omega"
-STAGES = (STAGE_REPEATS, STAGE_MC, STAGE_OMEGA)
+STAGE_ADAPTIVE = "adaptive"
+STAGES = (STAGE_REPEATS, STAGE_MC, STAGE_OMEGA, STAGE_ADAPTIVE)
 
 DEFAULT_NUM_REPEATS = 4
 DEFAULT_COMPLETIONS_PER_STEP = 8
@@ -69,6 +88,11 @@ class GrowthOptions:
     max_children_per_node: int | None = None
     max_rollouts_per_tree: int | None = None
     max_forest_tokens: int | None = None
+    # adaptive only (prmsite.core.adaptive)
+    estimate: str = DEFAULT_ESTIMATE
+    precision: float = DEFAULT_PRECISION
+    max_completions_per_step: int = DEFAULT_MAX_COMPLETIONS
+    round_size: int = DEFAULT_ROUND_SIZE
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -85,6 +109,19 @@ class GrowthOptions:
             raise GrowthOptionsError(f"skip_uniform must be true or false, got {self.skip_uniform!r}")
         for name in ("max_branch_depth", "max_children_per_node", "max_rollouts_per_tree", "max_forest_tokens"):
             _positive_or_none(name, getattr(self, name))
+        try:
+            self.adaptive_rule()
+        except ValueError as exc:
+            raise GrowthOptionsError(str(exc).replace("max_completions", "max_completions_per_step")) from exc
+
+    def adaptive_rule(self) -> AdaptiveRule:
+        """The adaptive policy's stopping rule and service order, from these options."""
+        return AdaptiveRule(
+            estimate=self.estimate,
+            precision=self.precision,
+            max_completions=self.max_completions_per_step,
+            round_size=self.round_size,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GrowthOptions:
@@ -252,73 +289,29 @@ def mc_plan(snapshot: TreeSnapshot, options: GrowthOptions, *, budget: int | Non
     return wanted
 
 
-# --- omega: the binary search of OmegaPRM ----------------------------------------------------------------------------
+# --- adaptive --------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class OmegaSearch:
-    """The search for the first wrong step of one wrong rollout, over ``path`` (root first, the wrong leaf last).
-
-    Invariant while searching: step ``lo`` has a correct continuation (``lo`` 0 is the root, and the tree has a
-    correct rollout), step ``hi`` has none (at first the wrong leaf itself). ``probe`` is the depth being sampled.
-    ``first_error`` is the depth of the first wrong step once found (``None``: the path has no such step: a
-    continuation of its very last step reached the right answer).
-    """
-
-    path: list[int]
-    lo: int = 0
-    hi: int = 0
-    probe: int | None = None
-    done: bool = False
-    first_error: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def omega_start(path: Sequence[int], through: Mapping[int, tuple[int, int]]) -> OmegaSearch:
-    """A search over ``path`` (a wrong rollout's nodes, root first), advanced as far as what is already known allows:
-    a step with a correct rollout through it has a correct continuation."""
-    path = list(path)
-    known_positive = [i for i, node_id in enumerate(path) if through.get(node_id, (0, 0))[1] > 0]
-    search = OmegaSearch(path=path, lo=max(known_positive, default=0), hi=len(path) - 1)
-    return _omega_advance(search, through)
-
-
-def omega_record(
-    search: OmegaSearch, *, positive: bool, through: Mapping[int, tuple[int, int]] | None = None
-) -> OmegaSearch:
-    """The search after its probe was answered: ``positive`` when some completion from the probe was correct."""
-    if search.done or search.probe is None:
-        return search
-    if positive:
-        search.lo = search.probe
-    else:
-        search.hi = search.probe
-    search.probe = None
-    return _omega_advance(search, through or {})
-
-
-def _omega_advance(search: OmegaSearch, through: Mapping[int, tuple[int, int]]) -> OmegaSearch:
-    while True:
-        if search.lo >= search.hi:
-            # A continuation of the wrong leaf itself reached the right answer: no first wrong step on this path.
-            search.done, search.first_error, search.probe = True, None, None
-            return search
-        if search.hi - search.lo == 1:
-            search.done, search.first_error, search.probe = True, search.hi, None
-            return search
-        mid = (search.lo + search.hi) // 2
-        if through.get(search.path[mid], (0, 0))[1] > 0:
-            search.lo = mid  # known already: a correct rollout passes through this step
-            continue
-        search.probe = mid
-        return search
-
-
-def omega_probes_max(steps: int) -> int:
-    """Most probes one search makes over a rollout of ``steps`` steps: ``ceil(log2 steps)``."""
-    return max(0, math.ceil(math.log2(steps))) if steps > 1 else 0
+def adaptive_steps(
+    snapshot: TreeSnapshot, options: GrowthOptions, *, pending: Mapping[int, int] | None = None
+) -> list[StepState]:
+    """The steps of a tree the adaptive policy looks after: the non-leaf nodes of the paths of its first
+    ``num_repeats`` rollouts (its base paths; down to ``max_branch_depth``; nodes with ``max_children_per_node``
+    children are left alone unless something is still asked of them), with their evidence and what is still asked of
+    them (``pending``: rollouts per node)."""
+    pending = dict(pending or {})
+    base = snapshot.rollouts[: max(1, options.num_repeats)]
+    parents = {node.id for node in snapshot.nodes if snapshot.children(node.id) > 0}
+    if options.max_children_per_node is not None:
+        cap = options.max_children_per_node
+        parents = {n for n in parents if snapshot.children(n) < cap or pending.get(n)}
+    return tree_steps(
+        base_paths=[snapshot.path(r.leaf_id) for r in base],
+        through=snapshot.through(),
+        has_children=parents,
+        pending=pending,
+        max_depth=options.max_branch_depth,
+    )
 
 
 def wrong_rollouts(snapshot: TreeSnapshot) -> list[TreeRollout]:

@@ -7,11 +7,13 @@ from typing import Any
 from rest_framework import serializers
 
 from forests.growth.queue import CLAIM_LIMIT_MAX
+from prmsite.core.adaptive import ESTIMATES
 from prmsite.core.growth import POLICIES, POLICY_HELP
 from rollouts.serializers import StrictCharField, StrictIntegerField
 
 ID_MAX = 2**63 - 1
 NOT_A_BOOLEAN = "Must be true or false."
+NOT_A_NUMBER = "Must be a number."
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -23,6 +25,17 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("not_a_boolean")
         return data
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number (not a bool or a numeric string)."""
+
+    default_error_messages = {"not_a_number": NOT_A_NUMBER}
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("not_a_number")
+        return super().to_internal_value(data)
 
 
 class ForestConfigSerializer(serializers.Serializer):
@@ -53,6 +66,30 @@ class GrowthPlanSerializer(serializers.Serializer):
     max_children_per_node = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**9)
     max_rollouts_per_tree = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=10**12)
     max_forest_tokens = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=ID_MAX)
+    estimate = serializers.ChoiceField(
+        choices=ESTIMATES,
+        required=False,
+        help_text="adaptive: hard (a step is good once a completion from it is correct) or soft (its value, to "
+        "precision). Default hard.",
+    )
+    precision = StrictFloatField(
+        required=False,
+        min_value=1e-6,
+        max_value=1.0,
+        help_text="adaptive, soft: a step is decided once its 95% Wilson interval is narrower than this (default 0.2).",
+    )
+    max_completions_per_step = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=100_000,
+        help_text="adaptive: most rollouts through a step (default 8).",
+    )
+    round_size = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=1000,
+        help_text="adaptive: completions asked of a step at a time (default 2).",
+    )
     replace = StrictBooleanField(
         required=False, default=False, help_text="Replace a stored plan with other options (else 409)."
     )
@@ -80,7 +117,7 @@ class ClaimedExpansionSerializer(serializers.Serializer):
     root_id = serializers.IntegerField()
     node_id = serializers.IntegerField(help_text="The node the rollouts continue from (the root for depth 0).")
     depth = serializers.IntegerField(help_text="Steps in prefix.")
-    stage = serializers.CharField(help_text="repeats, mc or omega.")
+    stage = serializers.CharField(help_text="repeats, mc, omega or adaptive.")
     count = serializers.IntegerField(help_text="Rollouts wanted.")
     prompt = serializers.CharField(help_text="The root's prompt (the user message).")
     prefix = serializers.ListField(

@@ -94,6 +94,28 @@ class Command(BaseCommand):
             help="mc: rollouts through each step; omega: completions per probe (default 8).",
         )
         growth.add_argument(
+            "--estimate",
+            choices=("hard", "soft"),
+            default=None,
+            help="adaptive: hard (a step is good once a completion from it is correct; bad after "
+            "--max_completions_per_step without one) or soft (stop at --precision). Default hard.",
+        )
+        growth.add_argument(
+            "--precision",
+            type=float,
+            default=None,
+            help="adaptive, soft: stop once a step's 95%% Wilson interval is narrower than this (default 0.2).",
+        )
+        growth.add_argument(
+            "--max_completions_per_step",
+            type=int,
+            default=None,
+            help="adaptive: most rollouts through a step (default 8).",
+        )
+        growth.add_argument(
+            "--round_size", type=int, default=None, help="adaptive: completions asked of a step at a time (default 2)."
+        )
+        growth.add_argument(
             "--max_branch_depth",
             type=int,
             default=None,
@@ -213,6 +235,10 @@ class Command(BaseCommand):
                 ("max_children_per_node", "max_children_per_node"),
                 ("max_rollouts_per_tree", "max_rollouts_per_tree"),
                 ("max_forest_tokens", "max_forest_tokens"),
+                ("estimate", "estimate"),
+                ("precision", "precision"),
+                ("max_completions_per_step", "max_completions_per_step"),
+                ("round_size", "round_size"),
             )
             if o[flag] is not None
         }

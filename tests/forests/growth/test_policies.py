@@ -14,13 +14,11 @@ from forests.growth.policies import (
     branching_wanted,
     chunk_counts,
     mc_plan,
-    omega_probes_max,
-    omega_record,
-    omega_start,
     repeats_needed,
     tree_budget,
     wrong_rollouts,
 )
+from prmsite.core.growth import omega_probes_max, omega_record, omega_start
 
 
 def chain_tree(root: int, paths: list[list[int]]) -> list[TreeNode]:
