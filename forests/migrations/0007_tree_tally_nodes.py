@@ -18,7 +18,7 @@ BACKFILL = (
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('forests', '0005_node_search'),
+        ('forests', '0006_adaptive_growth'),
     ]
 
     operations = [
