@@ -10,10 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from django.http import FileResponse
 from django.test import override_settings
 
-from adapters import selectors
+from adapters import selectors, views
 from adapters.models import PRMAdapter
 from prmsite.asgi import django_application
 from tests.adapters.conftest import zip_folder
@@ -269,7 +268,7 @@ def test_through_the_asgi_server_a_download_is_sent_as_it_is_read_never_read_who
             body.append(message["body"])
 
     block = 256
-    monkeypatch.setattr(FileResponse, "block_size", block)
+    monkeypatch.setattr(views, "DOWNLOAD_READ_BYTES", block)
     asyncio.run(django_application(scope, receive, send))
     assert b"".join(body) == adapter_zip
     assert len(adapter_zip) > 4 * block and reads_before_first_body == [1] and max(reads) == block
