@@ -7,9 +7,12 @@ it. Node and tree ids must stay under 2**32 (a root's own id stands for its tree
 roots get ``tree_id`` = their id just after the insert). The triggers keep it as 0005's did, and also follow a change
 of ``tree_id``. PostgreSQL: nothing changes (its GIN index answers the per-tree probes, see
 ``forests.forest_search``). Reversible: going back restores 0005's table and triggers.
+
+Both: a partial index of the roots by forest, depth and ground truth (``node_root_truth``), so the page's filter by ground
+truth reads the index, not one root row per tree; only roots are in it, so the intake's steps do not write it.
 """
 
-from django.db import migrations
+from django.db import migrations, models
 
 # 100000 below: forests.forest_search.SEARCH_TEXT_CHARS; 32: forests.forest_search.FTS_TREE_SHIFT (a migration is
 # frozen, so the figures are written out). Each row's FTS rowid: (coalesce(tree_id, id) << 32) | id.
@@ -72,4 +75,12 @@ def _run(statements):
 class Migration(migrations.Migration):
     dependencies = [("forests", "0007_tree_tally_nodes")]
 
-    operations = [migrations.RunPython(_run(FORWARD), _run(BACKWARD))]
+    operations = [
+        migrations.RunPython(_run(FORWARD), _run(BACKWARD)),
+        migrations.AddIndex(
+            model_name="node",
+            index=models.Index(
+                condition=models.Q(("depth", 0)), fields=["forest", "depth", "ground_truth"], name="node_root_truth"
+            ),
+        ),
+    ]
