@@ -10,6 +10,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from forests import forest_search
 from forests.forest_search import tree_page, tree_query_parse
 from forests.models import Node
 from forests.trie import forest_rollout_insert
@@ -64,8 +65,11 @@ def interleaved():
     return here, there, roots
 
 
+@pytest.mark.parametrize("many_hits", [forest_search.SQLITE_MANY_HITS, 1])
 @pytest.mark.parametrize("q", ["variant", "zeppelin", "kestrels", "variant then", "plain 4", "nowhere"])
-def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interleaved, q):
+def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interleaved, q, many_hits, monkeypatch):
+    """Both ways SQLite finds the trees: reading every hit (few hits) and seeking from tree to tree (many)."""
+    monkeypatch.setattr(forest_search, "SQLITE_MANY_HITS", many_hits)
     here, there, _roots = interleaved
     words = tuple(q.split())
     for forest in (here, there):
