@@ -252,7 +252,7 @@ def matching_nodes(*, forest: Forest, words: tuple[str, ...]) -> QuerySet:
     if connection.vendor == "postgresql":
         return nodes.filter(_PostgresTextMatch(F("text"), Value(" ".join(words))))
     if connection.vendor == "sqlite":
-        hits = RawSQL(
+        hits = RawSQL(  # 4294967295: FTS_NODE_MASK, written out (the statement is a literal)
             "SELECT rowid & 4294967295 FROM forests_node_fts WHERE forests_node_fts MATCH %s",
             [fts5_match(words)],
         )
