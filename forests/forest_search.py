@@ -5,7 +5,9 @@ rollouts and correct rollouts from the tree's ``TreeTally``; counted by correlat
 one), so a page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
 case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's
 ``to_tsvector('simple', …)`` with a GIN index, SQLite's FTS5 table ``forests_node_fts`` (migration
-``0005_node_search``). A tree matches when its prompt or one of its steps holds every word.
+``0005_node_search``; its rowid is ``(tree id << 32) | node id`` since ``0008_forest_page_search``, so a search finds
+the trees holding a word with one seek per tree). A tree matches when its prompt or one of its steps holds every
+word. The count of matching trees and the page's ids are one statement (window functions): the search runs once.
 
 Counted rollouts are counted as on the rest of the pages (``forests.selectors``): rollout rows ending in the tree,
 plus one for each leaf that no rollout row ends at.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,10 +39,11 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    Window,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, NullIf, Substr
+from django.db.models.functions import Cast, Coalesce, NullIf, RowNumber, Substr
 
 from forests.metrics.values import labelled_values
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
@@ -185,23 +188,31 @@ def _annotations(names: set[str], *, tallied: bool = False) -> dict:
     ``tallied``: every tree has its tally (``_all_tallied``), so the counting is left out of the query (the same
     figures; a query this size takes Django longer to write than the database to run)."""
 
-    def tally_else(name: str, counted) -> F | Coalesce:
+    def tally_else(name: str, counted: Callable[[], object]) -> F | Coalesce:
+        # ``counted`` is called only where it is used: building the unused subqueries cost more than the query.
         return (
-            F(f"tally__{name}") if tallied else Coalesce(F(f"tally__{name}"), counted, output_field=BigIntegerField())
+            F(f"tally__{name}") if tallied else Coalesce(F(f"tally__{name}"), counted(), output_field=BigIntegerField())
         )
 
     out: dict = {}
     if "nodes" in names:
-        out["tree_nodes"] = tally_else("nodes", _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id"))
-    linked = Rollout.objects.filter(node__tree_id=OuterRef("pk"))
+        out["tree_nodes"] = tally_else("nodes", lambda: _count(Node.objects.filter(tree_id=OuterRef("pk")), "tree_id"))
+
+    def linked() -> QuerySet:
+        return Rollout.objects.filter(node__tree_id=OuterRef("pk"))
+
     if names & {"rollouts", "accuracy"}:
-        counted = _count(linked, "node__tree_id") + _count(_orphans_of_root(), "tree_id")
-        out["tree_rollouts"] = tally_else("rollouts", counted)
-    if "accuracy" in names:
-        counted = _count(linked.filter(correct_rollout_q()), "node__tree_id") + _count(
-            _orphans_of_root().filter(correct_rollout_q()), "tree_id"
+        out["tree_rollouts"] = tally_else(
+            "rollouts", lambda: _count(linked(), "node__tree_id") + _count(_orphans_of_root(), "tree_id")
         )
-        out["tree_correct"] = tally_else("correct", counted)
+    if "accuracy" in names:
+        out["tree_correct"] = tally_else(
+            "correct",
+            lambda: (
+                _count(linked().filter(correct_rollout_q()), "node__tree_id")
+                + _count(_orphans_of_root().filter(correct_rollout_q()), "tree_id")
+            ),
+        )
         out["tree_accuracy"] = Cast(F("tree_correct"), FloatField()) / NullIf(
             Cast(F("tree_rollouts"), FloatField()), Value(0.0)
         )
@@ -231,19 +242,77 @@ def fts5_match(words: tuple[str, ...]) -> str:
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
+FTS_TREE_SHIFT = 32  # SQLite: the FTS rowid is (tree id << 32) | node id (migration 0008_forest_page_search)
+FTS_NODE_MASK = (1 << FTS_TREE_SHIFT) - 1
+
+
 def matching_nodes(*, forest: Forest, words: tuple[str, ...]) -> QuerySet:
     """The forest's nodes whose text (its first ``SEARCH_TEXT_CHARS`` characters) holds every word."""
     nodes = Node.objects.filter(forest=forest)
     if connection.vendor == "postgresql":
         return nodes.filter(_PostgresTextMatch(F("text"), Value(" ".join(words))))
     if connection.vendor == "sqlite":
-        hits = RawSQL("SELECT rowid FROM forests_node_fts WHERE forests_node_fts MATCH %s", [fts5_match(words)])
+        hits = RawSQL(  # 4294967295: FTS_NODE_MASK, written out (the statement is a literal)
+            "SELECT rowid & 4294967295 FROM forests_node_fts WHERE forests_node_fts MATCH %s",
+            [fts5_match(words)],
+        )
         return nodes.filter(pk__in=hits)
     # Another database: no index, a scan (the project runs on SQLite and PostgreSQL).
     condition = Q()
     for word in words:
         condition &= Q(text__icontains=word)
     return nodes.filter(condition)
+
+
+# SQLite: the FTS table's hits come in tree order (rowid = tree << 32 | node). Two ways to the trees holding the
+# words, between the forest's first and last root ids: read every hit and keep each tree once (about 35 ns a hit), or
+# seek from each tree found to the next tree's first hit (one FTS5 seek per matching tree, 15 to 60 us, however many
+# of its nodes match). The statement counts the hits up to SQLITE_MANY_HITS first (1 ms at most) and reads them all
+# when there are fewer, else seeks (the reading arm's range is then empty): at most 1 ms, or one seek per matching tree.
+# (32 is FTS_TREE_SHIFT, written out: the statement is a literal.)
+SQLITE_MANY_HITS = 20_000
+_SQLITE_MATCHING_TREES = """
+WITH RECURSIVE bounds(low, high) AS (
+    SELECT min(id) << 32, (max(id) + 1) << 32 FROM forests_node WHERE forest_id = %s AND depth = 0
+), many(yes) AS (
+    SELECT count(*) >= %s FROM (
+        SELECT 1 FROM forests_node_fts WHERE forests_node_fts MATCH %s
+        AND rowid >= (SELECT low FROM bounds) AND rowid < (SELECT high FROM bounds) LIMIT %s
+    )
+), hit(tree) AS (
+    SELECT (
+        SELECT rowid >> 32 FROM forests_node_fts
+        WHERE forests_node_fts MATCH %s AND rowid >= (SELECT low FROM bounds)
+        ORDER BY rowid LIMIT 1
+    )
+    WHERE (SELECT yes FROM many)
+    UNION ALL
+    SELECT (
+        SELECT rowid >> 32 FROM forests_node_fts
+        WHERE forests_node_fts MATCH %s AND rowid >= (hit.tree + 1) << 32
+        ORDER BY rowid LIMIT 1
+    )
+    FROM hit WHERE (hit.tree + 1) << 32 < (SELECT high FROM bounds)
+)
+SELECT tree FROM hit WHERE tree IS NOT NULL
+UNION ALL
+SELECT DISTINCT rowid >> 32 FROM forests_node_fts
+WHERE forests_node_fts MATCH %s AND rowid >= (SELECT low FROM bounds)
+AND rowid < (SELECT CASE WHEN many.yes THEN 0 ELSE bounds.high END FROM bounds, many)"""
+
+
+def matching_tree_filter(*, forest: Forest, words: tuple[str, ...]) -> Q:
+    """A filter of the forest's roots: trees with a node (the root included) whose text holds every word.
+
+    Costs the matching trees, not the matching nodes: SQLite seeks from tree to tree in its FTS table
+    (``_SQLITE_MATCHING_TREES``). PostgreSQL gets the roots whose tree holds a matching node: its planner, from the
+    GIN index's statistics, probes each root's nodes until the first match where the words are common (a semi-join,
+    one or two nodes a tree) and reads the index's hits where they are rare."""
+    if connection.vendor == "sqlite":
+        match, many = fts5_match(words), SQLITE_MANY_HITS
+        hits = [forest.pk, many, match, many, match, match, match]
+        return Q(pk__in=RawSQL(_SQLITE_MATCHING_TREES, hits))  # noqa: S611 (a literal; words are parameters)
+    return Q(pk__in=matching_nodes(forest=forest, words=words).values("tree_id"))
 
 
 # --- the page's query -------------------------------------------------------------------------------------------------
@@ -268,7 +337,7 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
         else:
             roots = roots.filter(reference_answer=query.truth)
     if query.words:
-        roots = roots.filter(pk__in=matching_nodes(forest=forest, words=query.words).values("tree_id"))
+        roots = roots.filter(matching_tree_filter(forest=forest, words=query.words))
     roots = roots.values_list("pk", flat=True)
     if query.sort == "disagreement" and disagreement_ids is not None:
         return roots  # ordered by the caller, who holds the order
@@ -279,20 +348,68 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
     return roots.order_by(*ordering, "pk")
 
 
-def tree_page(*, forest: Forest, query: TreeQuery, page_number: str | None, per_page: int) -> tuple[Page, list[int]]:
-    """The page ``page_number`` of the trees ``query`` asks for, and its root ids, in the query's order.
+def _page_number(raw: str | None) -> int:
+    """``Paginator.get_page``'s reading of a page number: not an integer -> 1; below 1 -> 0 (the last page)."""
+    try:
+        number = int(raw or 1)
+    except (TypeError, ValueError):
+        return 1
+    return max(number, 0)
 
-    On PostgreSQL the page's two statements run with ``jit = off``, in a transaction of their own (three more
-    statements): the correlated counts make the planner's cost estimate high enough to compile the query (most of a
-    second on a forest of 50,000 nodes), though the tally answers nearly all of them."""
-    paginator = Paginator(forest_tree_query(forest=forest, query=query), per_page)
+
+def _page_rows(ordered: QuerySet, *, number: int, per_page: int) -> list[tuple[int, int, int]]:
+    """(root id, matching trees, row number) of the page ``number`` of ``ordered`` (a queryset of root ids in the
+    page's order), else of its last page (``number`` 0 or past the end, as ``Paginator.get_page`` does), in ONE
+    statement: the count for the pagination and the page's rows are window functions over the same filtered roots,
+    so the filter (a search's hits above all) runs once, not once for the count and once more for the rows.
+
+    The page is cut by an outer SELECT written here, not by Django's filter on window functions (which took longer to
+    write the statement than the database to run it)."""
+    numbered = (
+        ordered.annotate(
+            page_tree=F("pk"),
+            page_total=Window(Count("pk")),
+            page_row=Window(RowNumber(), order_by=ordered.query.order_by),
+        )
+        .order_by()
+        .values_list("page_tree", "page_total", "page_row")
+    )
+    sql, params = numbered.query.sql_with_params()
+    least = "least" if connection.vendor == "postgresql" else "min"  # the smaller of two values (SQLite: min)
+    last_start = f"(numbered.page_total - 1) / {per_page:d} * {per_page:d}"  # integer division on both databases
+    start = f"{least}(%s, {last_start})" if number else last_start
+    statement = (
+        f"SELECT numbered.page_tree, numbered.page_total, numbered.page_row FROM ({sql}) numbered "  # noqa: S608
+        f"WHERE numbered.page_row > {start} AND numbered.page_row <= {start} + {per_page:d} "
+        "ORDER BY numbered.page_row"
+    )
+    offset = [(number - 1) * per_page] if number else []
+    with connection.cursor() as cursor:
+        cursor.execute(statement, (*params, *offset, *offset))
+        return cursor.fetchall()
+
+
+def tree_page(*, forest: Forest, query: TreeQuery, page_number: str | None, per_page: int) -> tuple[Page, list[int]]:
+    """The page ``page_number`` of the trees ``query`` asks for, and its root ids, in the query's order (one
+    statement, ``_page_rows``; a page number past the end or below 1 is the last page, not a number 1).
+
+    On PostgreSQL it runs with ``jit = off``, in a transaction of its own (three more statements): the correlated
+    counts make the planner's cost estimate high enough to compile the query (most of a second on a forest of 50,000
+    nodes), though the tally answers nearly all of them."""
+    ordered = forest_tree_query(forest=forest, query=query)
+    number = _page_number(page_number)
     if connection.vendor != "postgresql":
-        page = paginator.get_page(page_number)
-        return page, list(page)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL jit = off")
-        page = paginator.get_page(page_number)
-        return page, list(page)
+        rows = _page_rows(ordered, number=number, per_page=per_page)
+    else:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+            rows = _page_rows(ordered, number=number, per_page=per_page)
+    paginator = Paginator(ordered, per_page)
+    paginator.count = rows[0][1] if rows else 0  # known: saves Paginator its own count query
+    ids = [row[0] for row in rows]
+    page = paginator.page((rows[0][2] - 1) // per_page + 1 if rows else 1)  # no statement: the count is known
+    page.object_list = ids
+    return page, ids
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,11 @@ class Node(models.Model):
             models.Index(fields=["forest", "depth"], name="node_forest_depth"),
             # Leaves of a forest (accuracy, values).
             models.Index(fields=["forest", "is_leaf"], name="node_forest_leaf"),
+            # Roots of a forest by ground truth: the forest page's filter reads the index alone (depth in it), not each
+            # root's row. Partial, so a step's insert (the intake) does not write it.
+            models.Index(
+                fields=["forest", "depth", "ground_truth"], condition=models.Q(depth=0), name="node_root_truth"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,141 @@
+"""The forest page's tree list: a search costs the matching trees (each found once, whatever its matching steps), and
+the count and the page's ids are one statement that pages as ``Paginator.get_page`` does."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.paginator import Paginator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from forests import forest_search
+from forests.forest_search import tree_page, tree_query_parse
+from forests.models import Node
+from forests.trie import forest_rollout_insert
+from tests.factories import make_forest, make_root
+
+pytestmark = pytest.mark.django_db
+
+
+def grow(forest, root, steps_list):
+    for steps in steps_list:
+        forest_rollout_insert(
+            forest_name=forest.name, example=root.text, steps=steps, prediction=1, ground_truth=root.ground_truth
+        )
+
+
+def expected_trees(forest, words) -> list[int]:
+    """The oracle: roots (by id) of the trees with a node whose text holds every word, read in Python."""
+    trees = set()
+    for tree_id, text in Node.objects.filter(forest=forest).values_list("tree_id", "text"):
+        found = {w.lower() for w in re.findall(r"\w+", text)}
+        if all(word in found for word in words):
+            trees.add(tree_id)
+    return sorted(trees)
+
+
+def listed(forest, per_page=3, **params) -> tuple[list[int], int]:
+    """Every page's ids in order, and the count the first page gave."""
+    query = tree_query_parse(params, forest=forest)
+    first, ids = tree_page(forest=forest, query=query, page_number="1", per_page=per_page)
+    every = list(ids)
+    for number in range(2, first.paginator.num_pages + 1):
+        every += tree_page(forest=forest, query=query, page_number=str(number), per_page=per_page)[1]
+    return every, first.paginator.count
+
+
+@pytest.fixture
+def interleaved():
+    """Two forests whose roots and steps interleave in id; a common word in most steps of most trees, one word in a
+    single step deep in one tree, one in a prompt."""
+    here, there = make_forest("search-here"), make_forest("search-there")
+    roots = {here: [], there: []}
+    for i in range(7):
+        for forest in (here, there):
+            root = make_root(forest, f"Prompt {i} of {forest.name}" + (" with kestrels" if i == 5 else ""))
+            roots[forest].append(root)
+            paths = [[f"Step {j}: a variant of {i}. ", f"Then {k}."] for j in range(3) for k in range(2)]
+            if i % 3 == 1:
+                paths = [[f"Step {j}: plain {i}. "] for j in range(3)]  # no common word in this tree
+            if i == 4 and forest is here:
+                paths.append(["Step 0: plain 4. ", "Deep: a lonely zeppelin variant. "])
+            grow(forest, root, paths)
+    return here, there, roots
+
+
+@pytest.mark.parametrize("many_hits", [forest_search.SQLITE_MANY_HITS, 1])
+@pytest.mark.parametrize("q", ["variant", "zeppelin", "kestrels", "variant then", "plain 4", "nowhere"])
+def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interleaved, q, many_hits, monkeypatch):
+    """Both ways SQLite finds the trees: reading every hit (few hits) and seeking from tree to tree (many)."""
+    monkeypatch.setattr(forest_search, "SQLITE_MANY_HITS", many_hits)
+    here, there, _roots = interleaved
+    words = tuple(q.split())
+    for forest in (here, there):
+        ids, count = listed(forest, q=q)
+        assert ids == expected_trees(forest, words)
+        assert count == len(ids)
+    # 7 trees each, 2 without the word in their steps (i = 1, 4); here, i = 4 holds it deep down
+    assert (listed(here, q="variant")[1], listed(there, q="variant")[1]) == (6, 5)
+
+
+def test_a_tree_found_before_its_root_was_given_its_tree_id_is_still_found(interleaved):
+    """Roots are inserted with no tree id, then given their own: the search index follows the update."""
+    here, _there, roots = interleaved
+    root = roots[here][5]
+    assert listed(here, q="kestrels")[0] == [root.pk]
+    Node.objects.filter(pk=root.pk).update(text="Prompt 5 with falcons")
+    assert listed(here, q="kestrels")[0] == []
+    assert listed(here, q="falcons")[0] == [root.pk]
+
+
+def _selects(queries) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("SELECT", "WITH"))]
+
+
+@pytest.mark.parametrize("params", [{"q": "variant"}, {"q": "variant", "sort": "-nodes"}, {"sort": "-tree"}])
+def test_the_count_and_the_page_are_one_statement(interleaved, params):
+    """A search's matching runs once per page, not once for the count and again for the rows."""
+    here, _there, _roots = interleaved
+    query = tree_query_parse(params, forest=here)
+    with CaptureQueriesContext(connection) as queries:
+        page, ids = tree_page(forest=here, query=query, page_number="2", per_page=2)
+    selects = _selects(queries)
+    paging = [sql for sql in selects if "OVER" in sql.upper()]
+    assert len(paging) == 1
+    assert len(selects) == (2 if params.get("sort") == "-nodes" else 1)  # + the check that every tree is tallied
+    if "q" in params:
+        marker = "forests_node_fts" if connection.vendor == "sqlite" else "plainto_tsquery"
+        assert sum(marker in sql for sql in selects) == 1
+    assert page.number == 2 and len(ids) == 2 and page.has_next() and page.has_previous()
+
+
+@pytest.mark.parametrize("raw", ["1", "2", "3", "4", "99", "0", "-2", "x", "", None, "2.0"])
+@pytest.mark.parametrize("params", [{}, {"q": "variant", "sort": "-tree"}, {"q": "nowhere"}])
+def test_a_page_number_reads_as_paginators_get_page_does(interleaved, raw, params):
+    here, _there, _roots = interleaved
+    query = tree_query_parse(params, forest=here)
+    every = listed(here, per_page=100, **params)[0]
+    expected = Paginator(every, 2).get_page(raw)
+    page, ids = tree_page(forest=here, query=query, page_number=raw, per_page=2)
+    assert (page.number, ids, page.paginator.count) == (expected.number, list(expected), len(every))
+    assert list(page) == ids and page.paginator.num_pages == expected.paginator.num_pages
+
+
+def test_the_roots_by_ground_truth_are_read_from_their_partial_index():
+    forest = make_forest("truths")
+    for truth in (0, 1, 1):
+        make_root(forest, f"Root with truth {truth} {Node.objects.count()}", ground_truth=truth)
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            statement = "SELECT id FROM forests_node WHERE forest_id = %s AND depth = 0 AND ground_truth = 1"
+            cursor.execute(f"EXPLAIN QUERY PLAN {statement}", [forest.pk])
+            assert any("COVERING INDEX node_root_truth" in row[-1] for row in cursor.fetchall())
+            cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'node_root_truth'")
+        else:
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'node_root_truth'")
+        assert re.search(r"WHERE \(*\"?depth\"? = 0", cursor.fetchone()[0])
+    assert listed(forest, truth="1")[0] == sorted(
+        Node.objects.filter(forest=forest, ground_truth=1).values_list("pk", flat=True)
+    )
