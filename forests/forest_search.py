@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.core.cache import cache
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import (
@@ -348,13 +349,19 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
     return roots.order_by(*ordering, "pk")
 
 
+# A page number past any forest's end (and past what the databases' integers hold once multiplied by a page's rows):
+# the last page, as any page past the end is.
+PAGE_NUMBER_MAX = 10**9
+
+
 def _page_number(raw: str | None) -> int:
-    """``Paginator.get_page``'s reading of a page number: not an integer -> 1; below 1 -> 0 (the last page)."""
+    """``Paginator.get_page``'s reading of a page number: not an integer -> 1; below 1 or above ``PAGE_NUMBER_MAX``
+    -> 0 (the last page)."""
     try:
         number = int(raw or 1)
     except (TypeError, ValueError):
         return 1
-    return max(number, 0)
+    return number if 0 < number <= PAGE_NUMBER_MAX else 0
 
 
 def _page_rows(ordered: QuerySet, *, number: int, per_page: int) -> list[tuple[int, int, int]]:
@@ -374,7 +381,10 @@ def _page_rows(ordered: QuerySet, *, number: int, per_page: int) -> list[tuple[i
         .order_by()
         .values_list("page_tree", "page_total", "page_row")
     )
-    sql, params = numbered.query.sql_with_params()
+    try:
+        sql, params = numbered.query.sql_with_params()
+    except EmptyResultSet:  # a filter Django knows matches nothing (an empty list of ids): no statement to run
+        return []
     least = "least" if connection.vendor == "postgresql" else "min"  # the smaller of two values (SQLite: min)
     last_start = f"(numbered.page_total - 1) / {per_page:d} * {per_page:d}"  # integer division on both databases
     start = f"{least}(%s, {last_start})" if number else last_start

@@ -111,7 +111,7 @@ def test_the_count_and_the_page_are_one_statement(interleaved, params):
     assert page.number == 2 and len(ids) == 2 and page.has_next() and page.has_previous()
 
 
-@pytest.mark.parametrize("raw", ["1", "2", "3", "4", "99", "0", "-2", "x", "", None, "2.0"])
+@pytest.mark.parametrize("raw", ["1", "2", "3", "4", "99", "0", "-2", "x", "", None, "2.0", "9" * 30, "-" + "9" * 30])
 @pytest.mark.parametrize("params", [{}, {"q": "variant", "sort": "-tree"}, {"q": "nowhere"}])
 def test_a_page_number_reads_as_paginators_get_page_does(interleaved, raw, params):
     here, _there, _roots = interleaved
