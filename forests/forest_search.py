@@ -3,11 +3,12 @@
 Every sort and filter but ``disagreement`` is one SQL query over the forest's roots joined to their tallies (nodes,
 rollouts and correct rollouts from the tree's ``TreeTally``; counted by correlated subqueries for a tree without
 one), so a page costs the same number of queries whatever the forest's size. Full-text search matches whole words,
-case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: PostgreSQL's
-``to_tsvector('simple', …)`` with a GIN index, SQLite's FTS5 table ``forests_node_fts`` (migration
-``0005_node_search``; its rowid is ``(tree id << 32) | node id`` since ``0008_forest_page_search``, so a search finds
-the trees holding a word with one seek per tree). A tree matches when its prompt or one of its steps holds every
-word. The count of matching trees and the page's ids are one statement (window functions): the search runs once.
+case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts and steps: a tree matches when it
+holds every word of the query, each anywhere in the tree (its prompt or any step). It reads the words of each tree
+(``TreeWord``, kept by the database's triggers, migration ``0009_tree_words``), so the trees holding a word are one
+index range, however many of their steps hold it: words as PostgreSQL's ``to_tsvector('simple', …)`` reads them
+there, as ``prmsite.core.search_words`` does on SQLite. The count of matching trees and the page's ids are one
+statement (window functions): the search runs once.
 
 Counted rollouts are counted as on the rest of the pages (``forests.selectors``): rollout rows ending in the tree,
 plus one for each leaf that no rollout row ends at.
@@ -16,7 +17,6 @@ plus one for each leaf that no rollout row ends at.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,12 +27,10 @@ from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
 from django.db.models import (
     BigIntegerField,
-    BooleanField,
     Count,
     Exists,
     F,
     FloatField,
-    Func,
     IntegerField,
     Max,
     OuterRef,
@@ -48,12 +46,12 @@ from django.db.models.functions import Cast, Coalesce, NullIf, RowNumber, Substr
 
 from forests.metrics.values import labelled_values
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
-from forests.models import Forest, Node
+from forests.models import Forest, Node, TreeWord
 from prmsite.core.item_text import item_text, item_text_fields
+from prmsite.core.search_words import search_words
 from prmsite.queries import correct_rollout_q
 from rollouts.models import ProcessRewardLabel, Rollout
 
-SEARCH_TEXT_CHARS = 100_000  # indexed characters of each text (migration 0005_node_search holds the same figure)
 SEARCH_MAX_CHARS = 200
 SEARCH_MAX_WORDS = 10
 PROMPT_CHARS = 300  # characters of the item's text the page reads per tree (the database cuts it)
@@ -82,8 +80,6 @@ SEARCH_TOO_LONG = f"q must be at most {SEARCH_MAX_CHARS} characters."
 SEARCH_TOO_MANY_WORDS = f"q may hold at most {SEARCH_MAX_WORDS} words."
 SEARCH_NO_WORDS = "q holds no word to search for (letters or digits)."
 SOURCE_NEEDED = "sort=disagreement needs a value source: source=prm:VERSION or source=labels:SCHEME."
-
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class TreeQueryError(ValueError):
@@ -127,7 +123,7 @@ def tree_query_parse(params: Mapping[str, str], *, forest: Forest) -> TreeQuery:
     q = (params.get("q") or "").strip()
     if len(q) > SEARCH_MAX_CHARS:
         raise TreeQueryError(SEARCH_TOO_LONG)
-    words = tuple(dict.fromkeys(word.lower() for word in _WORD.findall(q)))
+    words = tuple(search_words(q))
     if q and not words:
         raise TreeQueryError(SEARCH_NO_WORDS)
     if len(words) > SEARCH_MAX_WORDS:
@@ -222,98 +218,32 @@ def _annotations(names: set[str], *, tallied: bool = False) -> dict:
 
 # --- full-text search -------------------------------------------------------------------------------------------------
 
-
-class _PostgresTextMatch(Func):
-    """``to_tsvector('simple', left(text, N)) @@ plainto_tsquery('simple', words)``: the GIN index's expression."""
-
-    output_field = BooleanField()
-
-    def as_sql(self, compiler, connection, **extra_context):
-        text_sql, text_params = compiler.compile(self.source_expressions[0])
-        words_sql, words_params = compiler.compile(self.source_expressions[1])
-        sql = (
-            f"to_tsvector('simple'::regconfig, left({text_sql}, {SEARCH_TEXT_CHARS})) "
-            f"@@ plainto_tsquery('simple'::regconfig, {words_sql})"
-        )
-        return sql, (*text_params, *words_params)
-
-
-def fts5_match(words: tuple[str, ...]) -> str:
-    """An FTS5 query holding every word, each quoted (so no word is read as an operator)."""
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
-
-
-FTS_TREE_SHIFT = 32  # SQLite: the FTS rowid is (tree id << 32) | node id (migration 0008_forest_page_search)
-FTS_NODE_MASK = (1 << FTS_TREE_SHIFT) - 1
-
-
-def matching_nodes(*, forest: Forest, words: tuple[str, ...]) -> QuerySet:
-    """The forest's nodes whose text (its first ``SEARCH_TEXT_CHARS`` characters) holds every word."""
-    nodes = Node.objects.filter(forest=forest)
-    if connection.vendor == "postgresql":
-        return nodes.filter(_PostgresTextMatch(F("text"), Value(" ".join(words))))
-    if connection.vendor == "sqlite":
-        hits = RawSQL(  # 4294967295: FTS_NODE_MASK, written out (the statement is a literal)
-            "SELECT rowid & 4294967295 FROM forests_node_fts WHERE forests_node_fts MATCH %s",
-            [fts5_match(words)],
-        )
-        return nodes.filter(pk__in=hits)
-    # Another database: no index, a scan (the project runs on SQLite and PostgreSQL).
-    condition = Q()
-    for word in words:
-        condition &= Q(text__icontains=word)
-    return nodes.filter(condition)
-
-
-# SQLite: the FTS table's hits come in tree order (rowid = tree << 32 | node). Two ways to the trees holding the
-# words, between the forest's first and last root ids: read every hit and keep each tree once (about 35 ns a hit), or
-# seek from each tree found to the next tree's first hit (one FTS5 seek per matching tree, 15 to 60 us, however many
-# of its nodes match). The statement counts the hits up to SQLITE_MANY_HITS first (1 ms at most) and reads them all
-# when there are fewer, else seeks (the reading arm's range is then empty): at most 1 ms, or one seek per matching tree.
-# (32 is FTS_TREE_SHIFT, written out: the statement is a literal.)
-SQLITE_MANY_HITS = 20_000
-_SQLITE_MATCHING_TREES = """
-WITH RECURSIVE bounds(low, high) AS (
-    SELECT min(id) << 32, (max(id) + 1) << 32 FROM forests_node WHERE forest_id = %s AND depth = 0
-), many(yes) AS (
-    SELECT count(*) >= %s FROM (
-        SELECT 1 FROM forests_node_fts WHERE forests_node_fts MATCH %s
-        AND rowid >= (SELECT low FROM bounds) AND rowid < (SELECT high FROM bounds) LIMIT %s
-    )
-), hit(tree) AS (
-    SELECT (
-        SELECT rowid >> 32 FROM forests_node_fts
-        WHERE forests_node_fts MATCH %s AND rowid >= (SELECT low FROM bounds)
-        ORDER BY rowid LIMIT 1
-    )
-    WHERE (SELECT yes FROM many)
-    UNION ALL
-    SELECT (
-        SELECT rowid >> 32 FROM forests_node_fts
-        WHERE forests_node_fts MATCH %s AND rowid >= (hit.tree + 1) << 32
-        ORDER BY rowid LIMIT 1
-    )
-    FROM hit WHERE (hit.tree + 1) << 32 < (SELECT high FROM bounds)
+# PostgreSQL: the trees holding every word of the query, as its parser reads the query (as it read the texts), each
+# word cut to 64 characters (SEARCH_WORD_CHARS, written out: the statement is a literal).
+_POSTGRES_MATCHING_TREES = """
+WITH wanted(word) AS (
+    SELECT DISTINCT left(found.lexeme, 64)
+    FROM unnest(tsvector_to_array(to_tsvector('simple'::regconfig, %s))) AS found(lexeme)
 )
-SELECT tree FROM hit WHERE tree IS NOT NULL
-UNION ALL
-SELECT DISTINCT rowid >> 32 FROM forests_node_fts
-WHERE forests_node_fts MATCH %s AND rowid >= (SELECT low FROM bounds)
-AND rowid < (SELECT CASE WHEN many.yes THEN 0 ELSE bounds.high END FROM bounds, many)"""
+SELECT held.tree_id FROM forests_treeword AS held
+WHERE held.forest_id = %s AND held.word IN (SELECT word FROM wanted)
+GROUP BY held.tree_id HAVING count(DISTINCT held.word) = (SELECT count(*) FROM wanted)"""
 
 
-def matching_tree_filter(*, forest: Forest, words: tuple[str, ...]) -> Q:
-    """A filter of the forest's roots: trees with a node (the root included) whose text holds every word.
-
-    Costs the matching trees, not the matching nodes: SQLite seeks from tree to tree in its FTS table
-    (``_SQLITE_MATCHING_TREES``). PostgreSQL gets the roots whose tree holds a matching node: its planner, from the
-    GIN index's statistics, probes each root's nodes until the first match where the words are common (a semi-join,
-    one or two nodes a tree) and reads the index's hits where they are rare."""
-    if connection.vendor == "sqlite":
-        match, many = fts5_match(words), SQLITE_MANY_HITS
-        hits = [forest.pk, many, match, many, match, match, match]
-        return Q(pk__in=RawSQL(_SQLITE_MATCHING_TREES, hits))  # noqa: S611 (a literal; words are parameters)
-    return Q(pk__in=matching_nodes(forest=forest, words=words).values("tree_id"))
+def matching_tree_filter(*, forest: Forest, query: TreeQuery) -> Q:
+    """A filter of the forest's roots: the trees that hold every word of the query, each anywhere in the tree (its
+    prompt or any of its steps), read from the trees' words (``TreeWord``): one index range per word, whatever the
+    number of steps that hold it."""
+    if connection.vendor == "postgresql":
+        return Q(pk__in=RawSQL(_POSTGRES_MATCHING_TREES, [query.q, forest.pk]))  # noqa: S611 (a literal)
+    held = (
+        TreeWord.objects.filter(forest=forest, word__in=query.words)
+        .values("tree_id")
+        .annotate(words=Count("word", distinct=True))
+        .filter(words=len(query.words))
+        .values("tree_id")
+    )
+    return Q(pk__in=held)
 
 
 # --- the page's query -------------------------------------------------------------------------------------------------
@@ -338,7 +268,7 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
         else:
             roots = roots.filter(reference_answer=query.truth)
     if query.words:
-        roots = roots.filter(matching_tree_filter(forest=forest, words=query.words))
+        roots = roots.filter(matching_tree_filter(forest=forest, query=query))
     roots = roots.values_list("pk", flat=True)
     if query.sort == "disagreement" and disagreement_ids is not None:
         return roots  # ordered by the caller, who holds the order

@@ -200,6 +200,31 @@ class TreeTally(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+class TreeWord(models.Model):
+    """A word that occurs in a tree (its prompt or any of its steps): the forest page's search index, so the trees
+    holding a word are one range of an index however many of their steps hold it.
+
+    Written by the database, not by Django: triggers on ``forests_node`` add the words of every node inserted or
+    whose text or tree changes, each word a tree does not hold yet (migration ``0009_tree_words``; words as
+    ``prmsite.core.search_words`` reads them on SQLite, as ``to_tsvector('simple', …)`` does on PostgreSQL). No
+    uniqueness is enforced: on PostgreSQL two concurrent transactions adding the same new word to a tree may both
+    write it, which readers absorb (``DISTINCT``), where a unique key would make concurrent rollout batches wait on
+    each other's words. Words are only added: a step deleted by hand leaves its words under its tree until the forest
+    is deleted (a search may then still list that tree), and a deleted tree's words match no root."""
+
+    forest = models.ForeignKey(Forest, on_delete=models.CASCADE, related_name="+", db_index=False)
+    word = models.CharField(max_length=64)
+    tree = models.ForeignKey(
+        Node, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+", help_text="The root."
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["forest", "word", "tree"], name="treeword_forest_word_tree")]
+
+    def __str__(self) -> str:
+        return f"{self.word!r} in tree {self.tree_id}"
+
+
 class Expansion(models.Model):
     """Pending work: ``count`` more rollouts that continue from ``node`` (its path from the root is ``path``).
 

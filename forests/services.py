@@ -24,7 +24,7 @@ from forests.metrics.beam import Aggregation
 from forests.metrics.plot import search_plot
 from forests.metrics.values import LABELLED
 from forests.metrics_reading import value_function_parse
-from forests.models import Forest, Node, text_sha256
+from forests.models import Forest, Node, TreeWord, text_sha256
 from forests.models import SearchReport as SearchReportRow
 from forests.provenance import Provenance, provenance_of
 from forests.search_reports import AGGREGATION_UNKNOWN, SEARCH_REPORT_KEY, forest_coverage
@@ -176,6 +176,7 @@ def forest_delete(*, forest: Forest) -> DeleteResult:
         detached = Rollout.objects.filter(forest=forest).update(forest=None, node=None)
         detached += Rollout.objects.filter(node__forest=forest).update(node=None)
         forest_growth_delete(forest=forest)
+        TreeWord.objects.filter(forest=forest)._raw_delete(using)
         nodes = Node.objects.filter(forest=forest)._raw_delete(using)
         name = forest.name
         Forest.objects.filter(pk=forest.pk)._raw_delete(using)

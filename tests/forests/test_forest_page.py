@@ -20,11 +20,12 @@ from forests.forest_search import (
     SEARCH_TOO_MANY_WORDS,
     SORTS,
     SOURCE_NEEDED,
-    fts5_match,
-    matching_nodes,
+    tree_page,
+    tree_query_parse,
 )
 from forests.intake import receive_rollout
-from forests.models import Node, TreeTally
+from forests.models import Node, TreeTally, TreeWord
+from forests.services import forest_delete
 from forests.trie import forest_rollout_insert
 from forests.views import TREES_PER_PAGE
 from prmsite.core.item_text import item_text, item_text_fields
@@ -189,24 +190,27 @@ def test_search_only_looks_in_its_own_forest(user_client, forest_of_four):
     other = make_forest("other-forest")
     other_root = make_root(other, "albatrosses everywhere", ground_truth=1)
     assert names(roots, tree_ids(page(user_client, forest, q="albatrosses"))) == "a"
-    assert [n.pk for n in matching_nodes(forest=other, words=("albatrosses",))] == [other_root.pk]
+    assert tree_ids(page(user_client, other, q="albatrosses")) == [other_root.pk]
 
 
-def test_the_search_index_follows_inserts_and_deletes(forest_of_four):
+def _listed(forest, q: str) -> list[int]:
+    query = tree_query_parse({"q": q}, forest=forest)
+    return tree_page(forest=forest, query=query, page_number="1", per_page=50)[1]
+
+
+@pytest.mark.parametrize("delete", ["service", "orm"])
+def test_the_search_index_follows_inserts_and_goes_with_its_forest(forest_of_four, delete):
     forest, roots, _ = forest_of_four
-    assert matching_nodes(forest=forest, words=("zeppelins",)).count() == 0
+    assert _listed(forest, "zeppelins") == []
     grow(forest, roots["d"], [(["Step 1: zeppelins float. ", "Verdict (code: 1)"], 1)])
-    assert [n.tree_id for n in matching_nodes(forest=forest, words=("zeppelins",))] == [roots["d"].pk]
-    Node.objects.filter(tree_id=roots["d"].pk).exclude(pk=roots["d"].pk).order_by("-depth").delete()
-    assert matching_nodes(forest=forest, words=("zeppelins",)).count() == 0
+    assert _listed(forest, "zeppelins") == [roots["d"].pk]
     forest_id = forest.pk
-    forest.delete()
-    forest.pk = forest_id
-    assert matching_nodes(forest=forest, words=("penguins",)).count() == 0
-
-
-def test_fts5_queries_quote_every_word():
-    assert fts5_match(("a", 'b"c', "near")) == '"a" "b""c" "near"'
+    assert TreeWord.objects.filter(forest_id=forest_id).exists()
+    if delete == "service":
+        forest_delete(forest=forest)
+    else:
+        forest.delete()
+    assert not TreeWord.objects.filter(forest_id=forest_id).exists()
 
 
 def test_prompts_show_the_items_own_text_not_the_template(user_client, forest_of_four):
@@ -357,12 +361,14 @@ def test_the_search_words_are_shown_escaped(user_client, forest_of_four):
 
 
 def _search_index_exists() -> bool:
+    """The word index's triggers on forests_node (the table is the model's)."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'node_text_search'")
+            cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'forests_node'::regclass")
         else:
-            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'forests_node_fts%'")
-        return cursor.fetchone()[0] > 0
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'forests_node'")
+        triggers = {row[0] for row in cursor.fetchall()}
+    return {"forests_node_words_insert", "forests_node_words_update"} <= triggers
 
 
 @pytest.mark.django_db(transaction=True)
@@ -370,15 +376,22 @@ def test_the_search_migration_is_reversible_and_indexes_the_nodes_already_there(
     forest = make_forest("migrated")
     kestrels = make_root(forest, "kestrels hover", ground_truth=1)
     assert _search_index_exists()
-    call_command("migrate", "forests", "0004_search_reports", verbosity=0)
+    call_command("migrate", "forests", "0008_forest_page_search", verbosity=0)
     try:
         assert not _search_index_exists()
+        with connection.cursor() as cursor:  # 0008's per-node index is back, and holds the nodes
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'node_text_search'")
+            else:
+                cursor.execute("SELECT count(*) FROM forests_node_fts WHERE forests_node_fts MATCH 'kestrels'")
+            assert cursor.fetchone()[0] == 1
+        call_command("migrate", "forests", "0004_search_reports", verbosity=0)
         falcons = make_root(forest, "falcons dive", ground_truth=0)  # stored while nothing indexes it
     finally:
         call_command("migrate", verbosity=0)
     assert _search_index_exists()
-    assert [node.pk for node in matching_nodes(forest=forest, words=("kestrels",))] == [kestrels.pk]
-    assert [node.pk for node in matching_nodes(forest=forest, words=("falcons",))] == [falcons.pk]
+    assert _listed(forest, "kestrels") == [kestrels.pk]
+    assert _listed(forest, "falcons") == [falcons.pk]
 
 
 def test_trees_with_a_tally_sort_by_it_as_their_rollouts_arrive(user_client):
@@ -405,12 +418,6 @@ def test_trees_with_a_tally_sort_by_it_as_their_rollouts_arrive(user_client):
 def test_the_search_index_and_its_triggers_survive_every_migration():
     """A later migration that rebuilds forests_node on SQLite drops its triggers: it must create them again."""
     assert _search_index_exists()
-    if connection.vendor != "sqlite":
-        return  # PostgreSQL keeps its index through table changes
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'forests_node'")
-        triggers = {row[0] for row in cursor.fetchall()}
-    assert {"forests_node_fts_insert", "forests_node_fts_delete", "forests_node_fts_update"} <= triggers
 
 
 def test_the_items_own_text_is_the_longest_text_the_template_puts_in():

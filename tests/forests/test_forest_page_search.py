@@ -1,5 +1,5 @@
-"""The forest page's tree list: a search costs the matching trees (each found once, whatever its matching steps), and
-the count and the page's ids are one statement that pages as ``Paginator.get_page`` does."""
+"""The forest page's tree list: a search reads each matching tree's words once (whatever its matching steps), and the
+count and the page's ids are one statement that pages as ``Paginator.get_page`` does."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from forests import forest_search
 from forests.forest_search import tree_page, tree_query_parse
-from forests.models import Node
+from forests.models import Node, TreeWord
 from forests.trie import forest_rollout_insert
+from prmsite.core.search_words import search_words
 from tests.factories import make_forest, make_root
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,12 @@ def grow(forest, root, steps_list):
 
 
 def expected_trees(forest, words) -> list[int]:
-    """The oracle: roots (by id) of the trees with a node whose text holds every word, read in Python."""
-    trees = set()
+    """The oracle: roots (by id) of the trees whose texts (prompt and steps together) hold every word, read in
+    Python."""
+    held: dict[int, set[str]] = {}
     for tree_id, text in Node.objects.filter(forest=forest).values_list("tree_id", "text"):
-        found = {w.lower() for w in re.findall(r"\w+", text)}
-        if all(word in found for word in words):
-            trees.add(tree_id)
-    return sorted(trees)
+        held.setdefault(tree_id, set()).update(w.lower() for w in re.findall(r"\w+", text))
+    return sorted(tree for tree, found in held.items() if all(word in found for word in words))
 
 
 def listed(forest, per_page=3, **params) -> tuple[list[int], int]:
@@ -65,11 +64,10 @@ def interleaved():
     return here, there, roots
 
 
-@pytest.mark.parametrize("many_hits", [forest_search.SQLITE_MANY_HITS, 1])
-@pytest.mark.parametrize("q", ["variant", "zeppelin", "kestrels", "variant then", "plain 4", "nowhere"])
-def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interleaved, q, many_hits, monkeypatch):
-    """Both ways SQLite finds the trees: reading every hit (few hits) and seeking from tree to tree (many)."""
-    monkeypatch.setattr(forest_search, "SQLITE_MANY_HITS", many_hits)
+@pytest.mark.parametrize(
+    "q", ["variant", "zeppelin", "kestrels", "variant then", "plain 4", "nowhere", "kestrels variant", "lonely 5"]
+)
+def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interleaved, q):
     here, there, _roots = interleaved
     words = tuple(q.split())
     for forest in (here, there):
@@ -80,14 +78,43 @@ def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interle
     assert (listed(here, q="variant")[1], listed(there, q="variant")[1]) == (6, 5)
 
 
+def test_a_word_of_the_prompt_and_one_of_a_step_find_their_tree_together(interleaved):
+    here, _there, roots = interleaved
+    assert listed(here, q="kestrels variant")[0] == [roots[here][5].pk]  # the prompt's word and the steps'
+    assert listed(here, q="Kestrels PROMPT")[0] == [roots[here][5].pk]  # case does not matter
+    assert listed(here, q="kestrels zeppelin")[0] == []  # two trees' words: no tree holds both
+
+
+def test_a_tree_holds_each_of_its_words_once_whatever_its_steps_hold():
+    """The index is per tree: a word in every step of a tree is one row, so a common word costs its trees."""
+    forest = make_forest("words-once")
+    root = make_root(forest, "A question about variants")
+    grow(forest, root, [[f"Step {j}: a variant. ", f"Variant {k} again."] for j in range(4) for k in range(3)])
+    rows = TreeWord.objects.filter(forest=forest, word="variant")
+    assert list(rows.values_list("tree_id", flat=True)) == [root.pk]
+    words = set(TreeWord.objects.filter(forest=forest).values_list("word", flat=True))
+    texts = Node.objects.filter(forest=forest).values_list("text", flat=True)
+    assert words == {word for text in texts for word in search_words(text)}
+    assert TreeWord.objects.filter(forest=forest).count() == len(words)
+
+
 def test_a_tree_found_before_its_root_was_given_its_tree_id_is_still_found(interleaved):
-    """Roots are inserted with no tree id, then given their own: the search index follows the update."""
+    """Roots are inserted with no tree id, then given their own; a changed text adds its words (words are only ever
+    added: the old text's stay, see TreeWord)."""
     here, _there, roots = interleaved
     root = roots[here][5]
     assert listed(here, q="kestrels")[0] == [root.pk]
     Node.objects.filter(pk=root.pk).update(text="Prompt 5 with falcons")
-    assert listed(here, q="kestrels")[0] == []
     assert listed(here, q="falcons")[0] == [root.pk]
+    assert listed(here, q="kestrels")[0] == [root.pk]
+
+
+def test_a_long_word_is_found_by_its_indexed_start():
+    forest = make_forest("long-words")
+    root = make_root(forest, "x" * 70 + " short")
+    assert listed(forest, q="x" * 70)[0] == [root.pk]
+    assert listed(forest, q="x" * 64 + "yz")[0] == [root.pk]  # both sides are cut to 64 characters
+    assert listed(forest, q="x" * 63)[0] == []
 
 
 def _selects(queries) -> list[str]:
@@ -106,7 +133,7 @@ def test_the_count_and_the_page_are_one_statement(interleaved, params):
     assert len(paging) == 1
     assert len(selects) == (2 if params.get("sort") == "-nodes" else 1)  # + the check that every tree is tallied
     if "q" in params:
-        marker = "forests_node_fts" if connection.vendor == "sqlite" else "plainto_tsquery"
+        marker = "forests_treeword"
         assert sum(marker in sql for sql in selects) == 1
     assert page.number == 2 and len(ids) == 2 and page.has_next() and page.has_previous()
 

@@ -23,6 +23,10 @@ which lets the lock go and closes it as soon as it gets it.
 A lock file descriptor belongs to one connection (flock locks belong to the open file, so two threads of a process
 sharing one descriptor would not exclude each other). The kernel drops the lock of a process that dies.
 ``SQLITE_WRITE_QUEUE=0`` turns the queue off (``OPTIONS["write_queue"]``).
+
+Every connection also knows ``prmsite_search_words(text)`` (``prmsite.core.search_words``): the triggers that keep
+the forest page's word index (migration ``forests.0009_tree_words``) read a text's words with it, so a program that
+writes nodes through another SQLite connection must register it too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import threading
 
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base
+
+from prmsite.core.search_words import search_words_json
 
 # Statements that write; one of these outside a transaction is a transaction of its own and queues like one.
 _WRITES = ("insert", "update", "delete", "replace")
@@ -111,6 +117,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         params = super().get_connection_params()
         params.pop("write_queue", None)  # ours, not sqlite3.connect's
         return params
+
+    def get_new_connection(self, conn_params):
+        connection = super().get_new_connection(conn_params)
+        connection.create_function("prmsite_search_words", 1, search_words_json, deterministic=True)
+        return connection
 
     def create_cursor(self, name=None):
         cursor = self.connection.cursor(factory=QueuedCursorWrapper)
