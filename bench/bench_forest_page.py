@@ -12,7 +12,8 @@ with a superuser, no HTTP):
   its parameters: the forest's progress counts over all its nodes, the page's per-tree counts, tokens, growth
   summary and the rendering);
 - sorted by accuracy, rollouts, nodes; filtered by ground truth, rollouts, accuracy; searched for a rare word (one
-  tree), a word of a few trees' prompts, and a word of nearly every step (the worst case of an inverted index).
+  tree), a word of a few trees' prompts, that word with a word of nearly every step, and a word of nearly every step
+  alone (the worst case of an inverted index of steps; one row per tree in the trees' words).
 
 Runs on a scratch SQLite file in a temporary folder, and on PostgreSQL too when ``BENCH_FOREST_PAGE_PG`` names a
 scratch database URL (its tables are migrated there and the forest deleted afterwards). ``BENCH_FOREST_PAGE_NODES``
@@ -47,7 +48,8 @@ CASES = [
     ("filtered: ground truth 1, at least 64 rollouts, accuracy 0.5 to 1", {"truth": "1", "min_rollouts": "64",
                                                                             "min_accuracy": "0.5"}),
     ("search, a rare word (one tree)", {"q": "1234"}),
-    ("search, a prompt word of 1 tree in 37 + sort by accuracy", {"q": "district 5", "sort": "-accuracy"}),
+    ("search, a prompt word of 1 tree in 37 + sort by accuracy", {"q": "district5", "sort": "-accuracy"}),
+    ("search, that word and one of nearly every step", {"q": "district5 variant"}),
     ("search, a word of nearly every step", {"q": "variant"}),
 ]  # fmt: skip
 

@@ -40,8 +40,8 @@ _TALLY_SQL = (
 
 
 def statement(tree: int) -> str:
-    """The dataset item's text of tree number ``tree`` (a word of 1 tree in 37: "district 5")."""
-    return f"Item {tree}: is the statement about district {tree % 37} and its {tree % 11} parks true?"
+    """The dataset item's text of tree number ``tree`` (a word of 1 tree in 37: "district5")."""
+    return f"Item {tree}: is the statement about district{tree % 37} and its {tree % 11} parks true?"
 
 
 def forest_write(
