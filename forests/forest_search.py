@@ -7,8 +7,9 @@ case-insensitively, in the first ``SEARCH_TEXT_CHARS`` characters of the prompts
 holds every word of the query, each anywhere in the tree (its prompt or any step). It reads the words of each tree
 (``TreeWord``, kept by the database's triggers, migration ``0009_tree_words``), so the trees holding a word are one
 index range, however many of their steps hold it: words as PostgreSQL's ``to_tsvector('simple', …)`` reads them
-there, as ``prmsite.core.search_words`` does on SQLite. The count of matching trees and the page's ids are one
-statement (window functions): the search runs once.
+there (the query's words are read by one short statement first), as ``prmsite.core.search_words`` does on SQLite.
+The count of matching trees and the page's ids are one statement (window functions on PostgreSQL; on SQLite the
+ordered ids, counted and cut here): the search runs once.
 
 Counted rollouts are counted as on the rest of the pages (``forests.selectors``): rollout rows ending in the tree,
 plus one for each leaf that no rollout row ends at.
@@ -16,7 +17,9 @@ plus one for each leaf that no rollout row ends at.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -40,7 +43,6 @@ from django.db.models import (
     Value,
     Window,
 )
-from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, NullIf, RowNumber, Substr
 
@@ -48,7 +50,7 @@ from forests.metrics.values import labelled_values
 from forests.metrics_reading import forest_arrays_load, forest_values, value_function_parse
 from forests.models import Forest, Node, TreeWord
 from prmsite.core.item_text import item_text, item_text_fields
-from prmsite.core.search_words import search_words
+from prmsite.core.search_words import SEARCH_WORD_CHARS, search_words
 from prmsite.queries import correct_rollout_q
 from rollouts.models import ProcessRewardLabel, Rollout
 
@@ -218,32 +220,26 @@ def _annotations(names: set[str], *, tallied: bool = False) -> dict:
 
 # --- full-text search -------------------------------------------------------------------------------------------------
 
-# PostgreSQL: the trees holding every word of the query, as its parser reads the query (as it read the texts), each
-# word cut to 64 characters (SEARCH_WORD_CHARS, written out: the statement is a literal).
-_POSTGRES_MATCHING_TREES = """
-WITH wanted(word) AS (
-    SELECT DISTINCT left(found.lexeme, 64)
-    FROM unnest(tsvector_to_array(to_tsvector('simple'::regconfig, %s))) AS found(lexeme)
-)
-SELECT held.tree_id FROM forests_treeword AS held
-WHERE held.forest_id = %s AND held.word IN (SELECT word FROM wanted)
-GROUP BY held.tree_id HAVING count(DISTINCT held.word) = (SELECT count(*) FROM wanted)"""
+
+def query_words(query: TreeQuery) -> tuple[str, ...]:
+    """The words the index is searched for: on PostgreSQL its parser's reading of the query (as it read the texts:
+    one short statement), elsewhere the query's words (``search_words``); each cut to ``SEARCH_WORD_CHARS``."""
+    if connection.vendor != "postgresql":
+        return query.words
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tsvector_to_array(to_tsvector('simple'::regconfig, %s))", [query.q])
+        lexemes = cursor.fetchone()[0]
+    return tuple(dict.fromkeys(lexeme[:SEARCH_WORD_CHARS] for lexeme in lexemes))
 
 
-def matching_tree_filter(*, forest: Forest, query: TreeQuery) -> Q:
-    """A filter of the forest's roots: the trees that hold every word of the query, each anywhere in the tree (its
-    prompt or any of its steps), read from the trees' words (``TreeWord``): one index range per word, whatever the
-    number of steps that hold it."""
-    if connection.vendor == "postgresql":
-        return Q(pk__in=RawSQL(_POSTGRES_MATCHING_TREES, [query.q, forest.pk]))  # noqa: S611 (a literal)
-    held = (
-        TreeWord.objects.filter(forest=forest, word__in=query.words)
-        .values("tree_id")
-        .annotate(words=Count("word", distinct=True))
-        .filter(words=len(query.words))
-        .values("tree_id")
-    )
-    return Q(pk__in=held)
+def matching_tree_filter(*, forest: Forest, words: tuple[str, ...]) -> Q:
+    """A filter of the forest's roots: the trees that hold every one of ``words`` (``query_words``), each anywhere in
+    the tree (its prompt or any of its steps), read from the trees' words (``TreeWord``): one index range per word,
+    whatever the number of steps that hold it, one semi-join per word (the planner sees each word's own figures)."""
+    if not words:  # a query PostgreSQL's parser finds no word in: no tree
+        return Q(pk__in=[])
+    held = (Q(pk__in=TreeWord.objects.filter(forest=forest, word=word).values("tree_id")) for word in words)
+    return functools.reduce(operator.and_, held)
 
 
 # --- the page's query -------------------------------------------------------------------------------------------------
@@ -268,7 +264,7 @@ def forest_tree_query(*, forest: Forest, query: TreeQuery, disagreement_ids: lis
         else:
             roots = roots.filter(reference_answer=query.truth)
     if query.words:
-        roots = roots.filter(matching_tree_filter(forest=forest, query=query))
+        roots = roots.filter(matching_tree_filter(forest=forest, words=query_words(query)))
     roots = roots.values_list("pk", flat=True)
     if query.sort == "disagreement" and disagreement_ids is not None:
         return roots  # ordered by the caller, who holds the order
@@ -301,7 +297,17 @@ def _page_rows(ordered: QuerySet, *, number: int, per_page: int) -> list[tuple[i
     so the filter (a search's hits above all) runs once, not once for the count and once more for the rows.
 
     The page is cut by an outer SELECT written here, not by Django's filter on window functions (which took longer to
-    write the statement than the database to run it)."""
+    write the statement than the database to run it). SQLite's window functions cost about a microsecond a row, more
+    than reading the ordered ids themselves: there the statement reads the ids in the page's order, and the count and
+    the page are taken from them (``_page_of_ids``)."""
+    if connection.vendor == "sqlite":
+        try:
+            sql, params = ordered.values_list("pk").query.sql_with_params()
+        except EmptyResultSet:
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return _page_of_ids([row[0] for row in cursor.fetchall()], number=number, per_page=per_page)
     numbered = (
         ordered.annotate(
             page_tree=F("pk"),
@@ -327,6 +333,14 @@ def _page_rows(ordered: QuerySet, *, number: int, per_page: int) -> list[tuple[i
     with connection.cursor() as cursor:
         cursor.execute(statement, (*params, *offset, *offset))
         return cursor.fetchall()
+
+
+def _page_of_ids(ids: list[int], *, number: int, per_page: int) -> list[tuple[int, int, int]]:
+    """``_page_rows``' answer from every id in the page's order."""
+    total = len(ids)
+    last_start = (total - 1) // per_page * per_page if total else 0
+    start = min((number - 1) * per_page, last_start) if number else last_start
+    return [(tree, total, start + offset + 1) for offset, tree in enumerate(ids[start : start + per_page])]
 
 
 def tree_page(*, forest: Forest, query: TreeQuery, page_number: str | None, per_page: int) -> tuple[Page, list[int]]:

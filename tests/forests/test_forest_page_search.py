@@ -65,7 +65,7 @@ def interleaved():
 
 
 @pytest.mark.parametrize(
-    "q", ["variant", "zeppelin", "kestrels", "variant then", "plain 4", "nowhere", "kestrels variant", "lonely 5"]
+    "q", ["variant", "zeppelin", "kestrels", "variant then", "plain 4", "nowhere", "kestrels variant", "lonely 5", "_"]
 )
 def test_a_search_lists_each_matching_tree_once_and_only_its_own_forests(interleaved, q):
     here, there, _roots = interleaved
@@ -129,12 +129,12 @@ def test_the_count_and_the_page_are_one_statement(interleaved, params):
     with CaptureQueriesContext(connection) as queries:
         page, ids = tree_page(forest=here, query=query, page_number="2", per_page=2)
     selects = _selects(queries)
-    paging = [sql for sql in selects if "OVER" in sql.upper()]
-    assert len(paging) == 1
-    assert len(selects) == (2 if params.get("sort") == "-nodes" else 1)  # + the check that every tree is tallied
+    words = [sql for sql in selects if "tsvector_to_array" in sql]  # PostgreSQL reads the query's words first
+    assert len(words) == (1 if "q" in params and connection.vendor == "postgresql" else 0)
+    tally_check = 1 if params.get("sort") == "-nodes" else 0  # the check that every tree is tallied
+    assert len(selects) == 1 + len(words) + tally_check
     if "q" in params:
-        marker = "forests_treeword"
-        assert sum(marker in sql for sql in selects) == 1
+        assert sum("forests_treeword" in sql for sql in selects) == 1
     assert page.number == 2 and len(ids) == 2 and page.has_next() and page.has_previous()
 
 
