@@ -86,19 +86,25 @@ class RequestThread(Executor):
     def _run(self) -> None:
         while (item := self._work.get()) is not None:
             future, fn, args, kwargs = item
+            del item
+            if not future.set_running_or_notify_cancel():
+                self._done()
+                continue
             try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        result = fn(*args, **kwargs)
-                    except BaseException as exc:  # handed to the caller, as concurrent.futures does
-                        future.set_exception(exc)
-                    else:
-                        future.set_result(result)
-            finally:
-                with self._lock:
-                    self._pending -= 1
-            del item, future, fn, args, kwargs
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller, as concurrent.futures does
+                self._done()  # before the caller hears of it: it may give this thread back at once
+                future.set_exception(exc)
+            else:
+                self._done()
+                future.set_result(result)
+                del result
+            del future, fn, args, kwargs  # nothing of a request outlives it here while the thread waits
         connections.close_all()  # this thread's own database connections: nobody else can close them
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """End the thread once what it was given has run (its connections closed first)."""
