@@ -136,6 +136,13 @@ class RequestThreads:
                 return
         thread.shutdown(wait=False)
 
+    def close(self) -> None:
+        """End the idle threads, each once it has closed its database connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for thread in idle:
+            thread.shutdown(wait=True)
+
 
 class OneHopASGIHandler(ASGIHandler):
     """Django's ASGI handler, with the middleware chain and the view run as one synchronous call in the request's
