@@ -53,9 +53,10 @@ from django.http import HttpRequest, HttpResponseBase
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prmsite.settings")
 
 
-# Request threads kept idle per process for the next requests (each with its SQLite connection, if it made one); a
-# thread given back beyond this many, or while still busy, closes its connections and ends.
-REQUEST_THREADS_IDLE_MAX = 32
+# Request threads kept idle per process for the next requests (each with its SQLite connection and that connection's
+# page cache, up to 2 MiB, if it made one): as many as requests a process serves at once in steady use. A thread given
+# back beyond this many, or while still busy, closes its connections and ends.
+REQUEST_THREADS_IDLE_MAX = 16
 
 
 class RequestThread(Executor):
