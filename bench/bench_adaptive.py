@@ -35,8 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import pg_admin  # noqa: E402
-from bench.servers import manage  # noqa: E402
+from bench.servers import RATIO_HEADER, PostgresUnavailable, manage, postgres_database, table_print  # noqa: E402
 from prmsite.core.mc_budget import (  # noqa: E402
     ReplayPolicy,
     ReplayRollout,
@@ -240,19 +239,11 @@ def main() -> int:
             rows.append(latency_row("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base))
     if os.environ.get("BENCH_ADAPTIVE_PG", "1") == "1":
         try:
-            pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-            pg_admin(f"CREATE DATABASE {PG_NAME}")
-        except Exception as exc:  # no PostgreSQL here: say so rather than fail the other figures
-            rows.append(f"| PostgreSQL | skipped: {type(exc).__name__} | | |")
-        else:
-            try:
-                rows.append(latency_row("PostgreSQL", f"{PG_BASE}/{PG_NAME}", env_base))
-            finally:
-                pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-    print("| benchmark | figure | floor | ratio |")
-    print("| --- | --- | --- | --- |")
-    for row in rows:
-        print(row)
+            with postgres_database(PG_BASE, PG_NAME) as url:
+                rows.append(latency_row("PostgreSQL", url, env_base))
+        except PostgresUnavailable as exc:  # no PostgreSQL here: say so rather than fail the other figures
+            rows.append(f"| PostgreSQL | skipped: {exc.reason} | | |")
+    table_print(RATIO_HEADER, rows)
     return 0
 
 

@@ -35,7 +35,15 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.servers import manage, production_server, stop  # noqa: E402
+from bench.servers import (  # noqa: E402
+    RATIO_HEADER,
+    PostgresUnavailable,
+    manage,
+    postgres_database,
+    production_server,
+    stop,
+    table_print,
+)
 
 CLIENTS = 32
 N = int(os.environ.get("BENCH_N", "1500"))
@@ -191,13 +199,6 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str]) -> li
     ]
 
 
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def main() -> int:
     env_base = {
         **os.environ,
@@ -210,23 +211,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="prmsite-bench-") as folder:
         rows += bench_backend("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base)
     try:
-        pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-        pg_admin(f"CREATE DATABASE {PG_NAME}")
-    except Exception as exc:  # no PostgreSQL here: say so in the table rather than fail the SQLite figures
-        rows.append(f"| PostgreSQL | skipped: {type(exc).__name__} | | |")
-    else:
-        try:
-            rows += bench_backend("PostgreSQL", f"{PG_BASE}/{PG_NAME}", env_base)
-        finally:
-            pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+        with postgres_database(PG_BASE, PG_NAME) as url:
+            rows += bench_backend("PostgreSQL", url, env_base)
+    except PostgresUnavailable as exc:  # no PostgreSQL here: say so in the table rather than fail the SQLite figures
+        rows.append(f"| PostgreSQL | skipped: {exc.reason} | | |")
     print(
         f"{N} rollouts per backend, {CLIENTS} client threads, uvicorn {WORKERS} worker processes, "
         f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
     )
-    print("| benchmark | figure | floor | ratio |")
-    print("| --- | --- | --- | --- |")
-    for row in rows:
-        print(row)
+    table_print(RATIO_HEADER, rows)
     return 0
 
 

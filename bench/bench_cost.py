@@ -49,7 +49,15 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.servers import manage, production_server, stop  # noqa: E402
+from bench.servers import (  # noqa: E402
+    RATIO_HEADER,
+    PostgresUnavailable,
+    manage,
+    postgres_database,
+    production_server,
+    stop,
+    table_print,
+)
 
 SHORT = os.environ.get("BENCH_SHORT") == "1"
 WORKERS = int(os.environ.get("BENCH_COST_WORKERS", "1"))
@@ -756,13 +764,6 @@ def bench_backend(
     return rows_for(label, measured, child(env, "--floor"))
 
 
-def pg_admin(sql: str) -> None:
-    import psycopg  # deferred: only when PostgreSQL is benchmarked
-
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def main() -> int:
     sizes = sizes_from_env()
     wanted = {name.strip() for name in os.environ.get("BENCH_COST_DATABASES", "sqlite,postgresql").split(",")}
@@ -781,23 +782,15 @@ def main() -> int:
             rows += bench_backend("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base, sizes, None)
         if "postgresql" in wanted:
             try:
-                pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-                pg_admin(f"CREATE DATABASE {PG_NAME}")
-            except Exception as exc:  # no PostgreSQL here: say so in the table rather than fail the SQLite figures
-                rows.append(f"| PostgreSQL | skipped: {type(exc).__name__} | | |")
-            else:
-                try:
-                    rows += bench_backend("PostgreSQL", f"{PG_BASE}/{PG_NAME}", env_base, sizes, PG_NAME)
-                finally:
-                    pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+                with postgres_database(PG_BASE, PG_NAME) as url:
+                    rows += bench_backend("PostgreSQL", url, env_base, sizes, PG_NAME)
+            except PostgresUnavailable as exc:  # no PostgreSQL here: say so rather than fail the SQLite figures
+                rows.append(f"| PostgreSQL | skipped: {exc.reason} | | |")
     print(
         f"one client, requests one after the other; uvicorn {WORKERS} worker process(es); "
         f"{os.cpu_count()} cores; {time.monotonic() - started:.0f} s"
     )
-    print("| benchmark | figure | floor | ratio |")
-    print("| --- | --- | --- | --- |")
-    for row in rows:
-        print(row)
+    table_print(RATIO_HEADER, rows)
     return 0
 
 

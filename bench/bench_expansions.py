@@ -31,8 +31,15 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_api import pg_admin  # noqa: E402
-from bench.servers import manage, production_server, stop  # noqa: E402
+from bench.servers import (  # noqa: E402
+    RATIO_HEADER,
+    PostgresUnavailable,
+    manage,
+    postgres_database,
+    production_server,
+    stop,
+    table_print,
+)
 
 CLIENTS = 32
 CLAIM_ROOTS = int(os.environ.get("BENCH_CLAIM_ROOTS", "2000"))
@@ -221,23 +228,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="prmsite-bench-expansions-") as folder:
         rows += bench_backend("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base)
     try:
-        pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-        pg_admin(f"CREATE DATABASE {PG_NAME}")
-    except Exception as exc:  # no PostgreSQL here: say so rather than fail the SQLite figures
-        rows.append(f"| PostgreSQL | skipped: {type(exc).__name__} | | |")
-    else:
-        try:
-            rows += bench_backend("PostgreSQL", f"{PG_BASE}/{PG_NAME}", env_base)
-        finally:
-            pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+        with postgres_database(PG_BASE, PG_NAME) as url:
+            rows += bench_backend("PostgreSQL", url, env_base)
+    except PostgresUnavailable as exc:  # no PostgreSQL here: say so rather than fail the SQLite figures
+        rows.append(f"| PostgreSQL | skipped: {exc.reason} | | |")
     print(
         f"{CLAIM_ROOTS} expansions claimed by {CLIENTS} clients, uvicorn {WORKERS} worker processes, "
         f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s"
     )
-    print("| benchmark | figure | floor | ratio |")
-    print("| --- | --- | --- | --- |")
-    for row in rows:
-        print(row)
+    table_print(RATIO_HEADER, rows)
     return 0
 
 

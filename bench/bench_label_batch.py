@@ -36,7 +36,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.servers import manage, production_server, stop  # noqa: E402
+from bench.servers import (  # noqa: E402
+    RATIO_HEADER,
+    PostgresUnavailable,
+    manage,
+    postgres_database,
+    production_server,
+    stop,
+    table_print,
+)
 
 SHORT = os.environ.get("BENCH_SHORT") == "1"
 N = int(os.environ.get("BENCH_N", "500" if SHORT else "2000"))
@@ -183,13 +191,6 @@ def bench_backend(label: str, database_url: str, env_base: dict[str, str]) -> li
     ]
 
 
-def pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def main() -> int:
     env_base = {**os.environ, "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0", "PYTHONPATH": str(ROOT)}
     rows: list[str] = []
@@ -197,24 +198,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="prmsite-bench-") as folder:
         rows += bench_backend("SQLite", f"sqlite:///{Path(folder) / 'bench.sqlite3'}", env_base)
     try:
-        pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-        pg_admin(f"CREATE DATABASE {PG_NAME}")
-    except Exception as exc:  # no PostgreSQL here: say so in the table rather than fail the SQLite figures
-        rows.append(f"| PostgreSQL | skipped: {type(exc).__name__} | | |")
-    else:
-        try:
-            rows += bench_backend("PostgreSQL", f"{PG_BASE}/{PG_NAME}", env_base)
-        finally:
-            pg_admin(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+        with postgres_database(PG_BASE, PG_NAME) as url:
+            rows += bench_backend("PostgreSQL", url, env_base)
+    except PostgresUnavailable as exc:  # no PostgreSQL here: say so in the table rather than fail the SQLite figures
+        rows.append(f"| PostgreSQL | skipped: {exc.reason} | | |")
     print(
         f"{N} rollouts of 3 steps per backend; claims of {CLAIM_SIZE}, scored chunks of {SCORE_BATCH}, "
         f"{POST_THREADS} posting threads; uvicorn {WORKERS} worker processes, {os.cpu_count()} cores, "
         f"{time.monotonic() - started:.0f} s"
     )
-    print("| benchmark | figure | floor | ratio |")
-    print("| --- | --- | --- | --- |")
-    for row in rows:
-        print(row)
+    table_print(RATIO_HEADER, rows)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""What the benchmarks share: free ports, manage.py, and the production server (``python -m prmsite.wsgi``: uvicorn)
-started on a database of the benchmark's own."""
+"""What the benchmarks share: free ports, manage.py, the production server (``python -m prmsite.wsgi``: uvicorn)
+started on a database of the benchmark's own, a fresh PostgreSQL database for a run, and the results table."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+RATIO_HEADER = ("benchmark", "figure", "floor", "ratio")  # the columns of the rows every benchmark prints last
 
 
 def free_port() -> int:
@@ -82,3 +85,52 @@ def production_server(
         stop(process)
         raise
     return process, base
+
+
+class PostgresUnavailable(Exception):
+    """PostgreSQL could not be reached (or the database not created): ``reason`` is the error's type name, what the
+    benchmarks print in their skipped row."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"PostgreSQL unavailable: {error!r}")
+        self.reason = type(error).__name__
+
+
+def _pg_admin(base_url: str, sql: str) -> None:
+    import psycopg  # deferred: only the runs on PostgreSQL need it
+
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@contextmanager
+def postgres_database(base_url: str, name: str) -> Iterator[str]:
+    """A fresh database ``name`` on the server at ``base_url`` (``postgres://user@host:port``, no database): dropped if
+    it was left over, created, its URL yielded, and dropped after, even when the body fails. ``PostgresUnavailable``,
+    before the body runs, when the server cannot be reached or the database made::
+
+        try:
+            with postgres_database(PG_BASE, PG_NAME) as url:
+                rows += bench_backend("PostgreSQL", url, ...)
+        except PostgresUnavailable as exc:
+            rows.append(f"| PostgreSQL | skipped: {exc.reason} | | |")
+    """
+    base_url = base_url.rstrip("/")
+    try:
+        _pg_admin(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        _pg_admin(base_url, f"CREATE DATABASE {name}")
+    except Exception as exc:
+        raise PostgresUnavailable(exc) from exc
+    try:
+        yield f"{base_url}/{name}"
+    finally:
+        _pg_admin(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def table_print(header: Iterable[str], rows: Iterable[str]) -> None:
+    """Print a Markdown table: ``header``'s columns, its rule, then ``rows`` (each already a ``| … |`` line)."""
+    header = list(header)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    for row in rows:
+        print(row)

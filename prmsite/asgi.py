@@ -36,32 +36,147 @@ import json
 import logging
 import math
 import os
+import queue
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prmsite.settings")
 
 
+# Request threads kept idle per process for the next requests (each with its SQLite connection and that connection's
+# page cache, up to 2 MiB, if it made one): as many as requests a process serves at once in steady use. A thread given
+# back beyond this many, or while still busy, closes its connections and ends.
+REQUEST_THREADS_IDLE_MAX = 16
+
+
+class RequestThread(Executor):
+    """One thread that runs what it is given, in order: the executor of one request at a time (asgiref's
+    ``ThreadSensitiveContext(executor=…)``), kept from one request to the next by ``RequestThreads``."""
+
+    def __init__(self, name: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple, dict] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing submitted is still to run or running (a call whose caller gave up, a cancelled request's view,
+        still counts until it ends)."""
+        with self._lock:
+            return self._pending == 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._pending += 1
+        self._work.put((future, fn, args, kwargs))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, fn, args, kwargs = item
+            del item
+            if not future.set_running_or_notify_cancel():
+                self._done()
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller, as concurrent.futures does
+                self._done()  # before the caller hears of it: it may give this thread back at once
+                future.set_exception(exc)
+            else:
+                self._done()
+                future.set_result(result)
+                del result
+            del future, fn, args, kwargs  # nothing of a request outlives it here while the thread waits
+        connections.close_all()  # this thread's own database connections: nobody else can close them
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """End the thread once what it was given has run (its connections closed first)."""
+        self._work.put(None)
+        if wait:
+            self._thread.join()
+
+
+class RequestThreads:
+    """The request threads of one process: a request takes an idle one (the most recently used, whose database
+    connection is warm) or a new one, and gives it back when it is answered."""
+
+    def __init__(self, idle_max: int = REQUEST_THREADS_IDLE_MAX) -> None:
+        self.idle_max = idle_max
+        self._idle: list[RequestThread] = []
+        self._lock = threading.Lock()
+        self._made = itertools.count(1)
+
+    def take(self) -> RequestThread:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return RequestThread(f"request-{next(self._made)}")
+
+    def give_back(self, thread: RequestThread) -> None:
+        with self._lock:
+            if len(self._idle) < self.idle_max and thread.idle:
+                self._idle.append(thread)
+                return
+        thread.shutdown(wait=False)
+
+    def close(self) -> None:
+        """End the idle threads, each once it has closed its database connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for thread in idle:
+            thread.shutdown(wait=True)
+
+
 class OneHopASGIHandler(ASGIHandler):
     """Django's ASGI handler, with the middleware chain and the view run as one synchronous call in the request's
-    thread: one thread hop a request, as under WSGI.
+    thread: one thread hop a request, as under WSGI; and that thread kept for later requests.
 
     Django's own handler runs the chain in async mode: every middleware built on ``MiddlewareMixin`` (most of ours:
     security, sessions, CSRF, authentication, messages, CSP, …) hops to a thread and back for its
     ``process_request`` and again for its ``process_response``, and the (synchronous) view once more: 36 hops a
     request, which cost more CPU than the work of ``POST /rollout`` itself (``bench/bench_cost.py``). Every view here
     is synchronous, so nothing is lost; reading the body, streaming the answer and the disconnect watch stay
-    Django's, in the event loop."""
+    Django's, in the event loop.
+
+    Django also starts a new thread for each request (a ``ThreadSensitiveContext`` of its own) and joins it after:
+    all of the request's synchronous work (the ``request_started`` and ``request_finished`` signals, the view, closing
+    the response) runs there, and its database connections are that thread's. Here the request runs in a thread taken
+    from ``RequestThreads`` instead, the same one from start to end, so a thread and (on SQLite, with
+    ``CONN_MAX_AGE``) its database connection serve one request after another: Django's ``close_old_connections`` at
+    each request's start and end, in that same thread, still closes a connection that is too old or broken."""
+
+    threads = RequestThreads()
 
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        thread = self.threads.take()
+        try:
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handle(scope, receive, send)
+        finally:
+            self.threads.give_back(thread)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)

@@ -191,7 +191,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend, with write transactions queued in the kernel (a flock beside the database) rather than on
     # SQLite's busy handler, which sleeps and retries and so starves waiters under contention (prmsite/db/sqlite3).
     DATABASES["default"]["ENGINE"] = "prmsite.db.sqlite3"
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Connections are kept (DATABASE_CONN_MAX_AGE): the production server runs requests in threads it keeps
+    # (prmsite.asgi.RequestThreads), so a request finds its thread's connection open instead of opening a new one and
+    # closing it after (with WAL, the last connection's close also checkpoints the log).
     DATABASES["default"]["OPTIONS"] = {
         # Take the write lock when a transaction starts, so two writers queue instead of one of them failing with
         # "database is locked" when it upgrades a read lock half-way through.

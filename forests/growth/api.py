@@ -27,6 +27,7 @@ from forests.growth.serializers import (
     GrowthPlanResultSerializer,
     GrowthPlanSerializer,
     GrowthSummarySerializer,
+    claimed_expansion_data,
 )
 from forests.models import Forest, Node
 from forests.selectors import forest_get
@@ -134,13 +135,14 @@ class ExpansionClaimView(GrowthApiView):
             limit=body.validated_data["limit"],
             max_rollouts=body.validated_data.get("max_rollouts"),
         )
-        data = {
-            "expansions": [vars(e) for e in result.expansions],
-            "done": result.done,
-            "reason": result.reason,
-            "lease_s": settings.GROWTH_LEASE_S,
-        }
-        return Response(ExpansionClaimResultSerializer(data).data)
+        return Response(
+            {
+                "expansions": [claimed_expansion_data(e) for e in result.expansions],
+                "done": bool(result.done),
+                "reason": str(result.reason),
+                "lease_s": int(settings.GROWTH_LEASE_S),
+            }
+        )
 
 
 class ExpansionReleaseView(GrowthApiView):

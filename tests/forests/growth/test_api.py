@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from rest_framework.test import APIClient
 
+from forests.growth.queue import ClaimedExpansion
+from forests.growth.serializers import ClaimedExpansionSerializer, claimed_expansion_data
 from forests.models import Expansion, RolloutGrowth
 from rollouts.models import Rollout
 from tests.factories import make_worker_token
@@ -179,3 +182,19 @@ def test_a_rollout_holding_a_nul_or_a_lone_surrogate_is_refused_alone_and_the_ot
     envelope = json.dumps({"rollouts": [body], "note": "PLACEHOLDER"}).replace("PLACEHOLDER", "\\u0000").encode()
     refused = api.generic("POST", "/rollout/batch", envelope, content_type="application/json")
     assert refused.status_code == 400 and refused.json()["code"] == "parse_error"
+
+
+def test_a_claimed_expansion_is_answered_as_its_serializer_writes_it():
+    expires = datetime(2026, 12, 7, 18, 0, 0, 123456, tzinfo=UTC)
+    claimed = [
+        ClaimedExpansion(1, 2, 3, 0, "repeats", 4, "Is it?", [], 1, expires),
+        ClaimedExpansion(
+            2**62, 5, 6, 2, "adaptive", 1, "Q é\u2028", ["Step 1: a. ", "Step 2: b"], None, expires + timedelta(days=1)
+        ),
+        ClaimedExpansion(7, 8, 9, 1, "mc", 2, "", ["x"], 0, expires.astimezone(timezone(timedelta(hours=5)))),
+    ]
+    for expansion in claimed:
+        assert claimed_expansion_data(expansion) == ClaimedExpansionSerializer(vars(expansion)).data
+    assert json.dumps([claimed_expansion_data(e) for e in claimed]) == json.dumps(
+        ClaimedExpansionSerializer([vars(e) for e in claimed], many=True).data
+    )
