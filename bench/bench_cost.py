@@ -20,7 +20,8 @@ the requests one after the other, so the server's CPU is the requests' alone. Ev
 The server's CPU is the user + system time of its processes (the server and its children, psutil: /proc/<pid>/stat)
 read before and after each kind. The floor, in a child process on the same database, makes the calls the views make
 (``receive_rollouts``, ``receive_rollout``, ``checkout_claim_wait`` with the view's encoder, ``label_create``,
-``expansion_claim``, ``adapter_get`` + reading the file) on data of its own, timed with ``time.process_time()``.
+``expansion_claim`` with its answer encoded, ``adapter_get`` + reading the file) on data of its own, timed with
+``time.process_time()``.
 On PostgreSQL the CPU of the database's own backends is read too (the ``postgres`` processes serving the bench
 database, sampled every 0.1 s through the run: psutil on /proc), for the server's requests and for the floor's.
 
@@ -501,6 +502,7 @@ def _floor_expansions(run: Run, clock: Callable[[], float], kind: str, count: in
     from django.utils import timezone  # deferred: see the section's comment
 
     from forests.growth.queue import expansion_claim  # deferred: as above
+    from forests.growth.serializers import claimed_expansion_data  # deferred: as above
 
     work = Work()
     started = clock()
@@ -514,6 +516,7 @@ def _floor_expansions(run: Run, clock: Callable[[], float], kind: str, count: in
         ).expansions
         if not got:
             raise RuntimeError(f"forest {run.forest(kind)} ran out of expansions after {work.items} of {count}")
+        json.dumps([claimed_expansion_data(expansion) for expansion in got])  # the answer, as claims encode theirs
         work.items += len(got)
     return work, clock() - started
 
