@@ -72,7 +72,7 @@ POSTGRES_BACKWARD = [
 
 _SQLITE_WORDS = """
     INSERT INTO forests_treeword (forest_id, word, tree_id)
-    SELECT {node}.forest_id, words.value, coalesce({node}.tree_id, {node}.id)
+    SELECT {distinct}{node}.forest_id, words.value, coalesce({node}.tree_id, {node}.id)
     FROM {source}json_each(prmsite_search_words({node}.text)) AS words
     WHERE NOT EXISTS (
         SELECT 1 FROM forests_treeword AS held
@@ -87,13 +87,15 @@ SQLITE_DROP = [
 SQLITE_FORWARD = [
     *SQLITE_DROP,
     f"""CREATE TRIGGER forests_node_words_insert AFTER INSERT ON forests_node BEGIN
-        {_SQLITE_WORDS.format(node="new", source="")};
+        {_SQLITE_WORDS.format(node="new", source="", distinct="")};
     END""",
     f"""CREATE TRIGGER forests_node_words_update AFTER UPDATE OF text, tree_id ON forests_node
     WHEN old.text IS NOT new.text OR coalesce(old.tree_id, old.id) IS NOT coalesce(new.tree_id, new.id) BEGIN
-        {_SQLITE_WORDS.format(node="new", source="")};
+        {_SQLITE_WORDS.format(node="new", source="", distinct="")};
     END""",
-    _SQLITE_WORDS.format(node="node", source="forests_node AS node, "),
+    # One statement reads every node: a SELECT that reads the table it writes is read whole first, so the statement
+    # does not see its own rows, and DISTINCT keeps each word of a tree once (a trigger adds one node's at a time).
+    _SQLITE_WORDS.format(node="node", source="forests_node AS node, ", distinct="DISTINCT "),
     *importlib.import_module("forests.migrations.0008_forest_page_search").DROP,
 ]
 SQLITE_BACKWARD = [*SQLITE_DROP, *importlib.import_module("forests.migrations.0008_forest_page_search").FORWARD]

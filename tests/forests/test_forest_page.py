@@ -375,16 +375,18 @@ def _search_index_exists() -> bool:
 def test_the_search_migration_is_reversible_and_indexes_the_nodes_already_there():
     forest = make_forest("migrated")
     kestrels = make_root(forest, "kestrels hover", ground_truth=1)
+    grow(forest, kestrels, [(["Kestrels hover again. ", "Then kestrels dive."], 1)])  # one word, three nodes
     assert _search_index_exists()
     call_command("migrate", "forests", "0008_forest_page_search", verbosity=0)
     try:
         assert not _search_index_exists()
-        with connection.cursor() as cursor:  # 0008's per-node index is back, and holds the nodes
+        with connection.cursor() as cursor:  # 0008's per-node index is back, and holds the nodes (3 say kestrels)
             if connection.vendor == "postgresql":
                 cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'node_text_search'")
+                assert cursor.fetchone()[0] == 1
             else:
                 cursor.execute("SELECT count(*) FROM forests_node_fts WHERE forests_node_fts MATCH 'kestrels'")
-            assert cursor.fetchone()[0] == 1
+                assert cursor.fetchone()[0] == 3
         call_command("migrate", "forests", "0004_search_reports", verbosity=0)
         falcons = make_root(forest, "falcons dive", ground_truth=0)  # stored while nothing indexes it
     finally:
@@ -392,6 +394,10 @@ def test_the_search_migration_is_reversible_and_indexes_the_nodes_already_there(
     assert _search_index_exists()
     assert _listed(forest, "kestrels") == [kestrels.pk]
     assert _listed(forest, "falcons") == [falcons.pk]
+    # the nodes already there were read in with each word of a tree once
+    assert TreeWord.objects.filter(forest=forest, word="kestrels").count() == 1
+    rows = TreeWord.objects.filter(forest=forest).values_list("word", "tree_id")
+    assert len(rows) == len(set(rows))
 
 
 def test_trees_with_a_tally_sort_by_it_as_their_rollouts_arrive(user_client):
