@@ -38,6 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.forest_writer import forest_write  # noqa: E402
+from bench.servers import table_print  # noqa: E402
 
 NODES = int(os.environ.get("BENCH_FOREST_PAGE_NODES", "1000000"))
 REPEAT = int(os.environ.get("BENCH_FOREST_PAGE_REPEAT", "3"))
@@ -211,9 +212,7 @@ def main() -> None:
         rows += run("SQLite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}")
     if os.environ.get("BENCH_FOREST_PAGE_PG"):
         rows += run("PostgreSQL", os.environ["BENCH_FOREST_PAGE_PG"])
-    print("| benchmark | figure | floor (same run) | ratio |")
-    print("| --- | --- | --- | --- |")
-    print("\n".join(rows))
+    table_print(("benchmark", "figure", "floor (same run)", "ratio"), rows)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Both: a partial index of the roots by forest, depth and ground truth (``node_roo
 truth reads the index, not one root row per tree; only roots are in it, so the intake's steps do not write it.
 """
 
+import importlib
+
 from django.db import migrations, models
 
 # 100000 below: forests.forest_search.SEARCH_TEXT_CHARS; 32: forests.forest_search.FTS_TREE_SHIFT (a migration is
@@ -43,24 +45,8 @@ FORWARD = [
     END""",
 ]
 
-# 0005's table and triggers (external content, rowid = node id).
-BACKWARD = [
-    *DROP,
-    "CREATE VIRTUAL TABLE forests_node_fts USING fts5(text, content='forests_node', content_rowid='id')",
-    "INSERT INTO forests_node_fts(rowid, text) SELECT id, substr(text, 1, 100000) FROM forests_node",
-    """CREATE TRIGGER forests_node_fts_insert AFTER INSERT ON forests_node BEGIN
-        INSERT INTO forests_node_fts(rowid, text) VALUES (new.id, substr(new.text, 1, 100000));
-    END""",
-    """CREATE TRIGGER forests_node_fts_delete AFTER DELETE ON forests_node BEGIN
-        INSERT INTO forests_node_fts(forests_node_fts, rowid, text)
-        VALUES ('delete', old.id, substr(old.text, 1, 100000));
-    END""",
-    """CREATE TRIGGER forests_node_fts_update AFTER UPDATE OF text ON forests_node BEGIN
-        INSERT INTO forests_node_fts(forests_node_fts, rowid, text)
-        VALUES ('delete', old.id, substr(old.text, 1, 100000));
-        INSERT INTO forests_node_fts(rowid, text) VALUES (new.id, substr(new.text, 1, 100000));
-    END""",
-]
+# 0005's table and triggers (external content, rowid = node id), as 0005 made them.
+BACKWARD = [*DROP, *importlib.import_module("forests.migrations.0005_node_search").SQLITE_FORWARD]
 
 
 def _run(statements):

@@ -100,13 +100,8 @@ SQLITE_FORWARD = [
 ]
 SQLITE_BACKWARD = [*SQLITE_DROP, *importlib.import_module("forests.migrations.0008_forest_page_search").FORWARD]
 
-
-def _run(statements_by_vendor):
-    def run(apps, schema_editor):
-        for statement in statements_by_vendor.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(statement)
-
-    return run
+# Each database runs its own statements, as in 0005.
+_run = importlib.import_module("forests.migrations.0005_node_search")._run
 
 
 class Migration(migrations.Migration):
